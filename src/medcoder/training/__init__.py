@@ -1,0 +1,1 @@
+"""medcoder.training."""
