@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a virtualenv in .venv with torch (pinned, CPU build, installed FIRST so no
+# other package pulls a multi-GB CUDA build) and medcoder in editable mode with dev extras.
+# Re-running is cheap: nothing is reinstalled unless pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_VERSION=${MEDCODER_TORCH_VERSION:-2.13.0}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.medcoder-installed
+want="torch=$TORCH_VERSION $(sha256sum pyproject.toml | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "torch==$TORCH_VERSION"
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+fi

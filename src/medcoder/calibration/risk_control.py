@@ -1,0 +1,256 @@
+"""The precision guarantee: choose the auto-accept threshold τ with Learn-then-Test.
+
+Goal: among predicted codes whose calibrated probability is ≥ τ, precision ≥ ``target_precision``
+with probability ≥ ``1 − delta`` over the draw of the calibration split. Calibrated probabilities
+alone do not give this (calibration is only approximate, and the split is finite), so τ is chosen
+by a multiple-testing procedure on held-out labels:
+
+    Angelopoulos, Bates, Candès, Jordan, Lei (2021). "Learn then Test: Calibrating Predictive
+    Algorithms to Achieve Risk Control." arXiv:2110.01052 (Ann. Appl. Stat. 2025).
+
+* Loss per accepted code: 1 if it is a false positive. Risk at τ = 1 − precision(τ); we need
+  risk ≤ α = 1 − target_precision.
+* For each candidate τ, the null hypothesis H0(τ): precision(τ) < target (risk > α). Conditional
+  on the number ``n`` of codes accepted at τ, the number of false accepts ``k`` is
+  Binomial(n, risk(τ)), so the exact binomial-tail p-value is ``P(Binom(n, α) ≤ k)``
+  (``scipy.stats.binom.cdf``; LTT §3, the binomial p-value for binary losses).
+* Fixed-sequence testing (LTT §4; Bauer 1991): test candidates from the highest τ down, each at
+  level δ, stop at the first p-value > δ. Every τ tested before the stop is certified; the chosen
+  τ is the lowest certified one (largest coverage). Family-wise error ≤ δ because the order is
+  fixed before the labels are looked at.
+
+One deliberate, label-free refinement. At the very top of the score range only a handful of codes
+are accepted, and with ``n`` accepts even a perfect record gives ``p = (1 − α)^n``; for
+``n < n_min = ceil(log δ / log(1 − α))`` (45 for α = 0.05, δ = 0.1) no outcome can reject, so a
+sequence started there always stops at once and the method would be vacuous. Those candidates are
+dropped before testing. This uses only the *count of scores* above each τ, never the labels, so
+the sequence is still fixed before looking at the labels. Validity is checked by simulation in
+``tests/unit/test_risk_control.py``.
+
+Assumption to keep in mind: pairs are treated as exchangeable between calibration and deployment.
+Codes of the same note are correlated, so the effective sample size is somewhat smaller than the
+number of accepted codes; the test-split Clopper–Pearson bound reported by
+:func:`precision_lower_bound` is the independent check.
+
+Library choice: MAPIE (``mapie.risk_control``) implements LTT, but it is not a project dependency
+and its binary controller uses Hoeffding–Bentkus p-values (looser than the exact binomial tail for
+0/1 losses); this module uses scipy only. When MAPIE is installed, the test suite cross-checks our
+fixed-sequence step against ``mapie.risk_control.fwer_control.control_fwer``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import beta as beta_dist
+from scipy.stats import binom
+
+from medcoder.errors import ConfigError
+
+__all__ = [
+    "AcceptThresholdResult",
+    "binomial_p_values",
+    "fixed_sequence_test",
+    "min_accepts_to_certify",
+    "precision_lower_bound",
+    "select_accept_threshold",
+]
+
+
+@dataclass
+class AcceptThresholdResult:
+    """Outcome of :func:`select_accept_threshold` (plain-JSON via :meth:`to_dict`).
+
+    ``tau`` is None when no candidate is certified: then nothing may be auto-accepted, and
+    ``message`` says so in one plain sentence. ``calibration_precision`` and
+    ``precision_lower_bound`` describe the accepted set on the calibration split at ``tau``
+    (the latter a one-sided Clopper–Pearson bound at level δ, for information; the guarantee
+    itself comes from the LTT procedure).
+    """
+
+    tau: float | None
+    feasible: bool
+    target_precision: float
+    delta: float
+    n_calibration_eligible: int
+    n_calibration_accepted: int
+    calibration_precision: float | None
+    precision_lower_bound: float | None
+    message: str
+    min_accepted: int
+    candidates: list[float] = field(default_factory=list)
+    p_values: list[float] = field(default_factory=list)
+    n_accepted: list[int] = field(default_factory=list)
+
+    def to_dict(self, include_grid: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        if not include_grid:
+            for k in ("candidates", "p_values", "n_accepted"):
+                d.pop(k)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AcceptThresholdResult:
+        return cls(**d)
+
+
+def _check_levels(target_precision: float, delta: float) -> None:
+    if not (0.0 < float(target_precision) < 1.0):
+        raise ConfigError(
+            f"routing.target_precision: {target_precision!r} is not in (0, 1)",
+            hint="use e.g. 0.95; 1.0 can never be certified from finite data",
+        )
+    if not (0.0 < float(delta) < 1.0):
+        raise ConfigError(
+            f"routing.delta: {delta!r} is not in (0, 1)", hint="use e.g. 0.1 (90% confidence)"
+        )
+
+
+def min_accepts_to_certify(target_precision: float, delta: float) -> int:
+    """Smallest ``n`` for which ``n`` accepts with zero errors reject H0: ``(1−α)^n ≤ δ``."""
+    alpha = 1.0 - float(target_precision)
+    return int(math.ceil(math.log(delta) / math.log1p(-alpha) - 1e-12))
+
+
+def binomial_p_values(n_accepted: np.ndarray, n_false: np.ndarray, alpha: float) -> np.ndarray:
+    """``P(Binom(n, α) ≤ k)`` for H0: error rate > α; 1.0 where nothing is accepted."""
+    n = np.asarray(n_accepted, dtype=np.int64)
+    k = np.asarray(n_false, dtype=np.int64)
+    p = binom.cdf(k, np.maximum(n, 1), alpha)
+    return np.where(n > 0, p, 1.0)
+
+
+def fixed_sequence_test(p_values: np.ndarray, delta: float) -> int:
+    """Number of leading hypotheses rejected by fixed-sequence testing at level ``delta``.
+
+    Hypotheses are tested in the given order, each at full level δ; testing stops at the first
+    p-value > δ. Returns the count of rejections (0 = none), i.e. the index of the first stop.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    above = np.flatnonzero(p > delta)
+    return int(above[0]) if above.size else int(p.size)
+
+
+def precision_lower_bound(n_correct: int, n_total: int, delta: float) -> float:
+    """One-sided Clopper–Pearson lower confidence bound on a precision at level ``1 − delta``.
+
+    ``P(precision ≥ bound) ≥ 1 − delta``. Returns nan when ``n_total == 0`` (no accepted codes:
+    precision undefined) and 0.0 when ``n_correct == 0``.
+    """
+    n, k = int(n_total), int(n_correct)
+    if n <= 0:
+        return float("nan")
+    if k <= 0:
+        return 0.0
+    return float(beta_dist.ppf(delta, k, n - k + 1))
+
+
+def select_accept_threshold(
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    predicted_mask: np.ndarray,
+    *,
+    target_precision: float = 0.95,
+    delta: float = 0.1,
+    candidates: np.ndarray | list[float] | None = None,
+) -> AcceptThresholdResult:
+    """Choose τ_accept on the calibration split by LTT fixed-sequence testing (see module doc).
+
+    Parameters
+    ----------
+    probs, y_true, predicted_mask:
+        Arrays of equal shape (any, typically ``(n_docs, n_labels)``). Only pairs with
+        ``predicted_mask`` true can be auto-accepted, so only they enter the test. Pass the mask
+        of codes that are predicted *and* not blocked by a routing rule (see
+        :meth:`medcoder.routing.RoutingPolicy.eligible_mask`) so the guarantee is about exactly
+        the set that the policy will accept.
+    target_precision, delta:
+        Precision target and error level: ``P(precision(τ) ≥ target) ≥ 1 − delta``.
+    candidates:
+        Optional grid of τ values; default every distinct eligible probability. Tested from high
+        to low, after dropping those accepting fewer than :func:`min_accepts_to_certify` codes.
+
+    If no candidate is certified the result has ``tau=None`` and ``feasible=False``: the target is
+    never silently relaxed.
+    """
+    _check_levels(target_precision, delta)
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true)
+    m = np.asarray(predicted_mask, dtype=bool)
+    if not (p.shape == y.shape == m.shape):
+        raise ValueError(f"shapes differ: probs {p.shape}, y_true {y.shape}, mask {m.shape}")
+    alpha = 1.0 - float(target_precision)
+    s = p[m]
+    correct = y[m].astype(bool)
+    n_elig = int(s.size)
+    n_min = min_accepts_to_certify(target_precision, delta)
+
+    order = np.argsort(-s, kind="mergesort")
+    s_desc = s[order]
+    cum_false = np.concatenate([[0], np.cumsum(~correct[order])])
+    if candidates is None:
+        grid = np.unique(s_desc)[::-1]
+    else:
+        grid = np.unique(np.asarray(candidates, dtype=np.float64))[::-1]
+    # number accepted at each τ = count of scores >= τ (s_desc is descending)
+    n_acc = np.searchsorted(-s_desc, -grid, side="right")
+    testable = n_acc >= n_min
+    grid, n_acc = grid[testable], n_acc[testable]
+    k_false = cum_false[n_acc]
+    pvals = binomial_p_values(n_acc, k_false, alpha)
+    n_rejected = fixed_sequence_test(pvals, delta)
+
+    base = {
+        "target_precision": float(target_precision),
+        "delta": float(delta),
+        "n_calibration_eligible": n_elig,
+        "min_accepted": int(n_min),
+        "candidates": [float(v) for v in grid],
+        "p_values": [float(v) for v in pvals],
+        "n_accepted": [int(v) for v in n_acc],
+    }
+    conf = f"{100 * (1 - delta):.0f}%"
+    if n_rejected == 0:
+        if grid.size == 0:
+            why = (
+                f"only {n_elig} predicted codes are eligible on the calibration split and at "
+                f"least {n_min} are needed to certify any threshold"
+            )
+        else:
+            why = "the highest-scoring predicted codes are not precise enough on the calibration split"
+        msg = (
+            f"No auto-accept threshold reaches precision >= {target_precision:.3g} with "
+            f"{conf} confidence ({why}); nothing will be auto-accepted and the target was not "
+            f"relaxed."
+        )
+        return AcceptThresholdResult(
+            tau=None,
+            feasible=False,
+            n_calibration_accepted=0,
+            calibration_precision=None,
+            precision_lower_bound=None,
+            message=msg,
+            **base,
+        )
+    i = n_rejected - 1
+    tau = float(grid[i])
+    n = int(n_acc[i])
+    k_ok = n - int(k_false[i])
+    prec = k_ok / n
+    msg = (
+        f"Auto-accept threshold tau={tau:.4f} certifies precision >= {target_precision:.3g} with "
+        f"{conf} confidence (Learn-then-Test, fixed sequence); on the calibration split it accepts "
+        f"{n} of {n_elig} eligible predicted codes at precision {prec:.3f}."
+    )
+    return AcceptThresholdResult(
+        tau=tau,
+        feasible=True,
+        n_calibration_accepted=n,
+        calibration_precision=float(prec),
+        precision_lower_bound=precision_lower_bound(k_ok, n, delta),
+        message=msg,
+        **base,
+    )

@@ -1,0 +1,135 @@
+"""Decision thresholds: whether a code is predicted at all.
+
+This is a different question from auto-acceptance. The decision threshold trades precision for
+recall of the *suggestions* a coder sees (tuned for F1, as the medical-coding literature does —
+e.g. Edin et al. 2023 tune one global threshold on dev); the auto-accept threshold
+(:mod:`medcoder.calibration.risk_control`) is a much stricter bar with a statistical guarantee.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DecisionThreshold", "f1_optimal_threshold"]
+
+_DEFAULT_THRESHOLD = 0.5
+
+
+def f1_optimal_threshold(scores: np.ndarray, y_true: np.ndarray) -> tuple[float, float]:
+    """Exact F1-optimal threshold for the rule ``score >= t``; returns ``(t, best_f1)``.
+
+    Vectorised: sort once by score (descending), take cumulative true positives, and evaluate F1
+    only at the last position of each run of tied scores (a threshold cannot split ties). With
+    ``k`` predicted and ``P`` positives, ``F1 = 2·TP / (k + P)``. Ties in F1 go to the *higher*
+    threshold (fewer suggestions for the same F1). With no positives F1 is 0 everywhere and the
+    neutral 0.5 is returned.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    n_pos = float(y.sum())
+    if s.size == 0 or n_pos == 0:
+        return _DEFAULT_THRESHOLD, 0.0
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    tp = np.cumsum(y[order])
+    # last index of each tie group in the descending order
+    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
+    k = last + 1.0
+    f1 = 2.0 * tp[last] / (k + n_pos)
+    best = int(np.argmax(f1))  # first max == highest threshold among equal F1
+    return float(s_sorted[last[best]]), float(f1[best])
+
+
+class DecisionThreshold:
+    """F1-optimal decision threshold(s) on calibrated probabilities.
+
+    ``mode="global"``: one threshold over all (note, code) pairs (micro-F1 optimal).
+    ``mode="per_code"``: each code's own F1-optimal threshold, but codes with fewer than
+    ``min_positives`` dev positives fall back to the global threshold — a per-code optimum over 2
+    positives is noise and tends to an extreme value.
+
+    Fitted state: ``global_threshold_``, ``thresholds_`` (one per code; all equal in global
+    mode), ``per_code_`` (which codes use their own threshold).
+    """
+
+    def __init__(self, mode: str = "global", min_positives: int = 5) -> None:
+        self.mode = mode
+        self.min_positives = min_positives
+
+    def get_params(self) -> dict[str, Any]:
+        return {"mode": self.mode, "min_positives": int(self.min_positives)}
+
+    def fit(self, probs: np.ndarray, y_true: np.ndarray) -> DecisionThreshold:
+        if self.mode not in ("global", "per_code"):
+            from medcoder.errors import ConfigError
+
+            raise ConfigError(
+                f"routing.decision_threshold.mode: unknown mode {self.mode!r}",
+                hint="allowed: global, per_code",
+            )
+        p = np.asarray(probs, dtype=np.float64)
+        y = np.asarray(y_true, dtype=np.float64)
+        if p.ndim != 2 or p.shape != y.shape:
+            raise ValueError(f"probs {p.shape} and y_true {y.shape} must be equal 2-D shapes")
+        g, _ = f1_optimal_threshold(p, y)
+        thresholds = np.full(p.shape[1], g)
+        per_code = np.zeros(p.shape[1], dtype=bool)
+        if self.mode == "per_code":
+            pos = y.sum(axis=0)
+            for j in np.flatnonzero(pos >= self.min_positives):
+                thresholds[j], _ = f1_optimal_threshold(p[:, j], y[:, j])
+                per_code[j] = True
+        self.global_threshold_ = float(g)
+        self.thresholds_ = thresholds
+        self.per_code_ = per_code
+        return self
+
+    def predict(self, probs: np.ndarray) -> np.ndarray:
+        """Boolean mask of predicted codes, ``probs >= threshold`` per column."""
+        if not hasattr(self, "thresholds_"):
+            raise RuntimeError("DecisionThreshold is not fitted; call fit() first")
+        p = np.asarray(probs, dtype=np.float64)
+        if p.shape[-1] != self.thresholds_.shape[0]:
+            raise ValueError(
+                f"DecisionThreshold was fitted on {self.thresholds_.shape[0]} codes, got {p.shape[-1]}"
+            )
+        return p >= self.thresholds_
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"params": self.get_params()}
+        if hasattr(self, "thresholds_"):
+            d["state"] = {
+                "global_threshold": float(self.global_threshold_),
+                "thresholds": [float(t) for t in self.thresholds_],
+                "per_code": [bool(b) for b in self.per_code_],
+            }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DecisionThreshold:
+        obj = cls(**d.get("params", {}))
+        state = d.get("state")
+        if state:
+            obj.global_threshold_ = float(state["global_threshold"])
+            obj.thresholds_ = np.asarray(state["thresholds"], dtype=np.float64)
+            obj.per_code_ = np.asarray(state["per_code"], dtype=bool)
+        return obj
+
+    @classmethod
+    def fixed(cls, thresholds: float | np.ndarray, n_labels: int | None = None) -> DecisionThreshold:
+        """A pre-set threshold (no fitting) — for tests and for hand-set policies."""
+        obj = cls(mode="global")
+        t = np.asarray(thresholds, dtype=np.float64)
+        if t.ndim == 0:
+            if n_labels is None:
+                raise ValueError("n_labels is required with a scalar threshold")
+            t = np.full(n_labels, float(t))
+        obj.global_threshold_ = float(np.median(t)) if t.size else _DEFAULT_THRESHOLD
+        obj.thresholds_ = t
+        obj.per_code_ = np.zeros(t.shape[0], dtype=bool)
+        return obj
+
+    def __repr__(self) -> str:
+        return f"DecisionThreshold(mode={self.mode!r}, min_positives={self.min_positives!r})"

@@ -1,0 +1,34 @@
+"""Shared entry-point plumbing for the Hydra scripts: logging and one-line errors.
+
+A user-facing failure (bad data, bad config, bad bundle) prints one line naming the file/field/
+value and what to do, and exits with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from medcoder.errors import MedcoderError
+
+T = TypeVar("T")
+
+
+def quiet_environment() -> None:
+    """Offline-friendly defaults that a user can still override in the environment."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+
+
+def run_or_exit(fn: Callable[[], T]) -> T:
+    """Call ``fn``; on a ``MedcoderError`` print ``error: <message>`` and exit with its code."""
+    try:
+        return fn()
+    except MedcoderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

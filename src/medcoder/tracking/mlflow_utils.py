@@ -1,0 +1,103 @@
+"""MLflow helpers: where runs go, what each run records (config, params, tags), per-epoch logging.
+
+Default store: ``sqlite:///<root>/mlflow.db`` with artifacts in ``<root>/mlartifacts`` (DESIGN.md).
+Nothing here logs note text: configs and metrics only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from omegaconf import DictConfig, OmegaConf
+from transformers import TrainerCallback
+
+MAX_PARAM_CHARS = 500
+
+
+def tracking_uri(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> str:
+    """The configured URI, else the embedded SQLite file in the project root."""
+    uri = tracking_cfg.get("uri")
+    if uri:
+        return str(uri)
+    return f"sqlite:///{Path(root_dir).resolve() / 'mlflow.db'}"
+
+
+def setup_experiment(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> str:
+    """Point MLflow at the store and return the experiment id (created with local artifacts)."""
+    mlflow.set_tracking_uri(tracking_uri(tracking_cfg, root_dir))
+    name = tracking_cfg.get("experiment_name", "medcoder")
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = Path(tracking_cfg.get("artifact_dir") or Path(root_dir) / "mlartifacts").resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys -> string values (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)[:MAX_PARAM_CHARS]
+    return out
+
+
+def config_container(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as plain, resolved Python (without Hydra's own node)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    data.pop("hydra", None)
+    return data
+
+
+def log_config(cfg: DictConfig) -> None:
+    """``config.yaml`` artifact + flattened params."""
+    data = config_container(cfg)
+    mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(data)), "config.yaml")
+    params = flatten(data)
+    items = list(params.items())
+    for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """The commit of the code that ran ("unknown" outside a git checkout), "+dirty" if modified."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class EpochMetricsCallback(TrainerCallback):
+    """Logs each epoch's dev metrics as ``epoch_dev_<name>`` (step = epoch), so the final
+    ``dev_<name>`` keys keep the best checkpoint's values."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: D102
+        if not metrics or mlflow.active_run() is None:
+            return
+        step = round(state.epoch or 0)
+        values = {
+            f"epoch_dev_{k.removeprefix('eval_')}": float(v)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not k.endswith(("_runtime", "_per_second"))
+        }
+        mlflow.log_metrics(values, step=step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+        if logs and "loss" in logs and mlflow.active_run() is not None:
+            mlflow.log_metric("train_loss", float(logs["loss"]), step=state.global_step)

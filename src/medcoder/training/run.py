@@ -1,0 +1,252 @@
+"""Train one model end to end: data -> label space -> features -> fit -> evaluate -> MLflow.
+
+This is what ``scripts/train.py`` calls; it reads top to bottom like an HF example script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from medcoder.data import LabelSpace, code_descriptions, load_corpus
+from medcoder.errors import ConfigError
+from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
+from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling.label_init import init_from_descriptions
+from medcoder.tracking import EpochMetricsCallback, config_container, git_sha, log_config
+from medcoder.tracking import setup_experiment
+from medcoder.tracking.plots import per_code_f1, plot_f1_vs_frequency
+from medcoder.training.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
+from medcoder.training.encoders import resolve_encoder
+from medcoder.training.features import featurize
+from medcoder.training.state_cache import get_states
+from medcoder.training.trainer import MedCoderTrainer
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    metrics: dict[str, float]
+    model_dir: Path
+    wall_seconds: float
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _config_hash(cfg: DictConfig) -> str:
+    data = config_container(cfg)
+    data.get("trainer", {}).pop("resume", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint_to_resume(ckpt_dir: Path, cfg: DictConfig) -> str | None:
+    """The last checkpoint of an interrupted run with the *same* config, if resuming is on."""
+    mode = cfg.trainer.resume
+    if mode not in ("auto", "never"):
+        raise ConfigError(f"trainer.resume={mode!r} is not valid", hint="use auto or never")
+    stamp = ckpt_dir / "config_hash.txt"
+    if mode == "never" and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    if ckpt_dir.exists() and stamp.exists() and stamp.read_text() != _config_hash(cfg):
+        raise ConfigError(
+            f"{ckpt_dir} holds checkpoints of run_name={cfg.run_name!r} with a different config",
+            hint="pick another run_name=..., or trainer.resume=never to discard them",
+        )
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(_config_hash(cfg))
+    return get_last_checkpoint(str(ckpt_dir)) if mode == "auto" else None
+
+
+def _training_args(cfg: DictConfig, ckpt_dir: Path) -> TrainingArguments:
+    t = cfg.trainer
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=t.num_train_epochs,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        warmup_steps=float(t.warmup_ratio),
+        lr_scheduler_type=t.lr_scheduler_type,
+        max_grad_norm=t.max_grad_norm,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="map",
+        greater_is_better=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=t.use_cpu,
+        dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to="none",
+        disable_tqdm=t.disable_tqdm,
+    )
+
+
+def train(cfg: DictConfig) -> TrainResult:
+    """Train, evaluate on dev/test and log one MLflow run; returns its id and metrics."""
+    started = time.time()
+    set_seed(cfg.seed)
+    root = Path(cfg.paths.root_dir).resolve()
+
+    # -- data and label space --------------------------------------------------------------
+    splits = load_corpus(cfg.data)
+    for name in SPLITS:
+        if name not in splits:
+            raise ConfigError(f"data.{name}: the corpus has no {name!r} split", hint="train, dev and test are needed")
+    label_space = LabelSpace.from_codes(
+        splits["train"]["codes"],
+        min_count=cfg.labels.min_count,
+        top_k=cfg.labels.top_k,
+        codeset_fy=cfg.codeset.fiscal_year,
+    )
+    if len(label_space) == 0:
+        raise ConfigError("the label space is empty", hint="lower labels.min_count or check data.code_type")
+    label_space.descriptions = code_descriptions(label_space.codes)
+    coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
+    log.info("label space: %d codes; coverage %s", len(label_space), coverage)
+
+    # -- model and features ----------------------------------------------------------------
+    encoder_path = resolve_encoder(cfg.model.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    feats = featurize(
+        splits, tokenizer, label_space, chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks
+    )
+    model = MedCoderForICDCoding.from_encoder(
+        encoder_path,
+        label_space.codes,
+        chunk_size=cfg.model.chunk_size,
+        max_chunks=cfg.model.max_chunks,
+        attention_dim=cfg.model.attention_dim,
+        head_dropout=cfg.model.head_dropout,
+        codeset_fy=cfg.codeset.fiscal_year,
+        encoder_overrides=OmegaConf.to_container(cfg.model.encoder_overrides) or None,
+    )
+    if cfg.model.label_init == "description":
+        n_init = init_from_descriptions(model, tokenizer, [label_space.descriptions.get(c, "") for c in label_space.codes])
+        log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
+    elif cfg.model.label_init != "random":
+        raise ConfigError(f"model.label_init={cfg.model.label_init!r}", hint="use description or random")
+
+    mode = cfg.trainer.encoder_mode
+    if mode == "cached":
+        model.freeze_encoder(0)
+        cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
+        datasets = {}
+        for name in SPLITS:
+            states = get_states(
+                model.encoder, feats[name], encoder_id=f"{encoder_path}|{json.dumps(OmegaConf.to_container(cfg.model.encoder_overrides), sort_keys=True)}",
+                chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks,
+                cache_dir=cache_dir, batch_chunks=cfg.trainer.encode_batch_chunks, desc=f"encoding {name}",
+            )
+            datasets[name] = StatesDataset(states, np.asarray(feats[name]["labels"], dtype=np.float32))
+        collator = collate_states
+    elif mode == "finetune":
+        if cfg.trainer.train_top_layers >= 0:
+            model.freeze_encoder(cfg.trainer.train_top_layers)
+        datasets = {name: ChunksDataset(feats[name]) for name in SPLITS}
+        collator = collate_chunks
+    else:
+        raise ConfigError(f"trainer.encoder_mode={mode!r}", hint="use cached or finetune")
+
+    dev_gold = list(splits["dev"]["codes"])
+
+    def dev_metrics(pred) -> dict[str, float]:
+        return {"map": codiesp_map(_sigmoid(pred.predictions), label_space.codes, dev_gold)}
+
+    # -- fit -------------------------------------------------------------------------------
+    ckpt_dir = Path(cfg.paths.checkpoint_dir) / str(cfg.run_name)
+    resume_from = _checkpoint_to_resume(ckpt_dir, cfg)
+    setup_experiment(cfg.tracking, root)
+    with mlflow.start_run(run_name=str(cfg.run_name)) as run:
+        log_config(cfg)
+        mlflow.set_tags({
+            "medcoder.data": cfg.data.name,
+            "medcoder.model": cfg.model.name,
+            "medcoder.codeset_fy": str(cfg.codeset.fiscal_year),
+            "medcoder.git_sha": git_sha(root),
+            "medcoder.encoder_mode": mode,
+            "medcoder.resumed_from": Path(resume_from).name if resume_from else "",
+        })
+        mlflow.log_metrics({"n_labels": len(label_space), **{f"{n}_truncated_share": float(np.mean(feats[n]["truncated"])) for n in SPLITS}})
+        trainer = MedCoderTrainer(
+            model=model,
+            args=_training_args(cfg, ckpt_dir),
+            train_dataset=datasets["train"],
+            eval_dataset=datasets["dev"],
+            data_collator=collator,
+            compute_metrics=dev_metrics,
+            callbacks=[EarlyStoppingCallback(cfg.trainer.early_stopping_patience), EpochMetricsCallback()],
+            head_learning_rate=cfg.trainer.head_learning_rate,
+        )
+        if resume_from:
+            log.info("resuming from %s", resume_from)
+        trainer.train(resume_from_checkpoint=resume_from)
+
+        # -- evaluate the best checkpoint ------------------------------------------------------
+        probs = {n: _sigmoid(trainer.predict(datasets[n]).predictions) for n in ("dev", "test")}
+        y = {n: np.asarray(feats[n]["labels"], dtype=np.float32) for n in ("dev", "test")}
+        threshold = tune_global_threshold(probs["dev"], y["dev"])
+        metrics: dict[str, float] = {"decision_threshold": float(threshold)}
+        for n in ("dev", "test"):
+            values = compute_all(
+                probs[n], y[n], threshold=threshold, gold_codes=list(splits[n]["codes"]), label_codes=label_space.codes
+            )
+            values["label_coverage"] = coverage[n]
+            metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
+        metrics["train_label_coverage"] = coverage["train"]
+        metrics["train_wall_seconds"] = time.time() - started
+        mlflow.log_metrics(metrics)
+
+        # -- artifacts ---------------------------------------------------------------------------
+        model_dir = Path(cfg.paths.output_dir) / "runs" / run.info.run_id
+        _save_run_outputs(trainer.model, tokenizer, label_space, metrics, threshold, model_dir)
+        if cfg.tracking.log_model:
+            mlflow.log_artifacts(str(model_dir / "model"), "model")
+        mlflow.log_artifact(str(model_dir / "labels.json"))
+        mlflow.log_artifact(str(model_dir / "metrics.json"))
+        freq = np.array([label_space.frequency[c] for c in label_space.codes], dtype=float)
+        fig = plot_f1_vs_frequency(
+            per_code_f1(y["test"], (probs["test"] >= threshold).astype(float)), freq,
+            title=f"{cfg.data.name} / {cfg.model.name}: per-code test F1",
+        )
+        mlflow.log_figure(fig, "per_code_f1_vs_frequency.png")
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the model now lives in MLflow
+        return TrainResult(run.info.run_id, metrics, model_dir, time.time() - started)
+
+
+def _save_run_outputs(
+    model: MedCoderForICDCoding,
+    tokenizer: Any,
+    label_space: LabelSpace,
+    metrics: dict[str, float],
+    threshold: float,
+    out: Path,
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    label_space.to_json(out / "labels.json")
+    (out / "metrics.json").write_text(json.dumps({"decision_threshold": threshold, **metrics}, indent=2, sort_keys=True))
