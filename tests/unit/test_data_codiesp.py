@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medcoder.data import load_codiesp, load_codiesp_with_report
+from medcoder.data import load_codiesp, load_codiesp_with_report, load_corpus
 from medcoder.data.codiesp import RELEASE_DIRNAME, find_release_dir
 from medcoder.errors import ConfigError, DataError
 
@@ -148,3 +148,11 @@ def test_find_release_dir_descends(tmp_path: Path) -> None:
     assert find_release_dir(tmp_path) == tmp_path / "unzipped" / "codiesp" / RELEASE_DIRNAME
     assert find_release_dir(tmp_path, max_depth=0) is None
     assert find_release_dir(tmp_path / "nope") is None
+
+
+def test_load_corpus_codiesp_with_root(tmp_path: Path) -> None:
+    make_release(tmp_path, splits=("train",))
+    cfg = {"format": "codiesp", "root": str(tmp_path), "language": "en", "code_type": "P",
+           "cache_dir": str(tmp_path / "cache"), "download": False, "on_error": "skip",
+           "splits": ["train"]}
+    assert load_corpus(cfg)["train"]["codes"] == [["BW03ZZZ"], ["3E02"], []]

@@ -118,7 +118,9 @@ class DecisionThreshold:
         return obj
 
     @classmethod
-    def fixed(cls, thresholds: float | np.ndarray, n_labels: int | None = None) -> DecisionThreshold:
+    def fixed(
+        cls, thresholds: float | np.ndarray, n_labels: int | None = None
+    ) -> DecisionThreshold:
         """A pre-set threshold (no fitting) — for tests and for hand-set policies."""
         obj = cls(mode="global")
         t = np.asarray(thresholds, dtype=np.float64)

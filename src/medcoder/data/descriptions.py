@@ -33,7 +33,7 @@ def code_descriptions(codes: list[str], *, code_type: str = "D") -> dict[str, st
         return result
     try:
         import simple_icd_10_cm as cm  # slow import (~3 s): only when descriptions are wanted
-    except Exception:  # noqa: BLE001 - optional enrichment, never fatal
+    except Exception:  # optional enrichment, never fatal
         logger.warning("simple_icd_10_cm unavailable; code descriptions left empty")
         return result
     for code in result:
@@ -44,6 +44,6 @@ def code_descriptions(codes: list[str], *, code_type: str = "D") -> dict[str, st
                 if cm.is_valid_item(candidate):
                     result[code] = cm.get_description(candidate)
                     break
-            except Exception:  # noqa: BLE001 - a library quirk must not stop a run
+            except Exception:  # a library quirk must not stop a run
                 continue
     return result

@@ -25,7 +25,6 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
 
 __all__ = [
     "METRIC_KEYS",
@@ -338,32 +337,55 @@ def codiesp_map(
     return _ap_ranked(_ranked(rel, _rank_order(p, depth)), n_gold)
 
 
+def _rank_auc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Column-wise ROC AUC as the Mann-Whitney U statistic from average ranks.
+
+    Equals ``roc_auc_score`` exactly (tied scores count one half) at the cost of one sort per
+    column; scikit-learn's version builds a full ROC curve per label and is ~5x slower pooled and
+    one Python call per label in the macro case. Columns must hold both classes.
+    """
+    ranks = rankdata(scores, axis=0)
+    pos = truth.sum(axis=0).astype(np.float64)
+    neg = truth.shape[0] - pos
+    rank_sum = np.where(truth, ranks, 0.0).sum(axis=0)
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
 def micro_auc(probs: npt.ArrayLike, y_true: npt.ArrayLike) -> float:
-    """ROC AUC over all (note, code) pairs pooled; NaN when only one class is present."""
+    """ROC AUC over all (note, code) pairs pooled; NaN when only one class is present.
+
+    Same Mann-Whitney statistic as :func:`macro_auc`, with the tie groups found on one flat
+    sort, which is several times faster than ``rankdata`` on ~500k pairs.
+    """
     p, y = _as_arrays(probs, y_true)
     truth = y.ravel()
     if truth.all() or not truth.any():
         return float("nan")
-    return float(roc_auc_score(truth, p.ravel()))
+    scores = p.ravel()
+    order = np.argsort(scores)
+    sorted_scores = scores[order]
+    sorted_truth = truth[order].astype(np.int64)
+    # tied scores share the average of their 1-based ranks (start+1 .. end)
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], scores.size]
+    rank_sum = np.dot((starts + 1 + ends) / 2.0, np.add.reduceat(sorted_truth, starts))
+    pos = float(sorted_truth.sum())
+    neg = scores.size - pos
+    return float((rank_sum - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def macro_auc(probs: npt.ArrayLike, y_true: npt.ArrayLike) -> float:
     """Mean per-label ROC AUC over labels with both classes in ``y_true``; NaN if there are none.
 
-    Computed as the Mann-Whitney statistic from column-wise average ranks, which equals
-    ``roc_auc_score`` (ties count one half) but avoids one scikit-learn call per label, which
-    takes seconds on 1,800+ labels every epoch.
+    Labels without a positive (or without a negative) in the split have no AUC; skipping them
+    mirrors the macro-F1 rule of averaging only over codes the split can say something about.
     """
     p, y = _as_arrays(probs, y_true)
     n_pos = y.sum(axis=0)
     keep = (n_pos > 0) & (n_pos < y.shape[0])
     if not keep.any():
         return float("nan")
-    ranks = rankdata(p[:, keep], axis=0)
-    pos = n_pos[keep].astype(np.float64)
-    neg = y.shape[0] - pos
-    rank_sum = np.where(y[:, keep], ranks, 0.0).sum(axis=0)
-    return float(np.mean((rank_sum - pos * (pos + 1) / 2) / (pos * neg)))
+    return float(np.mean(_rank_auc(p[:, keep], y[:, keep])))
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,9 +409,12 @@ def _bin_sums(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count, sum of probabilities, sum of labels) per bin over all (note, code) pairs.
 
-    Bin i holds ``edges[i] <= p < edges[i+1]`` (the last bin also holds p = 1). Quantile edges
-    give equal-mass bins; tied scores always share a bin, so with heavy ties (e.g. many codes at
-    ~0) some bins are empty and others hold more than N/n_bins pairs.
+    ``quantile``: sort all pairs by score (stable) and cut the order into ``min(n_bins, N)``
+    groups of equal count (sizes differ by at most one). Cutting the sorted order rather than
+    using quantile *edges* keeps the mass equal even when ~99% of pairs share near-zero scores,
+    and it is exactly the binning of ``medcoder.calibration.report.ece_equal_mass``, so
+    ``test_ece`` from training and the calibration report agree. Tied scores may straddle bins.
+    ``uniform``: bin i holds ``i/n_bins <= p < (i+1)/n_bins`` (the last bin also holds p = 1).
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
@@ -397,15 +422,16 @@ def _bin_sums(
     scores = p.ravel()
     truth = y.ravel().astype(np.float64)
     if strategy == "quantile":
-        edges = np.quantile(scores, np.linspace(0.0, 1.0, n_bins + 1)) if scores.size else None
-    elif strategy == "uniform":
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
-    else:
+        if scores.size == 0:
+            return np.zeros(0), np.zeros(0), np.zeros(0)
+        order = np.argsort(scores, kind="stable")
+        k = min(n_bins, scores.size)
+        starts = (np.arange(k) * scores.size) // k
+        counts = np.diff(np.append(starts, scores.size)).astype(np.float64)
+        return counts, np.add.reduceat(scores[order], starts), np.add.reduceat(truth[order], starts)
+    if strategy != "uniform":
         raise ValueError(f"strategy must be 'quantile' or 'uniform', got {strategy!r}")
-    if edges is None:
-        empty = np.zeros(n_bins)
-        return empty, empty, empty
-    idx = np.digitize(scores, edges[1:-1])
+    idx = np.digitize(scores, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
     conf_sum = np.bincount(idx, weights=scores, minlength=n_bins)
     pos_sum = np.bincount(idx, weights=truth, minlength=n_bins)
@@ -422,7 +448,8 @@ def ece(
 
     Pairs, not notes, because the routing policy auto-accepts individual codes on their
     probability. Equal-mass bins are the default: with ~99.5% of pairs near 0, uniform bins put
-    almost everything in the first bin and hide miscalibration where decisions are made.
+    almost everything in the first bin and hide miscalibration where decisions are made. With
+    fewer pairs than bins each pair is its own bin (ECE becomes the mean |y - p|).
     Returns NaN on empty input.
     """
     counts, conf_sum, pos_sum = _bin_sums(probs, y_true, n_bins, strategy)

@@ -25,8 +25,13 @@ from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
 from medcoder.modeling import MedCoderForICDCoding
 from medcoder.modeling.label_init import init_from_descriptions
-from medcoder.tracking import EpochMetricsCallback, config_container, git_sha, log_config
-from medcoder.tracking import setup_experiment
+from medcoder.tracking import (
+    EpochMetricsCallback,
+    config_container,
+    git_sha,
+    log_config,
+    setup_experiment,
+)
 from medcoder.tracking.plots import per_code_f1, plot_f1_vs_frequency
 from medcoder.training.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
 from medcoder.training.encoders import resolve_encoder

@@ -1,0 +1,37 @@
+"""Stable reason names for human-review routing (**contract**: they appear in predictions files,
+audit logs and metric keys ``reason_<name>``; never rename, only add).
+"""
+
+from __future__ import annotations
+
+LOW_CONFIDENCE = "low_confidence"
+"""Calibrated probability below τ_accept (or no τ_accept could be certified at all)."""
+
+RARE_CODE = "rare_code"
+"""Fewer than ``min_train_count`` training examples: the model's confidence is not trustworthy."""
+
+EXCLUDES1_CONFLICT = "excludes1_conflict"
+"""Two predicted codes that an ICD-10-CM Excludes1 note forbids together; both get the reason."""
+
+INVALID_CODE = "invalid_code"
+"""Not a valid ICD-10-CM code in the configured code set (fiscal year)."""
+
+TRUNCATED_NOTE = "truncated_note"
+"""Part of the note was never read by the model (cut at the maximum length)."""
+
+EMPTY_NOTE = "empty_note"
+"""The note has no text: no codes are predicted and the document goes to a coder."""
+
+ALL_REASONS: tuple[str, ...] = (
+    LOW_CONFIDENCE,
+    RARE_CODE,
+    EXCLUDES1_CONFLICT,
+    INVALID_CODE,
+    TRUNCATED_NOTE,
+    EMPTY_NOTE,
+)
+"""Every reason, in the fixed order used when reasons are listed."""
+
+AUTO_ACCEPT = "auto_accept"
+HUMAN_REVIEW = "human_review"
+DECISIONS: tuple[str, ...] = (AUTO_ACCEPT, HUMAN_REVIEW)

@@ -1,0 +1,147 @@
+"""Learn-then-Test auto-accept threshold: validity by simulation, infeasibility, helpers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from medcoder.calibration.risk_control import (
+    AcceptThresholdResult,
+    binomial_p_values,
+    fixed_sequence_test,
+    min_accepts_to_certify,
+    precision_lower_bound,
+    select_accept_threshold,
+)
+from medcoder.errors import ConfigError
+
+TARGET, DELTA = 0.95, 0.1
+
+
+def _draw(rng, n, power):
+    """Scores s ~ Beta(2, 1); a code is correct with probability s**power.
+
+    power=1 is a calibrated model; power=2 an over-confident one (the guarantee must not rely on
+    calibration).
+    """
+    s = rng.beta(2.0, 1.0, size=n)
+    y = (rng.random(n) < s**power).astype(int)
+    return s, y
+
+
+@pytest.mark.parametrize("power", [1.0, 2.0])
+def test_ltt_threshold_meets_target_on_fresh_samples(power):
+    rng = np.random.default_rng(1234)
+    s_fresh, y_fresh = _draw(rng, 1_000_000, power)  # stands in for the population
+    order = np.argsort(-s_fresh)
+    neg_sorted = -s_fresh[order]
+    cum_ok = np.cumsum(y_fresh[order])
+    n_reps, n_cal = 200, 2000
+    valid, found = 0, 0
+    for rep in range(n_reps):
+        r = np.random.default_rng(rep)
+        s, y = _draw(r, n_cal, power)
+        res = select_accept_threshold(
+            s, y, np.ones(n_cal, bool), target_precision=TARGET, delta=DELTA
+        )
+        if res.tau is None:
+            valid += 1  # accepting nothing never violates the precision target
+            continue
+        found += 1
+        n_acc = int(np.searchsorted(neg_sorted, -res.tau, side="right"))
+        fresh_precision = cum_ok[n_acc - 1] / n_acc
+        valid += fresh_precision >= TARGET
+    # P(precision >= target) >= 1 - delta, with slack for Monte Carlo error (sd ~ 0.02 at 200 reps)
+    assert valid / n_reps >= 1 - DELTA - 0.03
+    # ... and not vacuously: a threshold is found in most repetitions. The over-confident model is
+    # much harder (precision falls to the target within the top ~10% of 2000 codes, so the best
+    # possible single binomial test has power ~0.6); there we only ask for "often".
+    assert found / n_reps >= (0.7 if power == 1.0 else 0.4)
+
+
+def test_infeasible_target_gives_no_threshold_and_says_so():
+    rng = np.random.default_rng(0)
+    s = rng.random(5000)
+    y = (rng.random(5000) < 0.5).astype(int)  # precision 0.5 at every threshold
+    res = select_accept_threshold(s, y, np.ones(5000, bool), target_precision=0.95, delta=0.1)
+    assert res.tau is None and not res.feasible
+    assert res.n_calibration_accepted == 0
+    assert "nothing will be auto-accepted" in res.message and "not relaxed" in res.message
+    assert AcceptThresholdResult.from_dict(json.loads(json.dumps(res.to_dict()))) == res
+
+
+def test_too_few_codes_cannot_certify():
+    s = np.linspace(0.99, 1.0, 20)
+    y = np.ones(20, int)  # perfect, but 20 < 45 accepts needed at (0.95, 0.1)
+    assert min_accepts_to_certify(0.95, 0.1) == 45
+    assert min_accepts_to_certify(0.95, 0.1, n_errors=1) == 77
+    res = select_accept_threshold(s, y, np.ones(20, bool), min_accepted=45)
+    assert res.tau is None and "at least 45" in res.message
+    res = select_accept_threshold(s, y, np.ones(20, bool))
+    assert res.tau is None and "at least 77" in res.message
+
+
+def test_feasible_result_fields_and_mask_respected():
+    rng = np.random.default_rng(3)
+    s, y = _draw(rng, 4000, 1.0)
+    mask = rng.random(4000) < 0.5
+    s2 = s.copy()
+    s2[~mask] = 1.0  # unmasked pairs must not influence the result
+    y2 = y.copy()
+    y2[~mask] = 0
+    a = select_accept_threshold(s, y, mask)
+    b = select_accept_threshold(s2, y2, mask)
+    assert a.tau == b.tau and a.feasible
+    acc = mask & (s >= a.tau)
+    assert a.n_calibration_accepted == acc.sum()
+    assert a.calibration_precision == pytest.approx(y[acc].mean())
+    assert a.precision_lower_bound <= a.calibration_precision
+    assert "tau=" in a.message
+    json.dumps(a.to_dict())
+
+
+def test_min_accepted_start_is_respected():
+    s = np.linspace(0.5, 1.0, 200)
+    y = np.ones(200, int)
+    res = select_accept_threshold(s, y, np.ones(200, bool), min_accepted=100)
+    assert res.n_accepted[0] == 100 and res.min_accepted == 100
+    assert res.n_calibration_accepted == 200  # all correct: certified down to the lowest score
+
+
+def test_fixed_sequence_and_p_values():
+    assert fixed_sequence_test(np.array([0.01, 0.05, 0.2, 0.01]), 0.1) == 2
+    assert fixed_sequence_test(np.array([0.5]), 0.1) == 0
+    assert fixed_sequence_test(np.array([0.01, 0.02]), 0.1) == 2
+    p = binomial_p_values(np.array([0, 100]), np.array([0, 2]), 0.05)
+    assert p[0] == 1.0 and p[1] == pytest.approx(binomtest(2, 100, 0.05, "less").pvalue)
+
+
+def test_precision_lower_bound_is_clopper_pearson():
+    for k, n in [(95, 100), (10, 10), (1, 3)]:
+        ref = binomtest(k, n).proportion_ci(0.9, method="exact")  # two-sided: looser
+        one_sided = binomtest(k, n, alternative="greater").proportion_ci(0.9, method="exact")
+        assert precision_lower_bound(k, n, 0.1) == pytest.approx(one_sided.low)
+        assert ref.low <= one_sided.low
+    assert np.isnan(precision_lower_bound(0, 0, 0.1))
+    assert precision_lower_bound(0, 5, 0.1) == 0.0
+
+
+def test_invalid_levels_raise_config_error():
+    with pytest.raises(ConfigError, match="routing.target_precision"):
+        select_accept_threshold(np.ones(3), np.ones(3), np.ones(3, bool), target_precision=1.0)
+    with pytest.raises(ConfigError, match="routing.delta"):
+        select_accept_threshold(np.ones(3), np.ones(3), np.ones(3, bool), delta=0.0)
+
+
+def test_fixed_sequence_agrees_with_mapie():
+    fwer = pytest.importorskip("mapie.risk_control.fwer_control")
+    rng = np.random.default_rng(5)
+    s, y = _draw(rng, 3000, 1.0)
+    res = select_accept_threshold(s, y, np.ones(3000, bool))
+    p = np.asarray(res.p_values)
+    ours = fixed_sequence_test(p, DELTA)
+    theirs = fwer.control_fwer(p, DELTA, fwer_method="fixed_sequence")
+    assert list(theirs) == list(range(ours))

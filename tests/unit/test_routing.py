@@ -1,0 +1,200 @@
+"""Routing policy: every reason name, Excludes1 from the real tables, metrics, plots, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import simple_icd_10_cm as cm
+
+from medcoder.calibration import DecisionThreshold
+from medcoder.routing import (
+    ALL_REASONS,
+    AUTO_ACCEPT,
+    EMPTY_NOTE,
+    EXCLUDES1_CONFLICT,
+    HUMAN_REVIEW,
+    INVALID_CODE,
+    LOW_CONFIDENCE,
+    RARE_CODE,
+    TRUNCATED_NOTE,
+    CodeDecision,
+    RoutingPolicy,
+    document_decision,
+    precision_coverage_curve,
+    routing_metrics,
+)
+from medcoder.routing.excludes1 import conflicting_pairs, excluded_by, parse_note
+
+CODES = ["E11.9", "E10.9", "N44.8", "I10", "E11.99", "R69"]
+#          0        1        2       3      4 (invalid) 5 (rare)
+FREQ = {"E11.9": 50, "E10.9": 40, "N44.8": 30, "I10": 100, "E11.99": 20, "R69": 3}
+
+
+def _policy(tau=0.9, **kw):
+    return RoutingPolicy(tau, DecisionThreshold.fixed(0.5, n_labels=len(CODES)), **kw)
+
+
+def _by_code(row):
+    return {d.code: d for d in row}
+
+
+def test_excludes1_pair_from_real_tables_fires_on_both_codes():
+    # The ICD-10-CM tabular list: E11 (type 2 diabetes) Excludes1 "type 1 diabetes mellitus (E10.-)"
+    assert any("(E10.-)" in note for note in cm.get_excludes1("E11"))
+    assert excluded_by("E11.9", "E10.9") and excluded_by("E10.9", "E11.9")
+    probs = np.array([[0.99, 0.99, 0.99, 0.1, 0.1, 0.1]])
+    row = _policy().route(probs, CODES, FREQ)[0]
+    d = _by_code(row)
+    assert d["E11.9"].reasons == [EXCLUDES1_CONFLICT] and d["E11.9"].decision == HUMAN_REVIEW
+    assert d["E10.9"].reasons == [EXCLUDES1_CONFLICT]
+    assert d["N44.8"].decision == AUTO_ACCEPT and d["N44.8"].reasons == []
+    assert _policy(check_excludes1=False).route(probs, CODES, FREQ)[0][0].reasons == []
+
+
+def test_excludes1_parser_forms():
+    assert parse_note("type 1 diabetes mellitus (E10.-)") == [("E10", "E10")]
+    assert parse_note("x (O10-O11, O13-O16)") == [("O10", "O11"), ("O13", "O16")]
+    assert parse_note("y (O24.4-)") == [("O244", "O244")]
+    assert parse_note("z (G6PD) no code here") == []
+    # range logic: I10 excludes hypertension in pregnancy O10-O11, O13-O16
+    assert conflicting_pairs(["I10", "O16.1"]) == [(0, 1)]
+    assert conflicting_pairs(["I10", "O12.0"]) == []
+    assert conflicting_pairs(["E11.9", "E119"]) == []  # same code, two spellings
+    assert conflicting_pairs(["NOT A CODE", "E10.9"]) == []
+
+
+def test_every_reason_is_produced_and_clean_codes_are_accepted():
+    probs = np.array(
+        [
+            [0.95, 0.0, 0.70, 0.0, 0.0, 0.0],  # E11.9 accepted; N44.8 low_confidence
+            [0.0, 0.0, 0.0, 0.0, 0.99, 0.99],  # invalid_code, rare_code
+            [0.0, 0.0, 0.99, 0.0, 0.0, 0.0],  # truncated note
+            [0.99, 0.0, 0.0, 0.0, 0.0, 0.0],  # empty note: nothing predicted
+            [0.99, 0.99, 0.0, 0.0, 0.0, 0.0],  # excludes1 conflict
+        ]
+    )
+    truncated = np.array([False, False, True, False, False])
+    empty = np.array([False, False, False, True, False])
+    pol = _policy()
+    rows = pol.route(probs, CODES, FREQ, truncated=truncated, empty=empty)
+    assert [(d.code, d.decision, d.reasons) for d in rows[0]] == [
+        ("E11.9", AUTO_ACCEPT, []),
+        ("N44.8", HUMAN_REVIEW, [LOW_CONFIDENCE]),
+    ]
+    assert _by_code(rows[1])["E11.99"].reasons == [INVALID_CODE]
+    assert _by_code(rows[1])["R69"].reasons == [RARE_CODE]
+    assert rows[2][0].reasons == [TRUNCATED_NOTE]
+    assert rows[3] == []
+    assert {d.code for d in rows[4] if EXCLUDES1_CONFLICT in d.reasons} == {"E11.9", "E10.9"}
+
+    docs = [document_decision(r, bool(e)) for r, e in zip(rows, empty, strict=True)]
+    assert docs[0] == (HUMAN_REVIEW, [LOW_CONFIDENCE])
+    assert docs[1] == (HUMAN_REVIEW, [RARE_CODE, INVALID_CODE])
+    assert docs[3] == (HUMAN_REVIEW, [EMPTY_NOTE])
+    produced = {r for row in rows for d in row for r in d.reasons} | {
+        r for _, rs in docs for r in rs
+    }
+    assert produced == set(ALL_REASONS)
+
+    predicted, accept, counts = pol.route_arrays(probs, CODES, FREQ, truncated, empty)
+    assert set(counts) == set(ALL_REASONS)
+    assert counts == {
+        LOW_CONFIDENCE: 1,
+        RARE_CODE: 1,
+        EXCLUDES1_CONFLICT: 2,
+        INVALID_CODE: 1,
+        TRUNCATED_NOTE: 1,
+        EMPTY_NOTE: 1,
+    }
+    routed = {(i, CODES.index(d.code)) for i, r in enumerate(rows) for d in r}
+    assert routed == set(zip(*np.nonzero(predicted), strict=True))
+    accepted = {
+        (i, CODES.index(d.code)) for i, r in enumerate(rows) for d in r if d.decision == AUTO_ACCEPT
+    }
+    assert accepted == set(zip(*np.nonzero(accept), strict=True))
+
+
+def test_document_decision_fully_auto_and_no_predictions():
+    ok = [CodeDecision("I10", 0.99, AUTO_ACCEPT, []), CodeDecision("N44.8", 0.97, AUTO_ACCEPT, [])]
+    assert document_decision(ok, empty=False) == (AUTO_ACCEPT, [])
+    assert document_decision([], empty=False) == (HUMAN_REVIEW, [LOW_CONFIDENCE])
+
+
+def test_no_certified_tau_accepts_nothing():
+    probs = np.full((3, len(CODES)), 0.999)
+    freq = dict.fromkeys(CODES, 100)
+    pol = _policy(tau=None, check_excludes1=False, check_validity=False)
+    predicted, accept, counts = pol.route_arrays(probs, CODES, freq)
+    assert predicted.all() and not accept.any()
+    assert counts[LOW_CONFIDENCE] == predicted.sum()
+
+
+def test_custom_validity_function_is_used():
+    pol = _policy()
+    probs = np.array([[0.0, 0.0, 0.0, 0.99, 0.0, 0.0]])
+    row = pol.route(probs, CODES, FREQ, validity_fn=lambda c: c != "I10")[0]
+    assert row[0].reasons == [INVALID_CODE]
+
+
+def test_policy_json_round_trip_and_fit_accept_threshold():
+    rng = np.random.default_rng(0)
+    n_docs, codes = 600, ["I10", "N44.8", "R69", "J45.909"]
+    probs = rng.beta(2.0, 1.0, size=(n_docs, len(codes)))
+    y = (rng.random(probs.shape) < probs).astype(int)
+    freq = dict.fromkeys(codes, 100)
+    pol = RoutingPolicy(None, DecisionThreshold().fit(probs, y))
+    res = pol.fit_accept_threshold(probs, y, codes, freq, target_precision=0.9, delta=0.1)
+    assert res.feasible and pol.tau_accept == res.tau
+    again = RoutingPolicy.from_dict(json.loads(json.dumps(pol.to_dict())))
+    assert again.tau_accept == pol.tau_accept and again.accept_result_.tau == res.tau
+    a = pol.route_arrays(probs, codes, freq)
+    b = again.route_arrays(probs, codes, freq)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    # rule-blocked codes are not part of the calibration set
+    elig = pol.eligible_mask(probs, codes, {**freq, "R69": 1})
+    assert not elig[:, 2].any()
+
+
+def test_routing_metrics_hand_example():
+    pred = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]], bool)
+    acc = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]], bool)
+    y = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], int)
+    m = routing_metrics(
+        acc,
+        pred,
+        y,
+        n_gold_per_doc=np.array([1, 2, 1, 2]),
+        delta=0.1,
+        reason_counts={LOW_CONFIDENCE: 3},
+    )
+    assert m["auto_accept_precision"] == pytest.approx(2 / 3)
+    assert m["auto_accept_coverage"] == pytest.approx(3 / 6)
+    assert m["gold_auto_accepted"] == pytest.approx(2 / 6)
+    assert m["docs_fully_auto"] == pytest.approx(1 / 4)  # only note 0; note 2 predicted nothing
+    assert m["auto_accept_precision_lower"] < m["auto_accept_precision"]
+    assert m["n_auto_accepted"] == 3 and m["reason_low_confidence"] == 3
+    none = routing_metrics(np.zeros_like(acc), pred, y, None, 0.1)
+    assert np.isnan(none["auto_accept_precision"]) and np.isnan(none["auto_accept_precision_lower"])
+    assert none["auto_accept_coverage"] == 0.0
+    with pytest.raises(ValueError):
+        routing_metrics(pred, acc, y, None, 0.1)  # accept must be a subset of predicted
+
+
+def test_precision_coverage_curve_and_plot(tmp_path):
+    from medcoder.routing.plots import plot_precision_coverage
+
+    rng = np.random.default_rng(1)
+    probs = rng.random((200, 5))
+    y = (rng.random(probs.shape) < probs).astype(int)
+    pred = probs >= 0.3
+    curve = precision_coverage_curve(probs, y, pred, max_points=50)
+    assert len(curve["tau"]) <= 50 and curve["coverage"][-1] == pytest.approx(1.0)
+    assert curve["precision"][-1] == pytest.approx(y[pred].mean())
+    json.dumps(curve)
+    for tau in (0.8, None):
+        fig = plot_precision_coverage(curve, tau, 0.95)
+        out = tmp_path / f"pc_{tau}.png"
+        fig.savefig(out)
+        assert out.stat().st_size > 0
