@@ -198,3 +198,13 @@ def test_precision_coverage_curve_and_plot(tmp_path):
         out = tmp_path / f"pc_{tau}.png"
         fig.savefig(out)
         assert out.stat().st_size > 0
+
+
+def test_conflict_matrix_agrees_with_pairwise_check():
+    from medcoder.routing.excludes1 import conflict_matrix
+
+    codes = ["E11.9", "E10.9", "E119", "I10", "O16.1", "O12.0", "N44.8", "K50.90", "K51.90", "X"]
+    m = conflict_matrix(tuple(codes)).toarray()
+    dense = {(i, j) for i in range(len(codes)) for j in range(i + 1, len(codes)) if m[i, j]}
+    assert dense == set(conflicting_pairs(codes))
+    assert (m == m.T).all() and not m.diagonal().any()

@@ -27,6 +27,7 @@ class MedCoderConfig(PretrainedConfig):
         max_chunks: int = 8,
         attention_dim: int | None = None,
         head_dropout: float = 0.1,
+        token_pool_stride: int = 1,
         codeset_fy: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -36,6 +37,7 @@ class MedCoderConfig(PretrainedConfig):
         self.max_chunks = int(max_chunks)
         self.attention_dim = attention_dim
         self.head_dropout = float(head_dropout)
+        self.token_pool_stride = int(token_pool_stride)
         self.codeset_fy = codeset_fy
         super().__init__(**kwargs)
 

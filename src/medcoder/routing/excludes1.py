@@ -30,13 +30,23 @@ What it cannot parse, and how it fails (always towards *fewer* conflicts, except
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from functools import lru_cache
 
+import numpy as np
 import simple_icd_10_cm as cm
+from scipy import sparse
 
-__all__ = ["conflicting_pairs", "excluded_by", "excludes1_specs", "normalise_code", "parse_note"]
+__all__ = [
+    "conflict_matrix",
+    "conflicting_pairs",
+    "excluded_by",
+    "excludes1_specs",
+    "normalise_code",
+    "parse_note",
+]
 
 _CODE = r"[A-Z][0-9][0-9A-Z](?:\.?[0-9A-Z]{1,4})?"
 _SPEC = re.compile(
@@ -135,3 +145,36 @@ def conflicting_pairs(codes: Sequence[str]) -> list[tuple[int, int]]:
             if excluded_by(a, b) or excluded_by(b, a):
                 pairs.append((i, j))
     return pairs
+
+
+@lru_cache(maxsize=8)
+def conflict_matrix(label_codes: tuple[str, ...]) -> sparse.csr_matrix:
+    """Symmetric boolean ``(n_labels, n_labels)`` matrix: codes ``i`` and ``j`` may not be coded
+    together. Built once per label space (cached), so routing thousands of notes is one sparse
+    product instead of a pairwise loop per note.
+
+    Every spec covers a contiguous run of the sorted dot-less codes (``c[:len(lo)] >= lo`` iff
+    ``c >= lo``; ``c[:len(hi)] <= hi`` iff ``c < hi + "\\x7f"``), so each spec is two bisections.
+    Equal codes in two spellings never conflict.
+    """
+    norm = [normalise_code(c) for c in label_codes]
+    order = sorted(range(len(norm)), key=norm.__getitem__)
+    keys = [norm[i] for i in order]
+    rows: list[int] = []
+    cols: list[int] = []
+    for i, code in enumerate(label_codes):
+        for lo, hi in excludes1_specs(code):
+            a = bisect.bisect_left(keys, lo)
+            b = bisect.bisect_left(keys, hi + "\x7f")
+            for k in range(a, b):
+                j = order[k]
+                if norm[j] != norm[i]:
+                    rows.append(i)
+                    cols.append(j)
+    n = len(label_codes)
+    m = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.int8), (np.asarray(rows, int), np.asarray(cols, int))),
+        shape=(n, n),
+    )
+    m = ((m + m.T) > 0).astype(np.int8)
+    return sparse.csr_matrix(m)

@@ -25,7 +25,7 @@ import simple_icd_10_cm as cm
 
 from medcoder.calibration.risk_control import AcceptThresholdResult, select_accept_threshold
 from medcoder.calibration.thresholds import DecisionThreshold
-from medcoder.routing.excludes1 import conflicting_pairs
+from medcoder.routing.excludes1 import conflict_matrix
 from medcoder.routing.reasons import (
     ALL_REASONS,
     AUTO_ACCEPT,
@@ -165,11 +165,12 @@ class RoutingPolicy:
         )
         reasons[RARE_CODE] = predicted & rare_cols[None, :]
         excl = np.zeros_like(predicted)
-        if self.check_excludes1:
-            for i in np.flatnonzero(predicted.sum(axis=1) >= 2):
-                cols = np.flatnonzero(predicted[i])
-                for a, b in conflicting_pairs([label_codes[j] for j in cols]):
-                    excl[i, cols[a]] = excl[i, cols[b]] = True
+        if self.check_excludes1 and predicted.any():
+            conflicts = conflict_matrix(tuple(label_codes))
+            if conflicts.nnz:
+                # a predicted code conflicts when any other predicted code is its Excludes1 partner
+                hits = np.asarray(conflicts @ predicted.T.astype(np.int32)).T
+                excl = predicted & (hits > 0)
         reasons[EXCLUDES1_CONFLICT] = excl
         if self.check_validity:
             is_valid = validity_fn or default_is_valid

@@ -129,7 +129,7 @@ def train(cfg: DictConfig) -> TrainResult:
     )
     if len(label_space) == 0:
         raise ConfigError("the label space is empty", hint="lower labels.min_count or check data.code_type")
-    label_space.descriptions = code_descriptions(label_space.codes)
+    label_space.descriptions = code_descriptions(label_space.codes, code_type=cfg.data.get("code_type", "D"))
     coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
     log.info("label space: %d codes; coverage %s", len(label_space), coverage)
 
@@ -146,6 +146,7 @@ def train(cfg: DictConfig) -> TrainResult:
         max_chunks=cfg.model.max_chunks,
         attention_dim=cfg.model.attention_dim,
         head_dropout=cfg.model.head_dropout,
+        token_pool_stride=cfg.model.token_pool_stride,
         codeset_fy=cfg.codeset.fiscal_year,
         encoder_overrides=OmegaConf.to_container(cfg.model.encoder_overrides) or None,
     )
@@ -162,7 +163,7 @@ def train(cfg: DictConfig) -> TrainResult:
         datasets = {}
         for name in SPLITS:
             states = get_states(
-                model.encoder, feats[name], encoder_id=f"{encoder_path}|{json.dumps(OmegaConf.to_container(cfg.model.encoder_overrides), sort_keys=True)}",
+                model.encoder, feats[name],
                 chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks,
                 cache_dir=cache_dir, batch_chunks=cfg.trainer.encode_batch_chunks, desc=f"encoding {name}",
             )

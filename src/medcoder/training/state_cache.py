@@ -60,6 +60,18 @@ class EncodedStates:
             return cls(states=data["states"], offsets=data["offsets"])
 
 
+def encoder_fingerprint(encoder: torch.nn.Module) -> str:
+    """Hash of the encoder's weights and config: the cache is valid only for these exact weights."""
+    h = hashlib.sha256()
+    config = getattr(encoder, "config", None)
+    if config is not None:
+        h.update(config.to_json_string(use_diff=False).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
 def cache_key(encoder_id: str, split: Dataset, chunk_size: int, max_chunks: int) -> str:
     """Content hash of everything that determines the states."""
     h = hashlib.sha256()
@@ -107,7 +119,6 @@ def get_states(
     encoder: torch.nn.Module,
     split: Dataset,
     *,
-    encoder_id: str,
     chunk_size: int,
     max_chunks: int,
     cache_dir: Path | None,
@@ -117,7 +128,8 @@ def get_states(
     """States from the disk cache when present, else computed (and cached when cache_dir set)."""
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"states-{cache_key(encoder_id, split, chunk_size, max_chunks)}.npz"
+        key = cache_key(encoder_fingerprint(encoder), split, chunk_size, max_chunks)
+        path = Path(cache_dir) / f"states-{key}.npz"
         if path.exists():
             log.info("%s: encoder states from cache %s", desc, path.name)
             return EncodedStates.load(path)

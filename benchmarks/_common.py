@@ -1,0 +1,125 @@
+"""Helpers shared by the benchmark scripts (data, machine description, memory, JSON output).
+
+The benchmarks are scripts run by hand, not part of the package: they import ``medcoder`` for
+data, label space and metrics so every system is scored by exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+SPLITS = ("train", "dev", "test")
+
+
+def set_offline_env() -> None:
+    """Benchmarks never touch the network (the encoder and corpus are local copies)."""
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+        ("MLFLOW_DISABLE_TELEMETRY", "true"),
+        ("HF_HUB_DISABLE_TELEMETRY", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
+        os.environ.setdefault(key, value)
+
+
+def load_splits(limit_docs: int | None = None, *, language: str = "en", code_type: str = "D") -> datasets.DatasetDict:
+    """CodiEsp (local copy, never downloaded) as train/dev/test; ``limit_docs`` keeps the first
+    N notes of each split (deterministic, for smoke checks)."""
+    from medcoder.data import load_codiesp, resolve_codiesp_root
+
+    splits = load_codiesp(resolve_codiesp_root(download=False), language=language, code_type=code_type)
+    return limit_splits(splits, limit_docs)
+
+
+def limit_splits(splits: datasets.DatasetDict, limit_docs: int | None) -> datasets.DatasetDict:
+    if not limit_docs:
+        return splits
+    return datasets.DatasetDict(
+        {name: ds.select(range(min(limit_docs, len(ds)))) for name, ds in splits.items()}
+    )
+
+
+def write_jsonl_splits(splits: datasets.DatasetDict, out_dir: Path) -> dict[str, Path]:
+    """Each split as ``<out_dir>/<split>.jsonl`` with ``id``, ``text``, ``codes`` (medcoder's
+    ``data=jsonl`` format), so another process can train on exactly these notes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in SPLITS:
+        path = out_dir / f"{name}.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for row in splits[name]:
+                fh.write(json.dumps({"id": row["id"], "text": row["text"], "codes": list(row["codes"])}) + "\n")
+        paths[name] = path
+    return paths
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process and (max of) its reaped children, in MiB.
+
+    Linux reports ``ru_maxrss`` in KiB. Children matter where a library forks workers.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "nproc": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    try:
+        mem_kib = next(
+            int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+        )
+        info["mem_total_gib"] = round(mem_kib / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["torch_interop_threads"] = torch.get_num_interop_threads()
+    except ImportError:  # pragma: no cover - torch is a medcoder dependency
+        pass
+    for lib in ("transformers", "sklearn"):
+        try:
+            info[lib] = __import__(lib).__version__
+        except ImportError:  # pragma: no cover
+            pass
+    return info
+
+
+def emit_result(result: dict[str, Any], output: str | Path | None = None) -> None:
+    """Print the result as one JSON line on stdout (``run_all.py`` reads the last JSON line that
+    has a ``system`` key) and optionally save it, indented, to ``output``."""
+    line = json.dumps(result, sort_keys=True, default=float)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(result, indent=2, sort_keys=True, default=float) + "\n")
+    print(line, flush=True)

