@@ -6,6 +6,7 @@ data, label space and metrics so every system is scored by exactly the same code
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -83,7 +84,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(*, with_torch: bool = True) -> dict[str, Any]:
+    """Host, CPUs, CPU model, RAM, library versions and torch threads. ``with_torch=False`` skips
+    importing torch (~180 MiB RSS) in processes that do not use it, e.g. the TF-IDF baseline."""
     info: dict[str, Any] = {
         "host": socket.gethostname(),
         "nproc": os.cpu_count(),
@@ -100,6 +103,8 @@ def machine_info() -> dict[str, Any]:
     except (OSError, StopIteration, ValueError):
         pass
     try:
+        if not with_torch and "torch" not in sys.modules:
+            raise ImportError("torch not wanted here")
         import torch
 
         info["torch"] = torch.__version__
@@ -108,10 +113,8 @@ def machine_info() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - torch is a medcoder dependency
         pass
     for lib in ("transformers", "sklearn"):
-        try:
+        with contextlib.suppress(ImportError):
             info[lib] = __import__(lib).__version__
-        except ImportError:  # pragma: no cover
-            pass
     return info
 
 

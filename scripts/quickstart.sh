@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README main job: set up, then train -> evaluate -> (calibrate) on the embedded defaults
+# The README main job: set up, then train -> evaluate -> calibrate + routing policy on the embedded defaults
 # (offline MiniLM, local CodiEsp, MLflow in ./mlflow.db). Extra arguments go to train.py as
 # Hydra overrides, e.g.  bash scripts/quickstart.sh trainer.num_train_epochs=5
 set -euo pipefail
@@ -12,4 +12,5 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 .venv/bin/python scripts/train.py experiment=quickstart "$@" | tee "$out"
 run_id=$(sed -n 's/^run_id=//p' "$out" | tail -n 1)
+.venv/bin/python scripts/calibrate.py run_id="$run_id"
 echo "quickstart finished in $(( $(date +%s) - start ))s; MLflow run $run_id (mlflow ui --backend-store-uri sqlite:///mlflow.db)"

@@ -33,7 +33,7 @@ TOPICS = {
 
 
 def _note(rng: random.Random, codes: list[str], n_words: int) -> str:
-    filler = "patient was seen in clinic and examined today with stable vitals".split()
+    filler = ["patient", "was", "seen", "in", "clinic", "and", "examined", "today", "with", "stable", "vitals"]
     words = []
     for code in codes:
         words += TOPICS[code].split()

@@ -79,9 +79,9 @@ def test_cached_training_logs_the_mlflow_contract(tmp_path, tiny_corpus, tiny_en
 
 
 def test_finetune_top_layer_learns_the_synthetic_task(tmp_path, tiny_corpus, tiny_encoder) -> None:
-    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer.num_train_epochs=6",
-                                     "trainer.train_top_layers=1", "trainer.learning_rate=1e-3",
-                                     "trainer.head_learning_rate=5e-3", "trainer.early_stopping_patience=10",
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer.num_train_epochs=10",
+                                     "trainer.train_top_layers=1", "trainer.learning_rate=3e-3",
+                                     "trainer.head_learning_rate=1e-2", "trainer.early_stopping_patience=10",
                                      "model.label_init=random"))
     result = train(cfg)
     # 6 codes, 1-2 per note: a ranking that ignores the note has MAP ~0.4; learning the trigger

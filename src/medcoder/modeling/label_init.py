@@ -66,3 +66,16 @@ def init_from_descriptions(
         head.label_queries.weight[has] = emb * query_scale
     head.label_weights[has] = emb * output_scale
     return len(has)
+
+
+@torch.no_grad()
+def init_bias_from_frequency(model: MedCoderForICDCoding, frequency: list[int], n_notes: int) -> None:
+    """Start each code's bias at the log-odds of its training prevalence.
+
+    Why: with ~11 gold codes among ~1,800, a zero bias predicts 0.5 everywhere; the first epochs
+    then spend their gradient pushing every logit down, dragging the description-initialised
+    rows with them (measured: dev MAP fell from 0.154 to 0.080 between epochs 1 and 2).
+    """
+    freq = torch.as_tensor(frequency, dtype=torch.float32)
+    prior = (freq + 0.5) / (n_notes + 1.0)
+    model.head.label_bias.copy_(torch.log(prior) - torch.log1p(-prior))

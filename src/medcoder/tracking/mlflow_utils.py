@@ -31,11 +31,14 @@ def setup_experiment(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> s
     mlflow.set_tracking_uri(tracking_uri(tracking_cfg, root_dir))
     name = tracking_cfg.get("experiment_name", "medcoder")
     exp = mlflow.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = Path(tracking_cfg.get("artifact_dir") or Path(root_dir) / "mlartifacts").resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    if exp is None:
+        artifacts = Path(tracking_cfg.get("artifact_dir") or Path(root_dir) / "mlartifacts").resolve()
+        artifacts.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    else:
+        experiment_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -15,16 +15,20 @@ from medcoder.training.state_cache import EncodedStates
 class StatesDataset(torch.utils.data.Dataset):
     """Items ``{encoder_states (tokens, hidden) fp16, labels}`` from cached states."""
 
-    def __init__(self, states: EncodedStates, labels: np.ndarray) -> None:
+    def __init__(self, states: EncodedStates, labels: np.ndarray, order: np.ndarray | None = None) -> None:
+        """``order`` permutes the items (e.g. by length for evaluation, which iterates in order)."""
         self.states = states
         self.labels = labels.astype(np.float32)
-        self.lengths = states.lengths()
+        self.order = np.arange(len(states)) if order is None else np.asarray(order)
+        lengths = states.lengths()
+        self.lengths = [lengths[i] for i in self.order]
 
     def __len__(self) -> int:
-        return len(self.states)
+        return len(self.order)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"encoder_states": self.states.note(i), "labels": self.labels[i]}
+        j = int(self.order[i])
+        return {"encoder_states": self.states.note(j), "labels": self.labels[j]}
 
 
 def collate_states(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
@@ -23,8 +24,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from medcoder.data import LabelSpace, code_descriptions, load_corpus
 from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
+from medcoder.inference.scoring import score_features, sigmoid
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.modeling.label_init import init_from_descriptions
+from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.tracking import (
     EpochMetricsCallback,
     config_container,
@@ -49,10 +51,6 @@ class TrainResult:
     metrics: dict[str, float]
     model_dir: Path
     wall_seconds: float
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _config_hash(cfg: DictConfig) -> str:
@@ -121,6 +119,10 @@ def train(cfg: DictConfig) -> TrainResult:
     for name in SPLITS:
         if name not in splits:
             raise ConfigError(f"data.{name}: the corpus has no {name!r} split", hint="train, dev and test are needed")
+    if cfg.get("max_samples_per_split"):
+        # Like HF examples' max_train_samples: quick smoke runs and tests on a real corpus.
+        limit = int(cfg.max_samples_per_split)
+        splits = DatasetDict({n: splits[n].select(range(min(len(splits[n]), limit))) for n in SPLITS})
     label_space = LabelSpace.from_codes(
         splits["train"]["codes"],
         min_count=cfg.labels.min_count,
@@ -156,10 +158,12 @@ def train(cfg: DictConfig) -> TrainResult:
     elif cfg.model.label_init != "random":
         raise ConfigError(f"model.label_init={cfg.model.label_init!r}", hint="use description or random")
 
+    init_bias_from_frequency(model, [label_space.frequency[c] for c in label_space.codes], len(splits["train"]))
+
     mode = cfg.trainer.encoder_mode
+    cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
     if mode == "cached":
         model.freeze_encoder(0)
-        cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
         datasets = {}
         for name in SPLITS:
             states = get_states(
@@ -167,7 +171,9 @@ def train(cfg: DictConfig) -> TrainResult:
                 chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks,
                 cache_dir=cache_dir, batch_chunks=cfg.trainer.encode_batch_chunks, desc=f"encoding {name}",
             )
-            datasets[name] = StatesDataset(states, np.asarray(feats[name]["labels"], dtype=np.float32))
+            # dev is evaluated every epoch in item order: sorted by length it pads far less.
+            order = np.argsort(states.lengths(), kind="stable") if name == "dev" else None
+            datasets[name] = StatesDataset(states, np.asarray(feats[name]["labels"], dtype=np.float32), order)
         collator = collate_states
     elif mode == "finetune":
         if cfg.trainer.train_top_layers >= 0:
@@ -178,9 +184,12 @@ def train(cfg: DictConfig) -> TrainResult:
         raise ConfigError(f"trainer.encoder_mode={mode!r}", hint="use cached or finetune")
 
     dev_gold = list(splits["dev"]["codes"])
+    dev_order = getattr(datasets["dev"], "order", None)
+    if dev_order is not None:
+        dev_gold = [dev_gold[i] for i in dev_order]
 
     def dev_metrics(pred) -> dict[str, float]:
-        return {"map": codiesp_map(_sigmoid(pred.predictions), label_space.codes, dev_gold)}
+        return {"map": codiesp_map(sigmoid(pred.predictions), label_space.codes, dev_gold)}
 
     # -- fit -------------------------------------------------------------------------------
     ckpt_dir = Path(cfg.paths.checkpoint_dir) / str(cfg.run_name)
@@ -212,7 +221,13 @@ def train(cfg: DictConfig) -> TrainResult:
         trainer.train(resume_from_checkpoint=resume_from)
 
         # -- evaluate the best checkpoint ------------------------------------------------------
-        probs = {n: _sigmoid(trainer.predict(datasets[n]).predictions) for n in ("dev", "test")}
+        # Through the shared inference path (identical to the Trainer's own logits; tested).
+        score_cache = cache_dir if mode == "cached" else None
+        probs = {
+            n: sigmoid(score_features(trainer.model, feats[n], batch_size=cfg.trainer.per_device_eval_batch_size,
+                                      cache_dir=score_cache))
+            for n in ("dev", "test")
+        }
         y = {n: np.asarray(feats[n]["labels"], dtype=np.float32) for n in ("dev", "test")}
         threshold = tune_global_threshold(probs["dev"], y["dev"])
         metrics: dict[str, float] = {"decision_threshold": float(threshold)}

@@ -115,6 +115,15 @@ def compute_states(
     return EncodedStates(states=states, offsets=offsets)
 
 
+def cached_states(
+    encoder: torch.nn.Module, split: Dataset, *, chunk_size: int, max_chunks: int, cache_dir: Path
+) -> EncodedStates | None:
+    """States of exactly this encoder and split if a previous run cached them, else None."""
+    key = cache_key(encoder_fingerprint(encoder), split, chunk_size, max_chunks)
+    path = Path(cache_dir) / f"states-{key}.npz"
+    return EncodedStates.load(path) if path.exists() else None
+
+
 def get_states(
     encoder: torch.nn.Module,
     split: Dataset,

@@ -1,0 +1,143 @@
+"""Calibrate a trained run and choose its routing policy; what ``scripts/calibrate.py`` calls.
+
+Steps: load the run's model -> score the calibration split (dev) and the evaluation split
+(test) -> fit calibrator -> decision threshold -> tau_accept with the precision guarantee (LTT)
+-> report ECE/Brier before/after and routing quality on test -> log all to the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoTokenizer
+
+from medcoder.calibration.calibrators import make_calibrator
+from medcoder.calibration.plots import plot_reliability
+from medcoder.calibration.report import calibration_report
+from medcoder.calibration.thresholds import DecisionThreshold
+from medcoder.data import LabelSpace, load_corpus
+from medcoder.errors import ConfigError
+from medcoder.inference.scoring import score_features, sigmoid
+from medcoder.modeling import MedCoderForICDCoding
+from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
+from medcoder.routing.plots import plot_precision_coverage
+from medcoder.routing.policy import RoutingPolicy
+from medcoder.tracking import setup_experiment
+from medcoder.tracking.artifacts import download_run
+from medcoder.training.features import featurize
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class CalibrationResult:
+    run_id: str
+    metrics: dict[str, float]
+    calibration: dict[str, Any]
+    message: str
+
+
+def _split_arrays(feats, splits, name: str, label_space: LabelSpace) -> dict[str, np.ndarray]:
+    codes = list(splits[name]["codes"])
+    return {
+        "y": np.asarray(feats[name]["labels"], dtype=np.float32),
+        "truncated": np.asarray(feats[name]["truncated"], dtype=bool),
+        "empty": np.array([not t.strip() for t in splits[name]["text"]], dtype=bool),
+        "n_gold": np.array([len(set(c)) for c in codes], dtype=float),
+    }
+
+
+def calibrate(cfg: DictConfig) -> CalibrationResult:
+    """Fit calibrator + policy on ``cfg.calibration_split``, evaluate on ``cfg.evaluation_split``."""
+    root = Path(cfg.paths.root_dir).resolve()
+    setup_experiment(cfg.tracking, root)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = download_run(str(cfg.run_id), Path(tmp))
+        train_cfg = run.config()
+        label_space = LabelSpace.from_json(run.labels_path)
+        model = MedCoderForICDCoding.from_pretrained(run.model_dir).eval()
+        tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+    data_cfg = cfg.data if cfg.data is not None else train_cfg.data
+    cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split
+    splits = load_corpus(data_cfg)
+    for name in (cal_name, eval_name):
+        if name not in splits:
+            raise ConfigError(f"calibration split {name!r} is not in the corpus", hint=f"have {list(splits)}")
+    from datasets import DatasetDict
+
+    splits = DatasetDict({n: splits[n] for n in dict.fromkeys((cal_name, eval_name))})
+    feats = featurize(splits, tokenizer, label_space, chunk_size=model.config.chunk_size,
+                      max_chunks=model.config.max_chunks)
+    cache_dir = Path(cfg.paths.cache_dir) if cfg.use_state_cache else None
+    logits = {n: score_features(model, feats[n], batch_size=cfg.batch_size, cache_dir=cache_dir, progress=True)
+              for n in splits}
+    arrays = {n: _split_arrays(feats, splits, n, label_space) for n in splits}
+    cal, ev = arrays[cal_name], arrays[eval_name]
+
+    # -- calibrator ----------------------------------------------------------------------------
+    calibrator = make_calibrator(cfg.calibration.method, **OmegaConf.to_container(cfg.calibration.params))
+    calibrator.fit(logits[cal_name], cal["y"])
+    probs = {n: calibrator.transform(logits[n]) for n in splits}
+    before = calibration_report(sigmoid(logits[eval_name]), ev["y"])
+    after = calibration_report(probs[eval_name], ev["y"])
+
+    # -- decision threshold + routing policy -------------------------------------------------------
+    dt_cfg = cfg.calibration.decision_threshold
+    decision = DecisionThreshold(mode=dt_cfg.mode, min_positives=dt_cfg.min_positives).fit(probs[cal_name], cal["y"])
+    r = cfg.routing
+    policy = RoutingPolicy(
+        tau_accept=None, decision_threshold=decision, min_train_count=r.min_train_count,
+        check_excludes1=r.check_excludes1, check_validity=r.check_validity, policy_version=str(r.policy_version),
+    )
+    result = policy.fit_accept_threshold(
+        probs[cal_name], cal["y"], label_space.codes, label_space.frequency, cal["truncated"], cal["empty"],
+        target_precision=r.target_precision, delta=r.delta,
+    )
+    log.info("%s", result.message)
+    predicted, accept, reasons = policy.route_arrays(
+        probs[eval_name], label_space.codes, label_space.frequency, ev["truncated"], ev["empty"]
+    )
+    routing = routing_metrics(accept, predicted, ev["y"], ev["n_gold"], delta=r.delta, reason_counts=reasons)
+
+    metrics = {
+        f"{eval_name}_ece_uncalibrated": before["ece"],
+        f"{eval_name}_ece_calibrated": after["ece"],
+        f"{eval_name}_brier_uncalibrated": before["brier"],
+        f"{eval_name}_brier_calibrated": after["brier"],
+        "tau_accept": float("nan") if result.tau is None else float(result.tau),
+        "tau_feasible": float(result.feasible),
+        f"{cal_name}_auto_accept_precision_calibration": result.calibration_precision,
+        **{f"{eval_name}_{k}": float(v) for k, v in routing.items()},
+    }
+    calibration = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": str(cfg.run_id),
+        "calibration_split": cal_name,
+        "calibrator": calibrator.to_dict(),
+        "policy": policy.to_dict(),
+        "targets": {"target_precision": r.target_precision, "delta": r.delta},
+        "guarantee": result.to_dict(include_grid=False),
+        "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
+                       "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"]},
+    }
+    curve = precision_coverage_curve(probs[eval_name], ev["y"], predicted)
+    with mlflow.start_run(run_id=str(cfg.run_id)):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        mlflow.log_dict(calibration, "calibration.json")
+        mlflow.log_figure(plot_reliability(before, after), "reliability_diagram.png")
+        mlflow.log_figure(plot_precision_coverage(curve, result.tau, r.target_precision), "precision_coverage.png")
+        mlflow.set_tag("medcoder.calibration", cfg.calibration.method)
+        mlflow.set_tag("medcoder.routing_message", result.message[:500])
+    out = Path(cfg.paths.output_dir) / "runs" / str(cfg.run_id)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(calibration, indent=2))
+    return CalibrationResult(str(cfg.run_id), metrics, calibration, result.message)

@@ -1,0 +1,50 @@
+"""Fetch what a training run stored: its model folder, label space and composed config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from medcoder.errors import ConfigError
+
+
+@dataclass
+class RunArtifacts:
+    run_id: str
+    root: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def labels_path(self) -> Path:
+        return self.root / "labels.json"
+
+    def config(self) -> DictConfig:
+        return OmegaConf.load(self.root / "config.yaml")
+
+
+def download_run(run_id: str, dst: Path) -> RunArtifacts:
+    """Download model/, labels.json, config.yaml of ``run_id`` (tracking URI must be set)."""
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(
+            f"run_id={run_id!r}: no such run in {mlflow.get_tracking_uri()}",
+            hint="copy the id printed by scripts/train.py (run_id=...) or see `mlflow ui`",
+        ) from exc
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in ("model", "labels.json", "config.yaml"):
+        try:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
+        except (MlflowException, OSError) as exc:
+            raise ConfigError(
+                f"run {run_id} has no artifact {path!r}",
+                hint="train with tracking.log_model=true (the default)",
+            ) from exc
+    return RunArtifacts(run_id, dst)
