@@ -116,8 +116,9 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         "tau_accept": float("nan") if result.tau is None else float(result.tau),
         "tau_feasible": float(result.feasible),
         f"{cal_name}_auto_accept_precision_calibration": result.calibration_precision,
-        **{f"{eval_name}_{k}": float(v) for k, v in routing.items()},
+        **{f"{eval_name}_{k}": v for k, v in routing.items()},
     }
+    metrics = {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
     calibration = {
         "schema_version": SCHEMA_VERSION,
         "run_id": str(cfg.run_id),
