@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--attention-dropout", type=float, default=0.0,
+                        help="attention_probs_dropout_prob; 0 as in medcoder's minilm config (2x faster on CPU)")
     parser.add_argument("--model", default=None, help="encoder path (default: the offline all-MiniLM-L6-v2)")
     parser.add_argument("--limit-docs", type=int, default=None, help="first N notes of each split (smoke checks)")
     parser.add_argument("--output", default=None, help="also write the result JSON to this file")
@@ -106,6 +108,7 @@ def main() -> None:
     model = AutoModelForSequenceClassification.from_pretrained(
         args.model, problem_type="multi_label_classification", num_labels=len(labels),
         id2label=dict(enumerate(labels)), label2id={c: i for i, c in enumerate(labels)},
+        attention_probs_dropout_prob=args.attention_dropout,
     )
 
     def dev_map(pred) -> dict[str, float]:

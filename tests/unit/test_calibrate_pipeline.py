@@ -31,9 +31,9 @@ def test_calibrate_logs_routing_contract_to_the_training_run(tmp_path, tiny_corp
     m = result.metrics
     assert {"test_ece_uncalibrated", "test_ece_calibrated", "test_brier_calibrated"} <= set(logged.data.metrics)
     for key in ROUTING_KEYS:
-        assert key in m
-        # Metrics that are undefined (nothing accepted) are not logged as fake numbers.
-        assert (key in logged.data.metrics) == (not math.isnan(m[key]))
+        assert key in m and key in logged.data.metrics
+        # Undefined metrics (nothing accepted) are stored as NaN, never as a made-up number.
+        assert math.isnan(logged.data.metrics[key]) == math.isnan(m[key])
     artifacts = {a.path for a in client.list_artifacts(run.run_id)}
     assert {"calibration.json", "reliability_diagram.png", "precision_coverage.png"} <= artifacts
     cal = json.loads((tmp_path / "outputs" / "runs" / run.run_id / "calibration.json").read_text())

@@ -22,6 +22,7 @@ from transformers import AutoTokenizer
 from medcoder.calibration.calibrators import make_calibrator
 from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
+from medcoder.calibration.risk_control import select_accept_threshold
 from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.data import LabelSpace, load_corpus
 from medcoder.errors import ConfigError
@@ -54,6 +55,36 @@ def _split_arrays(feats, splits, name: str, label_space: LabelSpace) -> dict[str
         "empty": np.array([not t.strip() for t in splits[name]["text"]], dtype=bool),
         "n_gold": np.array([len(set(c)) for c in codes], dtype=float),
     }
+
+
+FRONTIER_TARGETS = (0.9, 0.8, 0.7, 0.6, 0.5)
+
+
+def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str, delta: float) -> list[dict]:
+    """What lower precision targets would certify (same LTT procedure, same calibration split).
+
+    A diagnostic for whoever sets ``routing.target_precision``; it never changes the policy. The
+    evaluation-split columns are for reading only: choosing a target by looking at them would
+    spend the test split.
+    """
+    cal, ev = arrays[cal_name], arrays[eval_name]
+    eligible = policy.eligible_mask(probs[cal_name], label_space.codes, label_space.frequency,
+                                    cal["truncated"], cal["empty"])
+    eligible_eval = policy.eligible_mask(probs[eval_name], label_space.codes, label_space.frequency,
+                                         ev["truncated"], ev["empty"])
+    rows = []
+    for target in FRONTIER_TARGETS:
+        res = select_accept_threshold(probs[cal_name], cal["y"], eligible, target_precision=target, delta=delta)
+        accepted = eligible_eval & (probs[eval_name] >= res.tau) if res.tau is not None else eligible_eval & False
+        n = int(accepted.sum())
+        rows.append({
+            "target_precision": target,
+            "tau": None if res.tau is None else round(float(res.tau), 6),
+            f"{cal_name}_n_auto_accepted": int(res.n_calibration_accepted),
+            f"{eval_name}_n_auto_accepted": n,
+            f"{eval_name}_auto_accept_precision": round(float((accepted & (ev["y"] > 0)).sum() / n), 4) if n else None,
+        })
+    return rows
 
 
 def calibrate(cfg: DictConfig) -> CalibrationResult:
@@ -130,9 +161,16 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
                        "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"]},
     }
+    calibration["frontier"] = _frontier(policy, probs, arrays, label_space, cal_name, eval_name, r.delta)
+    for row in calibration["frontier"]:
+        log.info("if target_precision were %.2f: tau=%s, %s auto-accepted on %s (precision %s)",
+                 row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,
+                 row[f"{eval_name}_auto_accept_precision"])
     curve = precision_coverage_curve(probs[eval_name], ev["y"], predicted)
     with mlflow.start_run(run_id=str(cfg.run_id)):
-        mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        # Undefined values (e.g. precision when nothing is accepted) are logged as NaN, not dropped
+        # and never replaced by a made-up number.
+        mlflow.log_metrics(metrics)
         mlflow.log_dict(calibration, "calibration.json")
         mlflow.log_figure(plot_reliability(before, after), "reliability_diagram.png")
         mlflow.log_figure(plot_precision_coverage(curve, result.tau, r.target_precision), "precision_coverage.png")
