@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import brier_score_loss
 
+from medcoder.evaluation.metrics import ece
+
 __all__ = ["brier_score", "calibration_report", "ece_equal_mass", "reliability_curve"]
 
 
@@ -51,16 +53,13 @@ def reliability_curve(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -
 
 
 def ece_equal_mass(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error with equal-mass bins: ``Σ_b (n_b/N)·|mean p_b − mean y_b|``.
+    """Expected calibration error with equal-mass bins (nan for empty input).
 
-    nan for empty input.
+    The one ECE of the project is :func:`medcoder.evaluation.metrics.ece`; this name is kept for
+    calibration reports, which always use equal-mass bins.
     """
-    curve = reliability_curve(probs, y_true, n_bins)
-    if curve["n_bins"] == 0:
-        return float("nan")
-    c = np.asarray(curve["count"], dtype=np.float64)
-    gap = np.abs(np.asarray(curve["mean_predicted"]) - np.asarray(curve["fraction_positive"]))
-    return float(np.sum(c * gap) / c.sum())
+    p, y = _flat(probs, y_true)  # pairs are pooled: any shape, as one row
+    return ece(p[None, :], y[None, :], n_bins=n_bins, strategy="quantile")
 
 
 def brier_score(probs: np.ndarray, y_true: np.ndarray) -> float:

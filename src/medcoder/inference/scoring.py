@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from scipy.special import expit
 from tqdm.auto import tqdm
 
 from medcoder.modeling import MedCoderForICDCoding
@@ -59,5 +60,5 @@ def score_features(
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Uncalibrated probabilities from logits (numerically stable)."""
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+    """Uncalibrated probabilities from logits (scipy's numerically stable logistic)."""
+    return expit(x)
