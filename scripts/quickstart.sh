@@ -12,5 +12,8 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 .venv/bin/python scripts/train.py experiment=quickstart "$@" | tee "$out"
 run_id=$(sed -n 's/^run_id=//p' "$out" | tail -n 1)
-.venv/bin/python scripts/calibrate.py run_id="$run_id"
+# Overrides that say where things live (paths.*, tracking.*) apply to calibration too.
+cal_args=()
+for a in "$@"; do case "$a" in paths.*|tracking.*) cal_args+=("$a");; esac; done
+.venv/bin/python scripts/calibrate.py run_id="$run_id" "${cal_args[@]}"
 echo "quickstart finished in $(( $(date +%s) - start ))s; MLflow run $run_id (mlflow ui --backend-store-uri sqlite:///mlflow.db)"

@@ -13,7 +13,9 @@ stamp=.venv/.medcoder-installed
 want="torch=$TORCH_VERSION $(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==$TORCH_VERSION"
+  # On machines without a local CPU wheel, MEDCODER_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+  # keeps pip from fetching the CUDA build from PyPI.
+  .venv/bin/python -m pip install -q ${MEDCODER_TORCH_INDEX:+--index-url "$MEDCODER_TORCH_INDEX"} "torch==$TORCH_VERSION"
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from omegaconf.errors import OmegaConfBaseException
+
 from medcoder.errors import MedcoderError
 
 T = TypeVar("T")
@@ -32,3 +34,8 @@ def run_or_exit(fn: Callable[[], T]) -> T:
     except MedcoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except OmegaConfBaseException as exc:
+        # e.g. a required value (`run_id: ???`) not given on the command line.
+        first = str(exc).strip().splitlines()[0]
+        print(f"error: configuration: {first} — set it on the command line, e.g. key=value", file=sys.stderr)
+        sys.exit(2)

@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
@@ -99,13 +100,21 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
     cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split
+    if cal_name == eval_name or "train" in (cal_name, eval_name):
+        raise ConfigError(
+            f"calibration_split={cal_name!r}, evaluation_split={eval_name!r}: the policy must be fitted "
+            "and evaluated on two different held-out splits",
+            hint="use calibration_split=dev evaluation_split=test (the default)",
+        )
     splits = load_corpus(data_cfg)
+    limit = train_cfg.get("max_samples_per_split")
     for name in (cal_name, eval_name):
         if name not in splits:
             raise ConfigError(f"calibration split {name!r} is not in the corpus", hint=f"have {list(splits)}")
-    from datasets import DatasetDict
-
-    splits = DatasetDict({n: splits[n] for n in dict.fromkeys((cal_name, eval_name))})
+    splits = DatasetDict({
+        n: splits[n].select(range(min(len(splits[n]), int(limit)))) if limit else splits[n]
+        for n in (cal_name, eval_name)
+    })
     feats = featurize(splits, tokenizer, label_space, chunk_size=model.config.chunk_size,
                       max_chunks=model.config.max_chunks)
     cache_dir = Path(cfg.paths.cache_dir) if cfg.use_state_cache else None
@@ -125,9 +134,16 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     dt_cfg = cfg.calibration.decision_threshold
     decision = DecisionThreshold(mode=dt_cfg.mode, min_positives=dt_cfg.min_positives).fit(probs[cal_name], cal["y"])
     r = cfg.routing
+    icd10cm = data_cfg.get("code_type", "D") == "D"
+    if not icd10cm and (r.check_excludes1 or r.check_validity):
+        # Validity and Excludes1 come from the ICD-10-CM tables; procedure (PCS) codes are not in
+        # them, so every code would be flagged invalid. The rules are switched off, and said so.
+        log.warning("data.code_type=%s: the ICD-10-CM rules (invalid_code, excludes1_conflict) do not "
+                    "apply and are off", data_cfg.get("code_type"))
     policy = RoutingPolicy(
         tau_accept=None, decision_threshold=decision, min_train_count=r.min_train_count,
-        check_excludes1=r.check_excludes1, check_validity=r.check_validity, policy_version=str(r.policy_version),
+        check_excludes1=r.check_excludes1 and icd10cm, check_validity=r.check_validity and icd10cm,
+        policy_version=str(r.policy_version),
     )
     result = policy.fit_accept_threshold(
         probs[cal_name], cal["y"], label_space.codes, label_space.frequency, cal["truncated"], cal["empty"],

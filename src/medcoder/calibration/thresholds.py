@@ -66,7 +66,7 @@ class DecisionThreshold:
             from medcoder.errors import ConfigError
 
             raise ConfigError(
-                f"routing.decision_threshold.mode: unknown mode {self.mode!r}",
+                f"calibration.decision_threshold.mode: unknown mode {self.mode!r}",
                 hint="allowed: global, per_code",
             )
         p = np.asarray(probs, dtype=np.float64)

@@ -56,6 +56,8 @@ def score_features(
         batch.pop("labels")
         out = model(**{k: v.to(model.device) for k, v in batch.items()})
         logits[idx] = out.logits.float().cpu().numpy()
+    if not np.isfinite(logits).all():
+        raise FloatingPointError("the model produced non-finite logits (diverged training or corrupt weights)")
     return logits
 
 

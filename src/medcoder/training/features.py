@@ -6,7 +6,6 @@ ever holds clinical text.
 
 from __future__ import annotations
 
-import numpy as np
 from datasets import DatasetDict
 from transformers import PreTrainedTokenizerBase
 
@@ -32,8 +31,3 @@ def featurize(
         return out
 
     return splits.map(_map, batched=True, batch_size=64, remove_columns=["text"], desc="chunking")
-
-
-def multi_hot(split, label_space: LabelSpace) -> np.ndarray:
-    """Gold labels of a featurised split as a float32 ``(n_notes, n_labels)`` array."""
-    return label_space.encode(split["codes"])

@@ -19,7 +19,6 @@ import numpy as np
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from medcoder.data import LabelSpace, code_descriptions, load_corpus
 from medcoder.errors import ConfigError
@@ -53,17 +52,30 @@ class TrainResult:
     wall_seconds: float
 
 
+# Settings that do not change what is trained: a resume may differ in them.
+_NOT_TRAINING = ("resume", "disable_tqdm", "dataloader_num_workers", "per_device_eval_batch_size",
+                 "encode_batch_chunks", "cache_states_on_disk")
+
+
 def _config_hash(cfg: DictConfig) -> str:
     data = config_container(cfg)
-    data.get("trainer", {}).pop("resume", None)
+    for key in _NOT_TRAINING:
+        data.get("trainer", {}).pop(key, None)
+    for key in ("paths", "tracking"):
+        data.pop(key, None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """Newest ``checkpoint-N`` whose save finished (``trainer_state.json`` is written last), so a
+    kill in the middle of a save never leaves a checkpoint that cannot be loaded."""
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def _checkpoint_to_resume(ckpt_dir: Path, cfg: DictConfig) -> str | None:
     """The last checkpoint of an interrupted run with the *same* config, if resuming is on."""
     mode = cfg.trainer.resume
-    if mode not in ("auto", "never"):
-        raise ConfigError(f"trainer.resume={mode!r} is not valid", hint="use auto or never")
     stamp = ckpt_dir / "config_hash.txt"
     if mode == "never" and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
@@ -74,7 +86,20 @@ def _checkpoint_to_resume(ckpt_dir: Path, cfg: DictConfig) -> str | None:
         )
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(_config_hash(cfg))
-    return get_last_checkpoint(str(ckpt_dir)) if mode == "auto" else None
+    return _last_complete_checkpoint(ckpt_dir) if mode == "auto" else None
+
+
+def _mlflow_run_to_continue(ckpt_dir: Path, resume_from: str | None) -> str | None:
+    """The MLflow run of the interrupted training, so one training is one run even across a kill."""
+    stamp = ckpt_dir / "mlflow_run_id.txt"
+    if not resume_from or not stamp.exists():
+        return None
+    run_id = stamp.read_text().strip()
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return run_id
 
 
 def _training_args(cfg: DictConfig, ckpt_dir: Path) -> TrainingArguments:
@@ -108,8 +133,25 @@ def _training_args(cfg: DictConfig, ckpt_dir: Path) -> TrainingArguments:
     )
 
 
+def _validate(cfg: DictConfig) -> None:
+    """Fail on inconsistent settings before any data is read or model loaded."""
+    t = cfg.trainer
+    if t.encoder_mode not in ("cached", "finetune"):
+        raise ConfigError(f"trainer.encoder_mode={t.encoder_mode!r} is not valid", hint="use cached or finetune")
+    if t.encoder_mode == "cached" and t.train_top_layers > 0:
+        raise ConfigError(
+            f"trainer.train_top_layers={t.train_top_layers} has no effect with trainer.encoder_mode=cached",
+            hint="use trainer=default (end-to-end fine-tuning) to train top encoder layers",
+        )
+    if cfg.model.label_init not in ("description", "random"):
+        raise ConfigError(f"model.label_init={cfg.model.label_init!r} is not valid", hint="use description or random")
+    if t.resume not in ("auto", "never"):
+        raise ConfigError(f"trainer.resume={t.resume!r} is not valid", hint="use auto or never")
+
+
 def train(cfg: DictConfig) -> TrainResult:
     """Train, evaluate on dev/test and log one MLflow run; returns its id and metrics."""
+    _validate(cfg)
     started = time.time()
     set_seed(cfg.seed)
     root = Path(cfg.paths.root_dir).resolve()
@@ -155,8 +197,6 @@ def train(cfg: DictConfig) -> TrainResult:
     if cfg.model.label_init == "description":
         n_init = init_from_descriptions(model, tokenizer, [label_space.descriptions.get(c, "") for c in label_space.codes])
         log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
-    elif cfg.model.label_init != "random":
-        raise ConfigError(f"model.label_init={cfg.model.label_init!r}", hint="use description or random")
 
     init_bias_from_frequency(model, [label_space.frequency[c] for c in label_space.codes], len(splits["train"]))
 
@@ -175,13 +215,11 @@ def train(cfg: DictConfig) -> TrainResult:
             order = np.argsort(states.lengths(), kind="stable") if name == "dev" else None
             datasets[name] = StatesDataset(states, np.asarray(feats[name]["labels"], dtype=np.float32), order)
         collator = collate_states
-    elif mode == "finetune":
+    else:
         if cfg.trainer.train_top_layers >= 0:
             model.freeze_encoder(cfg.trainer.train_top_layers)
         datasets = {name: ChunksDataset(feats[name]) for name in SPLITS}
         collator = collate_chunks
-    else:
-        raise ConfigError(f"trainer.encoder_mode={mode!r}", hint="use cached or finetune")
 
     dev_gold = list(splits["dev"]["codes"])
     dev_order = getattr(datasets["dev"], "order", None)
@@ -195,8 +233,11 @@ def train(cfg: DictConfig) -> TrainResult:
     ckpt_dir = Path(cfg.paths.checkpoint_dir) / str(cfg.run_name)
     resume_from = _checkpoint_to_resume(ckpt_dir, cfg)
     setup_experiment(cfg.tracking, root)
-    with mlflow.start_run(run_name=str(cfg.run_name)) as run:
-        log_config(cfg)
+    continued = _mlflow_run_to_continue(ckpt_dir, resume_from)
+    with mlflow.start_run(run_id=continued, run_name=None if continued else str(cfg.run_name)) as run:
+        (ckpt_dir / "mlflow_run_id.txt").write_text(run.info.run_id)
+        if not continued:
+            log_config(cfg)
         mlflow.set_tags({
             "medcoder.data": cfg.data.name,
             "medcoder.model": cfg.model.name,
