@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Library caches (HF datasets/evaluate, matplotlib fonts) go to a temp dir too, not ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="medcoder-test-cache-")
+os.environ.setdefault("HF_HOME", _CACHE)
+os.environ.setdefault("MPLCONFIGDIR", _CACHE)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODIESP_DIR = REPO_ROOT.parent / "shared" / "data" / "codiesp"

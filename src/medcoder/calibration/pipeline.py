@@ -20,6 +20,7 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer
 
+from medcoder.atomic import atomic_write_text
 from medcoder.calibration.calibrators import make_calibrator
 from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
@@ -194,5 +195,5 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         mlflow.set_tag("medcoder.routing_message", result.message[:500])
     out = Path(cfg.paths.output_dir) / "runs" / str(cfg.run_id)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration.json").write_text(json.dumps(calibration, indent=2))
+    atomic_write_text(out / "calibration.json", json.dumps(calibration, indent=2))
     return CalibrationResult(str(cfg.run_id), metrics, calibration, result.message)

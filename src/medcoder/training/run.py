@@ -20,6 +20,7 @@ from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
 
+from medcoder.atomic import atomic_write_text
 from medcoder.data import LabelSpace, code_descriptions, load_corpus
 from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
@@ -311,4 +312,4 @@ def _save_run_outputs(
     model.save_pretrained(out / "model")
     tokenizer.save_pretrained(out / "model")
     label_space.to_json(out / "labels.json")
-    (out / "metrics.json").write_text(json.dumps({"decision_threshold": threshold, **metrics}, indent=2, sort_keys=True))
+    atomic_write_text(out / "metrics.json", json.dumps({"decision_threshold": threshold, **metrics}, indent=2, sort_keys=True))

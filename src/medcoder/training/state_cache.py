@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
+
+from medcoder.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,7 @@ class EncodedStates:
 
     def save(self, path: Path) -> None:
         """Atomic write: a killed run never leaves a truncated cache that looks valid."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, states=self.states, offsets=self.offsets)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(path, lambda fh: np.savez(fh, states=self.states, offsets=self.offsets))
 
     @classmethod
     def load(cls, path: Path) -> EncodedStates:
