@@ -160,6 +160,13 @@ def precision_lower_bound(n_correct: int, n_total: int, delta: float) -> float:
     return float(beta_dist.ppf(delta, k, n - k + 1))
 
 
+# Label-free floor for where the sequence starts. For lax targets the one-error minimum is tiny
+# (7 codes at 0.5): the sequence then tests a handful of top codes, one or two of which are wrong
+# by chance, and stops at once. Measured on the quickstart model's dev split: target 0.5 was not
+# certified from a 7-code start although the top 300 eligible codes had precision 0.82.
+MIN_START_ACCEPTED = 50
+
+
 def select_accept_threshold(
     probs: np.ndarray,
     y_true: np.ndarray,
@@ -186,9 +193,9 @@ def select_accept_threshold(
         Optional grid of τ values; default every distinct eligible probability. Tested from high
         to low, after dropping those accepting fewer than ``min_accepted`` codes.
     min_accepted:
-        Where the fixed sequence starts (label-free, see module doc). Default
-        ``min_accepts_to_certify(target_precision, delta, n_errors=1)``; never below the
-        zero-error minimum, under which no test can reject.
+        Where the fixed sequence starts (label-free, see module doc). Default: the larger of
+        ``min_accepts_to_certify(target_precision, delta, n_errors=1)`` and
+        ``MIN_START_ACCEPTED``; never below the zero-error minimum, under which no test can reject.
 
     If no candidate is certified the result has ``tau=None`` and ``feasible=False``: the target is
     never silently relaxed.
@@ -205,7 +212,7 @@ def select_accept_threshold(
     n_elig = int(s.size)
     n_min = min_accepts_to_certify(target_precision, delta)
     if min_accepted is None:
-        n_min = min_accepts_to_certify(target_precision, delta, n_errors=1)
+        n_min = max(min_accepts_to_certify(target_precision, delta, n_errors=1), MIN_START_ACCEPTED)
     else:
         n_min = max(n_min, int(min_accepted))
 
