@@ -12,34 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from medcoder.evaluation.metrics import f1_optimal_threshold
+
 __all__ = ["DecisionThreshold", "f1_optimal_threshold"]
 
 _DEFAULT_THRESHOLD = 0.5
-
-
-def f1_optimal_threshold(scores: np.ndarray, y_true: np.ndarray) -> tuple[float, float]:
-    """Exact F1-optimal threshold for the rule ``score >= t``; returns ``(t, best_f1)``.
-
-    Vectorised: sort once by score (descending), take cumulative true positives, and evaluate F1
-    only at the last position of each run of tied scores (a threshold cannot split ties). With
-    ``k`` predicted and ``P`` positives, ``F1 = 2·TP / (k + P)``. Ties in F1 go to the *higher*
-    threshold (fewer suggestions for the same F1). With no positives F1 is 0 everywhere and the
-    neutral 0.5 is returned.
-    """
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(y_true, dtype=np.float64).ravel()
-    n_pos = float(y.sum())
-    if s.size == 0 or n_pos == 0:
-        return _DEFAULT_THRESHOLD, 0.0
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    tp = np.cumsum(y[order])
-    # last index of each tie group in the descending order
-    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
-    k = last + 1.0
-    f1 = 2.0 * tp[last] / (k + n_pos)
-    best = int(np.argmax(f1))  # first max == highest threshold among equal F1
-    return float(s_sorted[last[best]]), float(f1[best])
 
 
 class DecisionThreshold:

@@ -235,29 +235,36 @@ def macro_f1(probs: npt.ArrayLike, y_true: npt.ArrayLike, threshold: float = 0.5
     return _thresholded(*_counts(probs, y_true, threshold))["macro_f1"]
 
 
-def tune_global_threshold(probs: npt.ArrayLike, y_true: npt.ArrayLike) -> float:
-    """The single threshold that maximises micro-F1 on this (dev) split, found exactly.
+def f1_optimal_threshold(scores: npt.ArrayLike, y_true: npt.ArrayLike) -> tuple[float, float]:
+    """Exact F1-optimal threshold for the rule ``score >= t`` over all given pairs: ``(t, best_f1)``.
 
-    Every distinct score is a candidate ``t`` (predict ``probs >= t``); sorting once and taking
-    cumulative true-positive counts gives micro-F1 at all candidates in O(N log N), with
-    N = n_docs·n_labels, instead of re-scoring a grid. Returns the *score value itself* (not a
-    midpoint), so ``probs >= threshold`` reproduces the optimum exactly on this split. Among equal
-    F1 maxima the highest threshold wins (fewer codes for coders to review). With no gold at all
-    F1 is 0 everywhere; 0.5 is returned as a neutral default.
+    Every distinct score is a candidate; sorting once and taking cumulative true-positive counts
+    gives F1 = 2·TP / (k + P) at all candidates in O(N log N) instead of re-scoring a grid. Returns
+    the *score value itself* (not a midpoint), so ``scores >= t`` reproduces the optimum exactly.
+    Among equal F1 maxima the highest threshold wins (fewer codes for coders to review). With no
+    gold at all F1 is 0 everywhere; the neutral 0.5 is returned. Shared by the metric module and
+    the calibration's decision thresholds (global and per code).
     """
-    p, y = _as_arrays(probs, y_true)
-    scores = p.ravel()
-    truth = y.ravel()
-    n_pos = int(truth.sum())
-    if n_pos == 0 or scores.size == 0:
-        return 0.5
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores = scores[order]
-    tp_cum = np.cumsum(truth[order])
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(y_true, dtype=np.float64).ravel()
+    n_pos = float(y.sum())
+    if s.size == 0 or n_pos == 0:
+        return 0.5, 0.0
+    order = np.argsort(-s, kind="stable")
+    sorted_scores = s[order]
+    tp_cum = np.cumsum(y[order])
     # last position of each run of equal scores: everything up to it is predicted at that score
     last = np.append(np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1)
     f1 = 2.0 * tp_cum[last] / (last + 1 + n_pos)
-    return float(sorted_scores[last[int(np.argmax(f1))]])
+    best = int(np.argmax(f1))  # first max == highest threshold among equal F1
+    return float(sorted_scores[last[best]]), float(f1[best])
+
+
+def tune_global_threshold(probs: npt.ArrayLike, y_true: npt.ArrayLike) -> float:
+    """The single threshold that maximises micro-F1 on this (dev) split (see
+    :func:`f1_optimal_threshold`)."""
+    p, y = _as_arrays(probs, y_true)
+    return f1_optimal_threshold(p, y)[0]
 
 
 # --------------------------------------------------------------------------------------------
