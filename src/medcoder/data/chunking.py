@@ -48,9 +48,18 @@ def chunk_ids(
 
 
 def chunk_texts(
-    texts: list[str], tokenizer: PreTrainedTokenizerBase, *, chunk_size: int, max_chunks: int
+    texts: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    chunk_size: int,
+    max_chunks: int,
+    return_offsets: bool = False,
 ) -> dict[str, list[Any]]:
-    """Tokenise a batch of notes and chunk each; the result is a ``datasets.map`` batch."""
+    """Tokenise a batch of notes and chunk each; the result is a ``datasets.map`` batch.
+
+    ``return_offsets`` (fast tokenizers) adds ``offsets``: the character span of every token, so
+    inference can point at the text a code's attention chose (evidence) without re-tokenising.
+    """
     special = {
         "cls_id": tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id,
         "sep_id": tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id,
@@ -59,10 +68,14 @@ def chunk_texts(
     # Only the first max_chunks chunks are ever used; cap tokenisation a little beyond them so a
     # pathological 1 MB note does not stall the batch, while truncation is still detected.
     limit = max_chunks * (chunk_size - 2) + 1
-    encoded = tokenizer(
-        texts, add_special_tokens=False, truncation=True, max_length=limit, return_attention_mask=False
-    )["input_ids"]
+    enc = tokenizer(
+        texts, add_special_tokens=False, truncation=True, max_length=limit, return_attention_mask=False,
+        return_offsets_mapping=return_offsets,
+    )
+    encoded = enc["input_ids"]
     out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "truncated": [], "n_tokens": []}
+    if return_offsets:
+        out["offsets"] = [[tuple(o) for o in offsets] for offsets in enc["offset_mapping"]]
     for ids in encoded:
         note = chunk_ids(ids, chunk_size=chunk_size, max_chunks=max_chunks, **special)
         out["input_ids"].append(note.input_ids)

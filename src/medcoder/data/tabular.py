@@ -32,6 +32,8 @@ FORMATS = ("jsonl", "csv")
 
 # (location for messages, id, text, codes)
 _Row = tuple[str, str, str, list[str]]
+# (id, text, codes); codes None = unlabeled notes (prediction input): no codes column required
+_Columns = tuple[str, str, str | None]
 
 
 def load_tabular(
@@ -65,6 +67,28 @@ def load_tabular(
         out[split], report.splits[split] = _to_dataset(rows, on_error)
     report.log(f"tabular[{format}]")
     return out
+
+
+def iter_unlabeled(
+    path: str | Path, *, format: str, id_column: str = "id", text_column: str = "text"
+) -> Iterator[tuple[str, str, str]]:
+    """``(location, id, text)`` of every note in a JSONL/CSV file without codes (prediction input).
+
+    Same parsing and the same one-line errors as training data; empty notes are kept (the caller
+    routes them to review), duplicate ids are refused.
+    """
+    if format not in FORMATS:
+        raise ConfigError(f"format={format!r} is not a tabular format", hint=f"use one of {', '.join(FORMATS)}")
+    path = Path(path)
+    columns: _Columns = (id_column, text_column, None)
+    rows = _read_jsonl(path, columns) if format == "jsonl" else _read_csv(path, columns, ";")
+    seen: dict[str, str] = {}
+    for where, doc_id, text, _ in rows:
+        if doc_id in seen:
+            raise DataError(f"{where}: duplicate id {doc_id!r} (first at {seen[doc_id]})",
+                            hint="ids must be unique within a file")
+        seen[doc_id] = where
+        yield where, doc_id, text
 
 
 def _to_dataset(rows: Iterator[_Row], on_error: str) -> tuple[datasets.Dataset, SplitReport]:
@@ -114,7 +138,7 @@ def _id(value: object, where: str, column: str) -> str:
     return str(value)
 
 
-def _read_jsonl(path: Path, columns: tuple[str, str, str]) -> Iterator[_Row]:
+def _read_jsonl(path: Path, columns: _Columns) -> Iterator[_Row]:
     id_col, text_col, codes_col = columns
     for line_no, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
@@ -129,13 +153,13 @@ def _read_jsonl(path: Path, columns: tuple[str, str, str]) -> Iterator[_Row]:
             ) from exc
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        missing = [c for c in columns if c not in obj]
+        missing = [c for c in columns if c is not None and c not in obj]
         if missing:
             raise DataError(
                 f"{where}: missing column {missing[0]!r} (has {sorted(obj)})",
                 hint="set data.id_column / data.text_column / data.codes_column to your field names",
             )
-        text, codes = obj[text_col], obj[codes_col]
+        text, codes = obj[text_col], (obj[codes_col] if codes_col is not None else [])
         if not isinstance(text, str):
             raise DataError(f"{where}: column {text_col!r} must be a string, got {type(text).__name__}")
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
@@ -146,14 +170,14 @@ def _read_jsonl(path: Path, columns: tuple[str, str, str]) -> Iterator[_Row]:
         yield where, _id(obj[id_col], where, id_col), text, codes
 
 
-def _read_csv(path: Path, columns: tuple[str, str, str], sep: str) -> Iterator[_Row]:
+def _read_csv(path: Path, columns: _Columns, sep: str) -> Iterator[_Row]:
     id_col, text_col, codes_col = columns
     with path.open(encoding="utf-8-sig", newline="") as fh:  # newline="": notes span lines
         reader = csv.DictReader(fh)
         try:
             header = reader.fieldnames or []
             for col in columns:
-                if col not in header:
+                if col is not None and col not in header:
                     raise DataError(
                         f"{path}:1: missing column {col!r} (header has {header})",
                         hint="set data.id_column / data.text_column / data.codes_column to your column names",
@@ -164,7 +188,7 @@ def _read_csv(path: Path, columns: tuple[str, str, str], sep: str) -> Iterator[_
                     raise DataError(f"{where}: more cells than header columns", hint="quote cells that contain commas")
                 if row[text_col] is None or row[id_col] is None:
                     raise DataError(f"{where}: fewer cells than header columns", hint="check the quoting")
-                raw = row[codes_col] or ""
+                raw = (row[codes_col] or "") if codes_col is not None else ""
                 yield where, _id(row[id_col], where, id_col), row[text_col], raw.split(sep)
         except csv.Error as exc:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc

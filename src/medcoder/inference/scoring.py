@@ -8,6 +8,7 @@ weights), the cached states are used: the result is identical (tested), only fas
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,19 @@ from medcoder.training.batching import collate_chunks, collate_states
 from medcoder.training.state_cache import cached_states
 
 
+@dataclass
+class Scores:
+    """Logits plus, when asked for, where each code attended most (evidence).
+
+    ``top_positions``/``top_weights`` are ``(n_notes, k, n_labels)``: the ``k`` compacted,
+    span-pooled token positions with the highest label attention, and that attention.
+    """
+
+    logits: np.ndarray
+    top_positions: np.ndarray | None = None
+    top_weights: np.ndarray | None = None
+
+
 @torch.inference_mode()
 def score_features(
     model: MedCoderForICDCoding,
@@ -31,11 +45,29 @@ def score_features(
     progress: bool = False,
 ) -> np.ndarray:
     """Logits ``(n_notes, n_labels)`` for a featurised split (``input_ids``/``attention_mask``)."""
+    return score_notes(model, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress).logits
+
+
+@torch.inference_mode()
+def score_notes(
+    model: MedCoderForICDCoding,
+    split: Dataset,
+    *,
+    batch_size: int = 8,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    evidence_top_k: int = 0,
+) -> Scores:
+    """:func:`score_features` plus, with ``evidence_top_k > 0``, the top attended positions."""
     model.eval()
     n = len(split)
-    logits = np.zeros((n, model.config.num_labels), dtype=np.float32)
+    n_labels = model.config.num_labels
+    logits = np.zeros((n, n_labels), dtype=np.float32)
+    k = int(evidence_top_k)
+    top_pos = np.zeros((n, k, n_labels), dtype=np.int32) if k else None
+    top_w = np.zeros((n, k, n_labels), dtype=np.float32) if k else None
     if n == 0:
-        return logits
+        return Scores(logits, top_pos, top_w)
     states = None
     if cache_dir is not None:
         states = cached_states(
@@ -54,11 +86,17 @@ def score_features(
             items = [{**columns[i], "labels": []} for i in idx]
             batch = collate_chunks(items)
         batch.pop("labels")
-        out = model(**{k: v.to(model.device) for k, v in batch.items()})
+        out = model(**{key: v.to(model.device) for key, v in batch.items()}, return_label_attention=bool(k))
         logits[idx] = out.logits.float().cpu().numpy()
+        if k:
+            attn = out.attentions.float()
+            kk = min(k, attn.shape[1])
+            w, pos = torch.topk(attn, kk, dim=1)  # (B, kk, L)
+            top_w[idx, :kk] = w.cpu().numpy()
+            top_pos[idx, :kk] = pos.cpu().numpy().astype(np.int32)
     if not np.isfinite(logits).all():
         raise FloatingPointError("the model produced non-finite logits (diverged training or corrupt weights)")
-    return logits
+    return Scores(logits, top_pos, top_w)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -23,12 +23,19 @@ class LabelAttentionHead(nn.Module):
         self.label_weights = nn.Parameter(torch.empty(num_labels, hidden_size))
         self.label_bias = nn.Parameter(torch.zeros(num_labels))
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Return logits ``(batch, num_labels)``; ``mask`` is 1 for real tokens, 0 for padding."""
+    def forward(
+        self, states: torch.Tensor, mask: torch.Tensor, return_attention: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Return logits ``(batch, num_labels)``; ``mask`` is 1 for real tokens, 0 for padding.
+
+        With ``return_attention`` also the attention ``(batch, tokens, num_labels)``: where each
+        code looked in the note, which the inference path turns into evidence spans.
+        """
         states = self.dropout(states)
         z = torch.tanh(self.projection(states))  # (B, T, A)
         scores = self.label_queries(z)  # (B, T, L)
         scores = scores.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(scores.dtype).min)
         attention = torch.softmax(scores, dim=1)  # over tokens
         label_repr = torch.einsum("btl,bth->blh", attention, states)  # (B, L, H)
-        return (label_repr * self.label_weights).sum(-1) + self.label_bias
+        logits = (label_repr * self.label_weights).sum(-1) + self.label_bias
+        return (logits, attention) if return_attention else logits

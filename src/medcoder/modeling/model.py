@@ -106,10 +106,15 @@ class MedCoderForICDCoding(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         encoder_states: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        return_label_attention: bool = False,
         **_: object,
     ) -> SequenceClassifierOutput:
         """Either ``input_ids``/``attention_mask`` of shape ``(batch, chunks, chunk_size)``, or
-        ``encoder_states`` ``(batch, tokens, hidden)`` with ``attention_mask`` ``(batch, tokens)``."""
+        ``encoder_states`` ``(batch, tokens, hidden)`` with ``attention_mask`` ``(batch, tokens)``.
+
+        ``return_label_attention`` puts the label attention ``(batch, positions, num_labels)``
+        over the compacted, span-pooled token positions in ``attentions`` (evidence spans).
+        """
         if attention_mask is None:
             raise ValueError("attention_mask is required")
         if encoder_states is None:
@@ -130,11 +135,15 @@ class MedCoderForICDCoding(PreTrainedModel):
         encoder_states, attention_mask = pool_tokens(
             encoder_states.to(self.head.label_weights.dtype), attention_mask, self.config.token_pool_stride
         )
-        logits = self.head(encoder_states, attention_mask)
+        attention = None
+        if return_label_attention:
+            logits, attention = self.head(encoder_states, attention_mask, return_attention=True)
+        else:
+            logits = self.head(encoder_states, attention_mask)
         loss = None
         if labels is not None:
             loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, attentions=attention)
 
 
 def compact_tokens(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

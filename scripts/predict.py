@@ -1,0 +1,28 @@
+"""Batch prediction with a bundle: predictions file + audit log + summary.
+
+    python scripts/predict.py bundle=<dir | models:/name@alias> input=<.txt folder | .jsonl | .csv> output=<.jsonl | .csv>
+    python scripts/predict.py ... granularity=code         # one row per (note, code)
+"""
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from medcoder.cli import quiet_environment, run_or_exit
+
+log = logging.getLogger("medcoder.predict")
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    from medcoder.inference.batch import predict_from_config
+
+    result = run_or_exit(lambda: predict_from_config(cfg))
+    log.info("predictions: %s; audit log: %s", result.output, result.audit)
+    print(f"summary: {result.summary.line()}")
+
+
+if __name__ == "__main__":
+    quiet_environment()
+    main()

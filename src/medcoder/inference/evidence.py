@@ -1,0 +1,63 @@
+"""Evidence: the character spans of a note that a code's label attention weighed most.
+
+Why: an auditor accepting or correcting a code wants to see *where* the model found it. The label
+attention already says which token positions each code looked at; this module maps those positions
+back to character offsets. Offsets, not text, so predictions files and audit logs can carry
+evidence without copying clinical text (the reader slices the note they already have).
+
+Position arithmetic mirrors :mod:`medcoder.data.chunking` and
+:func:`medcoder.modeling.model.compact_tokens`/``pool_tokens``: after compaction a note is its
+chunks back to back, each ``[CLS] piece [SEP]`` (all but the last exactly ``chunk_size`` long),
+and pooled position ``p`` covers tokens ``[p*stride, (p+1)*stride)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def position_char_span(
+    position: int, offsets: Sequence[tuple[int, int]], *, chunk_size: int, stride: int
+) -> tuple[int, int] | None:
+    """Character span ``(start, end)`` of pooled ``position``; None if it covers only specials."""
+    body = chunk_size - 2
+    starts, ends = [], []
+    for t in range(position * stride, (position + 1) * stride):
+        chunk, r = divmod(t, chunk_size)
+        if r == 0 or r - 1 >= body:  # [CLS] or the [SEP] of a full chunk
+            continue
+        tok = chunk * body + r - 1
+        if tok >= len(offsets):  # the last chunk's [SEP], or padding
+            continue
+        start, end = offsets[tok]
+        if end > start:
+            starts.append(start)
+            ends.append(end)
+    return (min(starts), max(ends)) if starts else None
+
+
+def evidence_spans(
+    positions: Sequence[int],
+    weights: Sequence[float],
+    offsets: Sequence[tuple[int, int]],
+    *,
+    chunk_size: int,
+    stride: int,
+    min_weight: float = 1e-6,
+) -> list[dict[str, Any]]:
+    """Spans for one code's top positions, highest weight first; touching spans are merged."""
+    spans: list[list[Any]] = []
+    for pos, w in sorted(zip(positions, weights, strict=True), key=lambda pw: -pw[1]):
+        if w < min_weight:
+            continue
+        span = position_char_span(int(pos), offsets, chunk_size=chunk_size, stride=stride)
+        if span is None:
+            continue
+        for s in spans:
+            if span[0] <= s[1] and s[0] <= span[1]:  # overlap or touch: one piece of evidence
+                s[0], s[1], s[2] = min(s[0], span[0]), max(s[1], span[1]), s[2] + float(w)
+                break
+        else:
+            spans.append([span[0], span[1], float(w)])
+    return [{"start": int(a), "end": int(b), "weight": round(w, 4)} for a, b, w in spans]

@@ -1,0 +1,173 @@
+"""Export a trained + calibrated MLflow run as a bundle and as a registered MLflow model.
+
+What ``scripts/export.py`` calls: download the run's model, labels, calibration and metrics ->
+write the bundle (temp dir + rename, manifest with sha256) -> log it as an ``mlflow.pyfunc`` model
+in the same run -> register a version, tag it, point the ``candidate`` alias at it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import math
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from omegaconf import DictConfig, OmegaConf
+
+from medcoder.atomic import atomic_write_text
+from medcoder.errors import ConfigError
+from medcoder.inference.bundle import Manifest, write_bundle
+from medcoder.inference.model_card import render_model_card
+from medcoder.tracking import setup_experiment
+from medcoder.tracking.artifacts import download_run
+from medcoder.tracking.registry import CANDIDATE, CHAMPION, set_alias, tag_version
+
+log = logging.getLogger(__name__)
+
+MLFLOW_MODEL_NAME = "medcoder_model"  # artifact path of the pyfunc model inside the run
+
+# Lets `AutoModel.from_pretrained(model_dir, trust_remote_code=True)` load the folder with plain
+# transformers, without the caller importing medcoder first. It re-exports the installed package's
+# classes (no copy of the model code, so the two can never drift apart).
+_SHIM = '''"""Loader shim: the medcoder package must be installed (pip install medcoder)."""
+from medcoder.modeling import MedCoderConfig, MedCoderForICDCoding  # noqa: F401
+'''
+AUTO_MAP = {"AutoConfig": "modeling_medcoder.MedCoderConfig", "AutoModel": "modeling_medcoder.MedCoderForICDCoding"}
+
+# Test metrics copied onto the registered version, so `mlflow ui`'s model page compares versions.
+VERSION_METRIC_TAGS = ("test_map", "test_micro_f1", "test_p_at_8", "test_ece_calibrated",
+                       "test_auto_accept_precision", "test_auto_accept_coverage", "test_docs_fully_auto")
+
+
+@dataclass
+class ExportResult:
+    bundle_dir: Path
+    manifest: Manifest
+    model_uri: str | None
+    registered_name: str | None
+    registered_version: str | None
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN: undefined values (e.g. precision with nothing accepted) become null."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in sorted(metrics.items())}
+
+
+def _add_auto_map(model_dir: Path) -> None:
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["auto_map"] = AUTO_MAP
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(model_dir / "modeling_medcoder.py", _SHIM)
+
+
+def _requirements() -> list[str]:
+    """medcoder's runtime dependencies pinned to the versions installed here (no pip inference)."""
+    pins = []
+    for req in importlib.metadata.requires("medcoder") or []:
+        if "extra ==" in req:
+            continue
+        name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(req.split(";")[0].strip())
+    return pins
+
+
+def _run_inputs(run_id: str, tmp: Path) -> dict[str, Any]:
+    run = download_run(run_id, tmp)
+    try:
+        cal_path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="calibration.json",
+                                                            dst_path=str(tmp)))
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(
+            f"run {run_id} has no calibration.json, so it has no routing policy to export",
+            hint=f"run `python scripts/calibrate.py run_id={run_id}` first",
+        ) from exc
+    metrics = {k: float(v) for k, v in mlflow.get_run(run_id).data.metrics.items() if not k.startswith("epoch_")}
+    return {
+        "model_dir": run.model_dir,
+        "labels_path": run.labels_path,
+        "calibration_path": cal_path,
+        "train_config": OmegaConf.to_container(run.config(), resolve=False),
+        "metrics": metrics,
+    }
+
+
+def export_run(cfg: DictConfig) -> ExportResult:
+    """Write the bundle of ``cfg.run_id`` to ``cfg.output_dir`` and (optionally) register it."""
+    root = Path(cfg.paths.root_dir).resolve()
+    setup_experiment(cfg.tracking, root)
+    run_id = str(cfg.run_id)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        src = _run_inputs(run_id, Path(tmp_name))
+        labels = json.loads(src["labels_path"].read_text())
+        calibration = json.loads(src["calibration_path"].read_text())
+
+        def fill(dst: Path) -> None:
+            shutil.copytree(src["model_dir"], dst / "model")
+            _add_auto_map(dst / "model")
+            shutil.copyfile(src["labels_path"], dst / "labels.json")
+            shutil.copyfile(src["calibration_path"], dst / "calibration.json")
+            (dst / "metrics.json").write_text(json.dumps(_finite(src["metrics"]), indent=2) + "\n")
+            (dst / "MODEL_CARD.md").write_text(render_model_card(
+                run_id=run_id, train_config=src["train_config"], labels=labels,
+                calibration=calibration, metrics=src["metrics"],
+            ))
+
+        manifest = write_bundle(cfg.output_dir, fill, source_run_id=run_id, overwrite=bool(cfg.overwrite))
+    bundle_dir = Path(cfg.output_dir).resolve()
+    log.info("bundle %s written to %s", manifest.bundle_id, bundle_dir)
+    if not cfg.mlflow_model.log:
+        return ExportResult(bundle_dir, manifest, None, None, None)
+    return _log_and_register(cfg, run_id, bundle_dir, manifest, labels, calibration, src["metrics"])
+
+
+def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: Manifest,
+                      labels: dict, calibration: dict, metrics: dict[str, float]) -> ExportResult:
+    from medcoder.inference.coder import Coder
+    from medcoder.tracking.pyfunc import INPUT_EXAMPLE, MedCoderModel, predictions_frame
+
+    coder = Coder.load(bundle_dir)
+    example_out = predictions_frame(coder.predict(list(INPUT_EXAMPLE["text"]), list(INPUT_EXAMPLE["id"])))
+    signature = infer_signature(INPUT_EXAMPLE, example_out, params={"batch_size": 8})
+    name = cfg.mlflow_model.registered_model_name or None
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name=MLFLOW_MODEL_NAME,
+            python_model=MedCoderModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            input_example=INPUT_EXAMPLE,
+            pip_requirements=_requirements(),
+            registered_model_name=name,
+        )
+        mlflow.set_tags({"medcoder.bundle_id": manifest.bundle_id, "medcoder.bundle_dir": str(bundle_dir)})
+    version = None
+    if name:
+        version = str(info.registered_model_version)
+        tag_version(name, version, {
+            "medcoder.bundle_id": manifest.bundle_id,
+            "medcoder.codeset_fy": labels.get("codeset_fy"),
+            "medcoder.target_precision": calibration.get("targets", {}).get("target_precision"),
+            "medcoder.tau_accept": calibration.get("policy", {}).get("tau_accept"),
+            "medcoder.source_run_id": run_id,
+            **{k: f"{metrics[k]:.4f}" for k in VERSION_METRIC_TAGS if k in metrics},
+        })
+        set_alias(name, cfg.mlflow_model.alias, version)
+        if cfg.mlflow_model.promote and cfg.mlflow_model.alias != CHAMPION:
+            set_alias(name, CHAMPION, version)
+    return ExportResult(bundle_dir, manifest, info.model_uri, name, version)
+
+
+__all__ = ["CANDIDATE", "CHAMPION", "ExportResult", "export_run"]
