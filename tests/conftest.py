@@ -89,3 +89,42 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return write_corpus(tmp_path_factory.mktemp("tiny_corpus"))
+
+
+TINY_MODEL_NAME = "medcoder-test"
+
+
+@pytest.fixture(scope="session")
+def export_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Enough dev notes (80) for the precision guarantee to certify a lax target on a tiny model."""
+    return write_corpus(tmp_path_factory.mktemp("export_corpus"), n_train=60, n_dev=80, n_test=16, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, export_corpus: dict[str, str], tiny_encoder: str) -> dict:
+    """A tiny run, trained, calibrated with a lax target (so some codes are auto-accepted) and
+    exported as a bundle + registered MLflow model. Tests that use MLflow's registry must call
+    ``mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])`` first (other tests move the URI)."""
+    from hydra import compose, initialize_config_dir
+
+    from medcoder.calibration.pipeline import calibrate
+    from medcoder.inference.export import export_run
+    from medcoder.training.run import train
+
+    from .unit.test_training import compose_cfg, tiny_overrides
+
+    def _compose(name: str, overrides: list[str]):
+        with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+            return compose(config_name=name, overrides=overrides)
+
+    root = tmp_path_factory.mktemp("export_root")
+    run = train(compose_cfg(tiny_overrides(root, export_corpus, tiny_encoder, "trainer=cached_head",
+                                           "trainer.num_train_epochs=20", "trainer.learning_rate=0.05",
+                                           "trainer.early_stopping_patience=20", "model.max_chunks=8")))
+    calibrate(_compose("calibrate", [f"run_id={run.run_id}", f"paths.root_dir={root}", "routing.min_train_count=1",
+                                     "routing.target_precision=0.6", "routing.check_validity=false"]))
+    cfg = _compose("export", [f"run_id={run.run_id}", f"paths.root_dir={root}", f"output_dir={root / 'bundle'}",
+                              f"mlflow_model.registered_model_name={TINY_MODEL_NAME}"])
+    result = export_run(cfg)
+    return {"root": root, "run": run, "result": result, "cfg": cfg, "corpus": export_corpus,
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}

@@ -14,7 +14,6 @@ import pytest
 from datasets import DatasetDict
 from hydra import compose, initialize_config_dir
 
-from medcoder.calibration.pipeline import calibrate
 from medcoder.errors import BundleError, ConfigError
 from medcoder.inference import bundle as bundle_mod
 from medcoder.inference.coder import Coder
@@ -23,10 +22,9 @@ from medcoder.inference.scoring import score_features
 from medcoder.training.features import featurize
 from medcoder.training.run import train
 
-from ..conftest import REPO_ROOT, write_corpus
+from ..conftest import REPO_ROOT
+from ..conftest import TINY_MODEL_NAME as MODEL_NAME
 from .test_training import compose_cfg, tiny_overrides
-
-MODEL_NAME = "medcoder-test"
 
 
 def _compose(name: str, overrides: list[str]):
@@ -35,25 +33,14 @@ def _compose(name: str, overrides: list[str]):
 
 
 @pytest.fixture(scope="module")
-def tiny_corpus(tmp_path_factory):
-    """Enough dev notes (80) for the precision guarantee to certify a lax target on a tiny model."""
-    return write_corpus(tmp_path_factory.mktemp("export_corpus"), n_train=60, n_dev=80, n_test=16, seed=3)
+def tiny_corpus(export_corpus):
+    return export_corpus
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_corpus, tiny_encoder):
-    """One tiny run, calibrated with a lax target so that some codes are auto-accepted, exported."""
-    root = tmp_path_factory.mktemp("export_root")
-    run = train(compose_cfg(tiny_overrides(root, tiny_corpus, tiny_encoder, "trainer=cached_head",
-                                           "trainer.num_train_epochs=20", "trainer.learning_rate=0.05",
-                                           "trainer.early_stopping_patience=20",
-                                           "model.max_chunks=8")))
-    calibrate(_compose("calibrate", [f"run_id={run.run_id}", f"paths.root_dir={root}", "routing.min_train_count=1",
-                                     "routing.target_precision=0.6", "routing.check_validity=false"]))
-    cfg = _compose("export", [f"run_id={run.run_id}", f"paths.root_dir={root}", f"output_dir={root / 'bundle'}",
-                              f"mlflow_model.registered_model_name={MODEL_NAME}"])
-    result = export_run(cfg)
-    return {"root": root, "run": run, "result": result, "cfg": cfg}
+def exported(tiny_bundle):
+    mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])
+    return tiny_bundle
 
 
 def test_bundle_layout_and_manifest(exported) -> None:
@@ -151,6 +138,7 @@ def test_evidence_points_into_the_note(exported, tiny_corpus) -> None:
 
 
 def test_pyfunc_model_from_registry_gives_the_same_output(exported, tiny_corpus) -> None:
+    mlflow.set_tracking_uri(exported["tracking_uri"])
     import pandas as pd
 
     from medcoder.tracking.pyfunc import predictions_frame
@@ -171,6 +159,7 @@ def test_pyfunc_model_from_registry_gives_the_same_output(exported, tiny_corpus)
 def test_promote_moves_champion(exported) -> None:
     from medcoder.tracking.registry import promote
 
+    mlflow.set_tracking_uri(exported["tracking_uri"])
     version = promote(MODEL_NAME)
     assert str(mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion").version) == version
     with pytest.raises(ConfigError, match="no alias"):

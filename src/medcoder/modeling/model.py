@@ -120,6 +120,8 @@ class MedCoderForICDCoding(PreTrainedModel):
         if encoder_states is None:
             if input_ids is None:
                 raise ValueError("pass input_ids or encoder_states")
+            if input_ids.dim() == 2:  # (batch, tokens): one chunk per note, e.g. from an HF pipeline
+                input_ids, attention_mask = input_ids[:, None], attention_mask[:, None]
             batch, n_chunks, chunk_len = input_ids.shape
             flat_ids = input_ids.reshape(-1, chunk_len)
             flat_mask = attention_mask.reshape(-1, chunk_len)
