@@ -224,3 +224,11 @@ def test_export_refuses_an_existing_bundle_and_an_uncalibrated_run(exported, tin
     with pytest.raises(ConfigError, match="calibrate.py"):
         export_run(cfg)
     assert not (tmp_path / "b").exists()
+
+
+def test_coder_loads_a_registered_model_uri(exported, tmp_path) -> None:
+    mlflow.set_tracking_uri(exported["tracking_uri"])
+    coder = Coder.load(f"models:/{MODEL_NAME}@candidate")
+    assert coder.bundle_id == exported["result"].manifest.bundle_id
+    with pytest.raises(BundleError, match="cannot download"):
+        Coder.load(f"models:/{MODEL_NAME}@no-such-alias")

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,12 @@ from medcoder.training.encoders import resolve_encoder
 from medcoder.training.features import featurize
 from medcoder.training.state_cache import get_states
 from medcoder.training.trainer import MedCoderTrainer
+from medcoder.training.warm_start import (
+    WarmStartReport,
+    apply_warm_start,
+    check_warm_start_ref,
+    log_warm_start,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -148,6 +155,8 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError(f"model.label_init={cfg.model.label_init!r} is not valid", hint="use description or random")
     if t.resume not in ("auto", "never"):
         raise ConfigError(f"trainer.resume={t.resume!r} is not valid", hint="use auto or never")
+    if cfg.get("warm_start"):
+        check_warm_start_ref(str(cfg.warm_start))
 
 
 def train(cfg: DictConfig) -> TrainResult:
@@ -200,6 +209,15 @@ def train(cfg: DictConfig) -> TrainResult:
         log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
 
     init_bias_from_frequency(model, [label_space.frequency[c] for c in label_space.codes], len(splits["train"]))
+    warm: WarmStartReport | None = None
+    if cfg.get("warm_start"):
+        # After the cold init: carried rows are overwritten with the source's, added codes keep
+        # theirs unless they inherit an ancestor's (medcoder.training.warm_start).
+        warm_started = time.time()
+        setup_experiment(cfg.tracking, root)  # a run id is looked up in the tracking store
+        with tempfile.TemporaryDirectory(prefix="medcoder-warm-start-") as tmp:
+            warm = apply_warm_start(model, str(cfg.warm_start), label_space.codes, Path(tmp))
+        warm_seconds = time.time() - warm_started
 
     mode = cfg.trainer.encoder_mode
     cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
@@ -248,6 +266,9 @@ def train(cfg: DictConfig) -> TrainResult:
             "medcoder.resumed_from": Path(resume_from).name if resume_from else "",
         })
         mlflow.log_metrics({"n_labels": len(label_space), **{f"{n}_truncated_share": float(np.mean(feats[n]["truncated"])) for n in SPLITS}})
+        if warm is not None:
+            log_warm_start(warm)
+            mlflow.log_metric("warm_start_seconds", warm_seconds)
         trainer = MedCoderTrainer(
             model=model,
             args=_training_args(cfg, ckpt_dir),
