@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from medcoder.codesets.pipeline import run_migrate_labels
-from medcoder.data import load_tabular
+from medcoder.data import load_corpus
 
 from ..conftest import CODIESP_DIR, REPO_ROOT
 
@@ -31,8 +31,15 @@ def test_migrate_codiesp_d_to_fy2026(tmp_path: Path):
     assert report["reference_fy"] == 2025 and report["distinct_codes"]["flagged"] >= 1  # G35 split
     flagged = paths["flagged_documents"].read_text()
     assert ",G35,flagged,now_header,G35.A " in flagged
-    migrated = load_tabular(paths["train"], paths["dev"], paths["test"], format="jsonl")
+    # Same format as the input: CodiEsp's release layout, read back by the CodiEsp loader.
+    assert (paths["train"] / "trainD.tsv").is_file() and (paths["train"] / "text_files_en").is_dir()
+    assert "data=codiesp_d_en data.root=" in report["data_override"]
+    migrated = load_corpus({"format": "codiesp", "root": str(paths["train"].parent), "language": "en",
+                            "code_type": "D", "download": False})
     assert {s: len(migrated[s]) for s in migrated} == {"train": 500, "dev": 250, "test": 250}
+    original = load_corpus({"format": "codiesp", "root": str(CODIESP_DIR), "language": "en", "code_type": "D",
+                            "download": False})
+    assert migrated["test"]["text"] == original["test"]["text"]  # notes untouched, only codes move
     train_codes = {c for codes in migrated["train"]["codes"] for c in codes}
     assert "T81.4" in train_codes and "T81.4XX" not in train_codes
     run = mlflow.search_runs(experiment_names=["medcoder"], output_format="list")[0]

@@ -38,6 +38,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,6 +54,7 @@ from medcoder.codesets.base import CodeSet
 from medcoder.codesets.normalise import AS_IS
 from medcoder.data._common import build_dataset
 from medcoder.data.codes import dedupe
+from medcoder.data.codiesp import RELEASE_DIRNAME, TEXT_DIRS
 from medcoder.errors import ConfigError, DataError
 
 __all__ = [
@@ -232,19 +236,50 @@ def _write_split(ds: datasets.Dataset, path: Path, fmt: str) -> None:
         atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def write_migration(result: MigrationResult, output_dir: str | Path, *, fmt: str = "jsonl") -> dict[str, Path]:
-    """Write the corpus (``{split}.jsonl`` or ``.csv``, columns ``id,text,codes``) and the report
-    (``migration_report.json``, ``code_mapping.csv``, ``flagged_documents.csv``), each atomically.
+def _write_codiesp(data: Mapping[str, datasets.Dataset], out: Path, language: str) -> Path:
+    """The corpus in CodiEsp's own release layout (``{split}/{split}D.tsv`` + one ``.txt`` per
+    note), so ``data=codiesp_d_<lang> data.root=<this>`` reads it like the original. Built in a
+    temp folder and renamed: 1,000 files must not be left half-written."""
+    release = out / RELEASE_DIRNAME
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".codiesp.", suffix=".partial"))
+    try:
+        for split, ds in data.items():
+            text_dir = tmp / split / TEXT_DIRS[language]
+            text_dir.mkdir(parents=True)
+            rows = []
+            for r in ds:
+                (text_dir / f"{r['id']}.txt").write_text(r["text"], encoding="utf-8")
+                rows += [f"{r['id']}\t{c}" for c in r["codes"]]
+            (tmp / split / f"{split}D.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+        if release.exists():
+            shutil.rmtree(release)
+        os.replace(tmp, release)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return release
+
+
+def write_migration(
+    result: MigrationResult, output_dir: str | Path, *, fmt: str = "jsonl", language: str = "en"
+) -> dict[str, Path]:
+    """Write the corpus in the input's format — ``{split}.jsonl`` / ``.csv`` (``id,text,codes``)
+    or CodiEsp's release layout (``fmt="codiesp"``) — and the report (``migration_report.json``,
+    ``code_mapping.csv``, ``flagged_documents.csv``), each atomically.
 
     The report files hold codes, ids and counts only; the note text is only in the corpus files.
     """
-    if fmt not in ("jsonl", "csv"):
-        raise ConfigError(f"output format {fmt!r} is not supported", hint="use jsonl or csv")
+    if fmt not in ("jsonl", "csv", "codiesp"):
+        raise ConfigError(f"output format {fmt!r} is not supported", hint="use jsonl, csv or codiesp")
     out = Path(output_dir)
     paths: dict[str, Path] = {}
-    for split in sorted(result.data, key=lambda s: (SPLITS_ORDER.index(s) if s in SPLITS_ORDER else 9, s)):
-        paths[split] = out / f"{split}.{fmt}"
-        _write_split(result.data[split], paths[split], fmt)
+    if fmt == "codiesp":
+        release = _write_codiesp(result.data, out, language)
+        paths.update({split: release / split for split in result.data})
+    else:
+        for split in sorted(result.data, key=lambda s: (SPLITS_ORDER.index(s) if s in SPLITS_ORDER else 9, s)):
+            paths[split] = out / f"{split}.{fmt}"
+            _write_split(result.data[split], paths[split], fmt)
 
     mapping_rows = [
         {"code": m.code, "category": m.category, "rule": m.rule, "target_code": m.target_code,
@@ -256,15 +291,21 @@ def write_migration(result: MigrationResult, output_dir: str | Path, *, fmt: str
     paths["flagged_documents"] = out / "flagged_documents.csv"
     atomic_write_text(paths["flagged_documents"],
                       _csv_text(result.review_rows, ["split", "id", "code", "category", "rule", "candidates"]))
-    report = {**result.summary(), "data_override": data_override(paths, fmt),
+    report = {**result.summary(), "data_override": data_override(paths, fmt, language=language, fy=result.to_fy),
               "files": {k: str(v) for k, v in paths.items()}}
     paths["report"] = out / "migration_report.json"
     atomic_write_text(paths["report"], json.dumps(report, indent=1) + "\n")
     return paths
 
 
-def data_override(paths: Mapping[str, Path], fmt: str = "jsonl") -> str:
+def data_override(paths: Mapping[str, Path], fmt: str = "jsonl", *, language: str = "en",
+                  fy: int | None = None) -> str:
     """The command-line override that trains on the migrated corpus (missing splits -> null)."""
+    if fmt == "codiesp":
+        root = next(iter(paths.values())).parent.resolve()
+        suffix = f"_fy{fy}" if fy else "_migrated"
+        return (f"data=codiesp_d_{language} data.root={root} data.download=false "
+                f"data.name=codiesp_d_{language}{suffix}" + (f" codeset.fiscal_year={fy}" if fy else ""))
     parts = [f"data={fmt}"]
     for split in SPLITS_ORDER:
         parts.append(f"data.{split}={paths[split].resolve() if split in paths else 'null'}")

@@ -48,7 +48,8 @@ def run_migrate_labels(cfg: DictConfig) -> tuple[MigrationResult, dict[str, Path
     """Load ``cfg.data``, migrate it to ``cfg.to_fy``, write corpus + report, log to MLflow."""
     from medcoder.data import load_corpus
 
-    fmt = "csv" if cfg.data.get("format") == "csv" else "jsonl"
+    # Same format as the input: CodiEsp's release layout, CSV or JSONL.
+    fmt = {"csv": "csv", "codiesp": "codiesp"}.get(cfg.data.get("format"), "jsonl")
     if cfg.data.get("code_type", "D") != "D":
         raise ConfigError(
             f"data.code_type={cfg.data.code_type!r}: only diagnosis (ICD-10-CM) corpora can be migrated",
@@ -58,7 +59,7 @@ def run_migrate_labels(cfg: DictConfig) -> tuple[MigrationResult, dict[str, Path
     reference = _reference(cfg, target.fiscal_year)
     data = load_corpus(cfg.data)
     result = migrate_dataset(data, target, reference, on_unmappable=cfg.get("on_unmappable", "keep"))
-    paths = write_migration(result, cfg.output_dir, fmt=fmt)
+    paths = write_migration(result, cfg.output_dir, fmt=fmt, language=cfg.data.get("language") or "en")
     if cfg.get("log_mlflow", True):
         _log_mlflow(cfg, result, paths)
     return result, paths
