@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def write_bundle(output_dir: str | Path, fill: Callable[[Path], None], *, source
             schema_version=BUNDLE_SCHEMA_VERSION,
             medcoder_version=medcoder.__version__,
             bundle_id=bundle_id_from_hashes(files),
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             source_run_id=source_run_id,
             files=files,
         )

@@ -11,7 +11,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ class Coder:
         truncated = np.asarray(chunks["truncated"], dtype=bool)
         empty = np.array([not t.strip() for t in texts], dtype=bool)
         routed = self.policy.route(probs, self.label_space.codes, self.label_space.frequency, truncated, empty)
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         index = self.label_space.index
         out = []
         for i, decisions in enumerate(routed):
