@@ -82,9 +82,10 @@ class Manifest:
 
 
 def write_bundle(output_dir: str | Path, fill: Callable[[Path], None], *, source_run_id: str | None,
-                 overwrite: bool = False) -> Manifest:
+                 overwrite: bool = False, validate: Callable[[Path], None] | None = None) -> Manifest:
     """Create a bundle at ``output_dir``: ``fill(tmp)`` writes the files, then the manifest is
-    computed and the temp directory is renamed into place.
+    computed, ``validate(tmp)`` (e.g. a full ``Coder.load``) must pass, and only then is the
+    temp directory renamed into place: a bundle that exists is a bundle that loads.
 
     The temp directory is a sibling of ``output_dir`` (same file system, so the rename is atomic)
     and is removed if anything fails. An existing bundle is replaced only with ``overwrite``.
@@ -109,6 +110,8 @@ def write_bundle(output_dir: str | Path, fill: Callable[[Path], None], *, source
             files=files,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+        if validate is not None:
+            validate(tmp)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)

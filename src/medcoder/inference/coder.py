@@ -87,7 +87,8 @@ class Coder:
         manifest: Manifest | None = None,
         bundle_dir: Path | None = None,
     ) -> None:
-        if list(model.config.id2label.values()) != list(label_space.codes):
+        model_codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if model_codes != list(label_space.codes):
             raise BundleError("the model's labels and labels.json differ (order or content)",
                               hint="re-export the bundle from one training run")
         self.model = model.eval()

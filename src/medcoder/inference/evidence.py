@@ -46,7 +46,8 @@ def evidence_spans(
     stride: int,
     min_weight: float = 1e-6,
 ) -> list[dict[str, Any]]:
-    """Spans for one code's top positions, highest weight first; touching spans are merged."""
+    """Spans for one code's top positions, highest weight first; spans that overlap or are one
+    character apart (neighbouring words) are merged into one piece of evidence."""
     spans: list[list[Any]] = []
     for pos, w in sorted(zip(positions, weights, strict=True), key=lambda pw: -pw[1]):
         if w < min_weight:
@@ -55,7 +56,7 @@ def evidence_spans(
         if span is None:
             continue
         for s in spans:
-            if span[0] <= s[1] and s[0] <= span[1]:  # overlap or touch: one piece of evidence
+            if span[0] <= s[1] + 1 and s[0] <= span[1] + 1:
                 s[0], s[1], s[2] = min(s[0], span[0]), max(s[1], span[1]), s[2] + float(w)
                 break
         else:

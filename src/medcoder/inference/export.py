@@ -104,6 +104,13 @@ def _run_inputs(run_id: str, tmp: Path) -> dict[str, Any]:
     }
 
 
+def _loads(bundle_dir: Path) -> None:
+    """The bundle must load through the one inference path before it is renamed into place."""
+    from medcoder.inference.coder import Coder
+
+    Coder.load(bundle_dir)
+
+
 def export_run(cfg: DictConfig) -> ExportResult:
     """Write the bundle of ``cfg.run_id`` to ``cfg.output_dir`` and (optionally) register it."""
     root = Path(cfg.paths.root_dir).resolve()
@@ -125,7 +132,8 @@ def export_run(cfg: DictConfig) -> ExportResult:
                 calibration=calibration, metrics=src["metrics"],
             ))
 
-        manifest = write_bundle(cfg.output_dir, fill, source_run_id=run_id, overwrite=bool(cfg.overwrite))
+        manifest = write_bundle(cfg.output_dir, fill, source_run_id=run_id, overwrite=bool(cfg.overwrite),
+                                validate=_loads)
     bundle_dir = Path(cfg.output_dir).resolve()
     log.info("bundle %s written to %s", manifest.bundle_id, bundle_dir)
     if not cfg.mlflow_model.log:

@@ -1,0 +1,65 @@
+"""Coder construction checks and the evidence position arithmetic (no training needed)."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoTokenizer
+
+from medcoder.calibration.calibrators import make_calibrator
+from medcoder.calibration.thresholds import DecisionThreshold
+from medcoder.data.chunking import chunk_texts
+from medcoder.data.labels import LabelSpace
+from medcoder.errors import BundleError
+from medcoder.inference.coder import Coder
+from medcoder.inference.evidence import evidence_spans, position_char_span
+from medcoder.modeling import MedCoderForICDCoding
+from medcoder.routing.policy import RoutingPolicy
+
+CODES = [f"A{i:02d}" for i in range(12)]  # > 10 labels: config.json sorts "10" before "2"
+
+
+def _policy() -> RoutingPolicy:
+    dt = DecisionThreshold.from_dict({"params": {"mode": "global", "min_positives": 5},
+                                      "state": {"global_threshold": 0.0, "thresholds": [0.0] * len(CODES),
+                                                "per_code": [False] * len(CODES)}})
+    return RoutingPolicy(tau_accept=None, decision_threshold=dt, check_excludes1=False, check_validity=False)
+
+
+def test_coder_accepts_a_reloaded_model_and_refuses_mismatched_labels(tmp_path, tiny_encoder) -> None:
+    model = MedCoderForICDCoding.from_encoder(tiny_encoder, CODES, chunk_size=16, max_chunks=2)
+    model.save_pretrained(tmp_path)
+    reloaded = MedCoderForICDCoding.from_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    cal = make_calibrator("none").fit(*_dummy())
+    coder = Coder(reloaded, tok, LabelSpace(CODES, {c: 5 for c in CODES}), cal, _policy())
+    preds = coder.predict(["fever and cough", ""], ["a", "b"])
+    assert preds[1].document_reasons == ["empty_note"] and preds[1].codes == []
+    assert len(preds[0].codes) == len(CODES)  # threshold 0: everything predicted, all to review
+    with pytest.raises(BundleError, match="labels"):
+        Coder(reloaded, tok, LabelSpace(list(reversed(CODES))), cal, _policy())
+
+
+def _dummy():
+    import numpy as np
+
+    return np.zeros((2, len(CODES)), np.float32), np.zeros((2, len(CODES)), np.float32)
+
+
+def test_position_char_span_follows_chunks_specials_and_pooling(tiny_encoder) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_encoder)
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    out = chunk_texts([text], tok, chunk_size=6, max_chunks=5, return_offsets=True)
+    offsets = out["offsets"][0]
+    # chunk_size 6 = [CLS] + 4 tokens + [SEP]; compacted position 0 is [CLS], 1..4 tokens 0..3,
+    # 5 is [SEP], 6 the next [CLS], 7 token 4 ...
+    assert position_char_span(0, offsets, chunk_size=6, stride=1) is None
+    assert position_char_span(1, offsets, chunk_size=6, stride=1) == offsets[0]
+    assert position_char_span(7, offsets, chunk_size=6, stride=1) == offsets[4]
+    assert position_char_span(5, offsets, chunk_size=6, stride=1) is None
+    # stride 2: pooled position 0 covers [CLS] + token 0
+    assert position_char_span(0, offsets, chunk_size=6, stride=2) == offsets[0]
+    words = [text[a:b] for a, b in offsets]
+    assert words[:2] == ["alpha", "beta"]
+    spans = evidence_spans([1, 2, 7], [0.2, 0.5, 0.3], offsets, chunk_size=6, stride=1)
+    # positions 1 and 2 touch ("alpha beta") and merge; highest weight first
+    assert [text[s["start"]:s["end"]] for s in spans] == ["alpha beta", "epsilon"]
