@@ -123,7 +123,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, export_corpus: dict[st
                                            "trainer.early_stopping_patience=20", "model.max_chunks=8")))
     calibrate(_compose("calibrate", [f"run_id={run.run_id}", f"paths.root_dir={root}", "routing.min_train_count=1",
                                      "routing.target_precision=0.6", "routing.check_validity=false"]))
-    cfg = _compose("export", [f"run_id={run.run_id}", f"paths.root_dir={root}", f"output_dir={root / 'bundle'}",
+    cfg = _compose("export", [f"run_id={run.run_id}", f"paths.root_dir={root}", f"output_dir={root / 'tiny-bundle'}",
                               f"mlflow_model.registered_model_name={TINY_MODEL_NAME}"])
     result = export_run(cfg)
     return {"root": root, "run": run, "result": result, "cfg": cfg, "corpus": export_corpus,

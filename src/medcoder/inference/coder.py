@@ -56,9 +56,12 @@ def resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> P
                 f"bundle={text}: cannot download it from {mlflow.get_tracking_uri()} ({str(exc).splitlines()[0]})",
                 hint="check the model name and alias (scripts/promote.py) and the tracking URI",
             ) from exc
-        for candidate in (local / "artifacts" / "bundle", local / "bundle", local):
-            if (candidate / "manifest.json").is_file():
-                return candidate
+        # The pyfunc model keeps the bundle as artifacts/<bundle folder name>/ (one bundle per model).
+        found = sorted(p.parent for p in (local / "artifacts").glob("*/manifest.json"))
+        if (local / "manifest.json").is_file():
+            found.append(local)
+        if len(found) == 1:
+            return found[0]
         raise BundleError(f"bundle={text}: the MLflow model holds no medcoder bundle",
                           hint="register models with scripts/export.py")
     path = Path(text).expanduser()
