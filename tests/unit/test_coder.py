@@ -63,3 +63,8 @@ def test_position_char_span_follows_chunks_specials_and_pooling(tiny_encoder) ->
     spans = evidence_spans([1, 2, 7], [0.2, 0.5, 0.3], offsets, chunk_size=6, stride=1)
     # positions 1 and 2 touch ("alpha beta") and merge; highest weight first
     assert [text[s["start"]:s["end"]] for s in spans] == ["alpha beta", "epsilon"]
+    assert evidence_spans([1], [0.005], offsets, chunk_size=6, stride=1) == []  # below min_weight: noise
+    pieces = chunk_texts(["hematuria"], tok, chunk_size=8, max_chunks=2, return_offsets=True)["offsets"][0]
+    assert len(pieces) > 1  # word pieces
+    spans = evidence_spans([1], [0.9], pieces, chunk_size=8, stride=1, text="hematuria")
+    assert spans == [{"start": 0, "end": 9, "weight": 0.9}]  # widened to the whole word

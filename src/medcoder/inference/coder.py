@@ -179,7 +179,8 @@ class Coder:
                 if scores.top_positions is not None:
                     j = index[d.code]
                     evidence = evidence_spans(scores.top_positions[i, :, j], scores.top_weights[i, :, j], offsets[i],
-                                              chunk_size=cfg.chunk_size, stride=max(1, cfg.token_pool_stride))
+                                              chunk_size=cfg.chunk_size, stride=max(1, cfg.token_pool_stride),
+                                              text=texts[i])
                 codes.append(CodePrediction(d.code, self.label_space.descriptions.get(d.code, ""), d.probability,
                                             d.decision, list(d.reasons), evidence))
             decision, reasons = document_decision(decisions, bool(empty[i]))

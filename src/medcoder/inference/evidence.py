@@ -44,10 +44,13 @@ def evidence_spans(
     *,
     chunk_size: int,
     stride: int,
-    min_weight: float = 1e-6,
+    text: str | None = None,
+    min_weight: float = 0.01,
 ) -> list[dict[str, Any]]:
     """Spans for one code's top positions, highest weight first; spans that overlap or are one
-    character apart (neighbouring words) are merged into one piece of evidence."""
+    character apart (neighbouring words) are merged into one piece of evidence. Positions with
+    less than ``min_weight`` of the attention are noise, not evidence. With ``text``, spans are
+    widened to whole words (a position may cover only word pieces: ``hemat`` of ``hematuria``)."""
     spans: list[list[Any]] = []
     for pos, w in sorted(zip(positions, weights, strict=True), key=lambda pw: -pw[1]):
         if w < min_weight:
@@ -55,6 +58,8 @@ def evidence_spans(
         span = position_char_span(int(pos), offsets, chunk_size=chunk_size, stride=stride)
         if span is None:
             continue
+        if text is not None:
+            span = _whole_words(text, *span)
         for s in spans:
             if span[0] <= s[1] + 1 and s[0] <= span[1] + 1:
                 s[0], s[1], s[2] = min(s[0], span[0]), max(s[1], span[1]), s[2] + float(w)
@@ -62,3 +67,11 @@ def evidence_spans(
         else:
             spans.append([span[0], span[1], float(w)])
     return [{"start": int(a), "end": int(b), "weight": round(w, 4)} for a, b, w in spans]
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    while end < len(text) and text[end].isalnum():
+        end += 1
+    return start, end
