@@ -17,16 +17,16 @@ log = logging.getLogger("medcoder.migrate_labels")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="migrate_labels")
 def main(cfg: DictConfig) -> None:
-    from medcoder.codesets.migration import data_override
+    import json
+
     from medcoder.codesets.pipeline import run_migrate_labels
 
     result, paths = run_or_exit(lambda: run_migrate_labels(cfg))
     log.info("%s", result.summary_text())
     log.info("report: %s (per code: %s; documents to review: %s)", paths["report"], paths["code_mapping"],
              paths["flagged_documents"])
-    fmt = paths["train"].suffix.lstrip(".") if "train" in paths else "jsonl"
-    log.info("train on the migrated corpus with: python scripts/train.py %s codeset.fiscal_year=%d",
-             data_override(paths, fmt), result.to_fy)
+    override = json.loads(paths["report"].read_text())["data_override"]
+    log.info("train on the migrated corpus with: python scripts/train.py %s", override)
 
 
 if __name__ == "__main__":

@@ -309,5 +309,7 @@ def data_override(paths: Mapping[str, Path], fmt: str = "jsonl", *, language: st
     parts = [f"data={fmt}"]
     for split in SPLITS_ORDER:
         parts.append(f"data.{split}={paths[split].resolve() if split in paths else 'null'}")
+    if fy:
+        parts.append(f"codeset.fiscal_year={fy}")
     return " ".join(parts)
 
