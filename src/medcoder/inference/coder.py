@@ -27,7 +27,7 @@ from medcoder.errors import BundleError
 from medcoder.inference.bundle import Manifest, verify_bundle
 from medcoder.inference.evidence import evidence_spans
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
-from medcoder.inference.scoring import score_notes
+from medcoder.inference.scoring import score_notes, sigmoid
 from medcoder.modeling import MedCoderForICDCoding
 from medcoder.routing.policy import RoutingPolicy, document_decision
 
@@ -191,12 +191,17 @@ class Coder:
             ))
         return out
 
-    def probabilities(self, texts: Sequence[str], *, batch_size: int = 8) -> np.ndarray:
-        """Calibrated probabilities ``(n_notes, n_codes)`` for every code: for evaluation/plots."""
+    def probabilities(self, texts: Sequence[str], *, batch_size: int = 8, calibrated: bool = True) -> np.ndarray:
+        """Probabilities ``(n_notes, n_codes)`` for every code, for evaluation and plots.
+
+        ``calibrated=False`` gives the model's own sigmoid (what the calibrator corrects), so a
+        reliability diagram can compare both without a second scoring path.
+        """
         cfg = self.model.config
         features = Dataset.from_dict(chunk_texts(list(texts), self.tokenizer, chunk_size=cfg.chunk_size,
                                                  max_chunks=cfg.max_chunks))
-        return self.calibrator.transform(score_notes(self.model, features, batch_size=batch_size).logits)
+        logits = score_notes(self.model, features, batch_size=batch_size).logits
+        return self.calibrator.transform(logits) if calibrated else sigmoid(logits)
 
     def __repr__(self) -> str:
         return (f"Coder(bundle_id={self.bundle_id!r}, codes={len(self.label_space)}, "

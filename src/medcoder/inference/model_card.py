@@ -36,7 +36,7 @@ def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict
         f"{model.get('chunk_size', '?')}-token chunks (up to {model.get('max_chunks', '?')}) with label-wise attention.",
         f"- {len(labels.get('codes', []))} codes; code set: ICD-10-CM fiscal year {labels.get('codeset_fy')}.",
         f"- Trained in MLflow run `{run_id}` on `{data.get('name', '?')}` (code type {data.get('code_type', '?')}).",
-        f"- Calibrator: `{calibration.get('calibrator', {}).get('name', '?')}` fitted on the "
+        f"- Calibrator: `{calibration.get('calibrator', {}).get('method', '?')}` fitted on the "
         f"`{calibration.get('calibration_split', '?')}` split.",
         "",
         "## Intended use",
