@@ -25,6 +25,9 @@ def quiet_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+    # transformers 5 lists every parameter of a composite model as "not sharded" on each load;
+    # tensor parallelism is never used here, so the 30-line warning only hides real messages.
+    logging.getLogger("transformers.distributed.tensor_parallel").setLevel(logging.ERROR)
 
 
 def run_or_exit(fn: Callable[[], T]) -> T:

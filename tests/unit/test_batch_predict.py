@@ -100,6 +100,6 @@ def test_predict_script_end_to_end_and_bad_input_exits_2_without_output(tiny_bun
     assert not (tmp_path / "q.jsonl").exists() and not (tmp_path / "q.audit.jsonl").exists()
     assert not list(tmp_path.glob(".q.*"))  # no temp files left either
 
-    nobundle = _predict_cli(f"bundle={tmp_path / 'missing'}", f"input={notes}", f"output={tmp_path / 'r.jsonl'}",
-                            cwd=tmp_path)
+    nobundle = _predict_cli(f"bundle={tmp_path / 'missing'}", f"input={tiny_bundle['corpus']['test']}",
+                            f"output={tmp_path / 'r.jsonl'}", cwd=tmp_path)
     assert nobundle.returncode == 2 and "error: bundle=" in nobundle.stderr and not (tmp_path / "r.jsonl").exists()

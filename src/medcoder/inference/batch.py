@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from medcoder.atomic import atomic_open
+from medcoder.atomic import atomic_open, atomic_write_text
 from medcoder.data.tabular import iter_unlabeled
 from medcoder.errors import ConfigError, DataError
 from medcoder.inference.coder import Coder
 from medcoder.inference.prediction import AUDIT_FIELDS, DocumentPrediction
+from medcoder.tracking import setup_experiment
 
 INPUT_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv"}
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
@@ -37,7 +38,7 @@ class BatchSummary:
     notes_fully_auto: int = 0
     empty_notes: int = 0
     truncated_notes: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
+    reasons: Counter[str] = field(default_factory=Counter)
     wall_seconds: float = 0.0
 
     @property
@@ -55,12 +56,10 @@ class BatchSummary:
         self.notes_fully_auto += pred.document_decision == "auto_accept"
         self.empty_notes += "empty_note" in pred.document_reasons
         self.truncated_notes += pred.truncated
-        counts = Counter(self.reasons)
-        counts.update(r for c in pred.codes for r in c.reasons)
-        self.reasons = dict(counts)
+        self.reasons.update(r for c in pred.codes for r in c.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "share_auto_accepted": self.share_auto_accepted,
+        return {**asdict(self), "reasons": dict(self.reasons), "share_auto_accepted": self.share_auto_accepted,
                 "share_notes_fully_auto": self.share_notes_fully_auto}
 
     def line(self) -> str:
@@ -130,6 +129,19 @@ class _Writer:
         self.csv.writerow({k: _csv_cell(v) for k, v in row.items()})
 
 
+def check_outputs(output_path: Path, audit_path: Path, granularity: str) -> str:
+    """The output format, after checking every output setting (cheap: run before loading a model)."""
+    fmt = OUTPUT_FORMATS.get(output_path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"output={output_path}: unsupported file type {output_path.suffix!r}",
+                          hint="use .jsonl or .csv")
+    if granularity not in GRANULARITIES:
+        raise ConfigError(f"granularity={granularity!r} is not valid", hint="use note or code")
+    if output_path.resolve() == audit_path.resolve():
+        raise ConfigError(f"audit.path={audit_path} is the predictions file", hint="give the audit log its own path")
+    return fmt
+
+
 def predict_file(
     coder: Coder,
     input_path: str | Path,
@@ -140,21 +152,31 @@ def predict_file(
     include_text: bool = False,
     id_column: str = "id",
     text_column: str = "text",
+    **predict_kw: Any,
+) -> BatchSummary:
+    """Predict every note of ``input_path``; write predictions and the audit log atomically."""
+    out, audit = Path(output_path), Path(audit_path)
+    fmt = check_outputs(out, audit, granularity)
+    notes = read_notes(input_path, id_column=id_column, text_column=text_column)
+    return predict_notes(coder, notes, out, audit, fmt=fmt, granularity=granularity, include_text=include_text,
+                         **predict_kw)
+
+
+def predict_notes(
+    coder: Coder,
+    notes: list[tuple[str, str]],
+    out: Path,
+    audit: Path,
+    *,
+    fmt: str,
+    granularity: str,
+    include_text: bool = False,
     batch_size: int = 8,
     block_size: int = 256,
     evidence_top_k: int = 3,
     progress: bool = True,
 ) -> BatchSummary:
-    """Predict every note of ``input_path``; write predictions and the audit log atomically."""
-    out, audit = Path(output_path), Path(audit_path)
-    fmt = OUTPUT_FORMATS.get(out.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"output={out}: unsupported file type {out.suffix!r}", hint="use .jsonl or .csv")
-    if granularity not in GRANULARITIES:
-        raise ConfigError(f"granularity={granularity!r} is not valid", hint="use note or code")
-    if out.resolve() == audit.resolve():
-        raise ConfigError(f"audit.path={audit} is the predictions file", hint="give the audit log its own path")
-    notes = read_notes(input_path, id_column=id_column, text_column=text_column)
+    """Predict already-read ``(id, text)`` notes into ``out`` + ``audit`` (temp files, renamed at the end)."""
     summary = BatchSummary()
     started = time.perf_counter()
     with atomic_open(out, "w", encoding="utf-8", newline="") as fh_out, \
@@ -185,24 +207,22 @@ class BatchResult:
 
 
 def predict_from_config(cfg: Any) -> BatchResult:
-    """``scripts/predict.py``: resolve the bundle, predict the input, write the summary."""
-    from medcoder.atomic import atomic_write_text
-    from medcoder.tracking import setup_experiment
-
+    """``scripts/predict.py``: check settings and read the input (both cheap) before loading the
+    bundle, predict, write the summary."""
     output = Path(cfg.output).expanduser()
     stem = output.with_suffix("")
     audit = Path(cfg.audit.path).expanduser() if cfg.audit.path else stem.with_name(stem.name + ".audit.jsonl")
     summary_path = (Path(cfg.summary_path).expanduser() if cfg.summary_path
                     else stem.with_name(stem.name + ".summary.json"))
-    if OUTPUT_FORMATS.get(output.suffix.lower()) is None:  # fail before the (slow) model load
-        raise ConfigError(f"output={output}: unsupported file type {output.suffix!r}", hint="use .jsonl or .csv")
+    fmt = check_outputs(output, audit, cfg.granularity)
+    notes = read_notes(cfg.input, id_column=cfg.id_column, text_column=cfg.text_column)
     if str(cfg.bundle).startswith(("models:/", "runs:/")):
         setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
     coder = Coder.load(cfg.bundle)
-    summary = predict_file(
-        coder, cfg.input, output, audit, granularity=cfg.granularity, include_text=bool(cfg.audit.include_text),
-        id_column=cfg.id_column, text_column=cfg.text_column, batch_size=cfg.batch_size,
-        block_size=cfg.block_size, evidence_top_k=cfg.evidence_top_k,
+    summary = predict_notes(
+        coder, notes, output, audit, fmt=fmt, granularity=cfg.granularity,
+        include_text=bool(cfg.audit.include_text), batch_size=cfg.batch_size, block_size=cfg.block_size,
+        evidence_top_k=cfg.evidence_top_k,
     )
     atomic_write_text(summary_path, json.dumps({"bundle_id": coder.bundle_id, "codeset_fy": coder.codeset_fy,
                                                 "policy_version": str(coder.policy.policy_version),

@@ -157,16 +157,13 @@ class Coder:
             return []
         cfg = self.model.config
         use_offsets = bool(getattr(self.tokenizer, "is_fast", False)) and evidence_top_k > 0
-        chunks = chunk_texts(texts, self.tokenizer, chunk_size=cfg.chunk_size, max_chunks=cfg.max_chunks,
-                             return_offsets=use_offsets)
-        offsets = chunks.pop("offsets", None)
-        features = Dataset.from_dict(chunks)
+        features, offsets = self._features(texts, return_offsets=use_offsets)
         show = len(texts) >= PROGRESS_MIN_NOTES if progress is None else progress
         with torch.inference_mode():
             scores = score_notes(self.model, features, batch_size=batch_size, progress=show,
                                  evidence_top_k=evidence_top_k if use_offsets else 0)
         probs = self.calibrator.transform(scores.logits)
-        truncated = np.asarray(chunks["truncated"], dtype=bool)
+        truncated = np.asarray(features["truncated"], dtype=bool)
         empty = np.array([not t.strip() for t in texts], dtype=bool)
         routed = self.policy.route(probs, self.label_space.codes, self.label_space.frequency, truncated, empty)
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -197,11 +194,17 @@ class Coder:
         ``calibrated=False`` gives the model's own sigmoid (what the calibrator corrects), so a
         reliability diagram can compare both without a second scoring path.
         """
-        cfg = self.model.config
-        features = Dataset.from_dict(chunk_texts(list(texts), self.tokenizer, chunk_size=cfg.chunk_size,
-                                                 max_chunks=cfg.max_chunks))
+        features, _ = self._features(list(texts))
         logits = score_notes(self.model, features, batch_size=batch_size).logits
         return self.calibrator.transform(logits) if calibrated else sigmoid(logits)
+
+    def _features(self, texts: list[str], *, return_offsets: bool = False) -> tuple[Dataset, list | None]:
+        """Chunked token ids (the model's input) and, optionally, each token's character span."""
+        cfg = self.model.config
+        chunks = chunk_texts(texts, self.tokenizer, chunk_size=cfg.chunk_size, max_chunks=cfg.max_chunks,
+                             return_offsets=return_offsets)
+        offsets = chunks.pop("offsets", None)
+        return Dataset.from_dict(chunks), offsets
 
     def __repr__(self) -> str:
         return (f"Coder(bundle_id={self.bundle_id!r}, codes={len(self.label_space)}, "

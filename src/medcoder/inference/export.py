@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from medcoder.atomic import atomic_write_text
 from medcoder.errors import ConfigError
 from medcoder.inference.bundle import Manifest, write_bundle
+from medcoder.inference.coder import Coder
 from medcoder.inference.model_card import render_model_card
 from medcoder.tracking import setup_experiment
 from medcoder.tracking.artifacts import download_run
@@ -105,18 +106,14 @@ def _run_inputs(run_id: str, tmp: Path) -> dict[str, Any]:
     }
 
 
-def _loads(bundle_dir: Path) -> None:
-    """The bundle must load through the one inference path before it is renamed into place."""
-    from medcoder.inference.coder import Coder
-
-    Coder.load(bundle_dir)
-
-
 def export_run(cfg: DictConfig) -> ExportResult:
     """Write the bundle of ``cfg.run_id`` to ``cfg.output_dir`` and (optionally) register it."""
     root = Path(cfg.paths.root_dir).resolve()
     setup_experiment(cfg.tracking, root)
     run_id = str(cfg.run_id)
+    # The bundle must load through the one inference path before it is renamed into place; the
+    # Coder loaded for that check then computes the MLflow signature (no second load).
+    loaded: list[Coder] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         src = _run_inputs(run_id, Path(tmp_name))
         labels = json.loads(src["labels_path"].read_text())
@@ -134,20 +131,19 @@ def export_run(cfg: DictConfig) -> ExportResult:
             ))
 
         manifest = write_bundle(cfg.output_dir, fill, source_run_id=run_id, overwrite=bool(cfg.overwrite),
-                                validate=_loads)
+                                validate=lambda tmp: loaded.append(Coder.load(tmp)))
     bundle_dir = Path(cfg.output_dir).resolve()
     log.info("bundle %s written to %s", manifest.bundle_id, bundle_dir)
     if not cfg.mlflow_model.log:
         return ExportResult(bundle_dir, manifest, None, None, None)
-    return _log_and_register(cfg, run_id, bundle_dir, manifest, labels, calibration, src["metrics"])
+    loaded[0].bundle_dir = bundle_dir
+    return _log_and_register(cfg, run_id, bundle_dir, manifest, labels, calibration, src["metrics"], loaded[0])
 
 
 def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: Manifest,
-                      labels: dict, calibration: dict, metrics: dict[str, float]) -> ExportResult:
-    from medcoder.inference.coder import Coder
+                      labels: dict, calibration: dict, metrics: dict[str, float], coder: Coder) -> ExportResult:
     from medcoder.tracking.pyfunc import INPUT_EXAMPLE, MedCoderModel, predictions_frame
 
-    coder = Coder.load(bundle_dir)
     example_out = predictions_frame(coder.predict(list(INPUT_EXAMPLE["text"]), list(INPUT_EXAMPLE["id"])))
     with warnings.catch_warnings():
         # MLflow warns that int columns cannot hold missing values; codeset_fy never is missing.
