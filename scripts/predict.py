@@ -2,6 +2,10 @@
 
     python scripts/predict.py bundle=<dir | models:/name@alias> input=<.txt folder | .jsonl | .csv> output=<.jsonl | .csv>
     python scripts/predict.py ... granularity=code         # one row per (note, code)
+
+Writes <output>, <output>.audit.jsonl and <output>.summary.json all-or-nothing; the summary is
+written last: a predictions file without its summary is not complete. Bad settings, outputs that
+would overwrite the input or the bundle, and bad input: one line on stderr, exit code 2, nothing written.
 """
 
 import logging

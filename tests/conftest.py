@@ -21,6 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _CACHE = tempfile.mkdtemp(prefix="medcoder-test-cache-")
 os.environ.setdefault("HF_HOME", _CACHE)
 os.environ.setdefault("MPLCONFIGDIR", _CACHE)
+# Bundles loaded from models:/ URIs are cached (medcoder.inference.bundle.cached_bundle): not in ~/.cache.
+os.environ.setdefault("MEDCODER_CACHE_DIR", _CACHE)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CODIESP_DIR = REPO_ROOT.parent / "shared" / "data" / "codiesp"

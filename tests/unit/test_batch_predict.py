@@ -103,3 +103,209 @@ def test_predict_script_end_to_end_and_bad_input_exits_2_without_output(tiny_bun
     nobundle = _predict_cli(f"bundle={tmp_path / 'missing'}", f"input={tiny_bundle['corpus']['test']}",
                             f"output={tmp_path / 'r.jsonl'}", cwd=tmp_path)
     assert nobundle.returncode == 2 and "error: bundle=" in nobundle.stderr and not (tmp_path / "r.jsonl").exists()
+
+
+# -- issue 9: outputs that destroy inputs, half-written results, unbounded input, tracebacks ----------
+def _cfg(tmp_path: Path, bundle: Path | str, inp: Path | str, out: Path | str, *extra: str):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="predict", overrides=[f"bundle={bundle}", f"input={inp}", f"output={out}",
+                                                         f"paths.root_dir={tmp_path}", *extra])
+
+
+@pytest.fixture
+def no_bundle_load(monkeypatch):
+    """Settings and paths must be refused before the bundle is even loaded."""
+    def _fail(*_a, **_k):
+        raise AssertionError("Coder.load was called before the settings were checked")
+    monkeypatch.setattr(Coder, "load", classmethod(_fail))
+
+
+def _notes_jsonl(path: Path, n: int = 3) -> Path:
+    path.write_text("".join(json.dumps({"id": f"n{i}", "text": "fever cough pneumonia"}) + "\n" for i in range(n)))
+    return path
+
+
+def test_outputs_that_would_overwrite_the_input_or_bundle_are_refused(tiny_bundle, tmp_path, no_bundle_load) -> None:
+    from medcoder.errors import ConfigError
+    from medcoder.inference.batch import predict_from_config
+
+    bundle = Path(tiny_bundle["result"].bundle_dir)
+    src = _notes_jsonl(tmp_path / "notes.jsonl")
+    before = src.read_bytes()
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("fever")
+    (tmp_path / "link.jsonl").symlink_to(src)
+    (tmp_path / "existing_dir.jsonl").mkdir()
+    cases = [
+        (src, src, [], "would overwrite the input"),
+        (src, tmp_path / "link.jsonl", [], "would overwrite the input"),           # symlink to the input
+        (src, tmp_path / "p.jsonl", [f"audit.path={src}"], "audit.path=.* would overwrite the input"),
+        (src, tmp_path / "p.jsonl", [f"summary_path={src}"], "summary_path=.* would overwrite the input"),
+        (folder, tmp_path / "p.jsonl", [f"audit.path={folder / 'a.txt'}"], "would overwrite the input"),  # a note
+        (folder, folder / "out" / "p.jsonl", [], "would overwrite the input"),     # inside the input folder
+        (src, bundle / "p.jsonl", [], "inside the bundle"),
+        (src, tmp_path / "p.jsonl", [f"audit.path={tmp_path / 'p.jsonl'}"], "same file as output="),
+        (src, tmp_path / "p.jsonl", [f"summary_path={tmp_path / 'p.audit.jsonl'}"], "same file as audit.path="),
+        (src, tmp_path / "existing_dir.jsonl", [], "is an existing folder"),
+    ]
+    for inp, out, extra, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            predict_from_config(_cfg(tmp_path, bundle, inp, out, *extra))
+    assert src.read_bytes() == before and (folder / "a.txt").read_text() == "fever"
+
+
+@pytest.mark.parametrize("override, match", [
+    ("block_size=0", "block_size=0"), ("batch_size=0", "batch_size=0"), ("evidence_top_k=-1", "evidence_top_k=-1"),
+    ("max_note_chars=0", "max_note_chars=0"), ("batch_size=abc", "batch_size='abc'"),
+    ("granularity=word", "granularity='word'"), ("audit.include_text=maybe", "audit.include_text"),
+])
+def test_bad_settings_are_config_errors_before_loading(tiny_bundle, tmp_path, no_bundle_load, override, match) -> None:
+    from medcoder.errors import ConfigError
+    from medcoder.inference.batch import predict_from_config
+
+    src = _notes_jsonl(tmp_path / "notes.jsonl")
+    with pytest.raises(ConfigError, match=match):
+        predict_from_config(_cfg(tmp_path, tiny_bundle["result"].bundle_dir, src, tmp_path / "p.jsonl", override))
+
+
+def test_txt_folder_with_a_subfolder_or_broken_symlink_is_a_data_error(tmp_path) -> None:
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "ok.txt").write_text("fever")
+    (folder / "x.txt").mkdir()
+    with pytest.raises(DataError, match=r"x\.txt: a folder, not a note file"):
+        read_notes(folder)
+    (folder / "x.txt").rmdir()
+    (folder / "y.txt").symlink_to(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match=r"y\.txt: broken symbolic link"):
+        read_notes(folder)
+    (folder / "y.txt").unlink()
+    os.mkfifo(folder / "z.txt")  # reading a FIFO would block forever
+    with pytest.raises(DataError, match=r"z\.txt: not a regular file"):
+        read_notes(folder)
+
+
+def test_empty_input_is_a_data_error_and_summary_json_has_no_nan(tmp_path) -> None:
+    from medcoder.inference.batch import BatchSummary
+
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    with pytest.raises(DataError, match="no notes in input"):
+        read_notes(tmp_path / "empty.jsonl")
+    (tmp_path / "empty.csv").write_text("id,text\n")
+    with pytest.raises(DataError, match="no notes in input"):
+        read_notes(tmp_path / "empty.csv")
+    d = BatchSummary().to_dict()
+    assert d["share_auto_accepted"] is None and d["share_notes_fully_auto"] is None
+    json.dumps(d, allow_nan=False)
+    assert "n/a" in BatchSummary().line()
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*.tmp")]
+
+
+def test_outputs_are_all_or_nothing_when_a_rename_fails(coder, tmp_path, monkeypatch) -> None:
+    import medcoder.atomic as atomic
+
+    src = _notes_jsonl(tmp_path / "in" / "notes.jsonl") if (tmp_path / "in").mkdir() is None else None
+    out = tmp_path / "out" / "p.jsonl"
+    predict_file(coder, src, out)  # a previous, complete run
+    old = {p.name: p.read_bytes() for p in out.parent.iterdir()}
+    assert set(old) == {"p.jsonl", "p.audit.jsonl", "p.summary.json"}
+    _notes_jsonl(src, n=5)
+    real_replace = atomic.os.replace
+    calls = []
+
+    def flaky_replace(a, b):
+        calls.append(Path(b).name)
+        if Path(b).name == "p.summary.json" and Path(a).name.endswith(".tmp") and "bak" not in Path(a).name:
+            raise OSError(28, "No space left on device")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", flaky_replace)
+    with pytest.raises(OSError, match="No space left"):
+        predict_file(coder, src, out)
+    assert calls[:3] == ["p.jsonl", "p.audit.jsonl", "p.summary.json"]  # summary (the marker) last
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == old  # the previous run, restored
+    assert not _temps(tmp_path)
+
+
+def test_interrupt_and_sigterm_leave_no_outputs_and_no_temps(coder, tmp_path, monkeypatch) -> None:
+    import signal
+
+    from medcoder.atomic import Terminated
+
+    src = _notes_jsonl(tmp_path / "notes.jsonl", n=4)
+    real_predict = Coder.predict
+    for stop, exc in ((lambda: os.kill(os.getpid(), signal.SIGTERM), Terminated),
+                      (lambda: (_ for _ in ()).throw(KeyboardInterrupt), KeyboardInterrupt)):
+        def predict_then_stop(self, *a, _stop=stop, **k):
+            real_predict(self, *a, **k)
+            _stop()
+        monkeypatch.setattr(Coder, "predict", predict_then_stop)
+        with pytest.raises(exc):
+            predict_file(coder, src, tmp_path / "out" / "p.jsonl", include_text=True)
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_a_rerun_removes_temps_of_killed_runs(coder, tmp_path) -> None:
+    import subprocess as sp
+
+    dead = sp.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "p.jsonl"
+    stale = tmp_path / f".p.audit.jsonl.medcoder-{dead.pid}-abc123.tmp"
+    alive = tmp_path / f".p.jsonl.medcoder-{os.getppid()}-def456.tmp"  # another live run's temp: kept
+    other = tmp_path / f".q.jsonl.medcoder-{dead.pid}-abc123.tmp"      # not one of our outputs: kept
+    for f in (stale, alive, other):
+        f.write_text("note text from a killed run")
+    predict_file(coder, _notes_jsonl(tmp_path / "notes.jsonl"), out)
+    assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_long_notes_are_truncated_and_flagged_and_huge_lines_refused(coder, tmp_path) -> None:
+    note = "pneumonia cough fever consolidation " * 3
+    src = tmp_path / "notes.jsonl"
+    src.write_text(json.dumps({"id": "long", "text": note}) + "\n" + json.dumps({"id": "short", "text": "fever"}) + "\n")
+    out = tmp_path / "p.jsonl"
+    summary = predict_file(coder, src, out, max_note_chars=40, include_text=True)
+    preds = {p["id"]: p for p in _rows(out)}
+    assert preds["long"]["truncated"] and not preds["short"]["truncated"]
+    assert all("truncated_note" in c["reasons"] for c in preds["long"]["codes"])
+    assert summary.truncated_notes == 1
+    assert {r["id"]: r["text"] for r in _rows(tmp_path / "p.audit.jsonl")}["long"] == note[:40]
+    folder = tmp_path / "txt"
+    folder.mkdir()
+    (folder / "long.txt").write_text(note)
+    predict_file(coder, folder, tmp_path / "t.csv", max_note_chars=40, granularity="code")
+    with (tmp_path / "t.csv").open() as fh:
+        assert {r["truncated"] for r in csv.DictReader(fh)} == {"True"}
+    src.write_text(json.dumps({"id": "huge", "text": "x" * 10_000}) + "\n")  # > 16 x 10 + 4096 bytes
+    with pytest.raises(DataError, match=r"notes\.jsonl:1: line longer than"):
+        predict_file(coder, src, tmp_path / "h.jsonl", max_note_chars=10)
+    assert not (tmp_path / "h.jsonl").exists()
+
+
+def test_csv_output_escapes_spreadsheet_formulas(coder, tmp_path) -> None:
+    src = tmp_path / "notes.jsonl"
+    ids = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "plain"]
+    src.write_text("".join(json.dumps({"id": i, "text": "fever"}) + "\n" for i in ids))
+    predict_file(coder, src, tmp_path / "p.csv")
+    with (tmp_path / "p.csv").open(newline="") as fh:
+        got = [r["id"] for r in csv.DictReader(fh)]
+    assert got == ["'" + i for i in ids[:-1]] + ["plain"]
+
+
+def test_cli_refuses_output_equal_to_input_and_keeps_the_notes(tiny_bundle, tmp_path) -> None:
+    src = _notes_jsonl(tmp_path / "notes.jsonl")
+    before = src.read_bytes()
+    res = _predict_cli(f"bundle={tiny_bundle['result'].bundle_dir}", f"input={src}", f"output={src}", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith("error: output=") and "overwrite the input" in res.stderr
+    assert src.read_bytes() == before  # (Hydra's own log folder aside) nothing was written:
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "outputs") == ["notes.jsonl"]

@@ -68,3 +68,42 @@ def test_position_char_span_follows_chunks_specials_and_pooling(tiny_encoder) ->
     assert len(pieces) > 1  # word pieces
     spans = evidence_spans([1], [0.9], pieces, chunk_size=8, stride=1, text="hematuria")
     assert spans == [{"start": 0, "end": 9, "weight": 0.9}]  # widened to the whole word
+
+
+def _coder(tmp_path, tiny_encoder, chunk_size: int = 16, max_chunks: int = 8) -> Coder:
+    model = MedCoderForICDCoding.from_encoder(tiny_encoder, CODES, chunk_size=chunk_size, max_chunks=max_chunks)
+    cal = make_calibrator("none").fit(*_dummy())
+    return Coder(model, AutoTokenizer.from_pretrained(tiny_encoder), LabelSpace(CODES, {c: 5 for c in CODES}),
+                 cal, _policy())
+
+
+def test_notes_over_max_note_chars_are_cut_and_flagged(tmp_path, tiny_encoder) -> None:
+    from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS
+    from medcoder.inference.prediction import text_sha256
+
+    coder = _coder(tmp_path, tiny_encoder)
+    assert coder.max_note_chars == DEFAULT_MAX_NOTE_CHARS >= 32_520  # longest CodiEsp note
+    short, long = "fever and cough", "fever and cough " * 4  # both fit the model's 8 chunks
+    preds = coder.predict([short, long], ["s", "l"], max_note_chars=20)
+    assert [p.truncated for p in preds] == [False, True]
+    assert preds[1].input_sha256 == text_sha256(long[:20])  # the text that was scored
+    assert preds[1].codes and all("truncated_note" in c.reasons for c in preds[1].codes)
+    assert all("truncated_note" not in c.reasons for c in preds[0].codes)
+    assert all(e["end"] <= 20 for c in preds[1].codes for e in c.evidence)
+    assert not coder.predict([long], max_note_chars=None)[0].truncated
+    coder.max_note_chars = 20  # the attribute is the default (what the pyfunc / server path uses)
+    assert coder.predict([long])[0].truncated
+    assert coder._features([long])[0]["truncated"] == [True]
+
+
+def test_predict_refuses_invalid_unicode_and_settings_with_medcoder_errors(tmp_path, tiny_encoder) -> None:
+    from medcoder.errors import ConfigError, DataError
+
+    coder = _coder(tmp_path, tiny_encoder)
+    with pytest.raises(DataError, match=r"note 'b': text is not valid Unicode \(unpaired surrogate U\+D800"):
+        coder.predict(["fine", "bad \ud800"], ["a", "b"])
+    with pytest.raises(DataError, match="id is not valid Unicode"):
+        coder.predict(["fine"], ["\udcff"])
+    for kw in ({"batch_size": 0}, {"evidence_top_k": -1}, {"max_note_chars": 0}):
+        with pytest.raises(ConfigError, match=f"{next(iter(kw))}="):
+            coder.predict(["fine"], **kw)

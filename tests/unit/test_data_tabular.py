@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from medcoder.data import load_tabular
+from medcoder.data.tabular import iter_unlabeled
 from medcoder.errors import ConfigError, DataError
 
 
@@ -101,3 +102,67 @@ def test_unknown_format_and_policy(tmp_path: Path) -> None:
         load_tabular("x", format="parquet")
     with pytest.raises(ConfigError, match="data.on_error"):
         load_tabular("x", on_error="warn")
+
+
+# -- prediction input (iter_unlabeled): bounded reading, Unicode, malformed JSON ---------------------
+def test_jsonl_lines_split_on_newline_only(tmp_path: Path) -> None:
+    """U+2028, U+0085, form feed ... are legal raw inside JSON strings; splitlines() cut them."""
+    text = "line\u2028sep\x85next\x0cpage\x1crec"
+    path = tmp_path / "n.jsonl"
+    path.write_text(json.dumps({"id": "a", "text": text, "codes": []}, ensure_ascii=False) + "\r\n", "utf-8")
+    assert [t for _, _, t in iter_unlabeled(path, format="jsonl")] == [text]
+    assert load_tabular(str(path))["train"]["text"] == [text]
+
+
+@pytest.mark.parametrize("line, match", [
+    ('{"id": ' + "9" * 5000 + ', "text": "x"}', r"n\.jsonl:1: invalid JSON"),  # int > 4300 digits
+    ("[" * 100_000 + "]" * 100_000, r"n\.jsonl:1: invalid JSON"),  # RecursionError
+    ('{"id": "a", "text": "bad \\ud800 surrogate"}', r"n\.jsonl:1: column 'text' is not valid Unicode"),
+    ('{"id": "\\udfff", "text": "x"}', r"n\.jsonl:1: column 'id' is not valid Unicode"),
+])
+def test_jsonl_values_python_cannot_use_are_data_errors(tmp_path: Path, line: str, match: str) -> None:
+    path = tmp_path / "n.jsonl"
+    path.write_text(line + "\n", "utf-8")
+    with pytest.raises(DataError, match=match):
+        list(iter_unlabeled(path, format="jsonl"))
+
+
+def test_iter_unlabeled_cuts_long_notes_and_refuses_huge_lines(tmp_path: Path) -> None:
+    from medcoder.data.tabular import max_row_size
+
+    path = tmp_path / "n.jsonl"
+    _jsonl(path, [{"id": "short", "text": "x" * 10}, {"id": "long", "text": "y" * 500}])
+    texts = {i: t for _, i, t in iter_unlabeled(path, format="jsonl", max_note_chars=100)}
+    assert texts == {"short": "x" * 10, "long": "y" * 101}  # limit + 1: Coder.predict flags it
+
+    assert max_row_size(100) == 16 * 100 + 4096
+    _jsonl(path, [{"id": "ok", "text": "fine"}, {"id": "huge", "text": "z" * 10_000}])
+    with pytest.raises(DataError, match=r"n\.jsonl:2: line longer than 5696 bytes"):
+        list(iter_unlabeled(path, format="jsonl", max_note_chars=100))
+
+    csv_path = tmp_path / "n.csv"
+    csv_path.write_text('id,text\nok,fine\nhuge,"' + "z\n" * 5000 + '"\n', "utf-8")
+    with pytest.raises(DataError, match=r"n\.csv:\d+: CSV row longer than 5696 characters"):
+        list(iter_unlabeled(csv_path, format="csv", max_note_chars=100))
+    # an unclosed quote swallows the rest of the file: refused at the cap, not read whole
+    csv_path.write_text('id,text\na,"never closed\n' + "b,text\n" * 2000, "utf-8")
+    with pytest.raises(DataError, match="CSV row longer"):
+        list(iter_unlabeled(csv_path, format="csv", max_note_chars=100))
+
+
+def test_csv_note_over_csv_cell_limit_is_cut_not_refused(tmp_path: Path) -> None:
+    """csv's own 131,072-character cell limit must not refuse a note under max_note_chars."""
+    csv_path = tmp_path / "n.csv"
+    csv_path.write_text("id,text\nbig," + "w" * 200_000 + "\n", "utf-8")
+    [(_, _, text)] = iter_unlabeled(csv_path, format="csv", max_note_chars=150_000)
+    assert text == "w" * 150_001
+    [(_, _, text)] = iter_unlabeled(csv_path, format="csv", max_note_chars=300_000)
+    assert len(text) == 200_000
+
+
+def test_iter_unlabeled_missing_file_and_bad_limit(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        list(iter_unlabeled(tmp_path / "nope.jsonl", format="jsonl"))
+    (tmp_path / "n.jsonl").write_text("", "utf-8")
+    with pytest.raises(ConfigError, match="max_note_chars=0"):
+        list(iter_unlabeled(tmp_path / "n.jsonl", format="jsonl", max_note_chars=0))

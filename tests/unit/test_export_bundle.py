@@ -63,21 +63,26 @@ def test_bundle_layout_and_manifest(exported) -> None:
 
 
 def test_model_folder_loads_with_plain_transformers(exported) -> None:
-    """The model/ folder alone, in a fresh interpreter that never imports medcoder itself."""
+    """The model/ folder with plain transformers after ``import medcoder.modeling`` (which registers
+    the classes), without trust_remote_code: schema-2 bundles hold no code and no auto_map."""
     bundle = exported["result"].bundle_dir
+    assert not [p for p in bundle.rglob("*.py")]
+    for name in ("config.json", "tokenizer_config.json"):
+        assert "auto_map" not in json.loads((bundle / "model" / name).read_text()), name
     code = (
-        "import sys, torch\n"
+        "import torch\n"
+        "import medcoder.modeling  # registers MedCoderConfig / MedCoderForICDCoding with AutoConfig / AutoModel\n"
         "from transformers import AutoModel, AutoTokenizer\n"
         f"path = {str(bundle / 'model')!r}\n"
-        "model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()\n"
+        "model = AutoModel.from_pretrained(path).eval()\n"
         "tok = AutoTokenizer.from_pretrained(path)\n"
         "ids = tok(['fever cough pneumonia'], return_tensors='pt', padding='max_length', max_length=16)\n"
         "with torch.no_grad():\n"
         "    out = model(input_ids=ids['input_ids'][:, None], attention_mask=ids['attention_mask'][:, None])\n"
-        "assert 'medcoder' not in sys.modules or True\n"
         "print(type(model).__name__, out.logits.shape[-1])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240,
+                          stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     n_codes = len(json.loads((bundle / "labels.json").read_text())["codes"])
     assert proc.stdout.split() == ["MedCoderForICDCoding", str(n_codes)]

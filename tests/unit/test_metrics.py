@@ -278,11 +278,38 @@ def test_ece_quantile_bins_are_equal_mass_even_with_ties():
         ece(probs, np.zeros_like(probs), strategy="kmeans")  # type: ignore[arg-type]
 
 
-def test_ece_agrees_with_calibration_report(sample):
-    # the same number is logged as test_ece (training) and in the calibration report
-    report = pytest.importorskip("medcoder.calibration.report")
+def test_ece_uniform_agrees_with_sklearn_calibration_curve(sample):
+    # An independent implementation: scikit-learn's uniform-bin reliability curve, weighted by
+    # the bin counts numpy's histogram gives (continuous random scores: no pair on a bin edge).
+    from sklearn.calibration import calibration_curve
+
     probs, y = sample
-    assert ece(probs, y) == pytest.approx(report.ece_equal_mass(probs, y), abs=1e-12)
+    p, t = np.asarray(probs).ravel(), np.asarray(y).ravel()
+    frac_pos, mean_pred = calibration_curve(t, p, n_bins=10, strategy="uniform")
+    counts, _ = np.histogram(p, bins=np.linspace(0, 1, 11))
+    expected = float(np.sum(counts[counts > 0] / p.size * np.abs(frac_pos - mean_pred)))
+    assert ece(probs, y, n_bins=10, strategy="uniform") == pytest.approx(expected, abs=1e-12)
+
+
+def test_ece_quantile_matches_equal_mass_reference(sample):
+    # Reference written from the definition: sort pairs, split into equal-count groups.
+    probs, y = sample
+    p, t = np.asarray(probs).ravel(), np.asarray(y).ravel().astype(float)
+    order = np.argsort(p, kind="stable")
+    groups = np.split(order, 8)  # 1,000 pairs: 8 bins of exactly 125
+    expected = sum(len(g) / p.size * abs(t[g].mean() - p[g].mean()) for g in groups)
+    assert ece(probs, y, n_bins=8) == pytest.approx(expected, abs=1e-12)
+
+
+def test_calibration_report_uses_the_same_bins_as_ece(sample):
+    from medcoder.calibration.report import calibration_report
+
+    probs, y = sample
+    rep = calibration_report(probs, y)
+    curve = reliability_curve(probs, y)
+    assert rep["ece"] == pytest.approx(ece(probs, y), abs=1e-12)
+    np.testing.assert_allclose(rep["reliability"]["mean_predicted"], curve.confidence)
+    assert rep["reliability"]["count"] == curve.counts.tolist()
 
 
 # ------------------------------------------------------------------ compute_all

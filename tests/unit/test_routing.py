@@ -9,6 +9,8 @@ import pytest
 import simple_icd_10_cm as cm
 
 from medcoder.calibration import DecisionThreshold
+from medcoder.codesets import CodeSet, load_codeset
+from medcoder.codesets.excludes1 import conflicting_pairs, excluded_by, parse_note
 from medcoder.routing import (
     ALL_REASONS,
     AUTO_ACCEPT,
@@ -18,6 +20,7 @@ from medcoder.routing import (
     INVALID_CODE,
     LOW_CONFIDENCE,
     RARE_CODE,
+    RULES,
     TRUNCATED_NOTE,
     CodeDecision,
     RoutingPolicy,
@@ -25,7 +28,6 @@ from medcoder.routing import (
     precision_coverage_curve,
     routing_metrics,
 )
-from medcoder.routing.excludes1 import conflicting_pairs, excluded_by, parse_note
 
 CODES = ["E11.9", "E10.9", "N44.8", "I10", "E11.99", "R69"]
 #          0        1        2       3      4 (invalid) 5 (rare)
@@ -132,11 +134,18 @@ def test_no_certified_tau_accepts_nothing():
     assert counts[LOW_CONFIDENCE] == predicted.sum()
 
 
-def test_custom_validity_function_is_used():
-    pol = _policy()
+def test_validity_comes_from_the_policys_codeset():
+    # A user's code set (e.g. from a CMS order file) without I10: the policy asks it, nothing else.
+    codeset = CodeSet(2030, {c: c for c in CODES if c != "I10"}, [], source="test")
+    pol = _policy(codeset=codeset)
+    assert pol.codeset_fy == 2030
     probs = np.array([[0.0, 0.0, 0.0, 0.99, 0.0, 0.0]])
-    row = pol.route(probs, CODES, FREQ, validity_fn=lambda c: c != "I10")[0]
+    row = pol.route(probs, CODES, FREQ)[0]
     assert row[0].reasons == [INVALID_CODE]
+
+
+def test_rules_table_follows_the_reason_order():
+    assert tuple(r for r, _ in RULES) == tuple(r for r in ALL_REASONS if r != EMPTY_NOTE)
 
 
 def test_policy_json_round_trip_and_fit_accept_threshold():
@@ -147,9 +156,11 @@ def test_policy_json_round_trip_and_fit_accept_threshold():
     freq = dict.fromkeys(codes, 100)
     pol = RoutingPolicy(None, DecisionThreshold().fit(probs, y))
     res = pol.fit_accept_threshold(probs, y, codes, freq, target_precision=0.9, delta=0.1)
-    assert res.feasible and pol.tau_accept == res.tau
+    # fitted state goes to tau_accept_; the constructor parameter is left as given
+    assert res.feasible and pol.tau_accept_ == res.tau and pol.tau_accept is None
+    assert pol.threshold == res.tau and pol.to_dict()["tau_accept"] == res.tau
     again = RoutingPolicy.from_dict(json.loads(json.dumps(pol.to_dict())))
-    assert again.tau_accept == pol.tau_accept and again.accept_result_.tau == res.tau
+    assert again.threshold == pol.threshold and again.accept_result_.tau == res.tau
     a = pol.route_arrays(probs, codes, freq)
     b = again.route_arrays(probs, codes, freq)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
@@ -202,10 +213,20 @@ def test_precision_coverage_curve_and_plot(tmp_path):
 
 
 def test_conflict_matrix_agrees_with_pairwise_check():
-    from medcoder.routing.excludes1 import conflict_matrix
+    from medcoder.codesets.excludes1 import conflict_matrix
 
     codes = ["E11.9", "E10.9", "E119", "I10", "O16.1", "O12.0", "N44.8", "K50.90", "K51.90", "X"]
     m = conflict_matrix(tuple(codes)).toarray()
     dense = {(i, j) for i in range(len(codes)) for j in range(i + 1, len(codes)) if m[i, j]}
     assert dense == set(conflicting_pairs(codes))
     assert (m == m.T).all() and not m.diagonal().any()
+
+
+def test_codeset_conflict_matrix_equals_the_tabular_list_parser():
+    """One code-set truth: the FY2026 CodeSet gives the same conflicts as the parser it wraps;
+    a year without Excludes1 notes (FY2025's table) gives none."""
+    from medcoder.codesets.excludes1 import conflict_matrix
+
+    codes = ("E11.9", "E10.9", "E119", "I10", "O16.1", "O12.0", "N44.8", "K50.90", "K51.90", "X")
+    assert (load_codeset(2026).conflict_matrix(codes) != conflict_matrix(codes)).nnz == 0
+    assert load_codeset(2025).conflict_matrix(codes).nnz == 0

@@ -149,3 +149,25 @@ def test_training_resumes_from_last_checkpoint_after_kill(tmp_path, tiny_corpus,
     steps = {m.step for m in client.get_metric_history(run_id, "epoch_dev_map")}
     assert steps == set(range(1, 41))
     assert not ckpt_dir.exists()  # cleaned after success
+
+
+def test_zero_epochs_are_refused_before_anything_is_loaded(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    """`trainer.num_train_epochs=-1` used to run 0 steps and log a FINISHED run of an untrained model."""
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer.num_train_epochs=-1"))
+    with pytest.raises(ConfigError, match=r"trainer.num_train_epochs=-1 .*>= 1"):
+        train(cfg)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_run_that_trained_zero_steps_is_failed_not_finished(tmp_path, tiny_corpus, tiny_encoder, monkeypatch) -> None:
+    """Behind the config check: should 0 optimizer steps happen anyway, the run is FAILED."""
+    import medcoder.training.run as run_module
+
+    monkeypatch.setattr(run_module, "check_train_config", lambda cfg: None)
+    cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer=cached_head",
+                                     "trainer.num_train_epochs=-1"))
+    with pytest.raises(ConfigError, match="0 optimizer steps"):
+        train(cfg)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("medcoder").experiment_id])
+    assert runs and all(r.info.status == "FAILED" for r in runs)

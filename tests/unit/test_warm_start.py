@@ -154,3 +154,23 @@ def test_train_warm_started_from_a_run_id_logs_what_it_carried(tmp_path, tiny_co
     assert sorted(report["added"]) == ["K35.80", "R51"] and report["dropped"] == ["K35.8"]
     assert report["added_from_ancestor"] == {"K35.80": "K35.8"}
     assert sorted(report["carried"]) == ["E11.9", "I10", "J18.9", "N39.0"]
+
+
+def test_warm_start_source_code_is_never_run(tmp_path, source_dir, tiny_encoder) -> None:
+    """A warm-start source is someone else's folder: an ``auto_map`` in its config (top level and in
+    the stored encoder config) pointing at a .py beside it is ignored, and a pickled checkpoint
+    (``pytorch_model.bin``) instead of safetensors is refused."""
+    marker = tmp_path / "marker.txt"
+    model_dir = source_dir / "model"
+    (model_dir / "evil.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n")
+    config = json.loads((model_dir / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.Config", "AutoModel": "evil.Model"}
+    config["encoder"]["auto_map"] = {"AutoConfig": "evil.Config", "AutoModel": "evil.Model"}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    new = _model(tiny_encoder, NEW_CODES, seed=2)
+    report = apply_warm_start(new, str(source_dir), NEW_CODES, tmp_path / "dl")
+    assert report.carried == ["I10", "E11.9", "J18.9"] and not marker.exists()
+
+    (model_dir / "model.safetensors").rename(model_dir / "pytorch_model.bin")
+    with pytest.raises(BundleError, match="cannot load"):
+        apply_warm_start(_model(tiny_encoder, NEW_CODES, seed=2), str(source_dir), NEW_CODES, tmp_path / "dl")

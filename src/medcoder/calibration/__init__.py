@@ -17,7 +17,6 @@ from medcoder.calibration.calibrators import (
 from medcoder.calibration.report import (
     brier_score,
     calibration_report,
-    ece_equal_mass,
     reliability_curve,
 )
 from medcoder.calibration.risk_control import (
@@ -39,7 +38,6 @@ __all__ = [
     "brier_score",
     "calibration_report",
     "calibrator_from_dict",
-    "ece_equal_mass",
     "f1_optimal_threshold",
     "make_calibrator",
     "precision_lower_bound",

@@ -18,7 +18,6 @@ import mlflow
 import numpy as np
 from datasets import DatasetDict
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoTokenizer
 
 from medcoder.atomic import atomic_write_text
 from medcoder.calibration.calibrators import make_calibrator
@@ -26,10 +25,11 @@ from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
 from medcoder.calibration.risk_control import select_accept_threshold
 from medcoder.calibration.thresholds import DecisionThreshold
+from medcoder.config_checks import check_calibrate_config
 from medcoder.data import LabelSpace, load_corpus
 from medcoder.errors import ConfigError
 from medcoder.inference.scoring import score_features, sigmoid
-from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling import load_medcoder_model, load_tokenizer
 from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
 from medcoder.routing.policy import RoutingPolicy
@@ -91,22 +91,19 @@ def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str,
 
 def calibrate(cfg: DictConfig) -> CalibrationResult:
     """Fit calibrator + policy on ``cfg.calibration_split``, evaluate on ``cfg.evaluation_split``."""
+    # Every model-free value first: a bad routing.target_precision must not cost a download and
+    # two scored splits before it is reported (medcoder.config_checks).
+    check_calibrate_config(cfg)
     root = Path(cfg.paths.root_dir).resolve()
     setup_experiment(cfg.tracking, root)
     with tempfile.TemporaryDirectory() as tmp:
         run = download_run(str(cfg.run_id), Path(tmp))
         train_cfg = run.config()
         label_space = LabelSpace.from_json(run.labels_path)
-        model = MedCoderForICDCoding.from_pretrained(run.model_dir).eval()
-        tokenizer = AutoTokenizer.from_pretrained(run.model_dir)
+        model = load_medcoder_model(run.model_dir).eval()  # no remote code (medcoder.modeling.loading)
+        tokenizer = load_tokenizer(run.model_dir)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
-    cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split
-    if cal_name == eval_name or "train" in (cal_name, eval_name):
-        raise ConfigError(
-            f"calibration_split={cal_name!r}, evaluation_split={eval_name!r}: the policy must be fitted "
-            "and evaluated on two different held-out splits",
-            hint="use calibration_split=dev evaluation_split=test (the default)",
-        )
+    cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split  # checked distinct up front
     splits = load_corpus(data_cfg)
     limit = train_cfg.get("max_samples_per_split")
     for name in (cal_name, eval_name):

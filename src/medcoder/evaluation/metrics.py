@@ -419,8 +419,8 @@ def _bin_sums(
     ``quantile``: sort all pairs by score (stable) and cut the order into ``min(n_bins, N)``
     groups of equal count (sizes differ by at most one). Cutting the sorted order rather than
     using quantile *edges* keeps the mass equal even when ~99% of pairs share near-zero scores,
-    and it is exactly the binning of ``medcoder.calibration.report.ece_equal_mass``, so
-    ``test_ece`` from training and the calibration report agree. Tied scores may straddle bins.
+    and the calibration report (``medcoder.calibration.report``) uses these same bins, so
+    ``test_ece`` from training and the report agree. Tied scores may straddle bins.
     ``uniform``: bin i holds ``i/n_bins <= p < (i+1)/n_bins`` (the last bin also holds p = 1).
     """
     if n_bins < 1:

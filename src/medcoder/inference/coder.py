@@ -7,9 +7,9 @@ calibrator, :class:`RoutingPolicy`), so a probability and a decision mean the sa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,17 +18,23 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from medcoder.calibration.calibrators import BaseCalibrator, calibrator_from_dict
 from medcoder.data.chunking import chunk_texts
 from medcoder.data.labels import LabelSpace
-from medcoder.errors import BundleError
-from medcoder.inference.bundle import Manifest, verify_bundle
+from medcoder.errors import BundleError, ConfigError, DataError
+from medcoder.inference.bundle import (
+    BUNDLE_ID_TAG,
+    Manifest,
+    cached_bundle,
+    check_bundle_id,
+    verify_bundle,
+)
 from medcoder.inference.evidence import evidence_spans
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
 from medcoder.inference.scoring import score_notes, sigmoid
-from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling import MedCoderForICDCoding, load_medcoder_model, load_tokenizer
 from medcoder.routing.policy import RoutingPolicy, document_decision
 
 log = logging.getLogger(__name__)
@@ -36,39 +42,123 @@ log = logging.getLogger(__name__)
 #: Inputs larger than this show a progress bar by default.
 PROGRESS_MIN_NOTES = 64
 
+#: Notes longer than this many characters are cut to it and flagged ``truncated`` (their codes go
+#: to review with reason ``truncated_note``). Why: one 20 MB note once took 3.4 GB of memory in
+#: tokenization. The longest CodiEsp note (train/dev/test/background, Spanish and English) has
+#: 32,520 characters (measured), so 100,000 leaves 3x headroom over real clinical notes.
+DEFAULT_MAX_NOTE_CHARS = 100_000
+
 
 def resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> Path:
     """A bundle directory from a path or an MLflow model URI (``models:/name@alias``, ``runs:/``).
 
     The MLflow model written by ``scripts/export.py`` carries the bundle as its ``bundle``
-    artifact, so both routes end at the same verified directory.
+    artifact, so both routes end at the same verified directory. MLflow bundles are kept in a
+    local cache (one folder per registered version / run artifact, reused and re-verified on each
+    load; see :func:`medcoder.inference.bundle.cached_bundle`) instead of a new temp folder per
+    load; ``download_dir`` downloads into that folder instead (the caller owns it).
     """
-    text = str(ref)
-    if text.startswith(("models:/", "runs:/", "mlflow-artifacts:/")):
-        import mlflow
-        from mlflow.exceptions import MlflowException
+    return _resolve_bundle(ref, download_dir)[0]
 
-        dst = Path(download_dir or tempfile.mkdtemp(prefix="medcoder-bundle-"))
+
+MLFLOW_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def _resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> tuple[Path, Manifest | None]:
+    """:func:`resolve_bundle` plus the verified manifest where resolving already verified it
+    (MLflow downloads are verified, and for ``models:/`` checked against the version's
+    ``medcoder.bundle_id`` tag), so ``Coder.load`` does not hash the files twice."""
+    text = str(ref)
+    if text.startswith(MLFLOW_PREFIXES):
+        return _mlflow_bundle(text, download_dir)
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise BundleError(f"bundle={path}: no such directory",
+                          hint="pass a folder written by scripts/export.py or models:/<name>@<alias>")
+    return path, None
+
+
+def _mlflow_bundle(uri: str, download_dir: str | Path | None) -> tuple[Path, Manifest]:
+    """Download (or reuse from the cache) the bundle behind an MLflow URI.
+
+    ``models:/name@alias`` and ``models:/name/<n>`` are resolved to a version number first and
+    that exact version is downloaded (an alias moved meanwhile cannot mix versions); the cache
+    key is (tracking + registry URI, name, version). ``runs:/<id>/<path>`` is keyed by run and
+    path. Other URIs (stages, ``mlflow-artifacts:/``) are downloaded on every load into one
+    cache folder per URI.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    def fail(exc: Exception) -> BundleError:
+        return BundleError(
+            f"bundle={uri}: cannot download it from {mlflow.get_tracking_uri()} ({str(exc).splitlines()[0]})",
+            hint="check the model name and alias (scripts/promote.py) and the tracking URI",
+        )
+
+    store = hashlib.sha256(f"{mlflow.get_tracking_uri()}\n{mlflow.get_registry_uri()}".encode()).hexdigest()[:16]
+    source, expected, strict, reuse = uri, None, True, True
+    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    key: tuple[str, ...] = (store, "uris", digest, "latest")
+    try:
+        client = mlflow.MlflowClient()
+        if uri.startswith("models:/"):
+            name, version = _registered_version(client, uri)
+            if version is None:
+                reuse = False
+            else:
+                mv = client.get_model_version(name, version)
+                expected = (mv.tags or {}).get(BUNDLE_ID_TAG) or None
+                if expected is None:
+                    log.warning("bundle=%s: version %s has no %s tag; only the manifest is checked", uri,
+                                version, BUNDLE_ID_TAG)
+                source, key = f"models:/{name}/{version}", (store, "models", name, version)
+        elif uri.startswith("runs:/"):
+            run_id, _, artifact_path = uri[len("runs:/"):].partition("/")
+            run = client.get_run(run_id)
+            # The run's tag names its latest export; an older runs:/ path may hold an earlier one.
+            expected, strict = run.data.tags.get(BUNDLE_ID_TAG) or None, False
+            key = (store, "runs", run_id, hashlib.sha256(artifact_path.encode()).hexdigest()[:16])
+        else:
+            reuse = False
+    except MlflowException as exc:
+        raise fail(exc) from exc
+
+    def download(dst: Path) -> Path:
+        dst.mkdir(parents=True, exist_ok=True)
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=str(dst)))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
         except (MlflowException, OSError) as exc:
-            raise BundleError(
-                f"bundle={text}: cannot download it from {mlflow.get_tracking_uri()} ({str(exc).splitlines()[0]})",
-                hint="check the model name and alias (scripts/promote.py) and the tracking URI",
-            ) from exc
+            raise fail(exc) from exc
         # The pyfunc model keeps the bundle as artifacts/<bundle folder name>/ (one bundle per model).
         found = sorted(p.parent for p in (local / "artifacts").glob("*/manifest.json"))
         if (local / "manifest.json").is_file():
             found.append(local)
         if len(found) == 1:
             return found[0]
-        raise BundleError(f"bundle={text}: the MLflow model holds no medcoder bundle",
+        raise BundleError(f"bundle={uri}: the MLflow model holds no medcoder bundle",
                           hint="register models with scripts/export.py")
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise BundleError(f"bundle={path}: no such directory",
-                          hint="pass a folder written by scripts/export.py or models:/<name>@<alias>")
-    return path
+
+    if download_dir is not None:
+        root = download(Path(download_dir))
+        manifest = verify_bundle(root)
+        if strict:
+            check_bundle_id(manifest, expected, source=uri)
+        return root, manifest
+    return cached_bundle(key, download, source=uri, expected_bundle_id=expected, strict=strict, reuse=reuse)
+
+
+def _registered_version(client: Any, uri: str) -> tuple[str, str | None]:
+    """``(name, version)`` of ``models:/name@alias`` or ``models:/name/<n>``; version None for
+    other forms (a stage such as ``models:/name/Production``, a logged-model id)."""
+    rest = uri[len("models:/"):].rstrip("/")
+    if "@" in rest:
+        name, _, alias = rest.rpartition("@")
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, _, version = rest.rpartition("/")
+    if name and version.isdigit():
+        return name, version
+    return rest, None
 
 
 class Coder:
@@ -77,6 +167,9 @@ class Coder:
     Attributes are the parts themselves (``model``, ``tokenizer``, ``label_space``,
     ``calibrator``, ``policy``) so an analyst can inspect them in a notebook.
     """
+
+    #: Longer notes are cut and flagged ``truncated`` (None: no limit); set per instance to change.
+    max_note_chars: int | None = DEFAULT_MAX_NOTE_CHARS
 
     def __init__(
         self,
@@ -106,9 +199,17 @@ class Coder:
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
     def load(cls, bundle: str | Path, *, device: str = "cpu", verify: bool = True) -> Coder:
-        """Load and verify a bundle (path or ``models:/name@alias``); see :mod:`.bundle`."""
-        root = resolve_bundle(bundle)
-        manifest = verify_bundle(root) if verify else None
+        """Load and verify a bundle (path or ``models:/name@alias``); see :mod:`.bundle`.
+
+        The model and tokenizer are loaded by concrete class with ``trust_remote_code=False``
+        (:mod:`medcoder.modeling.loading`): a bundle is data, and loading one must never run
+        code it carries nor ask on stdin whether to. ``verify`` also refuses a bundle holding
+        code; a bundle from the registry must be the one its version's ``medcoder.bundle_id``
+        tag names.
+        """
+        root, manifest = _resolve_bundle(bundle)
+        if verify and manifest is None:
+            manifest = verify_bundle(root)
         try:
             label_space = LabelSpace.from_json(root / "labels.json")
             calibration = json.loads((root / "calibration.json").read_text())
@@ -118,8 +219,8 @@ class Coder:
             raise BundleError(f"{root}: labels.json/calibration.json unreadable ({exc})",
                               hint="re-export the bundle with scripts/export.py") from exc
         try:
-            model = MedCoderForICDCoding.from_pretrained(root / "model").to(device)
-            tokenizer = AutoTokenizer.from_pretrained(root / "model")
+            model = load_medcoder_model(root / "model", device=device)
+            tokenizer = load_tokenizer(root / "model")
         except (OSError, ValueError) as exc:
             raise BundleError(f"{root / 'model'}: cannot load the model ({str(exc).splitlines()[0]})",
                               hint="re-export the bundle") from exc
@@ -140,11 +241,17 @@ class Coder:
         batch_size: int = 8,
         progress: bool | None = None,
         evidence_top_k: int = 3,
+        max_note_chars: int | None | str = "default",
     ) -> list[DocumentPrediction]:
         """Predict, calibrate and route every note; one :class:`DocumentPrediction` each.
 
         Notes are scored in length-sorted batches (little padding); results keep input order.
         An empty note is not an error: it is routed to review with reason ``empty_note``.
+        A note longer than ``max_note_chars`` (default: the ``max_note_chars`` attribute,
+        :data:`DEFAULT_MAX_NOTE_CHARS`) is cut to it and flagged ``truncated`` like one longer
+        than the model's chunks; its ``input_sha256`` and evidence offsets refer to the text that
+        was scored (a prefix of the note). A text that is not valid Unicode (an unpaired
+        surrogate) is a ``DataError``: it cannot be tokenized nor written back as UTF-8.
         """
         texts = list(texts)
         for i, t in enumerate(texts):
@@ -153,11 +260,24 @@ class Coder:
         ids = [str(i) for i in range(len(texts))] if ids is None else [str(i) for i in ids]
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        for name, value, low in (("batch_size", batch_size, 1), ("evidence_top_k", evidence_top_k, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name}={value!r} is not valid", hint=f"an integer >= {low}")
+        limit = self._note_limit(max_note_chars)
         if not texts:
             return []
+        notes, texts = texts, [t[:limit] if limit is not None else t for t in texts]  # texts: what is scored
+        for i, t in enumerate(texts):
+            for what, value in (("id", ids[i]), ("text", t)):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise DataError(f"note {ascii(ids[i])}: {what} is not valid Unicode (unpaired surrogate "
+                                    f"U+{ord(value[exc.start]):04X} at character {exc.start})",
+                                    hint="decode the note from UTF-8 before sending it") from exc
         cfg = self.model.config
         use_offsets = bool(getattr(self.tokenizer, "is_fast", False)) and evidence_top_k > 0
-        features, offsets = self._features(texts, return_offsets=use_offsets)
+        features, offsets = self._features(notes, return_offsets=use_offsets, max_note_chars=limit)
         show = len(texts) >= PROGRESS_MIN_NOTES if progress is None else progress
         with torch.inference_mode():
             scores = score_notes(self.model, features, batch_size=batch_size, progress=show,
@@ -198,11 +318,27 @@ class Coder:
         logits = score_notes(self.model, features, batch_size=batch_size).logits
         return self.calibrator.transform(logits) if calibrated else sigmoid(logits)
 
-    def _features(self, texts: list[str], *, return_offsets: bool = False) -> tuple[Dataset, list | None]:
-        """Chunked token ids (the model's input) and, optionally, each token's character span."""
+    def _note_limit(self, max_note_chars: int | None | str = "default") -> int | None:
+        """``max_note_chars`` checked; ``"default"`` means the instance's attribute."""
+        limit = self.max_note_chars if max_note_chars == "default" else max_note_chars
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"max_note_chars={limit!r} is not valid", hint="a positive number of characters, or None")
+        return limit
+
+    def _features(self, texts: list[str], *, return_offsets: bool = False,
+                  max_note_chars: int | None | str = "default") -> tuple[Dataset, list | None]:
+        """Chunked token ids (the model's input) and, optionally, each token's character span.
+
+        Notes longer than ``max_note_chars`` are cut to it first (bounded memory) and flagged in
+        ``truncated``, as are notes longer than the model's ``max_chunks`` chunks."""
         cfg = self.model.config
+        limit = self._note_limit(max_note_chars)
+        over = [limit is not None and len(t) > limit for t in texts]
+        if any(over):
+            texts = [t[:limit] if cut else t for t, cut in zip(texts, over, strict=True)]
         chunks = chunk_texts(texts, self.tokenizer, chunk_size=cfg.chunk_size, max_chunks=cfg.max_chunks,
                              return_offsets=return_offsets)
+        chunks["truncated"] = [bool(t) or cut for t, cut in zip(chunks["truncated"], over, strict=True)]
         offsets = chunks.pop("offsets", None)
         return Dataset.from_dict(chunks), offsets
 

@@ -1,8 +1,15 @@
 """Export a trained + calibrated MLflow run as a bundle and as a registered MLflow model.
 
 What ``scripts/export.py`` calls: download the run's model, labels, calibration and metrics ->
-write the bundle (temp dir + rename, manifest with sha256) -> log it as an ``mlflow.pyfunc`` model
-in the same run -> register a version, tag it, point the ``candidate`` alias at it.
+write the bundle (staging folder beside the target + rename, manifest with sha256) -> log it as an
+``mlflow.pyfunc`` model in the same run -> register a version, tag it, point the ``candidate``
+alias at it.
+
+The run's artifacts are downloaded into the same staging folder as the bundle (beside
+``output_dir``, not the system temp folder), so an export killed half-way leaves one marked
+folder that the next export removes (:func:`medcoder.inference.bundle.remove_stale_staging`).
+The bundle holds no code (schema 2): plain transformers loads ``model/`` after
+``import medcoder.modeling``, never with ``trust_remote_code``.
 """
 
 from __future__ import annotations
@@ -13,37 +20,28 @@ import logging
 import math
 import re
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
-from medcoder.atomic import atomic_write_text
 from medcoder.errors import ConfigError
-from medcoder.inference.bundle import Manifest, write_bundle
+from medcoder.inference.bundle import BUNDLE_ID_TAG, BundleWriter, Manifest
 from medcoder.inference.coder import Coder
 from medcoder.inference.model_card import render_model_card
-from medcoder.tracking import setup_experiment
+from medcoder.tracking import setup_experiment, tracking_uri
 from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.registry import CANDIDATE, CHAMPION, set_alias, tag_version
 
 log = logging.getLogger(__name__)
 
 MLFLOW_MODEL_NAME = "medcoder_model"  # artifact path of the pyfunc model inside the run
-
-# Lets `AutoModel.from_pretrained(model_dir, trust_remote_code=True)` load the folder with plain
-# transformers, without the caller importing medcoder first. It re-exports the installed package's
-# classes (no copy of the model code, so the two can never drift apart).
-_SHIM = '''"""Loader shim: the medcoder package must be installed (pip install medcoder)."""
-from medcoder.modeling import MedCoderConfig, MedCoderForICDCoding  # noqa: F401
-'''
-AUTO_MAP = {"AutoConfig": "modeling_medcoder.MedCoderConfig", "AutoModel": "modeling_medcoder.MedCoderForICDCoding"}
 
 # Test metrics copied onto the registered version, so `mlflow ui`'s model page compares versions.
 VERSION_METRIC_TAGS = ("test_map", "test_micro_f1", "test_p_at_8", "test_ece_calibrated",
@@ -62,14 +60,6 @@ class ExportResult:
 def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN: undefined values (e.g. precision with nothing accepted) become null."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in sorted(metrics.items())}
-
-
-def _add_auto_map(model_dir: Path) -> None:
-    config_path = model_dir / "config.json"
-    config = json.loads(config_path.read_text())
-    config["auto_map"] = AUTO_MAP
-    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(model_dir / "modeling_medcoder.py", _SHIM)
 
 
 def _requirements() -> list[str]:
@@ -106,33 +96,72 @@ def _run_inputs(run_id: str, tmp: Path) -> dict[str, Any]:
     }
 
 
+def _local_path(uri: str | None) -> Path | None:
+    """The local folder/file behind a ``file:`` or ``sqlite:`` URI (None for remote stores)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "sqlite" and uri.startswith("sqlite:///"):
+        # sqlite:////abs/mlflow.db (absolute) or sqlite:///rel/mlflow.db (relative to the cwd)
+        return Path(unquote(uri[len("sqlite:///"):].split("?")[0]))
+    if not parsed.scheme and uri:
+        return Path(uri)
+    return None
+
+
+def _protected_inputs(cfg: DictConfig, root: Path, run_id: str) -> tuple[list[Path], list[Path]]:
+    """What ``output_dir`` must not be or contain (project root, tracking database) and the MLflow
+    stores it must not overlap (``mlruns``/``mlartifacts``, the run's and experiment's artifact
+    locations): an export must never replace, or write into, what it reads."""
+    protected = [root]
+    trees = [root / "mlruns", root / "mlartifacts"]
+    store = _local_path(tracking_uri(cfg.tracking, root))
+    if store is not None:  # a sqlite file must not be replaced; a file store (folder) not entered either
+        (trees if store.is_dir() else protected).append(store)
+    if cfg.tracking.get("artifact_dir"):
+        trees.append(Path(cfg.tracking.artifact_dir))
+    try:
+        run = mlflow.get_run(run_id)
+        trees.append(_local_path(run.info.artifact_uri))
+        experiment = mlflow.get_experiment(run.info.experiment_id)
+        trees.append(_local_path(experiment.artifact_location))
+    except MlflowException:
+        pass  # an unknown run id is reported by the download, with its own message
+    return protected, [t for t in trees if t is not None]
+
+
 def export_run(cfg: DictConfig) -> ExportResult:
-    """Write the bundle of ``cfg.run_id`` to ``cfg.output_dir`` and (optionally) register it."""
+    """Write the bundle of ``cfg.run_id`` to ``cfg.output_dir`` and (optionally) register it.
+
+    ``overwrite=true`` replaces ``output_dir`` only if it is a medcoder bundle, and ``output_dir``
+    may not overlap the project root or the MLflow store (:class:`BundleWriter`); both are checked
+    before anything is downloaded.
+    """
     root = Path(cfg.paths.root_dir).resolve()
     setup_experiment(cfg.tracking, root)
     run_id = str(cfg.run_id)
+    protected, trees = _protected_inputs(cfg, root, run_id)
     # The bundle must load through the one inference path before it is renamed into place; the
     # Coder loaded for that check then computes the MLflow signature (no second load).
     loaded: list[Coder] = []
-    with tempfile.TemporaryDirectory() as tmp_name:
-        src = _run_inputs(run_id, Path(tmp_name))
+    with BundleWriter(cfg.output_dir, overwrite=bool(cfg.overwrite), protected=protected,
+                      protected_trees=trees) as writer:
+        src = _run_inputs(run_id, writer.scratch)
         labels = json.loads(src["labels_path"].read_text())
         calibration = json.loads(src["calibration_path"].read_text())
-
-        def fill(dst: Path) -> None:
-            shutil.copytree(src["model_dir"], dst / "model")
-            _add_auto_map(dst / "model")
-            shutil.copyfile(src["labels_path"], dst / "labels.json")
-            shutil.copyfile(src["calibration_path"], dst / "calibration.json")
-            (dst / "metrics.json").write_text(json.dumps(_finite(src["metrics"]), indent=2) + "\n")
-            (dst / "MODEL_CARD.md").write_text(render_model_card(
-                run_id=run_id, train_config=src["train_config"], labels=labels,
-                calibration=calibration, metrics=src["metrics"],
-            ))
-
-        manifest = write_bundle(cfg.output_dir, fill, source_run_id=run_id, overwrite=bool(cfg.overwrite),
-                                validate=lambda tmp: loaded.append(Coder.load(tmp)))
-    bundle_dir = Path(cfg.output_dir).resolve()
+        dst = writer.bundle_dir
+        shutil.copytree(src["model_dir"], dst / "model")
+        shutil.copyfile(src["labels_path"], dst / "labels.json")
+        shutil.copyfile(src["calibration_path"], dst / "calibration.json")
+        (dst / "metrics.json").write_text(json.dumps(_finite(src["metrics"]), indent=2) + "\n")
+        (dst / "MODEL_CARD.md").write_text(render_model_card(
+            run_id=run_id, train_config=src["train_config"], labels=labels,
+            calibration=calibration, metrics=src["metrics"],
+        ))
+        manifest = writer.commit(source_run_id=run_id, validate=lambda tmp: loaded.append(Coder.load(tmp)))
+    bundle_dir = writer.out
     log.info("bundle %s written to %s", manifest.bundle_id, bundle_dir)
     if not cfg.mlflow_model.log:
         return ExportResult(bundle_dir, manifest, None, None, None)
@@ -160,12 +189,12 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
             pip_requirements=_requirements(),
             registered_model_name=name,
         )
-        mlflow.set_tags({"medcoder.bundle_id": manifest.bundle_id, "medcoder.bundle_dir": str(bundle_dir)})
+        mlflow.set_tags({BUNDLE_ID_TAG: manifest.bundle_id, "medcoder.bundle_dir": str(bundle_dir)})
     version = None
     if name:
         version = str(info.registered_model_version)
         tag_version(name, version, {
-            "medcoder.bundle_id": manifest.bundle_id,
+            BUNDLE_ID_TAG: manifest.bundle_id,  # Coder.load("models:/...") checks it
             "medcoder.codeset_fy": labels.get("codeset_fy"),
             "medcoder.target_precision": calibration.get("targets", {}).get("target_precision"),
             "medcoder.tau_accept": calibration.get("policy", {}).get("tau_accept"),

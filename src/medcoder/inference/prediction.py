@@ -15,7 +15,8 @@ AUDIT_FIELDS = ("bundle_id", "codeset_fy", "policy_version", "input_sha256", "ti
 
 
 def text_sha256(text: str) -> str:
-    """Identity of an input note for the audit trail (UTF-8 bytes, exactly as received)."""
+    """Identity of an input note for the audit trail (UTF-8 bytes, exactly as scored: for a note
+    cut to ``max_note_chars``, flagged ``truncated``, the hash of the kept prefix)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

@@ -42,8 +42,13 @@ class MedCoderConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
     def encoder_config(self) -> PretrainedConfig:
-        """Rebuild the encoder's ``PretrainedConfig`` from the stored dict (no network)."""
+        """Rebuild the encoder's ``PretrainedConfig`` from the stored dict (no network).
+
+        ``auto_map`` is dropped: it would point transformers at code in a repository, and the
+        encoder must be one transformers implements (see :mod:`medcoder.modeling.loading`).
+        """
         params = dict(self.encoder)
+        params.pop("auto_map", None)
         model_type = params.pop("model_type")
         return AutoConfig.for_model(model_type, **params)
 

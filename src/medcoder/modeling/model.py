@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from medcoder.errors import ConfigError
 from medcoder.modeling.configuration import MedCoderConfig
 from medcoder.modeling.label_attention import LabelAttentionHead
 
@@ -28,7 +29,9 @@ class MedCoderForICDCoding(PreTrainedModel):
 
     def __init__(self, config: MedCoderConfig) -> None:
         super().__init__(config)
-        self.encoder = AutoModel.from_config(config.encoder_config())
+        # trust_remote_code=False: an ``auto_map`` smuggled into the stored encoder config must
+        # neither prompt on stdin nor run code (encoder_config() also drops it).
+        self.encoder = AutoModel.from_config(config.encoder_config(), trust_remote_code=False)
         hidden = config.hidden_size
         self.head = LabelAttentionHead(
             hidden_size=hidden,
@@ -53,8 +56,17 @@ class MedCoderForICDCoding(PreTrainedModel):
         codeset_fy: int | None = None,
         encoder_overrides: dict | None = None,
     ) -> MedCoderForICDCoding:
-        """A fresh classifier whose encoder carries pretrained weights and whose head is new."""
-        encoder = AutoModel.from_pretrained(encoder_name_or_path, **(encoder_overrides or {}))
+        """A fresh classifier whose encoder carries pretrained weights and whose head is new.
+
+        The encoder is loaded with ``trust_remote_code=False`` (a hub id or a local folder must
+        be a model transformers itself implements): an encoder whose weights we train and ship
+        in bundles must not need code from its repository, and loading must never prompt.
+        """
+        overrides = dict(encoder_overrides or {})
+        if overrides.pop("trust_remote_code", False):
+            raise ConfigError("model.encoder_overrides.trust_remote_code=True is not supported",
+                              hint="use an encoder that transformers implements itself (no repository code)")
+        encoder = AutoModel.from_pretrained(encoder_name_or_path, trust_remote_code=False, **overrides)
         config = MedCoderConfig(
             encoder=encoder.config.to_dict(),
             encoder_name_or_path=str(encoder_name_or_path),

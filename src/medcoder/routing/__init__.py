@@ -5,9 +5,9 @@ Plot helpers live in :mod:`medcoder.routing.plots` (imported on demand).
 
 from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
 from medcoder.routing.policy import (
+    RULES,
     CodeDecision,
     RoutingPolicy,
-    default_is_valid,
     document_decision,
 )
 from medcoder.routing.reasons import (
@@ -18,6 +18,7 @@ from medcoder.routing.reasons import (
     HUMAN_REVIEW,
     INVALID_CODE,
     LOW_CONFIDENCE,
+    NEW_CODE,
     RARE_CODE,
     TRUNCATED_NOTE,
 )
@@ -30,11 +31,12 @@ __all__ = [
     "HUMAN_REVIEW",
     "INVALID_CODE",
     "LOW_CONFIDENCE",
+    "NEW_CODE",
     "RARE_CODE",
     "TRUNCATED_NOTE",
     "CodeDecision",
+    "RULES",
     "RoutingPolicy",
-    "default_is_valid",
     "document_decision",
     "precision_coverage_curve",
     "routing_metrics",

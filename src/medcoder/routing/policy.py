@@ -2,10 +2,15 @@
 
 Every *predicted* code (probability ≥ its decision threshold) gets ``decision`` ``auto_accept``
 or ``human_review`` and the list of ``reasons`` that sent it to review. A code is auto-accepted
-only when its calibrated probability is ≥ ``tau_accept`` *and* no rule fires. Rules exist because
-the statistical guarantee on τ covers the typical case, not known failure modes: rare codes
-(confidence not learnable), invalid codes, Excludes1 conflicts (one of the two is wrong), notes the
-model did not fully read, empty notes.
+only when its calibrated probability is ≥ the accept threshold τ *and* no rule fires. Rules exist
+because the statistical guarantee on τ covers the typical case, not known failure modes: rare
+codes (confidence not learnable), invalid codes, Excludes1 conflicts (one of the two is wrong),
+notes the model did not fully read, empty notes.
+
+The rules are a table, :data:`RULES`: one ``(reason, predicate)`` entry per code-level reason, in
+the order reasons are listed. Adding a rule is adding a reason name (:mod:`.reasons`) and an entry.
+Code-set facts (validity, Excludes1 partners, what is new this year) come from the policy's
+:class:`~medcoder.codesets.CodeSet`: one source of code-set truth for routing, migration and diffs.
 
 Two entry points share one implementation (:meth:`RoutingPolicy._masks`):
 
@@ -21,11 +26,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import simple_icd_10_cm as cm
 
 from medcoder.calibration.risk_control import AcceptThresholdResult, select_accept_threshold
 from medcoder.calibration.thresholds import DecisionThreshold
-from medcoder.routing.excludes1 import conflict_matrix
+from medcoder.codesets import CodeSet, is_available, load_codeset
 from medcoder.routing.reasons import (
     ALL_REASONS,
     AUTO_ACCEPT,
@@ -39,24 +43,79 @@ from medcoder.routing.reasons import (
     TRUNCATED_NOTE,
 )
 
-__all__ = ["CodeDecision", "RoutingPolicy", "default_is_valid", "document_decision"]
+__all__ = ["DEFAULT_CODESET_FY", "RULES", "CodeDecision", "RoutingContext", "RoutingPolicy", "document_decision"]
 
-ValidityFn = Callable[[str], bool]
+DEFAULT_CODESET_FY = 2026
+"""Year whose validity and Excludes1 notes apply when a policy names no year (labels.json of
+bundles written before the code-set year was recorded)."""
 
-# Code-level rules in the order reasons are listed (EMPTY_NOTE is document-level).
-_CODE_RULES: tuple[str, ...] = tuple(r for r in ALL_REASONS if r != EMPTY_NOTE)
+
+@dataclass(frozen=True)
+class RoutingContext:
+    """What a rule may look at for one batch of notes (arrays are ``(n_docs, n_codes)`` unless
+    noted); built once per call by :meth:`RoutingPolicy._masks`."""
+
+    probs: np.ndarray
+    predicted: np.ndarray
+    label_codes: tuple[str, ...]
+    rare_cols: np.ndarray  # (n_codes,) fewer than min_train_count training notes
+    truncated_rows: np.ndarray  # (n_docs,)
+    tau: float | None
+    codeset: CodeSet
+    new_cols: np.ndarray  # (n_codes,) valid this year, absent the year before (False if unknown)
+    check_excludes1: bool
+    check_validity: bool
 
 
-def default_is_valid(code: str) -> bool:
-    """Validity in the ICD-10-CM release shipped with ``simple-icd-10-cm``.
+def _low_confidence(ctx: RoutingContext) -> np.ndarray:
+    if ctx.tau is None:  # no τ could be certified: nothing is accepted
+        return ctx.predicted.copy()
+    return ctx.predicted & (ctx.probs < float(ctx.tau))
 
-    That package ships one release (April 2026 update, fiscal year 2026). For another fiscal year
-    set ``RoutingPolicy(codeset_fy=...)`` (or pass a ``validity_fn`` to :meth:`RoutingPolicy.route`).
-    """
-    try:
-        return bool(cm.is_valid_item(code.strip()))
-    except Exception:  # noqa: BLE001 - malformed input is simply not valid
-        return False
+
+def _rare_code(ctx: RoutingContext) -> np.ndarray:
+    return ctx.predicted & ctx.rare_cols[None, :]
+
+
+def _excludes1_conflict(ctx: RoutingContext) -> np.ndarray:
+    if not ctx.check_excludes1 or not ctx.predicted.any():
+        return np.zeros_like(ctx.predicted)
+    conflicts = ctx.codeset.conflict_matrix(ctx.label_codes)
+    if not conflicts.nnz:
+        return np.zeros_like(ctx.predicted)
+    # a predicted code conflicts when any other predicted code is its Excludes1 partner
+    hits = np.asarray(conflicts @ ctx.predicted.T.astype(np.int32)).T
+    return ctx.predicted & (hits > 0)
+
+
+def _invalid_code(ctx: RoutingContext) -> np.ndarray:
+    if not ctx.check_validity:
+        return np.zeros_like(ctx.predicted)
+    invalid_cols = np.array([not ctx.codeset.is_valid(c) for c in ctx.label_codes], dtype=bool)
+    return ctx.predicted & invalid_cols[None, :]
+
+
+def _truncated_note(ctx: RoutingContext) -> np.ndarray:
+    return ctx.predicted & ctx.truncated_rows[:, None]
+
+
+def _new_code(ctx: RoutingContext) -> np.ndarray:
+    return ctx.predicted & (ctx.new_cols & ctx.rare_cols)[None, :]
+
+
+Rule = tuple[str, Callable[[RoutingContext], np.ndarray]]
+RULES: tuple[Rule, ...] = (
+    (LOW_CONFIDENCE, _low_confidence),
+    (RARE_CODE, _rare_code),
+    (EXCLUDES1_CONFLICT, _excludes1_conflict),
+    (INVALID_CODE, _invalid_code),
+    (TRUNCATED_NOTE, _truncated_note),
+    (NEW_CODE, _new_code),
+)
+"""Code-level rules as ``(reason, predicate)``; each predicate returns the predicted codes the
+reason applies to. ``empty_note`` is document-level (an empty note predicts nothing)."""
+
+_CODE_RULES: tuple[str, ...] = tuple(r for r, _ in RULES)
 
 
 @dataclass
@@ -94,14 +153,17 @@ def document_decision(code_decisions: Sequence[CodeDecision], empty: bool) -> tu
 class RoutingPolicy:
     """Decision threshold + auto-accept threshold + rules (see module docstring).
 
+    scikit-learn conventions: parameters are stored as given; :meth:`fit_accept_threshold` learns
+    ``tau_accept_`` (and ``accept_result_``) without touching the ``tau_accept`` parameter.
+
     Parameters
     ----------
-    tau_accept:
-        Calibrated-probability bar for auto-acceptance, normally set by
-        :meth:`fit_accept_threshold`. ``None`` means no threshold could be certified: nothing is
-        auto-accepted and every predicted code carries ``low_confidence``.
     decision_threshold:
         A fitted :class:`DecisionThreshold` deciding which codes are predicted at all.
+    tau_accept:
+        A τ set by hand (e.g. a policy loaded from ``calibration.json``). ``None`` with no fitted
+        ``tau_accept_``: nothing is auto-accepted and every predicted code carries
+        ``low_confidence``.
     min_train_count:
         Codes with fewer training examples than this get ``rare_code``.
     check_excludes1, check_validity:
@@ -109,32 +171,49 @@ class RoutingPolicy:
     policy_version:
         Recorded in every prediction's audit fields.
     codeset_fy:
-        ICD-10-CM fiscal year of the label space (the bundle's ``labels.json``). When set,
-        ``invalid_code`` checks validity in that year (:func:`medcoder.codesets.load_codeset`)
-        and ``new_code`` fires for codes added that year (absent in ``codeset_fy - 1``, when both
-        years are available) with fewer than ``min_train_count`` training examples. ``None``:
-        validity in ``simple-icd-10-cm``'s FY2026 (:func:`default_is_valid`), no ``new_code``.
-
-    Fitted state (after :meth:`fit_accept_threshold`): ``accept_result_``.
+        ICD-10-CM fiscal year of the label space (the bundle's ``labels.json``). ``invalid_code``
+        and ``excludes1_conflict`` ask that year's :class:`CodeSet`, and ``new_code`` fires for
+        codes added that year (absent in ``codeset_fy - 1``, when both years are available) with
+        fewer than ``min_train_count`` training examples. ``None``: FY2026's rules
+        (:data:`DEFAULT_CODESET_FY`), no ``new_code``.
+    codeset:
+        The :class:`CodeSet` itself, when the caller has it (e.g. loaded from an order file);
+        otherwise it is loaded on first use with :func:`medcoder.codesets.load_codeset`.
     """
 
     def __init__(
         self,
-        tau_accept: float | None,
-        decision_threshold: DecisionThreshold,
+        tau_accept: float | None = None,
+        decision_threshold: DecisionThreshold | None = None,
         min_train_count: int = 10,
         check_excludes1: bool = True,
         check_validity: bool = True,
         policy_version: str = "1",
         codeset_fy: int | None = None,
+        codeset: CodeSet | None = None,
     ) -> None:
+        if decision_threshold is None:
+            raise ValueError("RoutingPolicy needs a fitted decision_threshold")
         self.tau_accept = tau_accept
         self.decision_threshold = decision_threshold
         self.min_train_count = min_train_count
         self.check_excludes1 = check_excludes1
         self.check_validity = check_validity
         self.policy_version = policy_version
-        self.codeset_fy = None if codeset_fy is None else int(codeset_fy)
+        self.codeset_fy = codeset.fiscal_year if codeset_fy is None and codeset is not None else (
+            None if codeset_fy is None else int(codeset_fy))
+        self.codeset = codeset
+
+    @property
+    def threshold(self) -> float | None:
+        """The τ in force: the fitted ``tau_accept_`` if any, else the ``tau_accept`` parameter."""
+        return self.tau_accept_ if hasattr(self, "tau_accept_") else self.tau_accept
+
+    def get_codeset(self) -> CodeSet:
+        """The policy's code set (loaded and cached per process on first use)."""
+        if self.codeset is None:
+            self.codeset = load_codeset(DEFAULT_CODESET_FY if self.codeset_fy is None else self.codeset_fy)
+        return self.codeset
 
     # --- core ----------------------------------------------------------------------------------
     def _masks(
@@ -144,7 +223,6 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None,
         empty: np.ndarray | None,
-        validity_fn: ValidityFn | None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """Predicted mask, one mask per code-level reason (subset of predicted), empty rows."""
         p = np.asarray(probs, dtype=np.float64)
@@ -153,64 +231,33 @@ class RoutingPolicy:
                 f"probs must be (n_docs, {len(label_codes)}) to match label_codes, got {p.shape}"
             )
         n_docs = p.shape[0]
-        empty_rows = (
-            np.zeros(n_docs, dtype=bool) if empty is None else np.asarray(empty, dtype=bool)
-        )
-        trunc_rows = (
-            np.zeros(n_docs, dtype=bool) if truncated is None else np.asarray(truncated, dtype=bool)
-        )
+        empty_rows = np.zeros(n_docs, dtype=bool) if empty is None else np.asarray(empty, dtype=bool)
+        trunc_rows = np.zeros(n_docs, dtype=bool) if truncated is None else np.asarray(truncated, dtype=bool)
         if empty_rows.shape != (n_docs,) or trunc_rows.shape != (n_docs,):
             raise ValueError("truncated/empty must be 1-D boolean arrays with one entry per note")
-
-        predicted = self.decision_threshold.predict(p) & ~empty_rows[:, None]
-        reasons: dict[str, np.ndarray] = {}
-        if self.tau_accept is None:
-            reasons[LOW_CONFIDENCE] = predicted.copy()
-        else:
-            reasons[LOW_CONFIDENCE] = predicted & (p < float(self.tau_accept))
-        rare_cols = np.array(
-            [int(train_frequency.get(c, 0)) < self.min_train_count for c in label_codes],
-            dtype=bool,
+        needs_codeset = self.check_validity or self.check_excludes1 or self.codeset_fy is not None
+        ctx = RoutingContext(
+            probs=p,
+            predicted=self.decision_threshold.predict(p) & ~empty_rows[:, None],
+            label_codes=tuple(label_codes),
+            rare_cols=np.array([int(train_frequency.get(c, 0)) < self.min_train_count for c in label_codes],
+                               dtype=bool),
+            truncated_rows=trunc_rows,
+            tau=self.threshold,
+            codeset=self.get_codeset() if needs_codeset else _EMPTY_CODESET,
+            new_cols=self._new_code_columns(label_codes),
+            check_excludes1=self.check_excludes1,
+            check_validity=self.check_validity,
         )
-        reasons[RARE_CODE] = predicted & rare_cols[None, :]
-        excl = np.zeros_like(predicted)
-        if self.check_excludes1 and predicted.any():
-            conflicts = conflict_matrix(tuple(label_codes))
-            if conflicts.nnz:
-                # a predicted code conflicts when any other predicted code is its Excludes1 partner
-                hits = np.asarray(conflicts @ predicted.T.astype(np.int32)).T
-                excl = predicted & (hits > 0)
-        reasons[EXCLUDES1_CONFLICT] = excl
-        if self.check_validity:
-            is_valid = validity_fn or self._codeset_validity() or default_is_valid
-            invalid_cols = np.array([not is_valid(c) for c in label_codes], dtype=bool)
-        else:
-            invalid_cols = np.zeros(len(label_codes), dtype=bool)
-        reasons[INVALID_CODE] = predicted & invalid_cols[None, :]
-        reasons[TRUNCATED_NOTE] = predicted & trunc_rows[:, None]
-        new_cols = self._new_code_columns(label_codes) & rare_cols
-        reasons[NEW_CODE] = predicted & new_cols[None, :]
-        return predicted, {r: reasons[r] for r in _CODE_RULES}, empty_rows
-
-    def _codeset_validity(self) -> ValidityFn | None:
-        """``is_valid`` of the policy's fiscal year, or None to keep the FY2026 default."""
-        if self.codeset_fy is None:
-            return None
-        from medcoder.codesets import load_codeset  # lazy: building a year costs ~1 s
-
-        return load_codeset(self.codeset_fy).is_valid
+        return ctx.predicted, {reason: rule(ctx) for reason, rule in RULES}, empty_rows
 
     def _new_code_columns(self, label_codes: Sequence[str]) -> np.ndarray:
         """Label columns whose code is new in ``codeset_fy`` (False everywhere when the year or the
         year before is unavailable: "new" cannot be known, and other rules still apply)."""
         none = np.zeros(len(label_codes), dtype=bool)
-        if self.codeset_fy is None:
+        if self.codeset_fy is None or not is_available(self.codeset_fy - 1):
             return none
-        from medcoder.codesets import is_available, load_codeset
-
-        if not (is_available(self.codeset_fy) and is_available(self.codeset_fy - 1)):
-            return none
-        current, previous = load_codeset(self.codeset_fy), load_codeset(self.codeset_fy - 1)
+        current, previous = self.get_codeset(), load_codeset(self.codeset_fy - 1)
         return np.array([current.is_valid(c) and not previous.is_valid(c) for c in label_codes], dtype=bool)
 
     def route_arrays(
@@ -220,16 +267,13 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None = None,
         empty: np.ndarray | None = None,
-        validity_fn: ValidityFn | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Vectorised routing for evaluation: ``(predicted_mask, accept_mask, reason_counts)``.
 
         ``reason_counts[name]`` is the number of predicted codes carrying that reason, except
         ``empty_note``, which counts notes (an empty note has no predicted codes).
         """
-        predicted, reasons, empty_rows = self._masks(
-            probs, label_codes, train_frequency, truncated, empty, validity_fn
-        )
+        predicted, reasons, empty_rows = self._masks(probs, label_codes, train_frequency, truncated, empty)
         blocked = np.zeros_like(predicted)
         for m in reasons.values():
             blocked |= m
@@ -245,16 +289,13 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None = None,
         empty: np.ndarray | None = None,
-        validity_fn: ValidityFn | None = None,
     ) -> np.ndarray:
         """Predicted codes that no rule other than ``low_confidence`` blocks.
 
-        These are the codes τ_accept decides about, so τ is calibrated on exactly this set and
-        the precision guarantee is about what the policy will actually accept.
+        These are the codes τ decides about, so τ is calibrated on exactly this set and the
+        precision guarantee is about what the policy will actually accept.
         """
-        predicted, reasons, _ = self._masks(
-            probs, label_codes, train_frequency, truncated, empty, validity_fn
-        )
+        predicted, reasons, _ = self._masks(probs, label_codes, train_frequency, truncated, empty)
         blocked = np.zeros_like(predicted)
         for r, m in reasons.items():
             if r != LOW_CONFIDENCE:
@@ -272,21 +313,16 @@ class RoutingPolicy:
         *,
         target_precision: float = 0.95,
         delta: float = 0.1,
-        validity_fn: ValidityFn | None = None,
     ) -> AcceptThresholdResult:
-        """Choose ``tau_accept`` on the calibration split (LTT; see
-        :func:`medcoder.calibration.risk_control.select_accept_threshold`) and store it.
+        """Learn ``tau_accept_`` on the calibration split (LTT; see
+        :func:`medcoder.calibration.risk_control.select_accept_threshold`).
 
-        Sets ``tau_accept`` (None when infeasible) and ``accept_result_``; returns the result,
+        Sets ``tau_accept_`` (None when infeasible) and ``accept_result_``; returns the result,
         whose ``message`` the calling script should log as is.
         """
-        elig = self.eligible_mask(
-            probs, label_codes, train_frequency, truncated, empty, validity_fn
-        )
-        result = select_accept_threshold(
-            probs, y_true, elig, target_precision=target_precision, delta=delta
-        )
-        self.tau_accept = result.tau
+        elig = self.eligible_mask(probs, label_codes, train_frequency, truncated, empty)
+        result = select_accept_threshold(probs, y_true, elig, target_precision=target_precision, delta=delta)
+        self.tau_accept_ = result.tau
         self.accept_result_ = result
         return result
 
@@ -297,7 +333,6 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None = None,
         empty: np.ndarray | None = None,
-        validity_fn: ValidityFn | None = None,
     ) -> list[list[CodeDecision]]:
         """Per note, the predicted codes (highest probability first) with decision and reasons.
 
@@ -306,9 +341,7 @@ class RoutingPolicy:
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim == 1:
             p = p[None, :]
-        predicted, reasons, _ = self._masks(
-            p, label_codes, train_frequency, truncated, empty, validity_fn
-        )
+        predicted, reasons, _ = self._masks(p, label_codes, train_frequency, truncated, empty)
         out: list[list[CodeDecision]] = []
         for i in range(p.shape[0]):
             cols = np.flatnonzero(predicted[i])
@@ -316,23 +349,19 @@ class RoutingPolicy:
             row: list[CodeDecision] = []
             for j in cols:
                 rs = [r for r in _CODE_RULES if reasons[r][i, j]]
-                row.append(
-                    CodeDecision(
-                        code=label_codes[j],
-                        probability=float(p[i, j]),
-                        decision=HUMAN_REVIEW if rs else AUTO_ACCEPT,
-                        reasons=rs,
-                    )
-                )
+                row.append(CodeDecision(code=label_codes[j], probability=float(p[i, j]),
+                                        decision=HUMAN_REVIEW if rs else AUTO_ACCEPT, reasons=rs))
             out.append(row)
         return out
 
     # --- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON for ``calibration.json`` (includes the LTT result once fitted)."""
+        """Plain JSON for ``calibration.json``: ``tau_accept`` is the τ in force (includes the LTT
+        result once fitted)."""
+        tau = self.threshold
         d: dict[str, Any] = {
             "policy_version": str(self.policy_version),
-            "tau_accept": None if self.tau_accept is None else float(self.tau_accept),
+            "tau_accept": None if tau is None else float(tau),
             "min_train_count": int(self.min_train_count),
             "check_excludes1": bool(self.check_excludes1),
             "check_validity": bool(self.check_validity),
@@ -345,6 +374,7 @@ class RoutingPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RoutingPolicy:
+        """Inverse of :meth:`to_dict`; a fitted policy comes back with ``tau_accept_`` set."""
         obj = cls(
             tau_accept=d["tau_accept"],
             decision_threshold=DecisionThreshold.from_dict(d["decision_threshold"]),
@@ -355,8 +385,8 @@ class RoutingPolicy:
             codeset_fy=d.get("codeset_fy"),
         )
         if "accept_result" in d:
-            ar = dict(d["accept_result"])
-            obj.accept_result_ = AcceptThresholdResult.from_dict(ar)
+            obj.accept_result_ = AcceptThresholdResult.from_dict(dict(d["accept_result"]))
+            obj.tau_accept_ = d["tau_accept"]
         return obj
 
     def __repr__(self) -> str:
@@ -366,3 +396,6 @@ class RoutingPolicy:
             f"check_excludes1={self.check_excludes1!r}, check_validity={self.check_validity!r}, "
             f"policy_version={self.policy_version!r}, codeset_fy={self.codeset_fy!r})"
         )
+
+
+_EMPTY_CODESET = CodeSet(0, {}, (), source="none (ICD-10-CM rules off)")

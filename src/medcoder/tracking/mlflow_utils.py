@@ -6,16 +6,20 @@ Nothing here logs note text: configs and metrics only.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
 MAX_PARAM_CHARS = 500
+log = logging.getLogger(__name__)
 
 
 def tracking_uri(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> str:
@@ -37,8 +41,43 @@ def setup_experiment(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> s
         experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
     else:
         experiment_id = exp.experiment_id
+        if not tracking_cfg.get("uri"):
+            warn_if_artifacts_elsewhere(exp.artifact_location, root_dir, tracking_cfg.get("artifact_dir"))
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def _local_path(location: str) -> Path | None:
+    """The folder of a ``file:`` URI or plain path; None for remote stores (s3:, dbfs:, http:)."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and location[1:3] in (":\\", ":/")):  # Windows drive
+        return Path(location)
+    return None
+
+
+def warn_if_artifacts_elsewhere(artifact_location: str, root_dir: str | Path,
+                                artifact_dir: str | Path | None = None) -> bool:
+    """Warn (one line) when the default store's experiment keeps artifacts outside this project.
+
+    Why: MLflow stores an experiment's artifact location as an absolute path (a relative one is
+    resolved at creation), so a copied checkout's ``mlflow.db`` still points at the *original*
+    checkout's ``mlartifacts`` and every new run writes there. Returns whether it warned.
+    """
+    path = _local_path(artifact_location)
+    if path is None:
+        return False
+    path = path.resolve()
+    allowed = [Path(root_dir).resolve()] + ([Path(artifact_dir).resolve()] if artifact_dir else [])
+    if any(path == a or a in path.parents for a in allowed):
+        return False
+    log.warning(
+        "MLflow experiment stores artifacts in %s, outside this project (%s): runs will write there "
+        "(a copied mlflow.db keeps the original's paths); use a fresh tracking.experiment_name=... "
+        "or delete/move mlflow.db to start a store of this project", path, Path(root_dir).resolve(),
+    )
+    return True
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
 
 from medcoder.atomic import atomic_write_text
+from medcoder.config_checks import check_train_config
 from medcoder.data import LabelSpace, code_descriptions, load_corpus
 from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
@@ -115,6 +116,7 @@ def _training_args(cfg: DictConfig, ckpt_dir: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=t.num_train_epochs,
+        max_steps=int(t.get("max_steps") or -1),  # optional key (+trainer.max_steps=N); -1: use epochs
         per_device_train_batch_size=t.per_device_train_batch_size,
         per_device_eval_batch_size=t.per_device_eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -142,19 +144,12 @@ def _training_args(cfg: DictConfig, ckpt_dir: Path) -> TrainingArguments:
 
 
 def _validate(cfg: DictConfig) -> None:
-    """Fail on inconsistent settings before any data is read or model loaded."""
-    t = cfg.trainer
-    if t.encoder_mode not in ("cached", "finetune"):
-        raise ConfigError(f"trainer.encoder_mode={t.encoder_mode!r} is not valid", hint="use cached or finetune")
-    if t.encoder_mode == "cached" and t.train_top_layers > 0:
-        raise ConfigError(
-            f"trainer.train_top_layers={t.train_top_layers} has no effect with trainer.encoder_mode=cached",
-            hint="use trainer=default (end-to-end fine-tuning) to train top encoder layers",
-        )
-    if cfg.model.label_init not in ("description", "random"):
-        raise ConfigError(f"model.label_init={cfg.model.label_init!r} is not valid", hint="use description or random")
-    if t.resume not in ("auto", "never"):
-        raise ConfigError(f"trainer.resume={t.resume!r} is not valid", hint="use auto or never")
+    """Fail on bad settings before any data is read or model loaded (one line, exit 2).
+
+    The ranges live in :mod:`medcoder.config_checks`, shared with calibration; this adds what only
+    training has (the warm-start reference).
+    """
+    check_train_config(cfg)
     if cfg.get("warm_start"):
         check_warm_start_ref(str(cfg.warm_start))
 
@@ -282,6 +277,14 @@ def train(cfg: DictConfig) -> TrainResult:
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.train(resume_from_checkpoint=resume_from)
+        if trainer.state.global_step == 0:
+            # Belt and braces behind check_train_config: metrics of an untrained model must never
+            # end up in a FINISHED run that can be calibrated and exported (the run is marked FAILED).
+            raise ConfigError(
+                f"training ran 0 optimizer steps (trainer.num_train_epochs={cfg.trainer.num_train_epochs}, "
+                f"{len(datasets['train'])} training notes)",
+                hint="set trainer.num_train_epochs >= 1 and check the training split",
+            )
 
         # -- evaluate the best checkpoint ------------------------------------------------------
         # Through the shared inference path (identical to the Trainer's own logits; tested).

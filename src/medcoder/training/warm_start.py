@@ -36,7 +36,7 @@ import torch
 
 from medcoder.data import LabelSpace
 from medcoder.errors import BundleError, ConfigError
-from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling import MedCoderForICDCoding, load_medcoder_model
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,9 @@ def load_warm_start_source(ref: str, download_dir: Path) -> tuple[MedCoderForICD
     model_dir, labels_path = resolve_warm_start_source(ref, download_dir)
     labels = LabelSpace.from_json(labels_path)
     try:
-        model = MedCoderForICDCoding.from_pretrained(model_dir)
+        # By concrete class, trust_remote_code=False, safetensors only: a warm-start source is a
+        # bundle or run artifact someone else may have written, so it must not run code.
+        model = load_medcoder_model(model_dir)
     except (OSError, ValueError) as exc:
         raise BundleError(f"warm_start={ref}: cannot load {model_dir} ({exc})",
                           hint="is it a medcoder model saved with save_pretrained?") from exc

@@ -1,4 +1,9 @@
-"""ICD-10-CM Excludes1 conflicts between predicted codes, from the tables in ``simple-icd-10-cm``.
+"""ICD-10-CM Excludes1 notes (parsed from ``simple-icd-10-cm``'s tabular list) and the conflict
+matrix that routing multiplies predictions with.
+
+Why in ``codesets``: validity, hierarchy and Excludes1 are facts of one fiscal year's code set.
+:class:`~medcoder.codesets.CodeSet` owns them (``CodeSet.excludes1``, ``CodeSet.conflict_matrix``),
+so routing asks the bundle's year and there is one source of code-set truth.
 
 An Excludes1 note ("NOT CODED HERE") means the two conditions cannot be coded together, so a
 prediction containing both is certainly wrong somewhere and must go to a coder.
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -147,23 +152,28 @@ def conflicting_pairs(codes: Sequence[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+SpecsFn = Callable[[str], tuple[Spec, ...]]
+
+
 @lru_cache(maxsize=8)
-def conflict_matrix(label_codes: tuple[str, ...]) -> sparse.csr_matrix:
+def conflict_matrix(label_codes: tuple[str, ...], specs: SpecsFn | None = None) -> sparse.csr_matrix:
     """Symmetric boolean ``(n_labels, n_labels)`` matrix: codes ``i`` and ``j`` may not be coded
     together. Built once per label space (cached), so routing thousands of notes is one sparse
     product instead of a pairwise loop per note.
 
     Every spec covers a contiguous run of the sorted dot-less codes (``c[:len(lo)] >= lo`` iff
     ``c >= lo``; ``c[:len(hi)] <= hi`` iff ``c < hi + "\\x7f"``), so each spec is two bisections.
-    Equal codes in two spellings never conflict.
+    Equal codes in two spellings never conflict. ``specs`` gives a code's Excludes1 specs (a
+    :meth:`CodeSet.excludes1`); the default is the FY2026 tabular list of ``simple-icd-10-cm``.
     """
+    specs_of = excludes1_specs if specs is None else specs
     norm = [normalise_code(c) for c in label_codes]
     order = sorted(range(len(norm)), key=norm.__getitem__)
     keys = [norm[i] for i in order]
     rows: list[int] = []
     cols: list[int] = []
     for i, code in enumerate(label_codes):
-        for lo, hi in excludes1_specs(code):
+        for lo, hi in specs_of(code):
             a = bisect.bisect_left(keys, lo)
             b = bisect.bisect_left(keys, hi + "\x7f")
             for k in range(a, b):

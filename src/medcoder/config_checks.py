@@ -1,0 +1,263 @@
+"""Range checks of every config value that needs no model, run before anything is loaded.
+
+Why: a bad value used to surface late or not at all — ``trainer.num_train_epochs=-1`` trained zero
+steps and still produced a FINISHED run that could be calibrated and exported;
+``routing.target_precision=1.5`` failed only after scoring two splits. Every check here reads the
+composed config (and, for ``model.chunk_size``, the encoder's ``config.json``: a file read, never
+a model load), so ``scripts/train.py`` and ``scripts/calibrate.py`` refuse a bad value in about a
+second, in one line that names the key, the value and the valid range (``ConfigError`` -> exit 2).
+
+Why a table of hand-written rules rather than Hydra structured configs or pydantic: structured
+configs check types but not ranges, and would need a dataclass mirror of every YAML group (which
+experiments override freely); pydantic is only present as a transitive dependency of MLflow and
+its errors are multi-line. One rule per key, below, keeps the valid range next to the key it
+guards and the message in one line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from medcoder.errors import ConfigError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``key`` (dotted) must satisfy ``ok``; ``expected`` says the valid range in words."""
+
+    key: str
+    ok: Callable[[Any], bool]
+    expected: str
+    optional: bool = False  # the key may be absent or null
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def int_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: _is_int(v) and v >= low
+
+
+def num_at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: _is_num(v) and v >= low
+
+
+def positive(v: Any) -> bool:
+    return _is_num(v) and v > 0
+
+
+def open_unit(v: Any) -> bool:
+    return _is_num(v) and 0 < v < 1
+
+
+def one_of(*allowed: Any) -> Callable[[Any], bool]:
+    return lambda v: v in allowed
+
+
+def is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _scheduler_names() -> tuple[str, ...]:
+    from transformers.trainer_utils import SchedulerType
+
+    return tuple(s.value for s in SchedulerType)
+
+
+def trainer_rules() -> list[Rule]:
+    schedulers = _scheduler_names()
+    return [
+        Rule("trainer.encoder_mode", one_of("cached", "finetune"), "cached or finetune"),
+        Rule("trainer.train_top_layers", int_at_least(-1), "an integer >= -1 (-1 = all layers)"),
+        # Fewer than one epoch trains (next to) nothing, yet used to finish a run that looked real.
+        Rule("trainer.num_train_epochs", num_at_least(1), "a number >= 1"),
+        Rule("trainer.max_steps", lambda v: v == -1 or (_is_int(v) and v >= 1),
+             "an integer >= 1, or -1/null for 'use num_train_epochs'", optional=True),
+        Rule("trainer.per_device_train_batch_size", int_at_least(1), "an integer >= 1"),
+        Rule("trainer.per_device_eval_batch_size", int_at_least(1), "an integer >= 1"),
+        Rule("trainer.gradient_accumulation_steps", int_at_least(1), "an integer >= 1"),
+        Rule("trainer.learning_rate", positive, "a number > 0"),
+        Rule("trainer.head_learning_rate", positive, "a number > 0 (or null: learning_rate)", optional=True),
+        Rule("trainer.weight_decay", num_at_least(0), "a number >= 0"),
+        Rule("trainer.warmup_ratio", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        Rule("trainer.lr_scheduler_type", one_of(*schedulers), f"one of {', '.join(schedulers)}"),
+        Rule("trainer.max_grad_norm", num_at_least(0), "a number >= 0 (0 = no clipping)", optional=True),
+        Rule("trainer.early_stopping_patience", int_at_least(1), "an integer >= 1 (epochs)"),
+        Rule("trainer.save_total_limit", int_at_least(1), "an integer >= 1, or null", optional=True),
+        Rule("trainer.resume", one_of("auto", "never"), "auto or never"),
+        Rule("trainer.use_cpu", is_bool, "true or false"),
+        Rule("trainer.dataloader_num_workers", int_at_least(0), "an integer >= 0"),
+        Rule("trainer.encode_batch_chunks", int_at_least(1), "an integer >= 1"),
+        Rule("trainer.cache_states_on_disk", is_bool, "true or false"),
+        Rule("trainer.disable_tqdm", is_bool, "true or false"),
+    ]
+
+
+def model_rules() -> list[Rule]:
+    # chunk_size's upper bound depends on the encoder: see check_chunk_size. Each chunk is framed
+    # by two special tokens ([CLS] ... [SEP]), so 3 is the smallest chunk holding any text.
+    return [
+        Rule("model.chunk_size", int_at_least(3), "an integer >= 3 (2 special tokens + text)"),
+        Rule("model.max_chunks", int_at_least(1), "an integer >= 1"),
+        Rule("model.attention_dim", int_at_least(1), "an integer >= 1, or null (hidden size)", optional=True),
+        Rule("model.head_dropout", lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1)"),
+        Rule("model.token_pool_stride", int_at_least(1), "an integer >= 1"),
+        Rule("model.label_init", one_of("description", "random"), "description or random"),
+    ]
+
+
+def labels_rules() -> list[Rule]:
+    return [
+        Rule("labels.min_count", int_at_least(1), "an integer >= 1"),
+        Rule("labels.top_k", int_at_least(1), "an integer >= 1, or null (all codes)", optional=True),
+    ]
+
+
+def routing_rules() -> list[Rule]:
+    return [
+        Rule("routing.target_precision", open_unit, "a number in (0, 1), e.g. 0.95"),
+        Rule("routing.delta", open_unit, "a number in (0, 1), e.g. 0.1 (confidence 1 - delta)"),
+        Rule("routing.min_train_count", int_at_least(0), "an integer >= 0"),
+        Rule("routing.check_excludes1", is_bool, "true or false"),
+        Rule("routing.check_validity", is_bool, "true or false"),
+    ]
+
+
+def calibration_rules() -> list[Rule]:
+    from medcoder.calibration.calibrators import CALIBRATOR_NAMES
+
+    return [
+        Rule("calibration.method", one_of(*CALIBRATOR_NAMES), f"one of {', '.join(CALIBRATOR_NAMES)}"),
+        Rule("calibration.params.min_positives", int_at_least(1), "an integer >= 1", optional=True),
+        Rule("calibration.params.C", positive, "a number > 0", optional=True),
+        Rule("calibration.decision_threshold.mode", one_of("global", "per_code"), "global or per_code"),
+        Rule("calibration.decision_threshold.min_positives", int_at_least(1), "an integer >= 1"),
+    ]
+
+
+def _lookup(cfg: Mapping[str, Any], key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _problems(cfg: Mapping[str, Any], rules: Iterable[Rule]) -> list[str]:
+    out = []
+    for rule in rules:
+        value = _lookup(cfg, rule.key)
+        if value is _MISSING or value is None:
+            if not rule.optional:
+                out.append(f"{rule.key} is not set (expected {rule.expected})")
+            continue
+        if not rule.ok(value):
+            out.append(f"{rule.key}={value!r} is not valid (expected {rule.expected})")
+    return out
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        # All problems at once, still one line: a user fixes them in one go.
+        raise ConfigError("; ".join(problems), hint="fix it on the command line, e.g. key=value")
+
+
+def _as_plain(cfg: Any) -> Mapping[str, Any]:
+    """A DictConfig as plain, resolved Python (interpolations such as ``${.learning_rate}``)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        data = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(data, dict)
+        return data
+    return cfg
+
+
+def encoder_max_positions(encoder: str, overrides: Mapping[str, Any] | None = None) -> int | None:
+    """The longest token sequence the encoder accepts, from its ``config.json`` alone.
+
+    ``PretrainedConfig.get_config_dict`` reads (or fetches) the JSON file and builds no config
+    class and no model, so it runs no remote code. RoBERTa-style models number positions from
+    ``pad_token_id + 1``, so they fit two fewer tokens than ``max_position_embeddings``. None when
+    the file names no limit.
+    """
+    from transformers import PretrainedConfig
+
+    from medcoder.training.encoders import resolve_encoder
+
+    path = resolve_encoder(encoder)
+    try:
+        data, _ = PretrainedConfig.get_config_dict(path, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"model.encoder={encoder!r}: cannot read its config.json ({type(exc).__name__})",
+            hint="give a local model folder, or a hub id with network access (HF_HUB_OFFLINE unset)",
+        ) from exc
+    data = {**data, **dict(overrides or {})}
+    limit = data.get("max_position_embeddings", data.get("n_positions"))
+    if not _is_int(limit):
+        return None
+    if data.get("model_type") in ("roberta", "xlm-roberta", "camembert", "longformer", "mpnet"):
+        limit -= int(data.get("pad_token_id") or 0) + 1
+    return int(limit)
+
+
+def check_chunk_size(model_cfg: Mapping[str, Any]) -> None:
+    """``model.chunk_size`` must fit the encoder's position embeddings (read from config.json)."""
+    chunk_size = model_cfg.get("chunk_size")
+    limit = encoder_max_positions(str(model_cfg.get("encoder")), model_cfg.get("encoder_overrides"))
+    if limit is not None and _is_int(chunk_size) and chunk_size > limit:
+        raise ConfigError(
+            f"model.chunk_size={chunk_size!r} is not valid (expected an integer in 3..{limit}: "
+            f"the longest input of model.encoder={model_cfg.get('encoder')!r})"
+        )
+
+
+def check_train_config(cfg: Any) -> None:
+    """Every model-free check of ``scripts/train.py``'s config; raises one-line ``ConfigError``."""
+    plain = _as_plain(cfg)
+    problems = _problems(plain, [*trainer_rules(), *model_rules(), *labels_rules()])
+    problems += _problems(plain, [
+        Rule("max_samples_per_split", int_at_least(1), "an integer >= 1, or null (all)", optional=True),
+        Rule("seed", _is_int, "an integer"),
+    ])
+    trainer = plain.get("trainer", {})
+    if not problems and trainer.get("encoder_mode") == "cached" and trainer.get("train_top_layers", -1) > 0:
+        problems.append(
+            f"trainer.train_top_layers={trainer['train_top_layers']} has no effect with "
+            "trainer.encoder_mode=cached (use trainer=default to train top encoder layers)"
+        )
+    _raise(problems)
+    check_chunk_size(plain["model"])
+
+
+def check_calibrate_config(cfg: Any) -> None:
+    """Every model-free check of ``scripts/calibrate.py``'s config, before any download or load."""
+    plain = _as_plain(cfg)
+    problems = _problems(plain, [
+        *routing_rules(),
+        *calibration_rules(),
+        Rule("batch_size", int_at_least(1), "an integer >= 1"),
+        Rule("use_state_cache", is_bool, "true or false"),
+    ])
+    cal, ev = plain.get("calibration_split"), plain.get("evaluation_split")
+    if cal == ev or "train" in (cal, ev):
+        problems.append(
+            f"calibration_split={cal!r}, evaluation_split={ev!r}: the policy must be fitted and "
+            "evaluated on two different held-out splits (use calibration_split=dev evaluation_split=test)"
+        )
+    _raise(problems)
+
+
+__all__ = ["Rule", "check_calibrate_config", "check_chunk_size", "check_train_config", "encoder_max_positions"]

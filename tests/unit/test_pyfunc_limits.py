@@ -1,0 +1,140 @@
+"""MedCoderModel (the served pyfunc) called directly: request limits, optional id, no text in errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST, INVALID_PARAMETER_VALUE
+
+from medcoder.errors import ConfigError
+from medcoder.tracking.pyfunc import (
+    DEFAULT_MAX_REQUEST_CHARS,
+    DEFAULT_MAX_REQUEST_ROWS,
+    INPUT_EXAMPLE,
+    MedCoderModel,
+    RequestLimits,
+    RequestRejected,
+    guard_scoring_server,
+)
+
+SECRET = "ZEBRA-QUOKKA-unique-note-text"
+
+
+@pytest.fixture
+def loaded_model(tiny_bundle, monkeypatch):
+    def load(**env: str) -> MedCoderModel:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        model = MedCoderModel()
+        model.load_context(types.SimpleNamespace(artifacts={"bundle": str(tiny_bundle["result"].bundle_dir)}))
+        return model
+    return load
+
+
+def _frame(texts: list[str], ids: list[str] | None = None) -> pd.DataFrame:
+    return pd.DataFrame({"text": texts} if ids is None else {"id": ids, "text": texts})
+
+
+def test_default_limits_are_documented_values(monkeypatch) -> None:
+    for name in ("MEDCODER_MAX_REQUEST_ROWS", "MEDCODER_MAX_REQUEST_CHARS", "MEDCODER_MAX_REQUEST_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    limits = RequestLimits.from_env()
+    assert (limits.max_rows, limits.max_chars) == (DEFAULT_MAX_REQUEST_ROWS, DEFAULT_MAX_REQUEST_CHARS)
+    monkeypatch.setenv("MEDCODER_MAX_REQUEST_ROWS", "0")
+    with pytest.raises(ConfigError, match="MEDCODER_MAX_REQUEST_ROWS"):
+        RequestLimits.from_env()
+
+
+def test_too_many_rows_is_a_400_without_text(loaded_model) -> None:
+    model = loaded_model(MEDCODER_MAX_REQUEST_ROWS="3")
+    assert len(model.predict(None, _frame(["cough fever"] * 3))) == 3
+    with pytest.raises(RequestRejected) as info:
+        model.predict(None, _frame([SECRET] * 4))
+    assert info.value.get_http_status_code() == 400
+    assert "4 notes" in info.value.message and "MEDCODER_MAX_REQUEST_ROWS" in info.value.message
+    assert SECRET not in info.value.serialize_as_json()
+
+
+def test_too_many_characters_is_rejected_before_scoring(loaded_model, monkeypatch) -> None:
+    model = loaded_model(MEDCODER_MAX_REQUEST_CHARS="1000")
+    scored = []
+    monkeypatch.setattr(model.coder, "predict", lambda *a, **k: scored.append(a) or [])
+    with pytest.raises(RequestRejected, match="1200 characters .* at most 1000 .*MEDCODER_MAX_REQUEST_CHARS"):
+        model.predict(None, _frame([SECRET + "x" * 571, "y" * 600]))
+    assert scored == []  # nothing reached the tokenizer
+
+
+def test_scoring_server_rewrite_cannot_put_text_into_our_errors(loaded_model) -> None:
+    """MLflow's scoring server does `e.message = f"Failed to predict data '{data}' ..."`."""
+    model = loaded_model(MEDCODER_MAX_REQUEST_ROWS="1")
+    data = _frame([SECRET, SECRET])
+    with pytest.raises(MlflowException) as info:
+        model.predict(None, data)
+    exc = info.value
+    exc.message = f"Failed to predict data '{data}'. \nError: {exc.message}"
+    assert SECRET not in exc.message and SECRET not in exc.serialize_as_json()
+
+
+def test_wrong_column_names_no_text(loaded_model) -> None:
+    model = loaded_model()
+    with pytest.raises(RequestRejected) as info:
+        model.predict(None, pd.DataFrame({"note": [SECRET]}))
+    assert "'text' column" in info.value.message and SECRET not in info.value.serialize_as_json()
+
+
+def test_id_is_optional_and_null_ids_get_row_numbers(loaded_model) -> None:
+    model = loaded_model()
+    out = model.predict(None, _frame(["cough fever pneumonia", "headache"]))
+    assert list(out["id"]) == ["0", "1"]
+    out = model.predict(None, _frame(["cough fever pneumonia", "headache"], ids=["a", None]))
+    assert list(out["id"]) == ["a", "1"]
+    for codes in out["codes"]:
+        json.loads(codes)
+
+
+def test_per_note_limit_is_configurable(loaded_model) -> None:
+    model = loaded_model(MEDCODER_MAX_NOTE_CHARS="40")
+    assert model.coder.max_note_chars == 40
+    from medcoder.inference.prediction import text_sha256
+
+    note = "pneumonia cough fever consolidation " * 5
+    out = model.predict(None, _frame([note]))
+    assert out["input_sha256"][0] == text_sha256(note[:40])  # Coder cut the note to 40 characters
+
+
+def test_signature_example_makes_id_optional() -> None:
+    from mlflow.models import infer_signature
+
+    inputs = {c.name: c.required for c in infer_signature(INPUT_EXAMPLE).inputs.inputs}
+    assert inputs == {"id": False, "text": True}
+
+
+def test_guard_returns_413_and_withholds_mlflow_messages(monkeypatch) -> None:
+    """The guard wraps the scoring server's invocations (only when that module is loaded)."""
+    server = types.ModuleType("mlflow.pyfunc.scoring_server")
+    server.InvocationsResponse = lambda response, status, mimetype: (status, response)  # type: ignore[attr-defined]
+
+    def invocations(data, content_type, model, input_schema):
+        # What MLflow 3 does: both errors quote the request.
+        try:
+            json.loads(data)
+        except ValueError:
+            raise MlflowException(f"Ensure that input is a valid JSON. Input: \n{data}",
+                                  error_code=BAD_REQUEST) from None
+        raise MlflowException(f"Failed to predict data '{data}'", error_code=INVALID_PARAMETER_VALUE)
+
+    server.invocations = invocations  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow.pyfunc.scoring_server", server)
+    assert guard_scoring_server(RequestLimits(max_bytes=100))
+    status, body = server.invocations(b"x" * 101, "application/json", None, None)
+    assert status == 413 and "MEDCODER_MAX_REQUEST_BYTES" in body
+    for data in (f'{{"text": "{SECRET}"'.encode(), json.dumps({"text": SECRET}).encode()):
+        with pytest.raises(MlflowException) as info:
+            server.invocations(data, "application/json", None, None)
+        assert SECRET not in info.value.serialize_as_json()
+        assert info.value.get_http_status_code() == 400
