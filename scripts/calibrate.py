@@ -16,7 +16,7 @@ log = logging.getLogger("medcoder.calibrate")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="calibrate")
 def main(cfg: DictConfig) -> None:
-    from medcoder.calibration.pipeline import calibrate
+    from medcoder.workflows.calibrate import calibrate
 
     result = run_or_exit(lambda: calibrate(cfg))
     m = result.metrics

@@ -16,7 +16,7 @@ log = logging.getLogger("medcoder.codeset_diff")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="codeset_diff")
 def main(cfg: DictConfig) -> None:
-    from medcoder.codesets.pipeline import run_codeset_diff
+    from medcoder.workflows.codesets import run_codeset_diff
 
     diff, paths = run_or_exit(lambda: run_codeset_diff(cfg))
     log.info("%s", diff.summary_text())

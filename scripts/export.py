@@ -16,7 +16,7 @@ log = logging.getLogger("medcoder.export")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def main(cfg: DictConfig) -> None:
-    from medcoder.inference.export import export_run
+    from medcoder.workflows.export import export_run
 
     result = run_or_exit(lambda: export_run(cfg))
     log.info("bundle %s -> %s", result.manifest.bundle_id, result.bundle_dir)

@@ -19,7 +19,7 @@ log = logging.getLogger("medcoder.migrate_labels")
 def main(cfg: DictConfig) -> None:
     import json
 
-    from medcoder.codesets.pipeline import run_migrate_labels
+    from medcoder.workflows.codesets import run_migrate_labels
 
     result, paths = run_or_exit(lambda: run_migrate_labels(cfg))
     log.info("%s", result.summary_text())

@@ -20,7 +20,7 @@ log = logging.getLogger("medcoder.predict")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from medcoder.inference.batch import predict_from_config
+    from medcoder.workflows.predict import predict_from_config
 
     result = run_or_exit(lambda: predict_from_config(cfg))
     log.info("predictions: %s; audit log: %s", result.output, result.audit)

@@ -16,17 +16,9 @@ log = logging.getLogger("medcoder.promote")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="promote")
 def main(cfg: DictConfig) -> None:
-    from pathlib import Path
+    from medcoder.workflows.promote import promote_from_config
 
-    from medcoder.tracking import setup_experiment
-    from medcoder.tracking.registry import promote
-
-    def _run() -> str:
-        setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
-        return promote(cfg.registered_model_name, version=cfg.version, from_alias=cfg.from_alias,
-                       to_alias=cfg.to_alias)
-
-    version = run_or_exit(_run)
+    version = run_or_exit(lambda: promote_from_config(cfg))
     log.info("models:/%s@%s -> version %s", cfg.registered_model_name, cfg.to_alias, version)
 
 

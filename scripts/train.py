@@ -16,7 +16,7 @@ log = logging.getLogger("medcoder.train")
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from medcoder.training.run import train
+    from medcoder.workflows.train import train
 
     result = run_or_exit(lambda: train(cfg))
     m = result.metrics

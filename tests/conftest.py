@@ -5,9 +5,7 @@ Everything is written under pytest's tmp dirs; HF/MLflow run offline.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import tempfile
 from pathlib import Path
 
@@ -24,45 +22,8 @@ os.environ.setdefault("MPLCONFIGDIR", _CACHE)
 # Bundles loaded from models:/ URIs are cached (medcoder.inference.bundle.cached_bundle): not in ~/.cache.
 os.environ.setdefault("MEDCODER_CACHE_DIR", _CACHE)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CODIESP_DIR = REPO_ROOT.parent / "shared" / "data" / "codiesp"
-
-# Each synthetic code has trigger words; notes mention the triggers of their codes, so a model can
-# learn the task (and a test can check it learned something).
-TOPICS = {
-    "E11.9": "diabetes glucose insulin metformin",
-    "I10": "hypertension blood pressure amlodipine",
-    "J18.9": "pneumonia cough fever consolidation",
-    "N39.0": "urinary infection dysuria nitrites",
-    "R51": "headache migraine pain head",
-    "K35.80": "appendicitis abdominal pain appendix",
-}
-
-
-def _note(rng: random.Random, codes: list[str], n_words: int) -> str:
-    filler = ["patient", "was", "seen", "in", "clinic", "and", "examined", "today", "with", "stable", "vitals"]
-    words = []
-    for code in codes:
-        words += TOPICS[code].split()
-    while len(words) < n_words:
-        words.append(rng.choice(filler))
-    rng.shuffle(words)
-    return " ".join(words) + "."
-
-
-def write_corpus(folder: Path, n_train: int = 24, n_dev: int = 12, n_test: int = 12, seed: int = 0) -> dict[str, str]:
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
-        rows = []
-        for i in range(n):
-            codes = rng.sample(sorted(TOPICS), k=rng.randint(1, 2))
-            rows.append({"id": f"{split}-{i}", "text": _note(rng, codes, rng.randint(20, 90)), "codes": codes})
-        path = folder / f"{split}.jsonl"
-        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-        paths[split] = str(path)
-    return paths
+from .helpers.corpus import write_corpus  # noqa: E402
+from .helpers.paths import CODIESP_DIR, REPO_ROOT, TINY_MODEL_NAME  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
@@ -93,9 +54,6 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return write_corpus(tmp_path_factory.mktemp("tiny_corpus"))
 
 
-TINY_MODEL_NAME = "medcoder-test"
-
-
 @pytest.fixture(scope="session")
 def export_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Enough dev notes (80) for the precision guarantee to certify a lax target on a tiny model."""
@@ -109,11 +67,11 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, export_corpus: dict[st
     ``mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])`` first (other tests move the URI)."""
     from hydra import compose, initialize_config_dir
 
-    from medcoder.calibration.pipeline import calibrate
-    from medcoder.inference.export import export_run
-    from medcoder.training.run import train
+    from medcoder.workflows.calibrate import calibrate
+    from medcoder.workflows.export import export_run
+    from medcoder.workflows.train import train
 
-    from .unit.test_training import compose_cfg, tiny_overrides
+    from .helpers.configs import compose_cfg, tiny_overrides
 
     def _compose(name: str, overrides: list[str]):
         with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
@@ -130,3 +88,13 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, export_corpus: dict[st
     result = export_run(cfg)
     return {"root": root, "run": run, "result": result, "cfg": cfg, "corpus": export_corpus,
             "tracking_uri": f"sqlite:///{root / 'mlflow.db'}"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration is marked ``integration`` (end to end: subprocesses,
+    SQLite MLflow stores, real MiniLM/CodiEsp), so ``pytest -m "not integration"`` is the fast
+    unit suite and no integration test can be left unmarked."""
+    integration = Path(__file__).parent / "integration"
+    for item in items:
+        if integration in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)

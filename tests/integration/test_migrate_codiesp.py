@@ -9,10 +9,10 @@ import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 
-from medcoder.codesets.pipeline import run_migrate_labels
 from medcoder.data import load_corpus
+from medcoder.workflows.codesets import run_migrate_labels
 
-from ..conftest import CODIESP_DIR, REPO_ROOT
+from ..helpers.paths import CODIESP_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.skipif(not CODIESP_DIR.is_dir(), reason="CodiEsp not available")
 

@@ -12,10 +12,10 @@ import mlflow
 import pytest
 from hydra import compose, initialize_config_dir
 
-from medcoder.calibration.pipeline import calibrate
-from medcoder.training.run import train
+from medcoder.workflows.calibrate import calibrate
+from medcoder.workflows.train import train
 
-from ..conftest import CODIESP_DIR, REPO_ROOT
+from ..helpers.paths import CODIESP_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

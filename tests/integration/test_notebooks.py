@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from ..conftest import CODIESP_DIR, REPO_ROOT
+from ..helpers.paths import CODIESP_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.integration
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))

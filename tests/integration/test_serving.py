@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from ..conftest import TINY_MODEL_NAME
+from ..helpers.paths import TINY_MODEL_NAME
 
 
 def _free_port() -> int:

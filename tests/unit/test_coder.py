@@ -6,23 +6,14 @@ import pytest
 from transformers import AutoTokenizer
 
 from medcoder.calibration.calibrators import make_calibrator
-from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.data.chunking import chunk_texts
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError
 from medcoder.inference.coder import Coder
 from medcoder.inference.evidence import evidence_spans, position_char_span
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.routing.policy import RoutingPolicy
 
-CODES = [f"A{i:02d}" for i in range(12)]  # > 10 labels: config.json sorts "10" before "2"
-
-
-def _policy() -> RoutingPolicy:
-    dt = DecisionThreshold.from_dict({"params": {"mode": "global", "min_positives": 5},
-                                      "state": {"global_threshold": 0.0, "thresholds": [0.0] * len(CODES),
-                                                "per_code": [False] * len(CODES)}})
-    return RoutingPolicy(tau_accept=None, decision_threshold=dt, check_excludes1=False, check_validity=False)
+from ..helpers.coders import CODES, dummy_scores, policy, tiny_coder
 
 
 def test_coder_accepts_a_reloaded_model_and_refuses_mismatched_labels(tmp_path, tiny_encoder) -> None:
@@ -30,19 +21,13 @@ def test_coder_accepts_a_reloaded_model_and_refuses_mismatched_labels(tmp_path, 
     model.save_pretrained(tmp_path)
     reloaded = MedCoderForICDCoding.from_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tiny_encoder)
-    cal = make_calibrator("none").fit(*_dummy())
-    coder = Coder(reloaded, tok, LabelSpace(CODES, {c: 5 for c in CODES}), cal, _policy())
+    cal = make_calibrator("none").fit(*dummy_scores())
+    coder = Coder(reloaded, tok, LabelSpace(CODES, {c: 5 for c in CODES}), cal, policy())
     preds = coder.predict(["fever and cough", ""], ["a", "b"])
     assert preds[1].document_reasons == ["empty_note"] and preds[1].codes == []
     assert len(preds[0].codes) == len(CODES)  # threshold 0: everything predicted, all to review
     with pytest.raises(BundleError, match="labels"):
-        Coder(reloaded, tok, LabelSpace(list(reversed(CODES))), cal, _policy())
-
-
-def _dummy():
-    import numpy as np
-
-    return np.zeros((2, len(CODES)), np.float32), np.zeros((2, len(CODES)), np.float32)
+        Coder(reloaded, tok, LabelSpace(list(reversed(CODES))), cal, policy())
 
 
 def test_position_char_span_follows_chunks_specials_and_pooling(tiny_encoder) -> None:
@@ -70,18 +55,11 @@ def test_position_char_span_follows_chunks_specials_and_pooling(tiny_encoder) ->
     assert spans == [{"start": 0, "end": 9, "weight": 0.9}]  # widened to the whole word
 
 
-def _coder(tmp_path, tiny_encoder, chunk_size: int = 16, max_chunks: int = 8) -> Coder:
-    model = MedCoderForICDCoding.from_encoder(tiny_encoder, CODES, chunk_size=chunk_size, max_chunks=max_chunks)
-    cal = make_calibrator("none").fit(*_dummy())
-    return Coder(model, AutoTokenizer.from_pretrained(tiny_encoder), LabelSpace(CODES, {c: 5 for c in CODES}),
-                 cal, _policy())
-
-
 def test_notes_over_max_note_chars_are_cut_and_flagged(tmp_path, tiny_encoder) -> None:
     from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS
     from medcoder.inference.prediction import text_sha256
 
-    coder = _coder(tmp_path, tiny_encoder)
+    coder = tiny_coder(tmp_path, tiny_encoder)
     assert coder.max_note_chars == DEFAULT_MAX_NOTE_CHARS >= 32_520  # longest CodiEsp note
     short, long = "fever and cough", "fever and cough " * 4  # both fit the model's 8 chunks
     preds = coder.predict([short, long], ["s", "l"], max_note_chars=20)
@@ -99,7 +77,7 @@ def test_notes_over_max_note_chars_are_cut_and_flagged(tmp_path, tiny_encoder) -
 def test_predict_refuses_invalid_unicode_and_settings_with_medcoder_errors(tmp_path, tiny_encoder) -> None:
     from medcoder.errors import ConfigError, DataError
 
-    coder = _coder(tmp_path, tiny_encoder)
+    coder = tiny_coder(tmp_path, tiny_encoder)
     with pytest.raises(DataError, match=r"note 'b': text is not valid Unicode \(unpaired surrogate U\+D800"):
         coder.predict(["fine", "bad \ud800"], ["a", "b"])
     with pytest.raises(DataError, match="id is not valid Unicode"):

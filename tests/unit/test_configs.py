@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from ..conftest import REPO_ROOT
+from ..helpers.paths import REPO_ROOT
 
 CONFIGS = REPO_ROOT / "configs"
 
@@ -49,23 +49,3 @@ def test_calibration_configs(method: str, tmp_path: Path) -> None:
     cfg = _compose("calibrate", ["run_id=x", f"calibration={method}", f"paths.root_dir={tmp_path}"])
     OmegaConf.resolve(cfg)
     assert cfg.calibration.method == method and 0 < cfg.routing.target_precision < 1
-
-
-def test_copied_store_pointing_at_another_checkouts_artifacts_warns(tmp_path, caplog) -> None:
-    """A copied checkout's mlflow.db keeps the original's absolute artifact path (MLflow stores it
-    absolute even when given a relative one): setup_experiment names both paths in one warning."""
-    import shutil
-
-    from medcoder.tracking import setup_experiment
-
-    original, copy = tmp_path / "original", tmp_path / "copy"
-    tracking = {"uri": None, "artifact_dir": None, "experiment_name": "medcoder"}
-    setup_experiment({**tracking, "artifact_dir": str(original / "mlartifacts")}, original)
-    copy.mkdir()
-    shutil.copyfile(original / "mlflow.db", copy / "mlflow.db")
-    with caplog.at_level("WARNING", logger="medcoder.tracking.mlflow_utils"):
-        setup_experiment(tracking, original)
-        assert not caplog.records
-        setup_experiment({**tracking, "artifact_dir": str(copy / "mlartifacts")}, copy)
-    [record] = caplog.records
-    assert str(original / "mlartifacts") in record.getMessage() and str(copy) in record.getMessage()

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from medcoder.data import code_descriptions, load_corpus, normalize_code
+from medcoder.codesets import code_descriptions
+from medcoder.data import load_corpus, normalize_code
 from medcoder.errors import ConfigError, DataError
 
 
@@ -67,6 +68,8 @@ def test_load_corpus_unset_mandatory_value_is_config_error(tmp_path: Path) -> No
     path = tmp_path / "t.jsonl"
     path.write_text(json.dumps({"id": "a", "text": "x", "codes": []}) + "\n", "utf-8")
     cfg = OmegaConf.create({"format": "jsonl", "train": str(path), "dev": "???", "test": None})
+    from medcoder.workflows.factories import build_corpus
+
     with pytest.raises(ConfigError, match=r"data\.dev is required"):
-        load_corpus(cfg)
+        build_corpus(cfg)
 

@@ -26,7 +26,7 @@ from medcoder.data.tabular import iter_unlabeled
 from medcoder.errors import MedcoderError
 from medcoder.inference.batch import OutputPaths, predict_notes, read_notes
 
-from .test_coder import _coder
+from ..helpers.coders import tiny_coder as _coder
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,10 +9,10 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
 from medcoder.data import LabelSpace
-from medcoder.inference.scoring import score_features
+from medcoder.data.features import featurize
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.training.features import featurize
-from medcoder.training.state_cache import EncodedStates, get_states
+from medcoder.modeling.scoring import score_features
+from medcoder.modeling.state_cache import EncodedStates, get_states
 
 TEXTS = ["diabetes " * 40, "short note", "", "hypertension and pneumonia " * 9, "cough"]
 

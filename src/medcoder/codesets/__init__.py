@@ -5,6 +5,7 @@ year comes from and :mod:`medcoder.codesets.migration` for the migration rules.
 """
 
 from medcoder.codesets.base import CodeSet, dotless, dotted
+from medcoder.codesets.descriptions import code_descriptions
 from medcoder.codesets.diff import CodeChange, CodeSetDiff, diff_codesets, write_diff
 from medcoder.codesets.migration import (
     CATEGORIES,
@@ -36,6 +37,7 @@ __all__ = [
     "NormalisationReport",
     "NormalisedCode",
     "available_years",
+    "code_descriptions",
     "data_override",
     "diff_codesets",
     "dotless",

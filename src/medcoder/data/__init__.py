@@ -10,11 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import datasets
-from omegaconf import DictConfig, OmegaConf
 
 from medcoder.data.codes import normalize_code
 from medcoder.data.codiesp import DEFAULT_SPLITS, load_codiesp, load_codiesp_with_report
-from medcoder.data.descriptions import code_descriptions
 from medcoder.data.labels import LabelSpace
 from medcoder.data.report import LoadReport, SplitReport
 from medcoder.data.resolve import resolve_codiesp_root
@@ -26,7 +24,6 @@ __all__ = [
     "LabelSpace",
     "LoadReport",
     "SplitReport",
-    "code_descriptions",
     "load_codiesp",
     "load_codiesp_with_report",
     "load_corpus",
@@ -38,32 +35,16 @@ __all__ = [
 FORMATS = ("codiesp", "jsonl", "csv")
 
 
-class _Cfg:
-    """``.get`` over a dict or DictConfig that turns an unset ``???`` value into a ConfigError
-    naming ``data.<key>`` (OmegaConf's own error does not say how to fix it)."""
-
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
-        self._cfg = cfg
-
-    def get(self, key: str, default: Any = None) -> Any:
-        # DictConfig.get returns None/default for "???", which would silently drop a split.
-        if isinstance(self._cfg, DictConfig) and OmegaConf.is_missing(self._cfg, key):
-            raise ConfigError(
-                f"data.{key} is required but not set (???)",
-                hint=f"pass data.{key}=... on the command line, or data.{key}=null if not needed",
-            )
-        value = self._cfg.get(key, default)
-        return default if value is None and default is not None else value
-
-
 def load_corpus(data_cfg: Mapping[str, Any]) -> datasets.DatasetDict:
-    """Load the corpus a ``data`` config group describes (a dict or an OmegaConf ``DictConfig``).
+    """Load the corpus a ``data`` config group describes, as a plain mapping (workflows resolve
+    the Hydra node first: ``medcoder.workflows.factories.build_corpus``). The one place that maps
+    ``format`` to a loader.
 
     ``format: codiesp`` uses ``root`` (may be null: then it is resolved/downloaded), ``language``,
     ``code_type``, ``cache_dir``, ``download``, ``on_error`` and optional ``splits``;
     ``format: jsonl|csv`` uses ``train``, ``dev``, ``test``, the column names and ``on_error``.
     """
-    data_cfg = _Cfg(data_cfg)
+    data_cfg = {k: v for k, v in data_cfg.items() if v is not None}
     fmt = data_cfg.get("format")
     if fmt == "codiesp":
         root = resolve_codiesp_root(

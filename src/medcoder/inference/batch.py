@@ -2,8 +2,8 @@
 
 What ``scripts/predict.py`` calls. Guarantees, and why each exists:
 
-* **Nothing is loaded or written before every setting is checked** (:func:`check_settings`,
-  :func:`check_paths`): sizes, formats, and the output paths. An output (predictions, audit log,
+* **Nothing is loaded or written before every setting is checked** (``medcoder.workflows.predict``
+  and :func:`check_paths`): sizes, formats, and the output paths. An output (predictions, audit log,
   summary) may not resolve (following symlinks) to the input file, into the input folder, to a
   note file read, to the bundle directory or into it, to another output, or to an existing
   folder: any of these used to overwrite the notes or the model, or fail after predicting.
@@ -42,7 +42,6 @@ from medcoder.data.tabular import iter_unlabeled
 from medcoder.errors import ConfigError, DataError
 from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS, Coder
 from medcoder.inference.prediction import AUDIT_FIELDS, DocumentPrediction
-from medcoder.tracking import setup_experiment
 
 INPUT_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv"}
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
@@ -114,7 +113,7 @@ def read_notes(
     characters (no file is read further), so ``Coder.predict`` with the same limit cuts it to the
     limit and flags it ``truncated``.
     """
-    _check_positive("max_note_chars", max_note_chars, allow_none=True)
+    check_positive("max_note_chars", max_note_chars, allow_none=True)
     p = Path(path).expanduser()
     if p.is_dir():
         files = _note_files(p)
@@ -194,30 +193,11 @@ def _utf8_error_offset(f: Path) -> int:
 
 
 # -- settings and paths -------------------------------------------------------------------------------
-def _check_positive(name: str, value: Any, *, low: int = 1, allow_none: bool = False) -> None:
+def check_positive(name: str, value: Any, *, low: int = 1, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(f"{name}={value!r} is not valid", hint=f"an integer >= {low}")
-
-
-def check_settings(cfg: Any) -> None:
-    """Every non-path predict setting, checked before anything is read or loaded."""
-    _check_positive("batch_size", cfg.batch_size)
-    _check_positive("block_size", cfg.block_size)
-    _check_positive("evidence_top_k", cfg.evidence_top_k, low=0)
-    _check_positive("max_note_chars", cfg.max_note_chars)
-    if cfg.granularity not in GRANULARITIES:
-        raise ConfigError(f"granularity={cfg.granularity!r} is not valid", hint="use note or code")
-    if not isinstance(cfg.audit.include_text, bool):
-        raise ConfigError(f"audit.include_text={cfg.audit.include_text!r} is not valid", hint="true or false")
-    for key in ("id_column", "text_column"):
-        value = cfg[key]
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key}={value!r} is not valid", hint="the column name in the input file")
-    for key in ("bundle", "input", "output"):
-        if not isinstance(cfg[key], str) or not cfg[key].strip():
-            raise ConfigError(f"{key}={cfg[key]!r} is not valid", hint=f"set {key}=<path> on the command line")
 
 
 @dataclass(frozen=True)
@@ -395,7 +375,7 @@ def predict_notes(
 ) -> BatchSummary:
     """Predict already-read ``(id, text)`` notes into the three outputs (temp files, committed
     together at the end, the summary last). SIGTERM/SIGHUP raise meanwhile, so temps are removed."""
-    _check_positive("block_size", block_size)
+    check_positive("block_size", block_size)
     summary = BatchSummary()
     started = time.perf_counter()
     for _, path in outputs.named():
@@ -425,34 +405,3 @@ def predict_notes(
              "audit": outputs.audit.name, **(extra_summary or {})},
             indent=2, allow_nan=False) + "\n")
     return summary
-
-
-@dataclass
-class BatchResult:
-    output: Path
-    audit: Path
-    summary_path: Path
-    summary: BatchSummary
-    bundle_id: str
-
-
-def predict_from_config(cfg: Any) -> BatchResult:
-    """``scripts/predict.py``: check every setting and output path, read the input (all cheap)
-    before loading the bundle, then predict into the three outputs."""
-    check_settings(cfg)
-    outputs = OutputPaths.beside(cfg.output, cfg.audit.path, cfg.summary_path)
-    fmt = check_outputs(outputs.predictions, outputs.audit, cfg.granularity)
-    check_paths(outputs, cfg.input, cfg.bundle)
-    notes = read_notes(cfg.input, id_column=cfg.id_column, text_column=cfg.text_column,
-                       max_note_chars=cfg.max_note_chars)
-    if str(cfg.bundle).startswith(("models:/", "runs:/")):
-        setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
-    coder = Coder.load(cfg.bundle)
-    if coder.bundle_dir is not None:  # a models:/ bundle is only known once downloaded
-        check_paths(outputs, cfg.input, coder.bundle_dir)
-    summary = predict_notes(
-        coder, notes, outputs, fmt=fmt, granularity=cfg.granularity,
-        include_text=bool(cfg.audit.include_text), batch_size=cfg.batch_size, block_size=cfg.block_size,
-        evidence_top_k=cfg.evidence_top_k, max_note_chars=cfg.max_note_chars,
-    )
-    return BatchResult(outputs.predictions, outputs.audit, outputs.summary, summary, coder.bundle_id)

@@ -7,11 +7,11 @@ calibrator, :class:`RoutingPolicy`), so a probability and a decision mean the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +24,11 @@ from medcoder.calibration.calibrators import BaseCalibrator, calibrator_from_dic
 from medcoder.data.chunking import chunk_texts
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, ConfigError, DataError
-from medcoder.inference.bundle import (
-    BUNDLE_ID_TAG,
-    Manifest,
-    cached_bundle,
-    check_bundle_id,
-    verify_bundle,
-)
+from medcoder.inference.bundle import Manifest, verify_bundle
 from medcoder.inference.evidence import evidence_spans
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
-from medcoder.inference.scoring import score_notes, sigmoid
 from medcoder.modeling import MedCoderForICDCoding, load_medcoder_model, load_tokenizer
+from medcoder.modeling.scoring import score_notes, sigmoid
 from medcoder.routing.policy import RoutingPolicy, document_decision
 
 log = logging.getLogger(__name__)
@@ -62,6 +56,22 @@ def resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> P
 
 
 MLFLOW_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
+#: Entry-point group of bundle resolvers for URIs. Why a plugin point: inference must not import
+#: MLflow or ``medcoder.tracking`` (layers, ../shared/DESIGN.md), yet ``Coder.load("models:/…")``
+#: is the documented call. ``medcoder.tracking.bundles`` registers itself here (pyproject.toml),
+#: like MLflow flavours and fsspec protocols do; another registry can plug in the same way.
+RESOLVER_GROUP = "medcoder.bundle_resolvers"
+BundleResolver = Callable[[str, "str | Path | None"], "tuple[Path, Manifest]"]
+
+
+def _uri_resolver(uri: str) -> BundleResolver:
+    """The registered resolver whose URI prefix ``uri`` starts with (longest prefix wins)."""
+    found = sorted((ep for ep in entry_points(group=RESOLVER_GROUP) if uri.startswith(ep.name)),
+                   key=lambda ep: len(ep.name), reverse=True)
+    if not found:
+        raise BundleError(f"bundle={uri}: no resolver is installed for this URI scheme",
+                          hint="reinstall medcoder (pip install -e .) or pass a bundle folder")
+    return found[0].load()
 
 
 def _resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> tuple[Path, Manifest | None]:
@@ -70,95 +80,12 @@ def _resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> 
     ``medcoder.bundle_id`` tag), so ``Coder.load`` does not hash the files twice."""
     text = str(ref)
     if text.startswith(MLFLOW_PREFIXES):
-        return _mlflow_bundle(text, download_dir)
+        return _uri_resolver(text)(text, download_dir)
     path = Path(text).expanduser()
     if not path.exists():
         raise BundleError(f"bundle={path}: no such directory",
                           hint="pass a folder written by scripts/export.py or models:/<name>@<alias>")
     return path, None
-
-
-def _mlflow_bundle(uri: str, download_dir: str | Path | None) -> tuple[Path, Manifest]:
-    """Download (or reuse from the cache) the bundle behind an MLflow URI.
-
-    ``models:/name@alias`` and ``models:/name/<n>`` are resolved to a version number first and
-    that exact version is downloaded (an alias moved meanwhile cannot mix versions); the cache
-    key is (tracking + registry URI, name, version). ``runs:/<id>/<path>`` is keyed by run and
-    path. Other URIs (stages, ``mlflow-artifacts:/``) are downloaded on every load into one
-    cache folder per URI.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    def fail(exc: Exception) -> BundleError:
-        return BundleError(
-            f"bundle={uri}: cannot download it from {mlflow.get_tracking_uri()} ({str(exc).splitlines()[0]})",
-            hint="check the model name and alias (scripts/promote.py) and the tracking URI",
-        )
-
-    store = hashlib.sha256(f"{mlflow.get_tracking_uri()}\n{mlflow.get_registry_uri()}".encode()).hexdigest()[:16]
-    source, expected, strict, reuse = uri, None, True, True
-    digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    key: tuple[str, ...] = (store, "uris", digest, "latest")
-    try:
-        client = mlflow.MlflowClient()
-        if uri.startswith("models:/"):
-            name, version = _registered_version(client, uri)
-            if version is None:
-                reuse = False
-            else:
-                mv = client.get_model_version(name, version)
-                expected = (mv.tags or {}).get(BUNDLE_ID_TAG) or None
-                if expected is None:
-                    log.warning("bundle=%s: version %s has no %s tag; only the manifest is checked", uri,
-                                version, BUNDLE_ID_TAG)
-                source, key = f"models:/{name}/{version}", (store, "models", name, version)
-        elif uri.startswith("runs:/"):
-            run_id, _, artifact_path = uri[len("runs:/"):].partition("/")
-            run = client.get_run(run_id)
-            # The run's tag names its latest export; an older runs:/ path may hold an earlier one.
-            expected, strict = run.data.tags.get(BUNDLE_ID_TAG) or None, False
-            key = (store, "runs", run_id, hashlib.sha256(artifact_path.encode()).hexdigest()[:16])
-        else:
-            reuse = False
-    except MlflowException as exc:
-        raise fail(exc) from exc
-
-    def download(dst: Path) -> Path:
-        dst.mkdir(parents=True, exist_ok=True)
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst)))
-        except (MlflowException, OSError) as exc:
-            raise fail(exc) from exc
-        # The pyfunc model keeps the bundle as artifacts/<bundle folder name>/ (one bundle per model).
-        found = sorted(p.parent for p in (local / "artifacts").glob("*/manifest.json"))
-        if (local / "manifest.json").is_file():
-            found.append(local)
-        if len(found) == 1:
-            return found[0]
-        raise BundleError(f"bundle={uri}: the MLflow model holds no medcoder bundle",
-                          hint="register models with scripts/export.py")
-
-    if download_dir is not None:
-        root = download(Path(download_dir))
-        manifest = verify_bundle(root)
-        if strict:
-            check_bundle_id(manifest, expected, source=uri)
-        return root, manifest
-    return cached_bundle(key, download, source=uri, expected_bundle_id=expected, strict=strict, reuse=reuse)
-
-
-def _registered_version(client: Any, uri: str) -> tuple[str, str | None]:
-    """``(name, version)`` of ``models:/name@alias`` or ``models:/name/<n>``; version None for
-    other forms (a stage such as ``models:/name/Production``, a logged-model id)."""
-    rest = uri[len("models:/"):].rstrip("/")
-    if "@" in rest:
-        name, _, alias = rest.rpartition("@")
-        return name, str(client.get_model_version_by_alias(name, alias).version)
-    name, _, version = rest.rpartition("/")
-    if name and version.isdigit():
-        return name, version
-    return rest, None
 
 
 class Coder:

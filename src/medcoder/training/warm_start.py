@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,28 +95,32 @@ def check_warm_start_ref(ref: str) -> None:
     _local_source(str(ref))
 
 
-def resolve_warm_start_source(ref: str, download_dir: Path) -> tuple[Path, Path]:
-    """``(model_dir, labels_path)`` of ``ref``: a bundle or run-output directory (``model/`` and
-    ``labels.json`` inside), or the id of an MLflow run, downloaded into ``download_dir``.
+FetchRun = Callable[[str, Path], tuple[Path, Path]]
+"""``fetch_run(run_id, download_dir) -> (model_dir, labels_path)``: how a run id becomes files.
+Handed in by the caller (the train workflow passes an MLflow download), so training never
+imports MLflow or ``medcoder.tracking``."""
 
-    For a run id the MLflow tracking URI must already be set (``setup_experiment``).
-    """
+
+def resolve_warm_start_source(ref: str, download_dir: Path, fetch_run: FetchRun | None = None) -> tuple[Path, Path]:
+    """``(model_dir, labels_path)`` of ``ref``: a bundle or run-output directory (``model/`` and
+    ``labels.json`` inside), or a run id fetched by ``fetch_run`` into ``download_dir``."""
     local = _local_source(ref)
     if local is not None:
         return local
-    from medcoder.tracking.artifacts import download_run  # MLflow only when a run id is given
-
+    if fetch_run is None:
+        raise ConfigError(f"warm_start={ref}: not a directory, and no run store to look it up in",
+                          hint="give a bundle directory or outputs/runs/<run_id>")
     try:
-        artifacts = download_run(ref, download_dir)
+        return fetch_run(ref, download_dir)
     except ConfigError as exc:
         raise ConfigError(f"warm_start={ref}: neither a directory nor a usable run ({exc.message})",
                           hint=exc.hint) from exc
-    return artifacts.model_dir, artifacts.labels_path
 
 
-def load_warm_start_source(ref: str, download_dir: Path) -> tuple[MedCoderForICDCoding, LabelSpace]:
+def load_warm_start_source(ref: str, download_dir: Path,
+                           fetch_run: FetchRun | None = None) -> tuple[MedCoderForICDCoding, LabelSpace]:
     """The source model and its label space; their code lists must agree."""
-    model_dir, labels_path = resolve_warm_start_source(ref, download_dir)
+    model_dir, labels_path = resolve_warm_start_source(ref, download_dir, fetch_run)
     labels = LabelSpace.from_json(labels_path)
     try:
         # By concrete class, trust_remote_code=False, safetensors only: a warm-start source is a
@@ -222,18 +226,9 @@ def warm_start_model(
 
 
 def apply_warm_start(model: MedCoderForICDCoding, ref: str, new_codes: Sequence[str],
-                     download_dir: Path) -> WarmStartReport:
+                     download_dir: Path, fetch_run: FetchRun | None = None) -> WarmStartReport:
     """Resolve ``ref``, load the source model and warm-start ``model`` from it (in place)."""
-    source_model, source_labels = load_warm_start_source(ref, download_dir)
+    source_model, source_labels = load_warm_start_source(ref, download_dir, fetch_run)
     report = warm_start_model(model, source_model, source_labels.codes, new_codes, source=str(ref))
     report.source_codeset_fy = source_labels.codeset_fy
     return report
-
-
-def log_warm_start(report: WarmStartReport) -> None:
-    """MLflow: param ``warm_start.source``, ``warm_start_*`` counts, ``warm_start.json`` (codes only)."""
-    import mlflow
-
-    mlflow.log_param("warm_start.source", report.source)
-    mlflow.log_metrics(report.metrics())
-    mlflow.log_text(report.to_json(), "warm_start.json")

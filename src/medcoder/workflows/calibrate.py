@@ -17,25 +17,25 @@ from typing import Any
 import mlflow
 import numpy as np
 from datasets import DatasetDict
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medcoder.atomic import atomic_write_text
-from medcoder.calibration.calibrators import make_calibrator
 from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
 from medcoder.calibration.risk_control import select_accept_threshold
 from medcoder.calibration.thresholds import DecisionThreshold
-from medcoder.config_checks import check_calibrate_config
-from medcoder.data import LabelSpace, load_corpus
+from medcoder.data import LabelSpace
+from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
-from medcoder.inference.scoring import score_features, sigmoid
 from medcoder.modeling import load_medcoder_model, load_tokenizer
+from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
 from medcoder.routing.policy import RoutingPolicy
 from medcoder.tracking import setup_experiment
 from medcoder.tracking.artifacts import download_run
-from medcoder.training.features import featurize
+from medcoder.workflows.config_checks import check_calibrate_config
+from medcoder.workflows.factories import build_calibrator, build_corpus
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -92,7 +92,7 @@ def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str,
 def calibrate(cfg: DictConfig) -> CalibrationResult:
     """Fit calibrator + policy on ``cfg.calibration_split``, evaluate on ``cfg.evaluation_split``."""
     # Every model-free value first: a bad routing.target_precision must not cost a download and
-    # two scored splits before it is reported (medcoder.config_checks).
+    # two scored splits before it is reported (medcoder.workflows.config_checks).
     check_calibrate_config(cfg)
     root = Path(cfg.paths.root_dir).resolve()
     setup_experiment(cfg.tracking, root)
@@ -104,7 +104,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         tokenizer = load_tokenizer(run.model_dir)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
     cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split  # checked distinct up front
-    splits = load_corpus(data_cfg)
+    splits = build_corpus(data_cfg)
     limit = train_cfg.get("max_samples_per_split")
     for name in (cal_name, eval_name):
         if name not in splits:
@@ -122,7 +122,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     cal, ev = arrays[cal_name], arrays[eval_name]
 
     # -- calibrator ----------------------------------------------------------------------------
-    calibrator = make_calibrator(cfg.calibration.method, **OmegaConf.to_container(cfg.calibration.params))
+    calibrator = build_calibrator(cfg.calibration)
     calibrator.fit(logits[cal_name], cal["y"])
     probs = {n: calibrator.transform(logits[n]) for n in splits}
     before = calibration_report(sigmoid(logits[eval_name]), ev["y"])

@@ -8,11 +8,11 @@ import math
 import mlflow
 from hydra import compose, initialize_config_dir
 
-from medcoder.calibration.pipeline import calibrate
-from medcoder.training.run import train
+from medcoder.workflows.calibrate import calibrate
+from medcoder.workflows.train import train
 
-from ..conftest import REPO_ROOT
-from .test_training import compose_cfg, tiny_overrides
+from ..helpers.configs import compose_cfg, tiny_overrides
+from ..helpers.paths import REPO_ROOT
 
 ROUTING_KEYS = ["test_auto_accept_precision", "test_auto_accept_precision_lower", "test_auto_accept_coverage",
                 "test_gold_auto_accepted", "test_docs_fully_auto"]
@@ -38,7 +38,8 @@ def test_calibrate_logs_routing_contract_to_the_training_run(tmp_path, tiny_corp
     assert {"calibration.json", "reliability_diagram.png", "precision_coverage.png"} <= artifacts
     cal = json.loads((tmp_path / "outputs" / "runs" / run.run_id / "calibration.json").read_text())
     assert cal["calibrator"]["method"] == "temperature" and cal["targets"]["target_precision"] == 0.95
-    if result.calibration["guarantee"]["tau"] is None:
-        # 12 tiny dev notes cannot certify 95% precision: the run must say so, not relax the target.
-        assert "nothing will be auto-accepted" in result.message
-        assert m["test_auto_accept_coverage"] == 0.0
+    # 12 tiny dev notes (< 20 gold codes) can never reach LTT's 50-accept floor, so 95% precision
+    # is never certified here: the run must say so, not relax the target (unconditional checks).
+    assert result.calibration["guarantee"]["tau"] is None
+    assert "nothing will be auto-accepted" in result.message
+    assert m["test_auto_accept_coverage"] == 0.0

@@ -15,7 +15,7 @@ from medcoder.errors import DataError
 from medcoder.inference.batch import predict_file, read_notes
 from medcoder.inference.coder import Coder
 
-from ..conftest import REPO_ROOT
+from ..helpers.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def _notes_jsonl(path: Path, n: int = 3) -> Path:
 
 def test_outputs_that_would_overwrite_the_input_or_bundle_are_refused(tiny_bundle, tmp_path, no_bundle_load) -> None:
     from medcoder.errors import ConfigError
-    from medcoder.inference.batch import predict_from_config
+    from medcoder.workflows.predict import predict_from_config
 
     bundle = Path(tiny_bundle["result"].bundle_dir)
     src = _notes_jsonl(tmp_path / "notes.jsonl")
@@ -164,7 +164,7 @@ def test_outputs_that_would_overwrite_the_input_or_bundle_are_refused(tiny_bundl
 ])
 def test_bad_settings_are_config_errors_before_loading(tiny_bundle, tmp_path, no_bundle_load, override, match) -> None:
     from medcoder.errors import ConfigError
-    from medcoder.inference.batch import predict_from_config
+    from medcoder.workflows.predict import predict_from_config
 
     src = _notes_jsonl(tmp_path / "notes.jsonl")
     with pytest.raises(ConfigError, match=match):

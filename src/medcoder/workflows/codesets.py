@@ -46,7 +46,7 @@ def _reference(cfg: Mapping[str, Any], to_fy: int) -> CodeSet | None:
 
 def run_migrate_labels(cfg: DictConfig) -> tuple[MigrationResult, dict[str, Path]]:
     """Load ``cfg.data``, migrate it to ``cfg.to_fy``, write corpus + report, log to MLflow."""
-    from medcoder.data import load_corpus
+    from medcoder.workflows.factories import build_corpus
 
     # Same format as the input: CodiEsp's release layout, CSV or JSONL.
     fmt = {"csv": "csv", "codiesp": "codiesp"}.get(cfg.data.get("format"), "jsonl")
@@ -57,7 +57,7 @@ def run_migrate_labels(cfg: DictConfig) -> tuple[MigrationResult, dict[str, Path
         )
     target = load_codeset(cfg.to_fy, order_file=cfg.get("order_file"), conversion_table=cfg.get("conversion_table"))
     reference = _reference(cfg, target.fiscal_year)
-    data = load_corpus(cfg.data)
+    data = build_corpus(cfg.data)
     result = migrate_dataset(data, target, reference, on_unmappable=cfg.get("on_unmappable", "keep"))
     paths = write_migration(result, cfg.output_dir, fmt=fmt, language=cfg.data.get("language") or "en")
     if cfg.get("log_mlflow", True):

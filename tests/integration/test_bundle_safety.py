@@ -20,10 +20,10 @@ from hydra import compose, initialize_config_dir
 from medcoder.errors import BundleError
 from medcoder.inference import bundle as bundle_mod
 from medcoder.inference.coder import Coder
-from medcoder.inference.export import export_run
+from medcoder.workflows.export import export_run
 
-from ..conftest import REPO_ROOT
-from ..conftest import TINY_MODEL_NAME as MODEL_NAME
+from ..helpers.paths import REPO_ROOT
+from ..helpers.paths import TINY_MODEL_NAME as MODEL_NAME
 
 
 def _compose(name: str, overrides: list[str]):

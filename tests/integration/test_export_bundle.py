@@ -14,17 +14,17 @@ import pytest
 from datasets import DatasetDict
 from hydra import compose, initialize_config_dir
 
+from medcoder.data.features import featurize
 from medcoder.errors import BundleError, ConfigError
 from medcoder.inference import bundle as bundle_mod
 from medcoder.inference.coder import Coder
-from medcoder.inference.export import export_run
-from medcoder.inference.scoring import score_features
-from medcoder.training.features import featurize
-from medcoder.training.run import train
+from medcoder.modeling.scoring import score_features
+from medcoder.workflows.export import export_run
+from medcoder.workflows.train import train
 
-from ..conftest import REPO_ROOT
-from ..conftest import TINY_MODEL_NAME as MODEL_NAME
-from .test_training import compose_cfg, tiny_overrides
+from ..helpers.configs import compose_cfg, tiny_overrides
+from ..helpers.paths import REPO_ROOT
+from ..helpers.paths import TINY_MODEL_NAME as MODEL_NAME
 
 
 def _compose(name: str, overrides: list[str]):

@@ -18,17 +18,20 @@ from typing import Any
 import mlflow
 import numpy as np
 from datasets import DatasetDict
-from omegaconf import DictConfig, OmegaConf
-from transformers import AutoTokenizer, EarlyStoppingCallback, TrainingArguments, set_seed
+from omegaconf import DictConfig
+from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
 from medcoder.atomic import atomic_write_text
-from medcoder.config_checks import check_train_config
-from medcoder.data import LabelSpace, code_descriptions, load_corpus
+from medcoder.codesets import code_descriptions
+from medcoder.data import LabelSpace
+from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
-from medcoder.inference.scoring import score_features, sigmoid
 from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
+from medcoder.modeling.scoring import score_features, sigmoid
+from medcoder.modeling.state_cache import get_states
 from medcoder.tracking import (
     EpochMetricsCallback,
     config_container,
@@ -36,18 +39,17 @@ from medcoder.tracking import (
     log_config,
     setup_experiment,
 )
+from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.plots import per_code_f1, plot_f1_vs_frequency
-from medcoder.training.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
 from medcoder.training.encoders import resolve_encoder
-from medcoder.training.features import featurize
-from medcoder.training.state_cache import get_states
 from medcoder.training.trainer import MedCoderTrainer
 from medcoder.training.warm_start import (
     WarmStartReport,
     apply_warm_start,
     check_warm_start_ref,
-    log_warm_start,
 )
+from medcoder.workflows.config_checks import check_train_config
+from medcoder.workflows.factories import build_corpus, build_model, training_arguments
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -111,42 +113,10 @@ def _mlflow_run_to_continue(ckpt_dir: Path, resume_from: str | None) -> str | No
     return run_id
 
 
-def _training_args(cfg: DictConfig, ckpt_dir: Path) -> TrainingArguments:
-    t = cfg.trainer
-    return TrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=t.num_train_epochs,
-        max_steps=int(t.get("max_steps") or -1),  # optional key (+trainer.max_steps=N); -1: use epochs
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay,
-        warmup_steps=float(t.warmup_ratio),
-        lr_scheduler_type=t.lr_scheduler_type,
-        max_grad_norm=t.max_grad_norm,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        save_total_limit=t.save_total_limit,
-        load_best_model_at_end=True,
-        metric_for_best_model="map",
-        greater_is_better=True,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=t.use_cpu,
-        dataloader_num_workers=t.dataloader_num_workers,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        report_to="none",
-        disable_tqdm=t.disable_tqdm,
-    )
-
-
 def _validate(cfg: DictConfig) -> None:
     """Fail on bad settings before any data is read or model loaded (one line, exit 2).
 
-    The ranges live in :mod:`medcoder.config_checks`, shared with calibration; this adds what only
+    The ranges live in :mod:`medcoder.workflows.config_checks`, shared with calibration; this adds what only
     training has (the warm-start reference).
     """
     check_train_config(cfg)
@@ -162,7 +132,7 @@ def train(cfg: DictConfig) -> TrainResult:
     root = Path(cfg.paths.root_dir).resolve()
 
     # -- data and label space --------------------------------------------------------------
-    splits = load_corpus(cfg.data)
+    splits = build_corpus(cfg.data)
     for name in SPLITS:
         if name not in splits:
             raise ConfigError(f"data.{name}: the corpus has no {name!r} split", hint="train, dev and test are needed")
@@ -178,7 +148,8 @@ def train(cfg: DictConfig) -> TrainResult:
     )
     if len(label_space) == 0:
         raise ConfigError("the label space is empty", hint="lower labels.min_count or check data.code_type")
-    label_space.descriptions = code_descriptions(label_space.codes, code_type=cfg.data.get("code_type", "D"))
+    label_space.descriptions = code_descriptions(label_space.codes, code_type=cfg.data.get("code_type", "D"),
+                                                 fiscal_year=cfg.codeset.fiscal_year)
     coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
     log.info("label space: %d codes; coverage %s", len(label_space), coverage)
 
@@ -188,17 +159,7 @@ def train(cfg: DictConfig) -> TrainResult:
     feats = featurize(
         splits, tokenizer, label_space, chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks
     )
-    model = MedCoderForICDCoding.from_encoder(
-        encoder_path,
-        label_space.codes,
-        chunk_size=cfg.model.chunk_size,
-        max_chunks=cfg.model.max_chunks,
-        attention_dim=cfg.model.attention_dim,
-        head_dropout=cfg.model.head_dropout,
-        token_pool_stride=cfg.model.token_pool_stride,
-        codeset_fy=cfg.codeset.fiscal_year,
-        encoder_overrides=OmegaConf.to_container(cfg.model.encoder_overrides) or None,
-    )
+    model = build_model(cfg.model, encoder_path, label_space.codes, codeset_fy=cfg.codeset.fiscal_year)
     if cfg.model.label_init == "description":
         n_init = init_from_descriptions(model, tokenizer, [label_space.descriptions.get(c, "") for c in label_space.codes])
         log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
@@ -211,7 +172,8 @@ def train(cfg: DictConfig) -> TrainResult:
         warm_started = time.time()
         setup_experiment(cfg.tracking, root)  # a run id is looked up in the tracking store
         with tempfile.TemporaryDirectory(prefix="medcoder-warm-start-") as tmp:
-            warm = apply_warm_start(model, str(cfg.warm_start), label_space.codes, Path(tmp))
+            warm = apply_warm_start(model, str(cfg.warm_start), label_space.codes, Path(tmp),
+                                    fetch_run=_fetch_run)
         warm_seconds = time.time() - warm_started
 
     mode = cfg.trainer.encoder_mode
@@ -262,11 +224,11 @@ def train(cfg: DictConfig) -> TrainResult:
         })
         mlflow.log_metrics({"n_labels": len(label_space), **{f"{n}_truncated_share": float(np.mean(feats[n]["truncated"])) for n in SPLITS}})
         if warm is not None:
-            log_warm_start(warm)
+            _log_warm_start(warm)
             mlflow.log_metric("warm_start_seconds", warm_seconds)
         trainer = MedCoderTrainer(
             model=model,
-            args=_training_args(cfg, ckpt_dir),
+            args=training_arguments(cfg.trainer, output_dir=ckpt_dir, seed=cfg.seed),
             train_dataset=datasets["train"],
             eval_dataset=datasets["dev"],
             data_collator=collator,
@@ -337,3 +299,16 @@ def _save_run_outputs(
     tokenizer.save_pretrained(out / "model")
     label_space.to_json(out / "labels.json")
     atomic_write_text(out / "metrics.json", json.dumps({"decision_threshold": threshold, **metrics}, indent=2, sort_keys=True))
+
+
+def _fetch_run(run_id: str, download_dir: Path) -> tuple[Path, Path]:
+    """A run id as warm-start source: its ``model/`` and ``labels.json`` from the tracking store."""
+    artifacts = download_run(run_id, download_dir)
+    return artifacts.model_dir, artifacts.labels_path
+
+
+def _log_warm_start(report: WarmStartReport) -> None:
+    """MLflow: param ``warm_start.source``, ``warm_start_*`` counts, ``warm_start.json`` (codes only)."""
+    mlflow.log_param("warm_start.source", report.source)
+    mlflow.log_metrics(report.metrics())
+    mlflow.log_text(report.to_json(), "warm_start.json")

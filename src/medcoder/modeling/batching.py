@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from medcoder.training.state_cache import EncodedStates
+from medcoder.modeling.state_cache import EncodedStates
 
 
 class StatesDataset(torch.utils.data.Dataset):

@@ -18,8 +18,8 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.training.batching import collate_chunks, collate_states
-from medcoder.training.state_cache import cached_states
+from medcoder.modeling.batching import collate_chunks, collate_states
+from medcoder.modeling.state_cache import cached_states
 
 
 @dataclass

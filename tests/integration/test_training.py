@@ -12,38 +12,15 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from hydra import compose, initialize_config_dir
 
 from medcoder.errors import ConfigError
-from medcoder.training.run import train
+from medcoder.workflows.train import train
 
-from ..conftest import REPO_ROOT
+from ..helpers.configs import compose_cfg, tiny_overrides
+from ..helpers.paths import REPO_ROOT
 
 METRIC_NAMES = ["map", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "p_at_5", "p_at_8",
                 "p_at_15", "r_at_10", "r_at_15", "micro_auc", "macro_auc", "ece", "label_coverage"]
-
-
-def tiny_overrides(root: Path, corpus: dict[str, str], encoder: str, *extra: str) -> list[str]:
-    return [
-        "data=jsonl",
-        f"data.train={corpus['train']}",
-        f"data.dev={corpus['dev']}",
-        f"data.test={corpus['test']}",
-        f"model.encoder={encoder}",
-        "model.chunk_size=16",
-        "model.max_chunks=3",
-        "model.encoder_overrides={}",
-        f"paths.root_dir={root}",
-        "trainer.per_device_train_batch_size=4",
-        "trainer.disable_tqdm=true",
-        "trainer.use_cpu=true",
-        *extra,
-    ]
-
-
-def compose_cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def test_cached_training_logs_the_mlflow_contract(tmp_path, tiny_corpus, tiny_encoder) -> None:
@@ -161,7 +138,7 @@ def test_zero_epochs_are_refused_before_anything_is_loaded(tmp_path, tiny_corpus
 
 def test_a_run_that_trained_zero_steps_is_failed_not_finished(tmp_path, tiny_corpus, tiny_encoder, monkeypatch) -> None:
     """Behind the config check: should 0 optimizer steps happen anyway, the run is FAILED."""
-    import medcoder.training.run as run_module
+    import medcoder.workflows.train as run_module
 
     monkeypatch.setattr(run_module, "check_train_config", lambda cfg: None)
     cfg = compose_cfg(tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, "trainer=cached_head",

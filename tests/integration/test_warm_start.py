@@ -13,15 +13,15 @@ from medcoder.data import LabelSpace
 from medcoder.errors import BundleError, ConfigError
 from medcoder.modeling import MedCoderForICDCoding
 from medcoder.tracking import setup_experiment
-from medcoder.training.run import train
 from medcoder.training.warm_start import (
     PER_LABEL_PARAMS,
     apply_warm_start,
     nearest_ancestor,
     resolve_warm_start_source,
 )
+from medcoder.workflows.train import train
 
-from .test_training import compose_cfg, tiny_overrides
+from ..helpers.configs import compose_cfg, tiny_overrides
 
 SOURCE_CODES = ["E11.9", "I10", "J18.9", "N39.0", "R51", "K35"]
 NEW_CODES = ["I10", "K35.80", "E11.9", "Z99.9", "J18.9"]  # columns moved, 2 added, 3 dropped
@@ -119,7 +119,7 @@ def _save_source(model: MedCoderForICDCoding, codes: list[str], out: Path) -> Pa
 def test_frozen_encoder_keeps_its_state_cache_key(tmp_path, tiny_encoder) -> None:
     """With trainer.encoder_mode=cached the source's encoder is the pretrained one; after a save,
     a load and the copy its fingerprint (the state cache key) must equal a cold run's."""
-    from medcoder.training.state_cache import encoder_fingerprint
+    from medcoder.modeling.state_cache import encoder_fingerprint
 
     source = _save_source(_model(tiny_encoder, SOURCE_CODES, seed=1), SOURCE_CODES, tmp_path / "source")
     new = _model(tiny_encoder, NEW_CODES, seed=2)

@@ -1,0 +1,79 @@
+"""``scripts/predict.py``: batch prediction from a Hydra config.
+
+Reads the config, checks every setting and output path, reads the input (all cheap) before
+loading the bundle (a ``models:/`` URI needs the tracking store), then predicts into the three
+outputs through :mod:`medcoder.inference.batch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medcoder.errors import ConfigError
+from medcoder.inference import Coder
+from medcoder.inference.batch import (
+    GRANULARITIES,
+    REMOTE_BUNDLE_PREFIXES,
+    BatchSummary,
+    OutputPaths,
+    check_outputs,
+    check_paths,
+    check_positive,
+    predict_notes,
+    read_notes,
+)
+from medcoder.tracking import setup_experiment
+
+__all__ = ["BatchResult", "check_settings", "predict_from_config"]
+
+
+def check_settings(cfg: Any) -> None:
+    """Every non-path predict setting, checked before anything is read or loaded."""
+    check_positive("batch_size", cfg.batch_size)
+    check_positive("block_size", cfg.block_size)
+    check_positive("evidence_top_k", cfg.evidence_top_k, low=0)
+    check_positive("max_note_chars", cfg.max_note_chars)
+    if cfg.granularity not in GRANULARITIES:
+        raise ConfigError(f"granularity={cfg.granularity!r} is not valid", hint="use note or code")
+    if not isinstance(cfg.audit.include_text, bool):
+        raise ConfigError(f"audit.include_text={cfg.audit.include_text!r} is not valid", hint="true or false")
+    for key in ("id_column", "text_column"):
+        value = cfg[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}={value!r} is not valid", hint="the column name in the input file")
+    for key in ("bundle", "input", "output"):
+        if not isinstance(cfg[key], str) or not cfg[key].strip():
+            raise ConfigError(f"{key}={cfg[key]!r} is not valid", hint=f"set {key}=<path> on the command line")
+
+
+@dataclass
+class BatchResult:
+    output: Path
+    audit: Path
+    summary_path: Path
+    summary: BatchSummary
+    bundle_id: str
+
+
+def predict_from_config(cfg: Any) -> BatchResult:
+    """``scripts/predict.py``: check every setting and output path, read the input (all cheap)
+    before loading the bundle, then predict into the three outputs."""
+    check_settings(cfg)
+    outputs = OutputPaths.beside(cfg.output, cfg.audit.path, cfg.summary_path)
+    fmt = check_outputs(outputs.predictions, outputs.audit, cfg.granularity)
+    check_paths(outputs, cfg.input, cfg.bundle)
+    notes = read_notes(cfg.input, id_column=cfg.id_column, text_column=cfg.text_column,
+                       max_note_chars=cfg.max_note_chars)
+    if str(cfg.bundle).startswith(REMOTE_BUNDLE_PREFIXES):
+        setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
+    coder = Coder.load(cfg.bundle)
+    if coder.bundle_dir is not None:  # a models:/ bundle is only known once downloaded
+        check_paths(outputs, cfg.input, coder.bundle_dir)
+    summary = predict_notes(
+        coder, notes, outputs, fmt=fmt, granularity=cfg.granularity,
+        include_text=bool(cfg.audit.include_text), batch_size=cfg.batch_size, block_size=cfg.block_size,
+        evidence_top_k=cfg.evidence_top_k, max_note_chars=cfg.max_note_chars,
+    )
+    return BatchResult(outputs.predictions, outputs.audit, outputs.summary, summary, coder.bundle_id)

@@ -1,0 +1,44 @@
+"""A tiny synthetic corpus whose codes a model can learn (each code has trigger words)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+# Each synthetic code has trigger words; notes mention the triggers of their codes, so a model can
+# learn the task (and a test can check it learned something).
+TOPICS = {
+    "E11.9": "diabetes glucose insulin metformin",
+    "I10": "hypertension blood pressure amlodipine",
+    "J18.9": "pneumonia cough fever consolidation",
+    "N39.0": "urinary infection dysuria nitrites",
+    "R51": "headache migraine pain head",
+    "K35.80": "appendicitis abdominal pain appendix",
+}
+
+
+def _note(rng: random.Random, codes: list[str], n_words: int) -> str:
+    filler = ["patient", "was", "seen", "in", "clinic", "and", "examined", "today", "with", "stable", "vitals"]
+    words = []
+    for code in codes:
+        words += TOPICS[code].split()
+    while len(words) < n_words:
+        words.append(rng.choice(filler))
+    rng.shuffle(words)
+    return " ".join(words) + "."
+
+
+def write_corpus(folder: Path, n_train: int = 24, n_dev: int = 12, n_test: int = 12, seed: int = 0) -> dict[str, str]:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, n in (("train", n_train), ("dev", n_dev), ("test", n_test)):
+        rows = []
+        for i in range(n):
+            codes = rng.sample(sorted(TOPICS), k=rng.randint(1, 2))
+            rows.append({"id": f"{split}-{i}", "text": _note(rng, codes, rng.randint(20, 90)), "codes": codes})
+        path = folder / f"{split}.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+        paths[split] = str(path)
+    return paths

@@ -1,0 +1,27 @@
+"""Scripts fail fast in one line (subprocess). Config values are checked before any model is loaded: one line naming key, value and range."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ..helpers.paths import REPO_ROOT
+
+
+@pytest.mark.parametrize(("script", "args", "key"), [
+    ("train.py", ["trainer.num_train_epochs=-1"], "trainer.num_train_epochs=-1"),
+    ("calibrate.py", ["run_id=abc", "routing.target_precision=1.5"], "routing.target_precision=1.5"),
+])
+def test_scripts_fail_fast_in_one_line(script, args, key, tmp_path) -> None:
+    started = time.time()
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), f"paths.root_dir={tmp_path}", *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert time.time() - started < 120

@@ -1,0 +1,27 @@
+"""MLflow store checks (SQLite). Every shipped config composes and resolves (a typo in an interpolation fails here, not on a GPU)."""
+
+from __future__ import annotations
+
+from ..helpers.paths import REPO_ROOT
+
+CONFIGS = REPO_ROOT / "configs"
+
+
+def test_copied_store_pointing_at_another_checkouts_artifacts_warns(tmp_path, caplog) -> None:
+    """A copied checkout's mlflow.db keeps the original's absolute artifact path (MLflow stores it
+    absolute even when given a relative one): setup_experiment names both paths in one warning."""
+    import shutil
+
+    from medcoder.tracking import setup_experiment
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    tracking = {"uri": None, "artifact_dir": None, "experiment_name": "medcoder"}
+    setup_experiment({**tracking, "artifact_dir": str(original / "mlartifacts")}, original)
+    copy.mkdir()
+    shutil.copyfile(original / "mlflow.db", copy / "mlflow.db")
+    with caplog.at_level("WARNING", logger="medcoder.tracking.mlflow_utils"):
+        setup_experiment(tracking, original)
+        assert not caplog.records
+        setup_experiment({**tracking, "artifact_dir": str(copy / "mlartifacts")}, copy)
+    [record] = caplog.records
+    assert str(original / "mlartifacts") in record.getMessage() and str(copy) in record.getMessage()
