@@ -30,5 +30,5 @@ def dummy_scores():
 def tiny_coder(tmp_path, tiny_encoder, chunk_size: int = 16, max_chunks: int = 8) -> Coder:
     model = MedCoderForICDCoding.from_encoder(tiny_encoder, CODES, chunk_size=chunk_size, max_chunks=max_chunks)
     cal = make_calibrator("none").fit(*dummy_scores())
-    return Coder(model, AutoTokenizer.from_pretrained(tiny_encoder), LabelSpace(CODES, {c: 5 for c in CODES}),
+    return Coder.from_model(model, AutoTokenizer.from_pretrained(tiny_encoder), LabelSpace(CODES, {c: 5 for c in CODES}),
                  cal, policy())

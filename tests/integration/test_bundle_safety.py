@@ -341,7 +341,7 @@ def test_registry_bundle_id_mismatch_is_refused(exported, tmp_path, monkeypatch)
 KILLED_EXPORT = """
 import os, signal, sys
 from hydra import compose, initialize_config_dir
-from medcoder.inference import export as export_mod
+from medcoder.workflows import export as export_mod
 
 def killed(**_):
     os.kill(os.getpid(), signal.SIGKILL)  # as if the machine's OOM killer struck mid-export

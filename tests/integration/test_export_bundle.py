@@ -203,7 +203,7 @@ def test_tampered_missing_or_unknown_bundles_are_refused(exported, tmp_path) -> 
 
 
 def test_interrupted_export_leaves_no_bundle(exported, tmp_path, monkeypatch) -> None:
-    from medcoder.inference import export as export_mod
+    from medcoder.workflows import export as export_mod
 
     def boom(**_):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C half-way through writing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
@@ -10,8 +11,8 @@ from medcoder.data.chunking import chunk_texts
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError
 from medcoder.inference.coder import Coder
-from medcoder.inference.evidence import evidence_spans, position_char_span
 from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling.evidence import evidence_spans, position_char_span
 
 from ..helpers.coders import CODES, dummy_scores, policy, tiny_coder
 
@@ -22,12 +23,12 @@ def test_coder_accepts_a_reloaded_model_and_refuses_mismatched_labels(tmp_path, 
     reloaded = MedCoderForICDCoding.from_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tiny_encoder)
     cal = make_calibrator("none").fit(*dummy_scores())
-    coder = Coder(reloaded, tok, LabelSpace(CODES, {c: 5 for c in CODES}), cal, policy())
+    coder = Coder.from_model(reloaded, tok, LabelSpace(CODES, {c: 5 for c in CODES}), cal, policy())
     preds = coder.predict(["fever and cough", ""], ["a", "b"])
     assert preds[1].document_reasons == ["empty_note"] and preds[1].codes == []
     assert len(preds[0].codes) == len(CODES)  # threshold 0: everything predicted, all to review
     with pytest.raises(BundleError, match="labels"):
-        Coder(reloaded, tok, LabelSpace(list(reversed(CODES))), cal, policy())
+        Coder.from_model(reloaded, tok, LabelSpace(list(reversed(CODES))), cal, policy())
 
 
 def test_position_char_span_follows_chunks_specials_and_pooling(tiny_encoder) -> None:
@@ -71,7 +72,8 @@ def test_notes_over_max_note_chars_are_cut_and_flagged(tmp_path, tiny_encoder) -
     assert not coder.predict([long], max_note_chars=None)[0].truncated
     coder.max_note_chars = 20  # the attribute is the default (what the pyfunc / server path uses)
     assert coder.predict([long])[0].truncated
-    assert coder._features([long])[0]["truncated"] == [True]
+    # probabilities() reads the same prefix: identical to scoring the cut note itself
+    np.testing.assert_allclose(coder.probabilities([long]), coder.probabilities([long[:20]]))
 
 
 def test_predict_refuses_invalid_unicode_and_settings_with_medcoder_errors(tmp_path, tiny_encoder) -> None:

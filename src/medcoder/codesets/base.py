@@ -88,6 +88,7 @@ class CodeSet:
         source: str,
         conversions: Mapping[str, Sequence[str]] | None = None,
         excludes1: Callable[[str], tuple[Excludes1Spec, ...]] | None = None,
+        inclusion_terms: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.fiscal_year = int(fiscal_year)
         self.source = source
@@ -100,6 +101,7 @@ class CodeSet:
             {dotted(k): tuple(dotted(v) for v in vs) for k, vs in (conversions or {}).items()}
         )
         self._excludes1 = excludes1
+        self._inclusion_terms = inclusion_terms
         self._children: dict[str, list[str]] | None = None
         self._conflicts: dict[tuple[str, ...], Any] = {}
 
@@ -198,7 +200,7 @@ class CodeSet:
         """The same codes with a conversion table attached (previous -> current codes)."""
         return CodeSet(
             self.fiscal_year, self._desc, self._billable, source=self.source,
-            conversions=conversions, excludes1=self._excludes1,
+            conversions=conversions, excludes1=self._excludes1, inclusion_terms=self._inclusion_terms,
         )
 
     # --- notes ---------------------------------------------------------------------------------
@@ -208,6 +210,16 @@ class CodeSet:
         if self._excludes1 is None or not self.is_valid(code):
             return ()
         return self._excludes1(dotted(code))
+
+    def inclusion_terms(self, code: str) -> tuple[str, ...]:
+        """The tabular list's inclusion terms of ``code`` (other wordings coders use for it); empty
+        when the year has no tabular list or the code is not valid."""
+        if self._inclusion_terms is None or not self.is_valid(code):
+            return ()
+        try:
+            return tuple(self._inclusion_terms(dotted(code)))
+        except Exception:  # noqa: BLE001 - a library quirk on an odd code: no terms, never a crash
+            return ()
 
     def conflict_matrix(self, label_codes: Sequence[str]) -> Any:
         """Symmetric sparse ``(n, n)`` matrix over ``label_codes``: 1 where two codes may not be

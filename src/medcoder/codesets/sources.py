@@ -64,6 +64,7 @@ def from_simple_icd_10_cm(fiscal_year: int = 2026) -> CodeSet:
         billable,
         source="simple-icd-10-cm (April 2026 update of FY2026, tabular list)",
         excludes1=_simple_excludes1,
+        inclusion_terms=cm.get_inclusion_term,
     )
 
 

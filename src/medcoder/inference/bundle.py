@@ -54,7 +54,11 @@ from medcoder.errors import BundleError
 log = logging.getLogger(__name__)
 
 #: 2: no code in the bundle (schema 1 had ``model/modeling_medcoder.py`` + ``auto_map``).
-BUNDLE_SCHEMA_VERSION = 2
+BUNDLE_SCHEMA_VERSION = 3
+#: Schemas this version reads. 2: one neural view (``model/``); 3: adds fused views
+#: (``scorers/<name>/``, ``stacker.json``). A schema-2 reader must not load a schema-3 bundle: it
+#: would ignore the stacker and score with the neural view alone, silently.
+READABLE_SCHEMA_VERSIONS = (2, 3)
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("labels.json", "calibration.json", "metrics.json", "MODEL_CARD.md", "model/config.json")
 #: Tag on the registered model version (and on the run) naming the bundle it holds; set by export,
@@ -379,9 +383,9 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
             f"and are no longer loaded",
             hint=f"re-export it with scripts/export.py run_id={run or '<run id>'} output_dir=<new dir>",
         )
-    if version != BUNDLE_SCHEMA_VERSION:
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise BundleError(
-            f"{path}: schema_version={version!r} is not supported (this medcoder reads {BUNDLE_SCHEMA_VERSION})",
+            f"{path}: schema_version={version!r} is not supported (this medcoder reads {list(READABLE_SCHEMA_VERSIONS)})",
             hint="re-export the bundle with scripts/export.py, or install the medcoder version that wrote it",
         )
     return Manifest(

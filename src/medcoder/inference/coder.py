@@ -16,19 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from medcoder.calibration.calibrators import BaseCalibrator, calibrator_from_dict
-from medcoder.data.chunking import chunk_texts
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, ConfigError, DataError
 from medcoder.inference.bundle import Manifest, verify_bundle
-from medcoder.inference.evidence import evidence_spans
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
-from medcoder.modeling import MedCoderForICDCoding, load_medcoder_model, load_tokenizer
-from medcoder.modeling.scoring import score_notes, sigmoid
+from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling.hybrid import HybridScorer
+from medcoder.modeling.neural import NeuralScorer
+from medcoder.modeling.scorer import Scorer
+from medcoder.modeling.scoring import sigmoid
 from medcoder.routing.policy import RoutingPolicy, document_decision
 
 log = logging.getLogger(__name__)
@@ -100,8 +99,7 @@ class Coder:
 
     def __init__(
         self,
-        model: MedCoderForICDCoding,
-        tokenizer: PreTrainedTokenizerBase,
+        scorer: HybridScorer | Scorer,
         label_space: LabelSpace,
         calibrator: BaseCalibrator,
         policy: RoutingPolicy,
@@ -110,18 +108,35 @@ class Coder:
         manifest: Manifest | None = None,
         bundle_dir: Path | None = None,
     ) -> None:
-        model_codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        if model_codes != list(label_space.codes):
+        if not isinstance(scorer, HybridScorer):
+            scorer = HybridScorer({scorer.name: scorer}, None, _frequencies(label_space))
+        if list(scorer.codes) != list(label_space.codes):
             raise BundleError("the model's labels and labels.json differ (order or content)",
                               hint="re-export the bundle from one training run")
-        self.model = model.eval()
-        self.tokenizer = tokenizer
+        self.scorer = scorer
         self.label_space = label_space
         self.calibrator = calibrator
         self.policy = policy
         self.bundle_id = bundle_id
         self.manifest = manifest
         self.bundle_dir = bundle_dir
+
+    @classmethod
+    def from_model(cls, model: MedCoderForICDCoding, tokenizer: PreTrainedTokenizerBase, label_space: LabelSpace,
+                   calibrator: BaseCalibrator, policy: RoutingPolicy, **kwargs: Any) -> Coder:
+        """A neural-only coder from in-memory parts (tests, notebooks)."""
+        return cls(NeuralScorer(model, tokenizer), label_space, calibrator, policy, **kwargs)
+
+    @property
+    def model(self) -> MedCoderForICDCoding | None:
+        """The neural view's model (None for a coder without one)."""
+        view = self.scorer.neural
+        return view.model if view is not None else None  # type: ignore[attr-defined]
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase | None:
+        view = self.scorer.neural
+        return view.tokenizer if view is not None else None  # type: ignore[attr-defined]
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -146,14 +161,12 @@ class Coder:
             raise BundleError(f"{root}: labels.json/calibration.json unreadable ({exc})",
                               hint="re-export the bundle with scripts/export.py") from exc
         try:
-            model = load_medcoder_model(root / "model", device=device)
-            tokenizer = load_tokenizer(root / "model")
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{root / 'model'}: cannot load the model ({str(exc).splitlines()[0]})",
+            scorer = HybridScorer.load(root, _frequencies(label_space), device=device)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"{root}: cannot load the model ({str(exc).splitlines()[0]})",
                               hint="re-export the bundle") from exc
         bundle_id = manifest.bundle_id if manifest else json.loads((root / "manifest.json").read_text())["bundle_id"]
-        return cls(model, tokenizer, label_space, calibrator, policy,
-                   bundle_id=bundle_id, manifest=manifest, bundle_dir=root)
+        return cls(scorer, label_space, calibrator, policy, bundle_id=bundle_id, manifest=manifest, bundle_dir=root)
 
     @property
     def codeset_fy(self) -> int | None:
@@ -202,15 +215,11 @@ class Coder:
                     raise DataError(f"note {ascii(ids[i])}: {what} is not valid Unicode (unpaired surrogate "
                                     f"U+{ord(value[exc.start]):04X} at character {exc.start})",
                                     hint="decode the note from UTF-8 before sending it") from exc
-        cfg = self.model.config
-        use_offsets = bool(getattr(self.tokenizer, "is_fast", False)) and evidence_top_k > 0
-        features, offsets = self._features(notes, return_offsets=use_offsets, max_note_chars=limit)
         show = len(texts) >= PROGRESS_MIN_NOTES if progress is None else progress
-        with torch.inference_mode():
-            scores = score_notes(self.model, features, batch_size=batch_size, progress=show,
-                                 evidence_top_k=evidence_top_k if use_offsets else 0)
-        probs = self.calibrator.transform(scores.logits)
-        truncated = np.asarray(features["truncated"], dtype=bool)
+        fused = self.scorer.score(texts, evidence=evidence_top_k > 0, evidence_top_k=evidence_top_k,
+                                  batch_size=batch_size, progress=show)
+        probs = self.calibrator.transform(fused.logits)
+        truncated = fused.truncated | np.array([len(n) > len(t) for n, t in zip(notes, texts, strict=True)])
         empty = np.array([not t.strip() for t in texts], dtype=bool)
         routed = self.policy.route(probs, self.label_space.codes, self.label_space.frequency, truncated, empty)
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -219,14 +228,10 @@ class Coder:
         for i, decisions in enumerate(routed):
             codes = []
             for d in decisions:
-                evidence: list[dict[str, Any]] = []
-                if scores.top_positions is not None:
-                    j = index[d.code]
-                    evidence = evidence_spans(scores.top_positions[i, :, j], scores.top_weights[i, :, j], offsets[i],
-                                              chunk_size=cfg.chunk_size, stride=max(1, cfg.token_pool_stride),
-                                              text=texts[i])
+                j = index[d.code]
+                evidence = fused.evidence_for(i, j) if evidence_top_k > 0 else []
                 codes.append(CodePrediction(d.code, self.label_space.descriptions.get(d.code, ""), d.probability,
-                                            d.decision, list(d.reasons), evidence))
+                                            d.decision, list(d.reasons), evidence, fused.sources_for(i, j)))
             decision, reasons = document_decision(decisions, bool(empty[i]))
             out.append(DocumentPrediction(
                 id=ids[i], codes=codes, document_decision=decision, document_reasons=reasons,
@@ -238,11 +243,12 @@ class Coder:
     def probabilities(self, texts: Sequence[str], *, batch_size: int = 8, calibrated: bool = True) -> np.ndarray:
         """Probabilities ``(n_notes, n_codes)`` for every code, for evaluation and plots.
 
-        ``calibrated=False`` gives the model's own sigmoid (what the calibrator corrects), so a
-        reliability diagram can compare both without a second scoring path.
+        ``calibrated=False`` gives the fused score's own sigmoid (what the calibrator corrects),
+        so a reliability diagram can compare both without a second scoring path.
         """
-        features, _ = self._features(list(texts))
-        logits = score_notes(self.model, features, batch_size=batch_size).logits
+        limit = self._note_limit()
+        texts = [t[:limit] if limit is not None else t for t in texts]
+        logits = self.scorer.score(texts, batch_size=batch_size).logits
         return self.calibrator.transform(logits) if calibrated else sigmoid(logits)
 
     def _note_limit(self, max_note_chars: int | None | str = "default") -> int | None:
@@ -252,24 +258,12 @@ class Coder:
             raise ConfigError(f"max_note_chars={limit!r} is not valid", hint="a positive number of characters, or None")
         return limit
 
-    def _features(self, texts: list[str], *, return_offsets: bool = False,
-                  max_note_chars: int | None | str = "default") -> tuple[Dataset, list | None]:
-        """Chunked token ids (the model's input) and, optionally, each token's character span.
-
-        Notes longer than ``max_note_chars`` are cut to it first (bounded memory) and flagged in
-        ``truncated``, as are notes longer than the model's ``max_chunks`` chunks."""
-        cfg = self.model.config
-        limit = self._note_limit(max_note_chars)
-        over = [limit is not None and len(t) > limit for t in texts]
-        if any(over):
-            texts = [t[:limit] if cut else t for t, cut in zip(texts, over, strict=True)]
-        chunks = chunk_texts(texts, self.tokenizer, chunk_size=cfg.chunk_size, max_chunks=cfg.max_chunks,
-                             return_offsets=return_offsets)
-        chunks["truncated"] = [bool(t) or cut for t, cut in zip(chunks["truncated"], over, strict=True)]
-        offsets = chunks.pop("offsets", None)
-        return Dataset.from_dict(chunks), offsets
-
     def __repr__(self) -> str:
         return (f"Coder(bundle_id={self.bundle_id!r}, codes={len(self.label_space)}, "
                 f"codeset_fy={self.codeset_fy}, policy_version={self.policy.policy_version!r}, "
-                f"tau_accept={self.policy.tau_accept})")
+                f"views={list(self.scorer.views)}, tau_accept={self.policy.threshold})")
+
+
+def _frequencies(label_space: LabelSpace) -> np.ndarray:
+    """Training frequency of each code, in label order (a stacker feature)."""
+    return np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)

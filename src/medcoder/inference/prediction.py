@@ -30,6 +30,9 @@ class CodePrediction:
     decision: str
     reasons: list[str] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    """Views that supported the code (a non-negated dictionary match; the code among a view's
+    top scores for the note)."""
 
 
 @dataclass

@@ -7,10 +7,32 @@ transformers' ``AutoConfig`` / ``AutoModel``, so ``import medcoder.modeling`` fo
 """
 
 from medcoder.modeling.configuration import MedCoderConfig
+from medcoder.modeling.dictionary import DictionaryScorer
+from medcoder.modeling.hybrid import FusedScores, HybridScorer
 from medcoder.modeling.loading import load_medcoder_model, load_tokenizer, tokenizer_class_for
 from medcoder.modeling.model import MedCoderForICDCoding
+from medcoder.modeling.neural import NeuralScorer  # noqa: I001 (registers the view)
+from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, register_scorer
+from medcoder.modeling.stacker import Stacker
+from medcoder.modeling.tfidf import TfidfScorer
 
-__all__ = ["MedCoderConfig", "MedCoderForICDCoding", "load_medcoder_model", "load_tokenizer", "tokenizer_class_for"]
+__all__ = [
+    "SCORER_REGISTRY",
+    "DictionaryScorer",
+    "FusedScores",
+    "HybridScorer",
+    "MedCoderConfig",
+    "MedCoderForICDCoding",
+    "NeuralScorer",
+    "Scorer",
+    "Scores",
+    "Stacker",
+    "TfidfScorer",
+    "load_medcoder_model",
+    "load_tokenizer",
+    "register_scorer",
+    "tokenizer_class_for",
+]
 
 from transformers import AutoConfig, AutoModel  # noqa: E402
 

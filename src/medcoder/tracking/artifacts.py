@@ -47,4 +47,13 @@ def download_run(run_id: str, dst: Path) -> RunArtifacts:
                 f"run {run_id} has no artifact {path!r}",
                 hint="train with tracking.log_model=true (the default)",
             ) from exc
+    # A fused (hybrid) run also has its other views and the stacker (medcoder.modeling.hybrid).
+    present = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    for path in OPTIONAL_ARTIFACTS:
+        if path in present:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
     return RunArtifacts(run_id, dst)
+
+
+#: Written only by fused runs: the non-neural views and the stacker.
+OPTIONAL_ARTIFACTS = ("scorers", "stacker.json")

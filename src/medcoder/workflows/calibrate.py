@@ -27,7 +27,7 @@ from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
-from medcoder.modeling import load_medcoder_model, load_tokenizer
+from medcoder.modeling import HybridScorer, Scores
 from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
@@ -100,8 +100,11 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         run = download_run(str(cfg.run_id), Path(tmp))
         train_cfg = run.config()
         label_space = LabelSpace.from_json(run.labels_path)
-        model = load_medcoder_model(run.model_dir).eval()  # no remote code (medcoder.modeling.loading)
-        tokenizer = load_tokenizer(run.model_dir)
+        # All views and the stacker of a fused run (or the neural view alone); no remote code
+        # (medcoder.modeling.loading), no pickle.
+        frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
+        hybrid = HybridScorer.load(run.root, frequency)
+        model, tokenizer = hybrid.neural.model, hybrid.neural.tokenizer
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
     cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split  # checked distinct up front
     splits = build_corpus(data_cfg)
@@ -116,8 +119,12 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     feats = featurize(splits, tokenizer, label_space, chunk_size=model.config.chunk_size,
                       max_chunks=model.config.max_chunks)
     cache_dir = Path(cfg.paths.cache_dir) if cfg.use_state_cache else None
-    logits = {n: score_features(model, feats[n], batch_size=cfg.batch_size, cache_dir=cache_dir, progress=True)
-              for n in splits}
+    logits = {}
+    for n in splits:
+        views = hybrid.score_views(list(splits[n]["text"]), exclude=("neural",))
+        views["neural"] = Scores(score_features(model, feats[n], batch_size=cfg.batch_size, cache_dir=cache_dir,
+                                                progress=True))
+        logits[n] = hybrid.fuse(views)
     arrays = {n: _split_arrays(feats, splits, n, label_space) for n in splits}
     cal, ev = arrays[cal_name], arrays[eval_name]
 

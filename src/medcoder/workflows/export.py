@@ -36,7 +36,7 @@ from medcoder.inference.bundle import BUNDLE_ID_TAG, BundleWriter, Manifest
 from medcoder.inference.coder import Coder
 from medcoder.inference.model_card import render_model_card
 from medcoder.tracking import setup_experiment, tracking_uri
-from medcoder.tracking.artifacts import download_run
+from medcoder.tracking.artifacts import OPTIONAL_ARTIFACTS, download_run
 from medcoder.tracking.registry import CANDIDATE, CHAMPION, set_alias, tag_version
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,12 @@ def export_run(cfg: DictConfig) -> ExportResult:
         calibration = json.loads(src["calibration_path"].read_text())
         dst = writer.bundle_dir
         shutil.copytree(src["model_dir"], dst / "model")
+        for optional in OPTIONAL_ARTIFACTS:  # a fused run's other views and stacker
+            found = src["model_dir"].parent / optional
+            if found.is_dir():
+                shutil.copytree(found, dst / optional)
+            elif found.is_file():
+                shutil.copyfile(found, dst / optional)
         shutil.copyfile(src["labels_path"], dst / "labels.json")
         shutil.copyfile(src["calibration_path"], dst / "calibration.json")
         (dst / "metrics.json").write_text(json.dumps(_finite(src["metrics"]), indent=2) + "\n")

@@ -72,7 +72,8 @@ def build_model(model_cfg: Any, encoder_path: str, codes: list[str], *, codeset_
 _RENAMED = {"warmup_ratio": "warmup_steps"}  # transformers 5: a float < 1 in warmup_steps is a ratio
 
 
-def training_arguments(trainer_cfg: Any, *, output_dir: Path, seed: int) -> TrainingArguments:
+def training_arguments(trainer_cfg: Any, *, output_dir: Path, seed: int,
+                       overrides: Mapping[str, Any] | None = None) -> TrainingArguments:
     """The ``trainer`` group -> ``TrainingArguments``: every key that is a field passes through by
     name; the evaluation/checkpoint policy that medcoder relies on (per-epoch eval and save, best
     checkpoint by dev MAP, no built-in reporters: MLflow is a callback) is fixed here."""
@@ -84,18 +85,19 @@ def training_arguments(trainer_cfg: Any, *, output_dir: Path, seed: int) -> Trai
         if ours in values:
             kwargs[theirs] = float(values[ours])
     kwargs["max_steps"] = int(values.get("max_steps") or -1)  # optional +trainer.max_steps; -1: epochs
-    return TrainingArguments(
-        **kwargs,
-        output_dir=str(output_dir),
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
-        load_best_model_at_end=True,
-        metric_for_best_model="map",
-        greater_is_better=True,
-        seed=seed,
-        data_seed=seed,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        report_to="none",
-    )
+    fixed = {
+        "output_dir": str(output_dir),
+        "eval_strategy": "epoch",
+        "save_strategy": "epoch",
+        "logging_strategy": "epoch",
+        "load_best_model_at_end": True,
+        "metric_for_best_model": "map",
+        "greater_is_better": True,
+        "seed": seed,
+        "data_seed": seed,
+        "remove_unused_columns": False,
+        "label_names": ["labels"],
+        "report_to": "none",
+    }
+    # ``overrides`` (e.g. the out-of-fold heads: fixed epochs, no evaluation) win over both.
+    return TrainingArguments(**{**kwargs, **fixed, **dict(overrides or {})})

@@ -5,6 +5,7 @@ This is what ``scripts/train.py`` calls; it reads top to bottom like an HF examp
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -27,8 +28,9 @@ from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
-from medcoder.modeling import MedCoderForICDCoding
+from medcoder.modeling import MedCoderForICDCoding, Scores
 from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
+from medcoder.modeling.hybrid import SCORERS_DIR, STACKER_FILE
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.modeling.state_cache import get_states
@@ -50,6 +52,7 @@ from medcoder.training.warm_start import (
 )
 from medcoder.workflows.config_checks import check_train_config
 from medcoder.workflows.factories import build_corpus, build_model, training_arguments
+from medcoder.workflows.fusion import fit_fusion, views_of
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -178,6 +181,9 @@ def train(cfg: DictConfig) -> TrainResult:
 
     mode = cfg.trainer.encoder_mode
     cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
+    fused = len(views_of(cfg)) > 1
+    # The out-of-fold heads start where the final model starts (same description/prevalence init).
+    initial_model = copy.deepcopy(model) if fused else None
     if mode == "cached":
         model.freeze_encoder(0)
         datasets = {}
@@ -251,12 +257,30 @@ def train(cfg: DictConfig) -> TrainResult:
         # -- evaluate the best checkpoint ------------------------------------------------------
         # Through the shared inference path (identical to the Trainer's own logits; tested).
         score_cache = cache_dir if mode == "cached" else None
-        probs = {
-            n: sigmoid(score_features(trainer.model, feats[n], batch_size=cfg.trainer.per_device_eval_batch_size,
-                                      cache_dir=score_cache))
+        neural_logits = {
+            n: score_features(trainer.model, feats[n], batch_size=cfg.trainer.per_device_eval_batch_size,
+                              cache_dir=score_cache)
             for n in ("dev", "test")
         }
         y = {n: np.asarray(feats[n]["labels"], dtype=np.float32) for n in ("dev", "test")}
+        fusion = None
+        view_metrics: dict[str, float] = {}
+        if fused:
+            # Extra views + stacker (medcoder.workflows.fusion): out-of-fold over train only.
+            fusion = fit_fusion(cfg, splits, label_space, np.asarray(feats["train"]["labels"], dtype=np.float32),
+                                trainer.model, initial_model, tokenizer,
+                                getattr(datasets["train"], "states", None), _best_epoch(trainer))
+            logits = {}
+            for n in ("dev", "test"):
+                views = fusion.scorer.score_views(list(splits[n]["text"]), exclude=("neural",))
+                views["neural"] = Scores(neural_logits[n])
+                logits[n] = fusion.scorer.fuse(views)
+                for name, view in views.items():
+                    view_metrics[f"{n}_map_{name}"] = codiesp_map(view.scores, label_space.codes, list(splits[n]["codes"]))
+            view_metrics.update({f"fusion_{k}_seconds": v for k, v in fusion.seconds.items()})
+        else:
+            logits = neural_logits
+        probs = {n: sigmoid(logits[n]) for n in ("dev", "test")}
         threshold = tune_global_threshold(probs["dev"], y["dev"])
         metrics: dict[str, float] = {"decision_threshold": float(threshold)}
         for n in ("dev", "test"):
@@ -266,6 +290,7 @@ def train(cfg: DictConfig) -> TrainResult:
             values["label_coverage"] = coverage[n]
             metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
         metrics["train_label_coverage"] = coverage["train"]
+        metrics.update(view_metrics)
         metrics["train_wall_seconds"] = time.time() - started
         mlflow.log_metrics(metrics)
 
@@ -276,6 +301,10 @@ def train(cfg: DictConfig) -> TrainResult:
             mlflow.log_artifacts(str(model_dir / "model"), "model")
         mlflow.log_artifact(str(model_dir / "labels.json"))
         mlflow.log_artifact(str(model_dir / "metrics.json"))
+        if fusion is not None:
+            fusion.scorer.save_extra(model_dir)  # scorers/<view>/ and stacker.json (model/ is saved above)
+            mlflow.log_artifacts(str(model_dir / SCORERS_DIR), SCORERS_DIR)
+            mlflow.log_artifact(str(model_dir / STACKER_FILE))
         freq = np.array([label_space.frequency[c] for c in label_space.codes], dtype=float)
         fig = plot_f1_vs_frequency(
             per_code_f1(y["test"], (probs["test"] >= threshold).astype(float)), freq,
@@ -312,3 +341,11 @@ def _log_warm_start(report: WarmStartReport) -> None:
     mlflow.log_param("warm_start.source", report.source)
     mlflow.log_metrics(report.metrics())
     mlflow.log_text(report.to_json(), "warm_start.json")
+
+
+def _best_epoch(trainer: MedCoderTrainer) -> int:
+    """The epoch whose dev MAP the Trainer kept (early stopping): the out-of-fold heads train as long."""
+    evals = [h for h in trainer.state.log_history if "eval_map" in h]
+    if not evals:
+        return max(1, int(round(trainer.state.epoch or 1)))
+    return max(1, int(round(max(evals, key=lambda h: h["eval_map"])["epoch"])))

@@ -1,0 +1,636 @@
+"""The "dictionary" view: exact mention matching with learned, cross-fitted precisions.
+
+What it does
+------------
+* **Lexicon**: normalised mention strings -> codes, from the CodiEsp-X spans of the *train* split
+  (``mentions``) and, optionally, code descriptions / inclusion terms (``descriptions``; the only
+  source for English notes, which have no spans). Mentions shorter than ``min_chars`` (3) after
+  normalisation, and mentions made only of stopwords and numbers, are dropped.
+* **Normalisation** (:func:`normalize_with_offsets`): lower-case, strip accents (NFKD, combining
+  marks dropped), every non-alphanumeric character is a separator, separators collapse to one
+  space. An offset map keeps, for each normalised character, the index of the original character
+  it came from, so a match gives EXACT ``[start, end)`` offsets into the original note.
+* **Matching**: one pyahocorasick ``Automaton`` over all lexicon strings; overlapping matches are
+  kept; a match counts only on word boundaries at both ends ("renal" never fires inside
+  "suprarrenal" unless "suprarrenal" is a mention itself).
+* **Learned scores**: per (mention, code), ``precision = P(code is gold | mention matched,
+  not negated)``, smoothed towards the pooled precision ``p0``:
+  ``(hits + alpha * p0) / (matches + alpha)``, counted once per note. A code's score in a note is
+  the max precision over its matched, non-negated mentions; a code matched only under negation gets
+  ``neg_factor * max precision``, where ``neg_factor`` = observed gold rate of negated matches /
+  the rate their precisions predict (learned the same way, shrunk towards 0.5); a code with no
+  match gets its learned no-match base rate ``P(code gold | no affirmed match)`` (so unmatched codes
+  are still ranked by how often they are gold without a mention, never by column order).
+* **Cross-fitting (why)**: on the training notes, the mentions *come from those same notes*, so a
+  mention always matches its own note and in-sample precision is optimistic (a mention seen once
+  would get precision ~1). ``fit`` therefore splits the notes into ``cross_fit`` folds (K=5), builds
+  the lexicon from the other K-1 folds' mentions (+ descriptions) and counts matches/hits on the
+  held-out fold only; the counts of all K folds give the precisions, the negation factor and the
+  base rates. The lexicon that is *shipped* is then built from all training mentions.
+  ``cross_fit=1`` gives the in-sample estimate (for comparison only).
+* **Negation** (NegEx/ConText-style, :data:`DEFAULT_TRIGGERS`): pre-triggers ("no", "sin",
+  "niega", "se descarta", "negativo para", "ausencia de", "no se observa", "sin evidencia de",
+  EN "no", "denies", "without", "negative for", "ruled out", "no evidence of" ...) negate a mention
+  starting within ``window`` (6) tokens after them; post-triggers ("descartado/a", "negativo/a",
+  "was ruled out", "negative" ...) negate a mention ending within ``window`` tokens before them.
+  The scope never crosses a sentence terminator (``. ; ! ?`` or a line break; not ":",
+  "Serología VIH: negativa") nor a termination
+  word ("pero", "aunque", "but", "however" ...). Pseudo-triggers ("sin embargo", "no obstante",
+  "no se descarta", "gram negativo", "not ruled out" ...) are matched first and neutralise the
+  triggers they contain. A trigger inside the mention itself never negates it ("diabetes sin
+  complicaciones").
+  negspacy / medspacy were considered: both run as components of a spaCy pipeline (negspacy needs
+  entity spans from a spaCy NER / EntityRuler; medspacy's ConText its own spaCy-based pipeline),
+  spaCy and those packages are not installed here and there is no Spanish medspaCy pipeline to load
+  offline, so a small explicit trigger list (saved with the model, editable) is used instead.
+* **Flags**: ``"hit"`` (some mention of the code matched), ``"negated"`` (matched, and every match
+  was negated). **Evidence**: every matched span, ``source="dictionary"``, ``weight`` = what the
+  span contributes to the score (its precision; for a negated span precision * ``neg_factor``),
+  ``"negated": True`` on negated spans.
+* **save/load**: one JSON file (lexicon, precisions, counts, base rates, negation factor,
+  triggers, settings); the automaton is rebuilt on load. No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ahocorasick
+import numpy as np
+
+from medcoder.errors import BundleError
+from medcoder.modeling.scorer import Scorer, Scores, Span, register_scorer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_TRIGGERS",
+    "DictionaryScorer",
+    "description_variants",
+    "icd10cm_descriptions",
+    "normalize_with_offsets",
+]
+
+FILE_NAME = "dictionary.json"
+SCHEMA_VERSION = 1
+
+# Stopwords used only to drop uninformative lexicon entries (a mention made of nothing else).
+STOPWORDS = frozenset(
+    ["a", "al", "ante", "bajo", "con", "contra", "de", "del", "desde", "el", "en", "entre", "hacia", "hasta", "la", "las", "le", "les", "lo", "los", "mas", "mi", "no", "o", "para", "por", "que", "se", "si", "sin", "sobre", "su", "sus", "tras", "un", "una", "uno", "unos", "unas", "y", "e", "u", "ni", "muy", "ya", "tipo", "the", "of", "and", "or", "in", "on", "at", "to", "for", "with", "without", "by", "from", "an", "as", "is", "are", "was", "were", "be", "been", "this", "that", "other", "others", "otro", "otra", "otros", "otras", "unspecified", "not", "nos"]
+)
+
+#: Trigger lists (normalised like notes: lower-case, no accents). ``pre`` negate what follows,
+#: ``post`` what precedes, ``pseudo`` look like triggers but do not negate, ``terminators`` end a
+#: scope. Both languages are always active (a Spanish note rarely contains "denies", and v.v.).
+DEFAULT_TRIGGERS: dict[str, list[str]] = {
+    "pre": [
+        # Spanish
+        "no", "sin", "niega", "niegan", "nego", "negaba", "se descarta", "se descartan",
+        "se descarto", "se descartaron", "descartandose", "descartar", "negativo para",
+        "negativa para", "negativos para", "negativas para", "ausencia de", "no se observa",
+        "no se observan", "no se objetiva", "no se objetivan", "no se evidencia",
+        "no se evidencian", "sin evidencia de", "sin signos de", "no presenta", "no presentaba",
+        "no hay", "ni",
+        # English
+        "denies", "denied", "without", "negative for", "ruled out", "rule out", "absence of",
+        "no evidence of", "no signs of", "free of", "not", "nor",
+    ],
+    "post": [
+        "descartado", "descartada", "descartados", "descartadas", "negativo", "negativa",
+        "negativos", "negativas", "ausente", "ausentes",
+        "was ruled out", "were ruled out", "was excluded", "negative", "absent",
+    ],
+    "pseudo": [
+        "sin embargo", "no obstante", "no se descarta", "no se descartan", "no se pudo descartar",
+        "no solo", "sin cambios", "gram negativo", "gram negativos", "gram negativa",
+        "gram negativas", "no mejoria",
+        "not ruled out", "cannot be ruled out", "could not be ruled out", "not only",
+        "no change", "no changes", "gram negative", "no improvement", "without improvement",
+    ],
+    "terminators": [
+        "pero", "aunque", "salvo", "excepto", "sino", "mientras",
+        "but", "however", "although", "though", "except", "yet", "whereas",
+    ],
+}
+SENTENCE_END = re.compile(r"[.;!?\n\r]")
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
+    """Normalise ``text`` and map every output character to its original index.
+
+    Lower-case, NFKD without combining marks (accents), non-alphanumerics -> one space, no
+    leading/trailing space. ``offsets[i]`` is the index in ``text`` of the character that produced
+    normalised character ``i`` (a match ``norm[s:e]`` is ``text[offsets[s]:offsets[e-1] + 1]``).
+    """
+    out: list[str] = []
+    offsets: list[int] = []
+    pending_space = False
+    for i, ch in enumerate(text):
+        if ch.isascii():
+            pieces = ch.lower()
+        else:
+            pieces = "".join(
+                c for c in unicodedata.normalize("NFKD", ch.lower()) if not unicodedata.combining(c)
+            )
+        for c in pieces:
+            if c.isalnum():
+                if pending_space and out:
+                    out.append(" ")
+                    offsets.append(i)
+                pending_space = False
+                out.append(c)
+                offsets.append(i)
+            else:
+                pending_space = True
+    return "".join(out), offsets
+
+
+def normalize(text: str) -> str:
+    return normalize_with_offsets(text)[0]
+
+
+def _informative(norm: str, min_chars: int) -> bool:
+    if len(norm) < min_chars:
+        return False
+    return any(not (tok in STOPWORDS or tok.isdigit()) for tok in norm.split())
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+_PAREN = re.compile(r"\s*[\(\[][^\)\]]*[\)\]]")
+_LEAD = re.compile(r"^(other specified|other and unspecified|unspecified|other)\s+", re.I)
+_TAIL = re.compile(
+    r"\s*,?\s*(unspecified|not elsewhere classified|without complications?|nos|nec)\s*$", re.I
+)
+
+
+def description_variants(text: str) -> list[str]:
+    """A description plus cheap surface variants that notes actually contain.
+
+    ``"Essential (primary) hypertension"`` -> also ``"Essential hypertension"``;
+    ``"Pneumonia, unspecified organism"`` -> also ``"Pneumonia"``; leading "Other"/"Unspecified"
+    and trailing ", unspecified"/"without complications" are dropped. Generic leftovers are
+    removed later by the stopword / length filter.
+    """
+    out = [text]
+    no_paren = _PAREN.sub("", text).strip()
+    out.append(no_paren)
+    head = no_paren.split(",")[0].strip()
+    out.append(head)
+    for t in (no_paren, head):
+        out.append(_TAIL.sub("", _LEAD.sub("", t)).strip())
+    return list(dict.fromkeys(v for v in out if v))
+
+
+def icd10cm_descriptions(
+    codes: Sequence[str], *, fiscal_year: int = 2026, inclusion_terms: bool = True, variants: bool = True,
+    codeset: Any = None,
+) -> dict[str, list[str]]:
+    """English strings per diagnosis code from the code set of ``fiscal_year`` (or ``codeset``):
+    the code's own description (a parent's wording is too broad for a lexicon) and its
+    inclusion terms (:meth:`CodeSet.inclusion_terms`; one code-set truth).
+
+    For :meth:`DictionaryScorer.fit` ``descriptions=`` (English notes have no mention spans).
+    """
+    from medcoder.codesets import load_codeset
+
+    cs = codeset if codeset is not None else load_codeset(fiscal_year)
+    out: dict[str, list[str]] = {}
+    for code in codes:
+        strings: list[str] = []
+        desc = cs.description(code)
+        if desc:
+            strings.append(desc)
+        if inclusion_terms:
+            strings.extend(cs.inclusion_terms(code))
+        if variants:
+            strings = [v for s in strings for v in description_variants(s)]
+        if strings:
+            out[code] = list(dict.fromkeys(strings))
+    return out
+
+
+# --------------------------------------------------------------------------- the scorer
+
+
+class _Matcher:
+    """Automaton over normalised strings + trigger-based negation; pure function of its inputs."""
+
+    def __init__(self, strings: Sequence[str], triggers: Mapping[str, Sequence[str]], window: int) -> None:
+        self.strings = list(strings)
+        self.window = window
+        self.automaton = ahocorasick.Automaton()
+        for idx, s in enumerate(self.strings):
+            self.automaton.add_word(s, (idx, len(s)))
+        if self.strings:
+            self.automaton.make_automaton()
+        self.pre = self._phrases(triggers.get("pre", ()))
+        self.post = self._phrases(triggers.get("post", ()))
+        self.pseudo = self._phrases(triggers.get("pseudo", ()))
+        self.terminators = {normalize(t) for t in triggers.get("terminators", ())}
+
+    @staticmethod
+    def _phrases(phrases: Sequence[str]) -> dict[str, list[tuple[str, ...]]]:
+        """First token -> token tuples (longest first)."""
+        table: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        for phrase in phrases:
+            toks = tuple(normalize(phrase).split())
+            if toks:
+                table[toks[0]].append(toks)
+        for lst in table.values():
+            lst.sort(key=len, reverse=True)
+        return table
+
+    @staticmethod
+    def _match_at(table: Mapping[str, list[tuple[str, ...]]], toks: list[str], i: int) -> int:
+        for phrase in table.get(toks[i], ()):
+            if tuple(toks[i : i + len(phrase)]) == phrase:
+                return len(phrase)
+        return 0
+
+    def _negation(self, text: str, norm: str, offsets: list[int]) -> tuple[list[int], list[bool], list[bool]]:
+        """Token index of each normalised char (-1 on spaces), and per token: in a pre scope, in
+        a post scope."""
+        tok_of = [-1] * len(norm)
+        spans: list[tuple[int, int]] = []
+        start = 0
+        for piece in norm.split(" "):
+            end = start + len(piece)
+            for c in range(start, end):
+                tok_of[c] = len(spans)
+            spans.append((start, end))
+            start = end + 1
+        if not norm:
+            return tok_of, [], []
+        toks = [norm[s:e] for s, e in spans]
+        n = len(toks)
+        # sentence id per token: a terminator char in the original gap between two tokens
+        sent = [0] * n
+        for t in range(1, n):
+            gap = text[offsets[spans[t - 1][1] - 1] + 1 : offsets[spans[t][0]]]
+            sent[t] = sent[t - 1] + (1 if SENTENCE_END.search(gap) else 0)
+        pre_scope = [False] * n
+        post_scope = [False] * n
+        t = 0
+        while t < n:
+            k = self._match_at(self.pseudo, toks, t)
+            if k:
+                t += k
+                continue
+            k = self._match_at(self.pre, toks, t)
+            if k:
+                for j in range(t + k, min(n, t + k + self.window)):
+                    if sent[j] != sent[t] or toks[j] in self.terminators:
+                        break
+                    pre_scope[j] = True
+                t += k
+                continue
+            k = self._match_at(self.post, toks, t)
+            if k:
+                for j in range(t - 1, max(-1, t - 1 - self.window), -1):
+                    if sent[j] != sent[t] or toks[j] in self.terminators:
+                        break
+                    post_scope[j] = True
+                t += k
+                continue
+            t += 1
+        return tok_of, pre_scope, post_scope
+
+    def find(self, text: str) -> list[tuple[int, int, int, bool]]:
+        """Matches in ``text``: ``(string index, start, end, negated)``, exact original offsets."""
+        if not self.strings:
+            return []
+        norm, offsets = normalize_with_offsets(text)
+        if not norm:
+            return []
+        tok_of, pre_scope, post_scope = self._negation(text, norm, offsets)
+        n = len(norm)
+        out = []
+        for last, (idx, length) in self.automaton.iter(norm):
+            first = last - length + 1
+            if (first > 0 and norm[first - 1] != " ") or (last + 1 < n and norm[last + 1] != " "):
+                continue  # not on word boundaries
+            negated = pre_scope[tok_of[first]] or post_scope[tok_of[last]]
+            out.append((idx, offsets[first], offsets[last] + 1, negated))
+        return out
+
+
+@register_scorer
+class DictionaryScorer(Scorer):
+    """Mention dictionary with cross-fitted precisions (see the module docstring).
+
+    Hyper-parameters: ``cross_fit`` folds (K; 1 = in-sample), ``alpha`` (smoothing strength
+    towards the pooled precision), ``min_chars``, ``window`` (negation scope in tokens),
+    ``triggers`` (None = :data:`DEFAULT_TRIGGERS`), ``seed`` (fold assignment).
+    """
+
+    name = "dictionary"
+
+    def __init__(
+        self,
+        *,
+        cross_fit: int = 5,
+        alpha: float = 2.0,
+        min_chars: int = 3,
+        window: int = 6,
+        triggers: Mapping[str, Sequence[str]] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.cross_fit = int(cross_fit)
+        self.alpha = float(alpha)
+        self.min_chars = int(min_chars)
+        self.window = int(window)
+        self.triggers = {k: list(v) for k, v in (triggers or DEFAULT_TRIGGERS).items()}
+        self.seed = int(seed)
+        self.codes: list[str] = []
+        self.language_: str = ""
+        self.lexicon_: dict[str, list[str]] = {}
+        self.sources_: dict[str, str] = {}
+        self.precision_: dict[str, dict[str, float]] = {}
+        self.counts_: dict[str, dict[str, list[int]]] = {}
+        self.base_: list[float] = []
+        self.p0_: float = 0.5
+        self.neg_factor_: float = 0.5
+        self.stats_: dict[str, Any] = {}
+        self._matcher: _Matcher | None = None
+
+    # ------------------------------------------------------------------ lexicon
+
+    def _build_lexicon(
+        self,
+        texts: Sequence[str],
+        mentions: Sequence[Sequence[Any]] | None,
+        descriptions: Mapping[str, str | Sequence[str]] | None,
+        note_ids: Sequence[int],
+        code_set: set[str],
+    ) -> tuple[dict[str, set[str]], dict[str, str]]:
+        lexicon: dict[str, set[str]] = defaultdict(set)
+        sources: dict[str, str] = {}
+        if mentions is not None:
+            for i in note_ids:
+                for m in mentions[i]:
+                    if m.code not in code_set:
+                        continue
+                    surface = " ".join(texts[i][s:e] for s, e in m.fragments) or m.text
+                    norm = normalize(surface)
+                    if _informative(norm, self.min_chars):
+                        lexicon[norm].add(m.code)
+                        sources.setdefault(norm, "train")
+        for code, value in (descriptions or {}).items():
+            if code not in code_set:
+                continue
+            for s in [value] if isinstance(value, str) else value:
+                norm = normalize(s)
+                if _informative(norm, self.min_chars):
+                    lexicon[norm].add(code)
+                    sources.setdefault(norm, "description")
+        return lexicon, sources
+
+    @staticmethod
+    def _note_matches(
+        matcher: _Matcher, strings: Sequence[str], lexicon: Mapping[str, set[str]], text: str
+    ) -> dict[tuple[str, str], bool]:
+        """(mention, code) -> negated (True only if every occurrence in the note is negated)."""
+        out: dict[tuple[str, str], bool] = {}
+        for idx, _s, _e, negated in matcher.find(text):
+            m = strings[idx]
+            for code in lexicon[m]:
+                out[(m, code)] = out.get((m, code), True) and negated
+        return out
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: np.ndarray,
+        codes: Sequence[str],
+        *,
+        mentions: Sequence[Sequence[Any]] | None = None,
+        descriptions: Mapping[str, str | Sequence[str]] | None = None,
+        language: str = "es",
+        **kwargs: Any,
+    ) -> DictionaryScorer:
+        """Build the lexicon and learn its precisions.
+
+        ``mentions``: per training note (aligned with ``texts``), objects with ``code`` and
+        ``fragments`` (``medcoder.data.mentions.Mention``), from the TRAIN split only; the surface
+        string is read from the note at those offsets. ``descriptions``: code -> string(s).
+        ``labels``: ``(n_notes, len(codes))`` 0/1 gold.
+        """
+        texts = list(texts)
+        labels = np.asarray(labels)
+        if labels.shape != (len(texts), len(codes)):
+            raise ValueError(f"labels shape {labels.shape} != ({len(texts)}, {len(codes)})")
+        if mentions is not None and len(mentions) != len(texts):
+            raise ValueError(f"{len(mentions)} mention lists for {len(texts)} notes")
+        if mentions is None and not descriptions:
+            raise ValueError("DictionaryScorer.fit needs mentions and/or descriptions")
+        self.codes = list(codes)
+        self.language_ = language
+        col = {c: j for j, c in enumerate(self.codes)}
+        code_set = set(self.codes)
+        gold = [set(np.flatnonzero(row).tolist()) for row in labels]
+        n = len(texts)
+
+        k = max(1, min(self.cross_fit, n))
+        rng = np.random.default_rng(self.seed)
+        fold_of = np.empty(n, dtype=int)
+        fold_of[rng.permutation(n)] = np.arange(n) % k
+        aff: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # [matches, hits]
+        neg: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        neg_events: list[tuple[str, str, int]] = []  # (mention, code, gold)
+        hit_codes: list[set[int]] = [set() for _ in range(n)]  # codes with an affirmed match
+        for f in range(k):
+            held = np.flatnonzero(fold_of == f).tolist()
+            build = np.flatnonzero(fold_of != f).tolist() if k > 1 else held
+            lexicon, _ = self._build_lexicon(texts, mentions, descriptions, build, code_set)
+            strings = sorted(lexicon)
+            matcher = _Matcher(strings, self.triggers, self.window)
+            for i in held:
+                for (m, code), negated in self._note_matches(matcher, strings, lexicon, texts[i]).items():
+                    j = col[code]
+                    y = int(j in gold[i])
+                    counter = neg if negated else aff
+                    counter[(m, code)][0] += 1
+                    counter[(m, code)][1] += y
+                    if negated:
+                        neg_events.append((m, code, y))
+                    else:
+                        hit_codes[i].add(j)
+
+        # the shipped lexicon: all training mentions (+ descriptions)
+        lexicon, self.sources_ = self._build_lexicon(
+            texts, mentions, descriptions, list(range(n)), code_set
+        )
+        self.lexicon_ = {m: sorted(cs) for m, cs in sorted(lexicon.items())}
+
+        total_m = sum(v[0] for v in aff.values())
+        total_h = sum(v[1] for v in aff.values())
+        self.p0_ = (total_h + 1.0) / (total_m + 2.0)
+        self.precision_, self.counts_ = {}, {}
+        for m, cs in self.lexicon_.items():
+            for code in cs:
+                mt, ht = aff.get((m, code), (0, 0))
+                nm, nh = neg.get((m, code), (0, 0))
+                self.precision_.setdefault(m, {})[code] = (ht + self.alpha * self.p0_) / (mt + self.alpha)
+                self.counts_.setdefault(m, {})[code] = [mt, ht, nm, nh]
+
+        # negation factor: observed gold among negated matches vs what their precisions predict
+        expected = sum(self._precision(m, c) for m, c, _ in neg_events)
+        observed = sum(y for _, _, y in neg_events)
+        self.neg_factor_ = float(min(1.0, (observed + 0.5) / (expected + 1.0)))
+
+        # base rate per code: P(gold | no affirmed match of the code in the note), cross-fitted
+        freq = labels.sum(axis=0).astype(float)
+        hit_gold = np.zeros(len(self.codes))
+        hit_notes = np.zeros(len(self.codes))
+        for i in range(n):
+            for j in hit_codes[i]:
+                hit_notes[j] += 1
+                hit_gold[j] += j in gold[i]
+        self.base_ = ((freq - hit_gold + 0.5 * freq.sum() / max(1.0, n * len(self.codes)))
+                      / (n - hit_notes + 1.0)).tolist()
+        self.stats_ = {
+            "n_notes": n,
+            "folds": k,
+            "lexicon_size": len(self.lexicon_),
+            "pairs": sum(len(v) for v in self.lexicon_.values()),
+            "cv_affirmed_matches": total_m,
+            "cv_affirmed_hits": total_h,
+            "cv_negated_matches": len(neg_events),
+            "cv_negated_hits": observed,
+        }
+        self._matcher = None
+        logger.info("dictionary: %s", self.stats_)
+        return self
+
+    def _precision(self, mention: str, code: str) -> float:
+        return self.precision_.get(mention, {}).get(code, self.p0_)
+
+    # ------------------------------------------------------------------ score
+
+    @property
+    def matcher(self) -> _Matcher:
+        if self._matcher is None:
+            self._matcher = _Matcher(list(self.lexicon_), self.triggers, self.window)
+        return self._matcher
+
+    def score(self, texts: Sequence[str], *, evidence: bool = False) -> Scores:
+        if not self.codes:
+            raise RuntimeError("DictionaryScorer is not fitted")
+        col = {c: j for j, c in enumerate(self.codes)}
+        n, c = len(texts), len(self.codes)
+        base = np.asarray(self.base_, dtype=np.float32)
+        scores = np.tile(base, (n, 1)) if n else np.zeros((0, c), dtype=np.float32)
+        hit = np.zeros((n, c), dtype=bool)
+        affirmed = np.zeros((n, c), dtype=bool)
+        best_neg = np.zeros((n, c), dtype=np.float32)
+        best_aff = np.zeros((n, c), dtype=np.float32)
+        ev: list[dict[int, list[Span]]] | None = [] if evidence else None
+        strings = self.matcher.strings
+        for i, text in enumerate(texts):
+            spans: dict[int, list[Span]] = defaultdict(list)
+            for idx, start, end, negated in self.matcher.find(text):
+                m = strings[idx]
+                for code in self.lexicon_[m]:
+                    j = col[code]
+                    p = self._precision(m, code)
+                    hit[i, j] = True
+                    if negated:
+                        weight = p * self.neg_factor_
+                        best_neg[i, j] = max(best_neg[i, j], p)
+                    else:
+                        weight = p
+                        affirmed[i, j] = True
+                        best_aff[i, j] = max(best_aff[i, j], p)
+                    if ev is not None:
+                        span: Span = {"start": start, "end": end, "weight": float(weight), "source": self.name}
+                        if negated:
+                            span["negated"] = True
+                        spans[j].append(span)
+            if ev is not None:
+                ev.append({j: sorted(s, key=lambda d: (d["start"], d["end"])) for j, s in spans.items()})
+        negated_only = hit & ~affirmed
+        scores = np.where(affirmed, best_aff, scores)
+        scores = np.where(negated_only, best_neg * np.float32(self.neg_factor_), scores)
+        return Scores(scores=scores, evidence=ev, flags={"hit": hit, "negated": negated_only})
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {
+            "schema_version": SCHEMA_VERSION,
+            "scorer": self.name,
+            "params": {
+                "cross_fit": self.cross_fit,
+                "alpha": self.alpha,
+                "min_chars": self.min_chars,
+                "window": self.window,
+                "seed": self.seed,
+            },
+            "triggers": self.triggers,
+            "language": self.language_,
+            "codes": self.codes,
+            "base": [float(b) for b in self.base_],
+            "p0": self.p0_,
+            "neg_factor": self.neg_factor_,
+            "stats": self.stats_,
+            "lexicon": {
+                m: {
+                    "source": self.sources_.get(m, ""),
+                    "codes": {
+                        code: {"precision": self.precision_[m][code], "counts": self.counts_[m][code]}
+                        for code in cs
+                    },
+                }
+                for m, cs in self.lexicon_.items()
+            },
+        }
+        (directory / FILE_NAME).write_text(json.dumps(state, ensure_ascii=False, indent=0), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> DictionaryScorer:
+        path = Path(directory) / FILE_NAME
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"{path}: cannot read the dictionary scorer ({exc})",
+                              hint="re-export the bundle") from exc
+        if state.get("schema_version") != SCHEMA_VERSION or state.get("scorer") != cls.name:
+            raise BundleError(
+                f"{path}: schema {state.get('schema_version')!r} / scorer {state.get('scorer')!r} "
+                f"is not dictionary schema {SCHEMA_VERSION}",
+                hint="re-export the bundle with this medcoder version",
+            )
+        obj = cls(triggers=state["triggers"], **state["params"])
+        obj.codes = list(state["codes"])
+        obj.language_ = state.get("language", "")
+        obj.base_ = [float(b) for b in state["base"]]
+        obj.p0_ = float(state["p0"])
+        obj.neg_factor_ = float(state["neg_factor"])
+        obj.stats_ = dict(state.get("stats", {}))
+        obj.lexicon_, obj.sources_, obj.precision_, obj.counts_ = {}, {}, {}, {}
+        known = set(obj.codes)
+        for m, entry in state["lexicon"].items():
+            if not set(entry["codes"]) <= known:
+                raise BundleError(f"{path}: lexicon entry {m!r} names codes outside 'codes'",
+                                  hint="the file is corrupt; re-export the bundle")
+            obj.lexicon_[m] = sorted(entry["codes"])
+            obj.sources_[m] = entry.get("source", "")
+            obj.precision_[m] = {c: float(v["precision"]) for c, v in entry["codes"].items()}
+            obj.counts_[m] = {c: list(v["counts"]) for c, v in entry["codes"].items()}
+        return obj

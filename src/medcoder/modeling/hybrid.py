@@ -1,0 +1,177 @@
+"""The hybrid scorer: several views (neural, tfidf, dictionary, ...) fused by a :class:`Stacker`.
+
+One object scores notes for training evaluation, calibration and the inference path, so a fused
+logit means the same everywhere. With one view and no stacker it is exactly that view (the
+neural-only coder of earlier bundles).
+
+Folder layout (inside a run's outputs and a bundle)::
+
+    model/                 the neural view (HF save_pretrained + tokenizer), when present
+    scorers/<name>/        every other view, as written by its ``save`` (JSON / npz, no pickle)
+    stacker.json           the fitted stacker (absent: a single view, used as is)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medcoder.atomic import atomic_write_text
+from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, Span
+from medcoder.modeling.stacker import Stacker, rank_in_note
+
+__all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR"]
+
+STACKER_FILE = "stacker.json"
+SCORERS_DIR = "scorers"
+NEURAL_DIR = "model"
+
+#: Evidence order: exact mention matches first (what an auditor checks fastest), then attention.
+_EVIDENCE_ORDER = ("dictionary", "neural", "tfidf")
+
+
+@dataclass
+class FusedScores:
+    """Fused logits plus each view's own scores, flags and evidence for the same notes."""
+
+    logits: np.ndarray
+    views: dict[str, Scores]
+    truncated: np.ndarray
+    support_top_k: int = 15
+    _ranks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def _rank(self, view: str) -> np.ndarray:
+        if view not in self._ranks:
+            self._ranks[view] = rank_in_note(self.views[view].scores)
+        return self._ranks[view]
+
+    def sources_for(self, i: int, j: int) -> list[str]:
+        """Views that support code ``j`` in note ``i``: a non-negated dictionary match, or the
+        code among the view's ``support_top_k`` highest scores for the note."""
+        out = []
+        for name, s in self.views.items():
+            if "hit" in s.flags:
+                supported = bool(s.flags["hit"][i, j]) and not bool(s.flags.get("negated", np.zeros_like(s.flags["hit"]))[i, j])
+            else:
+                supported = bool(self._rank(name)[i, j] < self.support_top_k)
+            if supported:
+                out.append(name)
+        return out
+
+    def evidence_for(self, i: int, j: int) -> list[Span]:
+        """Every view's evidence spans for code ``j`` in note ``i`` (each span names its source)."""
+        names = sorted(self.views, key=lambda v: _EVIDENCE_ORDER.index(v) if v in _EVIDENCE_ORDER else 99)
+        spans: list[Span] = []
+        for name in names:
+            spans += [{**sp, "source": sp.get("source", name)} for sp in self.views[name].evidence_for(i, j)]
+        return spans
+
+    def flag(self, view: str, name: str) -> np.ndarray | None:
+        """A view's flag matrix, or None when the view or flag is absent."""
+        s = self.views.get(view)
+        return None if s is None else s.flags.get(name)
+
+
+class HybridScorer:
+    """Views + optional stacker over one code list (the LabelSpace's order)."""
+
+    def __init__(self, views: Mapping[str, Scorer], stacker: Stacker | None, frequency: Sequence[int] | np.ndarray,
+                 *, support_top_k: int = 15) -> None:
+        if not views:
+            raise ValueError("a hybrid scorer needs at least one view")
+        self.views = dict(views)
+        codes = {name: list(v.codes) for name, v in self.views.items()}
+        first = next(iter(codes.values()))
+        for name, c in codes.items():
+            if c != first:
+                raise ValueError(f"view {name!r} has a different code list than {next(iter(codes))!r}")
+        if stacker is None and len(self.views) > 1:
+            raise ValueError("several views need a fitted stacker to be fused")
+        if stacker is not None and set(stacker.views) - set(self.views):
+            raise ValueError(f"the stacker needs views {stacker.views}, have {list(self.views)}")
+        self.codes = first
+        self.stacker = stacker
+        self.frequency = np.asarray(frequency, dtype=np.float32)
+        if self.frequency.shape != (len(first),):
+            raise ValueError(f"{self.frequency.shape[0]} frequencies for {len(first)} codes")
+        self.support_top_k = int(support_top_k)
+
+    @property
+    def neural(self) -> Scorer | None:
+        return self.views.get("neural")
+
+    def score_views(self, texts: Sequence[str], *, evidence: bool = False, exclude: Sequence[str] = (),
+                    **neural_kw: Any) -> dict[str, Scores]:
+        """Each view's :class:`Scores` (except ``exclude``: views the caller already scored);
+        ``neural_kw`` (batch size, progress, cache, evidence_top_k) go to the neural view only."""
+        out = {}
+        for name, view in self.views.items():
+            if name not in exclude:
+                out[name] = view.score(texts, evidence=evidence, **(neural_kw if name == "neural" else {}))
+        return out
+
+    def fuse(self, view_scores: Mapping[str, Scores]) -> np.ndarray:
+        """Fused logits of already computed view scores (one view and no stacker: that view's)."""
+        if self.stacker is None:
+            return next(iter(view_scores.values())).scores
+        return self.stacker.decision_function(view_scores, self.frequency)
+
+    def score(self, texts: Sequence[str], *, evidence: bool = False, **neural_kw: Any) -> FusedScores:
+        texts = list(texts)
+        views = self.score_views(texts, evidence=evidence, **neural_kw)
+        truncated = np.zeros(len(texts), dtype=bool)
+        for s in views.values():
+            if s.truncated is not None:
+                truncated |= np.asarray(s.truncated, dtype=bool)
+        return FusedScores(self.fuse(views), views, truncated, self.support_top_k)
+
+    # -- folders ------------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        root = Path(directory)
+        neural = self.views.get("neural")
+        if neural is not None:
+            (root / NEURAL_DIR).mkdir(parents=True, exist_ok=True)
+            neural.save(root / NEURAL_DIR)
+        self.save_extra(root)
+
+    def save_extra(self, directory: str | Path) -> None:
+        """Everything but the neural view's ``model/`` (which training saves with its tokenizer)."""
+        root = Path(directory)
+        for name, view in self.views.items():
+            if name == "neural":
+                continue
+            target = root / SCORERS_DIR / name
+            target.mkdir(parents=True, exist_ok=True)
+            view.save(target)
+        if self.stacker is not None:
+            atomic_write_text(root / STACKER_FILE, json.dumps(
+                {**self.stacker.to_dict(), "support_top_k": self.support_top_k}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, frequency: Sequence[int] | np.ndarray, *, device: str = "cpu") -> HybridScorer:
+        """Views named by ``stacker.json`` (or the lone neural view in ``model/``), by registry
+        name: no code from the folder is imported or run."""
+        root = Path(directory)
+        stacker, support_top_k = None, 15
+        if (root / STACKER_FILE).is_file():
+            d = json.loads((root / STACKER_FILE).read_text())
+            stacker = Stacker.from_dict(d)
+            support_top_k = int(d.get("support_top_k", 15))
+            names = stacker.views
+        else:
+            names = ["neural"]
+        views: dict[str, Scorer] = {}
+        for name in names:
+            if name not in SCORER_REGISTRY:
+                raise ValueError(f"unknown view {name!r} (known: {sorted(SCORER_REGISTRY)})")
+            cls_ = SCORER_REGISTRY[name]
+            if name == "neural":
+                views[name] = cls_.load(root / NEURAL_DIR, device=device)  # type: ignore[call-arg]
+            else:
+                views[name] = cls_.load(root / SCORERS_DIR / name)
+        return cls(views, stacker, frequency, support_top_k=support_top_k)

@@ -1,0 +1,154 @@
+"""The stacker: a small learned combiner over the views' scores, one row per (note, code).
+
+Why stacking and not a fixed weighted sum: the views disagree in scale (logits, ridge outputs,
+match precisions) and in where they are reliable (the dictionary is precise but sparse, the neural
+view ranks well but is overconfident on rare codes). A logistic regression over per-pair features
+learns that from data, and its coefficients stay readable (``coef_`` by feature name).
+
+Features of a (note, code) pair, for each view ``v``: its score, ``-log(1 + rank of the code in
+the note)`` and "in the note's top ``top_k``"; the dictionary's ``hit`` / ``negated`` flags; the
+code's log training frequency; how many views put the code in their top ``top_k`` (agreement).
+
+Honesty contract (../shared/DESIGN.md): the stacker is fitted on **out-of-fold** scores over the
+training split (each note scored by views that never saw it), never on dev or test, so dev stays
+clean for the calibrator, the decision threshold and certifying τ. Its state is plain JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from medcoder.modeling.scorer import Scores
+
+__all__ = ["Stacker", "rank_in_note"]
+
+_EPS = 1e-12
+
+
+def rank_in_note(scores: np.ndarray) -> np.ndarray:
+    """0-based rank of each code within its note (0 = highest score), ties broken by column."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    rows = np.arange(scores.shape[0])[:, None]
+    ranks[rows, order] = np.arange(scores.shape[1])[None, :]
+    return ranks
+
+
+class Stacker:
+    """Logistic regression over per-(note, code) features of several views.
+
+    Parameters
+    ----------
+    views:
+        View names, in feature order (a view missing at scoring time is an error).
+    top_k:
+        "In the top k" threshold for the rank and agreement features.
+    C:
+        Inverse L2 regularisation of the logistic regression.
+    flags:
+        Flag names (from the views' ``Scores.flags``) used as 0/1 features when present.
+
+    Fitted state: ``coef_`` (one weight per feature name in ``feature_names_``), ``intercept_``,
+    ``mean_``/``scale_`` (feature standardisation), ``n_rows_``.
+    """
+
+    def __init__(self, views: Sequence[str], top_k: int = 15, C: float = 1.0,
+                 flags: Sequence[str] = ("hit", "negated")) -> None:
+        self.views = list(views)
+        self.top_k = int(top_k)
+        self.C = float(C)
+        self.flags = list(flags)
+
+    # -- features -----------------------------------------------------------------------------
+    def feature_names(self, view_scores: Mapping[str, Scores]) -> list[str]:
+        names: list[str] = []
+        for v in self.views:
+            names += [f"{v}_score", f"{v}_rank", f"{v}_top"]
+            names += [f"{v}_{f}" for f in self.flags if f in view_scores[v].flags]
+        return [*names, "log_train_frequency", "agreement"]
+
+    def features(self, view_scores: Mapping[str, Scores], frequency: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """``(n_notes * n_codes, n_features)`` float32 matrix and its column names."""
+        missing = [v for v in self.views if v not in view_scores]
+        if missing:
+            raise ValueError(f"stacker needs views {self.views}, missing {missing}")
+        first = view_scores[self.views[0]].scores
+        n, n_codes = first.shape
+        cols: list[np.ndarray] = []
+        agreement = np.zeros((n, n_codes), dtype=np.float32)
+        for v in self.views:
+            s = view_scores[v].scores
+            if s.shape != (n, n_codes):
+                raise ValueError(f"view {v!r} scores have shape {s.shape}, expected {(n, n_codes)}")
+            rank = rank_in_note(s)
+            top = (rank < self.top_k).astype(np.float32)
+            agreement += top
+            cols += [s, -np.log1p(rank.astype(np.float32)), top]
+            cols += [view_scores[v].flags[f].astype(np.float32) for f in self.flags if f in view_scores[v].flags]
+        freq = np.log1p(np.asarray(frequency, dtype=np.float32))
+        cols += [np.broadcast_to(freq[None, :], (n, n_codes)), agreement]
+        x = np.stack([np.asarray(c, dtype=np.float32).reshape(-1) for c in cols], axis=1)
+        return x, self.feature_names(view_scores)
+
+    # -- fit / score --------------------------------------------------------------------------
+    def fit(self, view_scores: Mapping[str, Scores], frequency: np.ndarray, labels: np.ndarray) -> Stacker:
+        """Fit on out-of-fold ``view_scores`` of the training notes and their 0/1 ``labels``."""
+        x, names = self.features(view_scores, frequency)
+        y = np.asarray(labels).reshape(-1).astype(np.int8)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"labels have {y.shape[0]} cells, features {x.shape[0]} rows")
+        if y.min() == y.max():
+            raise ValueError("the stacker needs both positive and negative (note, code) pairs")
+        self.mean_ = x.mean(axis=0)
+        self.scale_ = x.std(axis=0) + 1e-6
+        lr = LogisticRegression(C=self.C, max_iter=1000)
+        lr.fit((x - self.mean_) / self.scale_, y)
+        self.coef_ = lr.coef_[0].astype(np.float64)
+        self.intercept_ = float(lr.intercept_[0])
+        self.feature_names_ = names
+        self.n_rows_ = int(x.shape[0])
+        return self
+
+    def decision_function(self, view_scores: Mapping[str, Scores], frequency: np.ndarray) -> np.ndarray:
+        """Fused logits ``(n_notes, n_codes)``."""
+        x, names = self.features(view_scores, frequency)
+        if names != self.feature_names_:
+            raise ValueError(f"features {names} differ from the fitted {self.feature_names_}")
+        z = ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        n, n_codes = view_scores[self.views[0]].scores.shape
+        return z.reshape(n, n_codes).astype(np.float32)
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"params": {"views": self.views, "top_k": self.top_k, "C": self.C, "flags": self.flags}}
+        if hasattr(self, "coef_"):
+            d["state"] = {
+                "feature_names": self.feature_names_,
+                "coef": [float(c) for c in self.coef_],
+                "intercept": self.intercept_,
+                "mean": [float(m) for m in self.mean_],
+                "scale": [float(s) for s in self.scale_],
+                "n_rows": self.n_rows_,
+            }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Stacker:
+        obj = cls(**d["params"])
+        state = d.get("state")
+        if state:
+            obj.feature_names_ = list(state["feature_names"])
+            obj.coef_ = np.asarray(state["coef"], dtype=np.float64)
+            obj.intercept_ = float(state["intercept"])
+            obj.mean_ = np.asarray(state["mean"], dtype=np.float32)
+            obj.scale_ = np.asarray(state["scale"], dtype=np.float32)
+            obj.n_rows_ = int(state["n_rows"])
+        return obj
+
+    def coefficients(self) -> dict[str, float]:
+        """Standardised weight per feature name (what the stacker learned to trust)."""
+        return dict(zip(self.feature_names_, (float(c) for c in self.coef_), strict=True))

@@ -1,0 +1,155 @@
+"""The fused (hybrid) coder inside ``scripts/train.py``: extra views, out-of-fold scores, stacker.
+
+Who fits what (the honesty contract, ../shared/DESIGN.md, and README "Which split fits what"):
+
+* every view (neural head, tfidf, dictionary) is fitted on **train**; the dictionary's mentions
+  are the CodiEsp-X spans of **train** only;
+* the stacker is fitted on **out-of-fold** scores over **train** (K-fold cross-fitting:
+  :mod:`medcoder.training.oof`);
+* **dev** only early-stops the neural head (as before) — the calibrator, the decision threshold
+  and τ are fitted / certified on dev later by ``scripts/calibrate.py``;
+* **test** is scored for evaluation only.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import DatasetDict
+from omegaconf import DictConfig
+
+from medcoder.codesets import load_codeset
+from medcoder.data import LabelSpace, resolve_codiesp_root
+from medcoder.errors import ConfigError
+from medcoder.modeling import (
+    SCORER_REGISTRY,
+    HybridScorer,
+    MedCoderForICDCoding,
+    NeuralScorer,
+    Scorer,
+    Scores,
+    Stacker,
+)
+from medcoder.modeling.state_cache import EncodedStates
+from medcoder.training.oof import neural_head_out_of_fold, scorer_out_of_fold
+from medcoder.workflows.factories import kwargs_for, plain, training_arguments
+
+__all__ = ["FusionResult", "fit_fusion", "views_of"]
+
+log = logging.getLogger(__name__)
+
+
+def views_of(cfg: DictConfig) -> list[str]:
+    """The configured views (``fusion.views``; no ``fusion`` group: the neural view alone)."""
+    fusion = cfg.get("fusion")
+    return ["neural"] if fusion is None else [str(v) for v in fusion.views]
+
+
+class FusionResult:
+    """The fitted hybrid scorer and what it cost (seconds per step, for MLflow)."""
+
+    def __init__(self, scorer: HybridScorer, seconds: dict[str, float], oof: dict[str, Scores]) -> None:
+        self.scorer = scorer
+        self.seconds = seconds
+        self.oof = oof
+
+
+def _mentions_for(cfg: DictConfig, ids: Sequence[str]) -> list[list[Any]] | None:
+    """Gold mention spans of the *training* notes (CodiEsp-X), aligned with ``ids``; None when the
+    corpus has none (English machine translations: the spans are offsets into the Spanish text)."""
+    data = cfg.data
+    if data.get("format") != "codiesp" or data.get("language") != "es" or not cfg.fusion.get("use_mentions", True):
+        return None
+    from medcoder.data.mentions import load_codiesp_mentions
+
+    root = resolve_codiesp_root(data.get("root"), cache_dir=data.get("cache_dir"), download=False)
+    by_doc = load_codiesp_mentions(root, "train", data.get("code_type", "D"))
+    return [by_doc.get(i, []) for i in ids]
+
+
+def _descriptions_for(cfg: DictConfig, codes: Sequence[str]) -> dict[str, list[str]] | None:
+    """ICD-10-CM wording of each label for the dictionary: its description and inclusion terms
+    in the code set of the configured year (diagnosis corpora only)."""
+    if not cfg.fusion.get("use_descriptions", True) or cfg.data.get("code_type", "D") != "D":
+        return None
+    from medcoder.modeling.dictionary import icd10cm_descriptions
+
+    codeset = load_codeset(cfg.codeset.fiscal_year, order_file=cfg.codeset.get("order_file"))
+    return icd10cm_descriptions(codes, codeset=codeset)
+
+
+def _make(name: str, cfg: DictConfig) -> Scorer:
+    cls = SCORER_REGISTRY[name]
+    params = cfg.fusion.get(name) or {}
+    return cls(**kwargs_for(cls.__init__, params))
+
+
+def fit_fusion(cfg: DictConfig, splits: DatasetDict, label_space: LabelSpace, labels_train: np.ndarray,
+               neural: MedCoderForICDCoding, initial_neural: MedCoderForICDCoding, tokenizer: Any,
+               train_states: EncodedStates | None, best_epochs: int) -> FusionResult:
+    """Fit the non-neural views on train, out-of-fold scores of every view over train, the stacker."""
+    views = views_of(cfg)
+    unknown = [v for v in views if v not in SCORER_REGISTRY]
+    if unknown:
+        raise ConfigError(f"fusion.views={views}: unknown view(s) {unknown}", hint=f"known: {sorted(SCORER_REGISTRY)}")
+    if views[0] != "neural":
+        raise ConfigError(f"fusion.views={views}: the neural view must come first",
+                          hint="e.g. fusion.views=[neural,tfidf,dictionary]")
+    folds, seed = int(cfg.fusion.folds), int(cfg.seed)
+    texts = list(splits["train"]["text"])
+    codes = list(label_space.codes)
+    seconds: dict[str, float] = {}
+    fit_extra: dict[str, dict[str, Any]] = {}
+    per_note: dict[str, dict[str, Sequence[Any]]] = {}
+    if "dictionary" in views:
+        mentions = _mentions_for(cfg, list(splits["train"]["id"]))
+        language = cfg.data.get("language", "en")
+        fit_extra["dictionary"] = {"descriptions": _descriptions_for(cfg, codes), "language": language}
+        if mentions is not None:
+            per_note["dictionary"] = {"mentions": mentions}
+
+    oof: dict[str, Scores] = {}
+    fitted: dict[str, Scorer] = {"neural": NeuralScorer(neural, tokenizer)}
+    # -- neural: K head trainings on cached states (no encoder pass) ----------------------------
+    if train_states is None:
+        raise ConfigError("fusion with the neural view needs trainer.encoder_mode=cached (trainer=cached_head)",
+                          hint="out-of-fold neural scores are trained on the cached encoder states")
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="medcoder-oof-") as tmp:
+        args = training_arguments(cfg.trainer, output_dir=Path(tmp), seed=seed, overrides={
+            "num_train_epochs": best_epochs, "eval_strategy": "no", "save_strategy": "no",
+            "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True,
+        })
+        oof["neural"] = neural_head_out_of_fold(
+            initial_neural, train_states, labels_train, args, folds=folds, seed=seed,
+            head_learning_rate=cfg.trainer.get("head_learning_rate"),
+            batch_size=int(cfg.trainer.per_device_eval_batch_size))
+    seconds["oof_neural"] = time.time() - started
+    # -- the other views: K fits for out-of-fold scores, then one fit on all of train -------------
+    for name in views[1:]:
+        started = time.time()
+        oof[name] = scorer_out_of_fold(lambda n=name: _make(n, cfg), texts, labels_train, codes, folds=folds,
+                                       seed=seed, per_note_fit_kwargs=per_note.get(name),
+                                       fit_kwargs=fit_extra.get(name))
+        seconds[f"oof_{name}"] = time.time() - started
+        started = time.time()
+        fitted[name] = _make(name, cfg).fit(texts, labels_train, codes, **per_note.get(name, {}),
+                                            **fit_extra.get(name, {}))
+        seconds[f"fit_{name}"] = time.time() - started
+    # -- the stacker on out-of-fold scores -------------------------------------------------------
+    started = time.time()
+    frequency = np.array([label_space.frequency.get(c, 0) for c in codes], dtype=np.float32)
+    stacker_params = plain(cfg.fusion.get("stacker") or {})
+    stacker = Stacker(views, **kwargs_for(Stacker.__init__, stacker_params, exclude=("views",))).fit(
+        oof, frequency, labels_train)
+    seconds["fit_stacker"] = time.time() - started
+    log.info("stacker weights (standardised): %s",
+             ", ".join(f"{k}={v:+.2f}" for k, v in stacker.coefficients().items()))
+    scorer = HybridScorer(fitted, stacker, frequency, support_top_k=int(stacker_params.get("top_k", 15)))
+    return FusionResult(scorer, seconds, oof)
