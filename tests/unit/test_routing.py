@@ -28,6 +28,7 @@ from medcoder.routing import (
     precision_coverage_curve,
     routing_metrics,
 )
+from medcoder.routing.reasons import NEGATED_MENTION, SIBLING_CONFLICT
 
 CODES = ["E11.9", "E10.9", "N44.8", "I10", "E11.99", "R69"]
 #          0        1        2       3      4 (invalid) 5 (rare)
@@ -98,7 +99,8 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
     produced = {r for row in rows for d in row for r in d.reasons} | {
         r for _, rs in docs for r in rs
     }
-    assert produced == set(ALL_REASONS) - {"new_code"}  # needs codeset_fy: test_routing_codesets.py
+    # new_code needs codeset_fy (test_routing_codesets.py); the switchable rules are tested below
+    assert produced == set(ALL_REASONS) - {"new_code", "negated_mention", "sibling_conflict", "no_evidence"}
 
     predicted, accept, counts = pol.route_arrays(probs, CODES, FREQ, truncated, empty)
     assert set(counts) == set(ALL_REASONS)
@@ -110,6 +112,9 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
         TRUNCATED_NOTE: 1,
         EMPTY_NOTE: 1,
         "new_code": 0,
+        "negated_mention": 0,
+        "sibling_conflict": 0,
+        "no_evidence": 0,
     }
     routed = {(i, CODES.index(d.code)) for i, r in enumerate(rows) for d in r}
     assert routed == set(zip(*np.nonzero(predicted), strict=True))
@@ -230,3 +235,45 @@ def test_codeset_conflict_matrix_equals_the_tabular_list_parser():
     codes = ("E11.9", "E10.9", "E119", "I10", "O16.1", "O12.0", "N44.8", "K50.90", "K51.90", "X")
     assert (load_codeset(2026).conflict_matrix(codes) != conflict_matrix(codes)).nnz == 0
     assert load_codeset(2025).conflict_matrix(codes).nnz == 0
+
+
+def test_sibling_conflict_rule_is_off_by_default_and_fires_on_one_category() -> None:
+    codes = ["R31.9", "R31.0", "I10"]
+    probs = np.array([[0.99, 0.9, 0.99]])
+    freq = dict.fromkeys(codes, 100)
+    dt = DecisionThreshold.fixed(0.5, n_labels=3)
+    off = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False).route(probs, codes, freq)[0]
+    assert all(d.decision == AUTO_ACCEPT for d in off)
+    on = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False, check_sibling_conflict=True)
+    by = _by_code(on.route(probs, codes, freq)[0])
+    assert by["R31.9"].reasons == [SIBLING_CONFLICT] and by["R31.0"].reasons == [SIBLING_CONFLICT]
+    assert by["I10"].decision == AUTO_ACCEPT
+    assert RoutingPolicy.from_dict(json.loads(json.dumps(on.to_dict()))).check_sibling_conflict
+
+
+def test_a_negated_mention_goes_to_review_when_the_rule_is_on() -> None:
+    """A note saying "no fever, tuberculosis was ruled out": the dictionary view flags both
+    mentions as negated. With the rule on (for corpora that do not code negated findings) the
+    codes go to review as negated_mention; off (CodiEsp codes negated findings, measured), they
+    are routed on their probability like any other code."""
+    from medcoder.modeling.dictionary import DictionaryScorer
+    from medcoder.modeling.hybrid import routing_flags
+
+    codes = ["R50.9", "A15.9", "I10"]
+    train = ["patient with fever today", "active tuberculosis treated", "hypertension on amlodipine"]
+    dictionary = DictionaryScorer(cross_fit=1).fit(
+        train, np.eye(3, dtype=int), codes, descriptions={"R50.9": ["fever"], "A15.9": ["tuberculosis"],
+                                                           "I10": ["hypertension"]}, language="en")
+    note = "No fever. Tuberculosis was ruled out. Known hypertension."
+    view = dictionary.score([note], evidence=True)
+    flags = routing_flags({"dictionary": view})
+    assert flags["negated_mention"][0].tolist() == [True, True, False]
+    probs = np.array([[0.99, 0.99, 0.99]])
+    freq = dict.fromkeys(codes, 100)
+    dt = DecisionThreshold.fixed(0.5, n_labels=3)
+    on = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False, check_negated_mention=True)
+    by = _by_code(on.route(probs, codes, freq, flags=flags)[0])
+    assert by["R50.9"].reasons == [NEGATED_MENTION] and by["A15.9"].reasons == [NEGATED_MENTION]
+    assert by["I10"].decision == AUTO_ACCEPT
+    off = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False)
+    assert all(d.decision == AUTO_ACCEPT for d in off.route(probs, codes, freq, flags=flags)[0])

@@ -18,11 +18,13 @@ def plot_reliability(
     *,
     labels: tuple[str, str] = ("before (sigmoid of logits)", "after calibration"),
     title: str = "Reliability (equal-mass bins, test split)",
+    show_counts: bool = False,
 ) -> Figure:
     """Plot two :func:`medcoder.calibration.report.reliability_curve` results on one diagram.
 
     Accepts either the curve dict itself or a :func:`calibration_report` dict (its
-    ``reliability`` entry is used, and its ECE is shown in the legend). Uses a bare
+    ``reliability`` entry is used, and its ECE is shown in the legend). ``show_counts`` writes
+    each bin's number of pairs beside its point (uniform bins hold very different counts). Uses a bare
     :class:`~matplotlib.figure.Figure` (no pyplot global state), so it is safe in scripts and
     tests; save with ``fig.savefig(path)``.
     """
@@ -34,6 +36,10 @@ def plot_reliability(
         if "ece" in rep:
             label = f"{label} (ECE {rep['ece']:.4f})"
         ax.plot(curve["mean_predicted"], curve["fraction_positive"], marker=marker, label=label)
+        if show_counts:
+            for x, yv, n in zip(curve["mean_predicted"], curve["fraction_positive"], curve["count"], strict=True):
+                ax.annotate(str(n), (x, yv), textcoords="offset points", xytext=(4, -10), fontsize="x-small",
+                            color=ax.lines[-1].get_color())
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("fraction of gold codes")
     ax.set_xlim(0, 1)

@@ -25,7 +25,8 @@ def _flat(probs: np.ndarray, y_true: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return p, y
 
 
-def reliability_curve(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
+def reliability_curve(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15,
+                      strategy: str = "quantile") -> dict[str, Any]:
     """JSON-ready reliability-diagram data for ``calibration.json``: the equal-mass bins of
     :func:`medcoder.evaluation.metrics.reliability_curve` (the one binning of the project, so the
     diagram and the logged ECE describe the same bins) as plain lists: ``mean_predicted``,
@@ -33,7 +34,7 @@ def reliability_curve(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -
     fewer pairs than bins).
     """
     p, y = _flat(probs, y_true)
-    curve = metrics.reliability_curve(p[None, :], y[None, :], n_bins=n_bins, strategy="quantile")
+    curve = metrics.reliability_curve(p[None, :], y[None, :], n_bins=n_bins, strategy=strategy)  # type: ignore[arg-type]
     return {
         "mean_predicted": [float(v) for v in curve.confidence],
         "fraction_positive": [float(v) for v in curve.accuracy],
@@ -50,10 +51,20 @@ def brier_score(probs: np.ndarray, y_true: np.ndarray) -> float:
     return float(brier_score_loss(y.astype(int), p, labels=[0, 1]))
 
 
-def calibration_report(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15) -> dict[str, Any]:
-    """``{"ece", "brier", "reliability"}`` for one split and one calibrator (JSON-ready)."""
+def calibration_report(probs: np.ndarray, y_true: np.ndarray, n_bins: int = 15, *, strategy: str = "quantile",
+                       mask: np.ndarray | None = None) -> dict[str, Any]:
+    """``{"ece", "brier", "reliability", "n_pairs", "strategy"}`` for one split and one calibrator
+    (JSON-ready). ``mask`` restricts it to some (note, code) pairs — e.g. the candidate codes where
+    decisions are made: over all pairs, ~99% sit near 0 and the diagram says nothing about the
+    0.2-1.0 range where codes are predicted and accepted."""
+    p, y = np.asarray(probs, dtype=np.float64), np.asarray(y_true, dtype=np.float64)
+    if mask is not None:
+        p, y = p[np.asarray(mask, dtype=bool)], y[np.asarray(mask, dtype=bool)]
+    p, y = _flat(p, y)
     return {
-        "ece": metrics.ece(*(a[None, :] for a in _flat(probs, y_true)), n_bins=n_bins),
-        "brier": brier_score(probs, y_true),
-        "reliability": reliability_curve(probs, y_true, n_bins),
+        "ece": metrics.ece(p[None, :], y[None, :], n_bins=n_bins, strategy=strategy),  # type: ignore[arg-type]
+        "brier": brier_score(p, y),
+        "reliability": reliability_curve(p, y, n_bins, strategy),
+        "n_pairs": int(p.size),
+        "strategy": strategy,
     }

@@ -24,11 +24,12 @@ from medcoder.errors import BundleError, ConfigError, DataError
 from medcoder.inference.bundle import Manifest, verify_bundle
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.modeling.hybrid import HybridScorer
+from medcoder.modeling.hybrid import HybridScorer, routing_flags
 from medcoder.modeling.neural import NeuralScorer
 from medcoder.modeling.scorer import Scorer
 from medcoder.modeling.scoring import sigmoid
 from medcoder.routing.policy import RoutingPolicy, document_decision
+from medcoder.routing.reasons import AUTO_ACCEPT, HUMAN_REVIEW, NO_EVIDENCE
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,8 @@ class Coder:
         probs = self.calibrator.transform(fused.logits)
         truncated = fused.truncated | np.array([len(n) > len(t) for n, t in zip(notes, texts, strict=True)])
         empty = np.array([not t.strip() for t in texts], dtype=bool)
-        routed = self.policy.route(probs, self.label_space.codes, self.label_space.frequency, truncated, empty)
+        routed = self.policy.route(probs, self.label_space.codes, self.label_space.frequency, truncated, empty,
+                                   flags=routing_flags(fused.views))
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         index = self.label_space.index
         out = []
@@ -230,6 +232,10 @@ class Coder:
             for d in decisions:
                 j = index[d.code]
                 evidence = fused.evidence_for(i, j) if evidence_top_k > 0 else []
+                if d.decision == AUTO_ACCEPT and not evidence:
+                    # An accepted code must come with a span an auditor can check; without one it is
+                    # reviewed (evidence_top_k=0 therefore routes every code to review).
+                    d.decision, d.reasons = HUMAN_REVIEW, [NO_EVIDENCE]
                 codes.append(CodePrediction(d.code, self.label_space.descriptions.get(d.code, ""), d.probability,
                                             d.decision, list(d.reasons), evidence, fused.sources_for(i, j)))
             decision, reasons = document_decision(decisions, bool(empty[i]))

@@ -22,7 +22,8 @@ def _fmt(v: Any) -> str:
 
 
 def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict[str, Any],
-                      calibration: dict[str, Any], metrics: dict[str, float]) -> str:
+                      calibration: dict[str, Any], metrics: dict[str, float],
+                      stacker: dict[str, Any] | None = None) -> str:
     data = train_config.get("data", {})
     model = train_config.get("model", {})
     policy = calibration.get("policy", {})
@@ -34,6 +35,7 @@ def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict
         "## What it is",
         f"- Multi-label ICD-10 coder: encoder `{model.get('encoder', '?')}` over "
         f"{model.get('chunk_size', '?')}-token chunks (up to {model.get('max_chunks', '?')}) with label-wise attention.",
+        *(_views(stacker, metrics)),
         f"- {len(labels.get('codes', []))} codes; code set: ICD-10-CM fiscal year {labels.get('codeset_fy')}.",
         f"- Trained in MLflow run `{run_id}` on `{data.get('name', '?')}` (code type {data.get('code_type', '?')}).",
         f"- Calibrator: `{calibration.get('calibrator', {}).get('method', '?')}` fitted on the "
@@ -71,3 +73,13 @@ def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict
         "",
     ]
     return "\n".join(lines)
+
+
+def _views(stacker: dict[str, Any] | None, metrics: dict[str, float]) -> list[str]:
+    """The fused views and what each scores alone on test (no lines for a neural-only bundle)."""
+    if not stacker:
+        return []
+    views = stacker.get("params", {}).get("views", [])
+    alone = ", ".join(f"{v} {_fmt(metrics.get(f'test_map_{v}'))}" for v in views)
+    return [f"- Fused views: {', '.join(views)}, combined by a logistic-regression stacker fitted on out-of-fold",
+            f"  training scores (test MAP alone: {alone}; fused: {_fmt(metrics.get('test_map'))})."]

@@ -25,7 +25,7 @@ from medcoder.atomic import atomic_write_text
 from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, Span
 from medcoder.modeling.stacker import Stacker, rank_in_note
 
-__all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR"]
+__all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "routing_flags"]
 
 STACKER_FILE = "stacker.json"
 SCORERS_DIR = "scorers"
@@ -75,6 +75,18 @@ class FusedScores:
         """A view's flag matrix, or None when the view or flag is absent."""
         s = self.views.get(view)
         return None if s is None else s.flags.get(name)
+
+
+def routing_flags(views: Mapping[str, Scores]) -> dict[str, np.ndarray]:
+    """Per-(note, code) facts the routing rules may use, named by their reason: today the
+    dictionary's ``negated`` flag (every match of the code negated or hypothetical). The same
+    function feeds calibration (which certifies τ on the eligible codes) and inference, so both
+    route alike."""
+    out: dict[str, np.ndarray] = {}
+    dictionary = views.get("dictionary")
+    if dictionary is not None and "negated" in dictionary.flags:
+        out["negated_mention"] = np.asarray(dictionary.flags["negated"], dtype=bool)
+    return out
 
 
 class HybridScorer:

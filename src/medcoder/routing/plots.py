@@ -48,17 +48,19 @@ def plot_precision_coverage(
     elif tau is None:
         ax.text(
             0.5,
-            0.1,
+            0.55,
             "no τ certified: nothing auto-accepted",
             transform=ax.transAxes,
             ha="center",
             color="C3",
+            bbox={"facecolor": "white", "edgecolor": "C3", "alpha": 0.9},
         )
     ax.set_xlabel("coverage (share of predicted codes auto-accepted)")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_title(title)
-    ax.legend(loc="lower left", fontsize="small")
+    # Legend below the axes: inside, it covered the "nothing auto-accepted" label.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small", frameon=False)
     fig.tight_layout()
     return fig

@@ -38,8 +38,11 @@ from medcoder.routing.reasons import (
     HUMAN_REVIEW,
     INVALID_CODE,
     LOW_CONFIDENCE,
+    NEGATED_MENTION,
     NEW_CODE,
+    NO_EVIDENCE,
     RARE_CODE,
+    SIBLING_CONFLICT,
     TRUNCATED_NOTE,
 )
 
@@ -65,6 +68,9 @@ class RoutingContext:
     new_cols: np.ndarray  # (n_codes,) valid this year, absent the year before (False if unknown)
     check_excludes1: bool
     check_validity: bool
+    check_negated_mention: bool = False
+    check_sibling_conflict: bool = False
+    flags: Mapping[str, np.ndarray] = field(default_factory=dict)  # (n_docs, n_codes) from the views
 
 
 def _low_confidence(ctx: RoutingContext) -> np.ndarray:
@@ -103,6 +109,31 @@ def _new_code(ctx: RoutingContext) -> np.ndarray:
     return ctx.predicted & (ctx.new_cols & ctx.rare_cols)[None, :]
 
 
+def _negated_mention(ctx: RoutingContext) -> np.ndarray:
+    negated = ctx.flags.get(NEGATED_MENTION)
+    if not ctx.check_negated_mention or negated is None:
+        return np.zeros_like(ctx.predicted)
+    return ctx.predicted & np.asarray(negated, dtype=bool)
+
+
+def _sibling_conflict(ctx: RoutingContext) -> np.ndarray:
+    if not ctx.check_sibling_conflict or not ctx.predicted.any():
+        return np.zeros_like(ctx.predicted)
+    category = np.array([c.replace(".", "")[:3] for c in ctx.label_codes])
+    _, group = np.unique(category, return_inverse=True)
+    onehot = np.zeros((len(category), group.max() + 1), dtype=np.int32)
+    onehot[np.arange(len(category)), group] = 1
+    per_category = ctx.predicted.astype(np.int32) @ onehot  # predicted codes per category, per note
+    return ctx.predicted & (per_category[:, group] > 1)
+
+
+def _no_evidence(ctx: RoutingContext) -> np.ndarray:
+    has = ctx.flags.get(NO_EVIDENCE)
+    # The flag, when given, marks codes WITH no evidence span (the inference path computes it for
+    # the codes it would accept; see Coder.predict).
+    return np.zeros_like(ctx.predicted) if has is None else ctx.predicted & np.asarray(has, dtype=bool)
+
+
 Rule = tuple[str, Callable[[RoutingContext], np.ndarray]]
 RULES: tuple[Rule, ...] = (
     (LOW_CONFIDENCE, _low_confidence),
@@ -111,6 +142,9 @@ RULES: tuple[Rule, ...] = (
     (INVALID_CODE, _invalid_code),
     (TRUNCATED_NOTE, _truncated_note),
     (NEW_CODE, _new_code),
+    (NEGATED_MENTION, _negated_mention),
+    (SIBLING_CONFLICT, _sibling_conflict),
+    (NO_EVIDENCE, _no_evidence),
 )
 """Code-level rules as ``(reason, predicate)``; each predicate returns the predicted codes the
 reason applies to. ``empty_note`` is document-level (an empty note predicts nothing)."""
@@ -179,6 +213,10 @@ class RoutingPolicy:
     codeset:
         The :class:`CodeSet` itself, when the caller has it (e.g. loaded from an order file);
         otherwise it is loaded on first use with :func:`medcoder.codesets.load_codeset`.
+    check_negated_mention, check_sibling_conflict:
+        Switch on the ``negated_mention`` rule (needs the dictionary view's flag, passed as
+        ``flags``) and the ``sibling_conflict`` rule. Off by default; README says what each was
+        measured to do on CodiEsp.
     """
 
     def __init__(
@@ -191,6 +229,8 @@ class RoutingPolicy:
         policy_version: str = "1",
         codeset_fy: int | None = None,
         codeset: CodeSet | None = None,
+        check_negated_mention: bool = False,
+        check_sibling_conflict: bool = False,
     ) -> None:
         if decision_threshold is None:
             raise ValueError("RoutingPolicy needs a fitted decision_threshold")
@@ -203,6 +243,8 @@ class RoutingPolicy:
         self.codeset_fy = codeset.fiscal_year if codeset_fy is None and codeset is not None else (
             None if codeset_fy is None else int(codeset_fy))
         self.codeset = codeset
+        self.check_negated_mention = check_negated_mention
+        self.check_sibling_conflict = check_sibling_conflict
 
     @property
     def threshold(self) -> float | None:
@@ -223,6 +265,7 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None,
         empty: np.ndarray | None,
+        flags: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """Predicted mask, one mask per code-level reason (subset of predicted), empty rows."""
         p = np.asarray(probs, dtype=np.float64)
@@ -248,6 +291,9 @@ class RoutingPolicy:
             new_cols=self._new_code_columns(label_codes),
             check_excludes1=self.check_excludes1,
             check_validity=self.check_validity,
+            check_negated_mention=self.check_negated_mention,
+            check_sibling_conflict=self.check_sibling_conflict,
+            flags=dict(flags or {}),
         )
         return ctx.predicted, {reason: rule(ctx) for reason, rule in RULES}, empty_rows
 
@@ -267,13 +313,14 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None = None,
         empty: np.ndarray | None = None,
+        flags: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Vectorised routing for evaluation: ``(predicted_mask, accept_mask, reason_counts)``.
 
         ``reason_counts[name]`` is the number of predicted codes carrying that reason, except
         ``empty_note``, which counts notes (an empty note has no predicted codes).
         """
-        predicted, reasons, empty_rows = self._masks(probs, label_codes, train_frequency, truncated, empty)
+        predicted, reasons, empty_rows = self._masks(probs, label_codes, train_frequency, truncated, empty, flags)
         blocked = np.zeros_like(predicted)
         for m in reasons.values():
             blocked |= m
@@ -289,13 +336,14 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None = None,
         empty: np.ndarray | None = None,
+        flags: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Predicted codes that no rule other than ``low_confidence`` blocks.
 
         These are the codes τ decides about, so τ is calibrated on exactly this set and the
         precision guarantee is about what the policy will actually accept.
         """
-        predicted, reasons, _ = self._masks(probs, label_codes, train_frequency, truncated, empty)
+        predicted, reasons, _ = self._masks(probs, label_codes, train_frequency, truncated, empty, flags)
         blocked = np.zeros_like(predicted)
         for r, m in reasons.items():
             if r != LOW_CONFIDENCE:
@@ -313,6 +361,7 @@ class RoutingPolicy:
         *,
         target_precision: float = 0.95,
         delta: float = 0.1,
+        flags: Mapping[str, np.ndarray] | None = None,
     ) -> AcceptThresholdResult:
         """Learn ``tau_accept_`` on the calibration split (LTT; see
         :func:`medcoder.calibration.risk_control.select_accept_threshold`).
@@ -320,7 +369,7 @@ class RoutingPolicy:
         Sets ``tau_accept_`` (None when infeasible) and ``accept_result_``; returns the result,
         whose ``message`` the calling script should log as is.
         """
-        elig = self.eligible_mask(probs, label_codes, train_frequency, truncated, empty)
+        elig = self.eligible_mask(probs, label_codes, train_frequency, truncated, empty, flags)
         result = select_accept_threshold(probs, y_true, elig, target_precision=target_precision, delta=delta)
         self.tau_accept_ = result.tau
         self.accept_result_ = result
@@ -333,6 +382,7 @@ class RoutingPolicy:
         train_frequency: Mapping[str, int],
         truncated: np.ndarray | None = None,
         empty: np.ndarray | None = None,
+        flags: Mapping[str, np.ndarray] | None = None,
     ) -> list[list[CodeDecision]]:
         """Per note, the predicted codes (highest probability first) with decision and reasons.
 
@@ -341,7 +391,7 @@ class RoutingPolicy:
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim == 1:
             p = p[None, :]
-        predicted, reasons, _ = self._masks(p, label_codes, train_frequency, truncated, empty)
+        predicted, reasons, _ = self._masks(p, label_codes, train_frequency, truncated, empty, flags)
         out: list[list[CodeDecision]] = []
         for i in range(p.shape[0]):
             cols = np.flatnonzero(predicted[i])
@@ -367,6 +417,8 @@ class RoutingPolicy:
             "check_validity": bool(self.check_validity),
             "decision_threshold": self.decision_threshold.to_dict(),
             "codeset_fy": self.codeset_fy,
+            "check_negated_mention": bool(self.check_negated_mention),
+            "check_sibling_conflict": bool(self.check_sibling_conflict),
         }
         if hasattr(self, "accept_result_"):
             d["accept_result"] = self.accept_result_.to_dict(include_grid=False)
@@ -383,6 +435,8 @@ class RoutingPolicy:
             check_validity=d.get("check_validity", True),
             policy_version=d.get("policy_version", "1"),
             codeset_fy=d.get("codeset_fy"),
+            check_negated_mention=d.get("check_negated_mention", False),
+            check_sibling_conflict=d.get("check_sibling_conflict", False),
         )
         if "accept_result" in d:
             obj.accept_result_ = AcceptThresholdResult.from_dict(dict(d["accept_result"]))

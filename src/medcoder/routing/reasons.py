@@ -26,6 +26,18 @@ NEW_CODE = "new_code"
 """Added in the policy's code-set year (absent the year before) and fewer than ``min_train_count``
 training examples: the model has barely seen a code coders are only starting to use."""
 
+NEGATED_MENTION = "negated_mention"
+"""Every dictionary match of the code in the note is negated or hypothetical ("no fever", "se
+descartó tuberculosis"). Off by default: on CodiEsp negated findings are coded (measured)."""
+
+SIBLING_CONFLICT = "sibling_conflict"
+"""Another code of the same 3-character category is predicted for the note (e.g. R31.9 and
+R31.0): usually only one is right."""
+
+NO_EVIDENCE = "no_evidence"
+"""The code would be auto-accepted but no view gave a span of the note to show for it: an
+auditor must always be able to check an accepted code against the text."""
+
 ALL_REASONS: tuple[str, ...] = (
     LOW_CONFIDENCE,
     RARE_CODE,
@@ -34,6 +46,9 @@ ALL_REASONS: tuple[str, ...] = (
     TRUNCATED_NOTE,
     EMPTY_NOTE,
     NEW_CODE,
+    NEGATED_MENTION,
+    SIBLING_CONFLICT,
+    NO_EVIDENCE,
 )
 """Every reason, in the fixed order used when reasons are listed."""
 

@@ -28,7 +28,9 @@ from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
 from medcoder.modeling import HybridScorer, Scores
+from medcoder.modeling.hybrid import routing_flags
 from medcoder.modeling.scoring import score_features, sigmoid
+from medcoder.modeling.stacker import rank_in_note
 from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
 from medcoder.routing.policy import RoutingPolicy
@@ -59,10 +61,13 @@ def _split_arrays(feats, splits, name: str, label_space: LabelSpace) -> dict[str
     }
 
 
-FRONTIER_TARGETS = (0.9, 0.8, 0.7, 0.6, 0.5)
+FRONTIER_TARGETS = (0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
+#: Candidate codes per note for the decision-range calibration report.
+CANDIDATE_TOP_K = 15
 
 
-def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str, delta: float) -> list[dict]:
+def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str, delta: float,
+              flags: dict | None = None) -> list[dict]:
     """What lower precision targets would certify (same LTT procedure, same calibration split).
 
     A diagnostic for whoever sets ``routing.target_precision``; it never changes the policy. The
@@ -71,9 +76,9 @@ def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str,
     """
     cal, ev = arrays[cal_name], arrays[eval_name]
     eligible = policy.eligible_mask(probs[cal_name], label_space.codes, label_space.frequency,
-                                    cal["truncated"], cal["empty"])
+                                    cal["truncated"], cal["empty"], (flags or {}).get(cal_name))
     eligible_eval = policy.eligible_mask(probs[eval_name], label_space.codes, label_space.frequency,
-                                         ev["truncated"], ev["empty"])
+                                         ev["truncated"], ev["empty"], (flags or {}).get(eval_name))
     rows = []
     for target in FRONTIER_TARGETS:
         res = select_accept_threshold(probs[cal_name], cal["y"], eligible, target_precision=target, delta=delta)
@@ -119,12 +124,13 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     feats = featurize(splits, tokenizer, label_space, chunk_size=model.config.chunk_size,
                       max_chunks=model.config.max_chunks)
     cache_dir = Path(cfg.paths.cache_dir) if cfg.use_state_cache else None
-    logits = {}
+    logits, flags = {}, {}
     for n in splits:
         views = hybrid.score_views(list(splits[n]["text"]), exclude=("neural",))
         views["neural"] = Scores(score_features(model, feats[n], batch_size=cfg.batch_size, cache_dir=cache_dir,
                                                 progress=True))
         logits[n] = hybrid.fuse(views)
+        flags[n] = routing_flags(views)  # the same rule inputs as the inference path
     arrays = {n: _split_arrays(feats, splits, n, label_space) for n in splits}
     cal, ev = arrays[cal_name], arrays[eval_name]
 
@@ -134,6 +140,11 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     probs = {n: calibrator.transform(logits[n]) for n in splits}
     before = calibration_report(sigmoid(logits[eval_name]), ev["y"])
     after = calibration_report(probs[eval_name], ev["y"])
+    # Where decisions happen: each note's top CANDIDATE_TOP_K codes by fused score, uniform bins
+    # (the all-pairs figures above are dominated by ~99% of pairs near 0).
+    candidates = rank_in_note(logits[eval_name]) < CANDIDATE_TOP_K
+    cand_before = calibration_report(sigmoid(logits[eval_name]), ev["y"], 10, strategy="uniform", mask=candidates)
+    cand_after = calibration_report(probs[eval_name], ev["y"], 10, strategy="uniform", mask=candidates)
 
     # -- decision threshold + routing policy -------------------------------------------------------
     dt_cfg = cfg.calibration.decision_threshold
@@ -149,20 +160,24 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         tau_accept=None, decision_threshold=decision, min_train_count=r.min_train_count,
         check_excludes1=r.check_excludes1 and icd10cm, check_validity=r.check_validity and icd10cm,
         policy_version=str(r.policy_version), codeset_fy=label_space.codeset_fy,
+        check_negated_mention=bool(r.get("check_negated_mention", False)),
+        check_sibling_conflict=bool(r.get("check_sibling_conflict", False)),
     )
     result = policy.fit_accept_threshold(
         probs[cal_name], cal["y"], label_space.codes, label_space.frequency, cal["truncated"], cal["empty"],
-        target_precision=r.target_precision, delta=r.delta,
+        target_precision=r.target_precision, delta=r.delta, flags=flags[cal_name],
     )
     log.info("%s", result.message)
     predicted, accept, reasons = policy.route_arrays(
-        probs[eval_name], label_space.codes, label_space.frequency, ev["truncated"], ev["empty"]
+        probs[eval_name], label_space.codes, label_space.frequency, ev["truncated"], ev["empty"], flags[eval_name]
     )
     routing = routing_metrics(accept, predicted, ev["y"], ev["n_gold"], delta=r.delta, reason_counts=reasons)
 
     metrics = {
         f"{eval_name}_ece_uncalibrated": before["ece"],
         f"{eval_name}_ece_calibrated": after["ece"],
+        f"{eval_name}_ece_candidates_uncalibrated": cand_before["ece"],
+        f"{eval_name}_ece_candidates_calibrated": cand_after["ece"],
         f"{eval_name}_brier_uncalibrated": before["brier"],
         f"{eval_name}_brier_calibrated": after["brier"],
         "tau_accept": float("nan") if result.tau is None else float(result.tau),
@@ -180,9 +195,11 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         "targets": {"target_precision": r.target_precision, "delta": r.delta},
         "guarantee": result.to_dict(include_grid=False),
         "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
-                       "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"]},
+                       "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"],
+                       "candidates": {"top_k": CANDIDATE_TOP_K, "uncalibrated": cand_before,
+                                      "calibrated": cand_after}},
     }
-    calibration["frontier"] = _frontier(policy, probs, arrays, label_space, cal_name, eval_name, r.delta)
+    calibration["frontier"] = _frontier(policy, probs, arrays, label_space, cal_name, eval_name, r.delta, flags)
     for row in calibration["frontier"]:
         log.info("if target_precision were %.2f: tau=%s, %s auto-accepted on %s (precision %s)",
                  row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,
@@ -193,7 +210,12 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         # and never replaced by a made-up number.
         mlflow.log_metrics(metrics)
         mlflow.log_dict(calibration, "calibration.json")
-        mlflow.log_figure(plot_reliability(before, after), "reliability_diagram.png")
+        mlflow.log_figure(plot_reliability(
+            cand_before, cand_after, show_counts=True,
+            title=f"Reliability of the top-{CANDIDATE_TOP_K} candidate codes per note\n(uniform bins, {eval_name} split)",
+        ), "reliability_diagram.png")
+        mlflow.log_figure(plot_reliability(before, after, title=f"Reliability, all note x code pairs ({eval_name})"),
+                          "reliability_diagram_all_pairs.png")
         mlflow.log_figure(plot_precision_coverage(curve, result.tau, r.target_precision), "precision_coverage.png")
         mlflow.set_tag("medcoder.calibration", cfg.calibration.method)
         mlflow.set_tag("medcoder.routing_message", result.message[:500])

@@ -153,6 +153,7 @@ def export_run(cfg: DictConfig) -> ExportResult:
         calibration = json.loads(src["calibration_path"].read_text())
         dst = writer.bundle_dir
         shutil.copytree(src["model_dir"], dst / "model")
+        stacker_path = src["model_dir"].parent / "stacker.json"
         for optional in OPTIONAL_ARTIFACTS:  # a fused run's other views and stacker
             found = src["model_dir"].parent / optional
             if found.is_dir():
@@ -165,6 +166,7 @@ def export_run(cfg: DictConfig) -> ExportResult:
         (dst / "MODEL_CARD.md").write_text(render_model_card(
             run_id=run_id, train_config=src["train_config"], labels=labels,
             calibration=calibration, metrics=src["metrics"],
+            stacker=json.loads(stacker_path.read_text()) if stacker_path.is_file() else None,
         ))
         manifest = writer.commit(source_run_id=run_id, validate=lambda tmp: loaded.append(Coder.load(tmp)))
     bundle_dir = writer.out
