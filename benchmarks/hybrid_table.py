@@ -77,7 +77,7 @@ def run_corpus(name: str, workdir: Path, extra: list[str]) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     common = [f"paths.root_dir={root}"]
     # The English corpora share the English encoder-state cache; paths.cache_dir keeps it per workdir.
-    out, train_s = _run([sys.executable, "scripts/train.py", "experiment=quickstart", CORPORA[name], "fusion=stacked",
+    out, train_s = _run([sys.executable, "scripts/train.py", "experiment=hybrid", CORPORA[name],
                          f"run_name=hybrid-{name}", *common, *extra], root / "train.log")
     run_id = re.findall(r"^run_id=(\S+)", out, flags=re.M)[-1]
     _, cal_s = _run([sys.executable, "scripts/calibrate.py", f"run_id={run_id}", *common], root / "calibrate.log")

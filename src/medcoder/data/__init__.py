@@ -14,6 +14,7 @@ import datasets
 from medcoder.data.codes import normalize_code
 from medcoder.data.codiesp import DEFAULT_SPLITS, load_codiesp, load_codiesp_with_report
 from medcoder.data.labels import LabelSpace
+from medcoder.data.mimic import load_mimic
 from medcoder.data.report import LoadReport, SplitReport
 from medcoder.data.resolve import resolve_codiesp_root
 from medcoder.data.tabular import load_tabular
@@ -27,12 +28,13 @@ __all__ = [
     "load_codiesp",
     "load_codiesp_with_report",
     "load_corpus",
+    "load_mimic",
     "load_tabular",
     "normalize_code",
     "resolve_codiesp_root",
 ]
 
-FORMATS = ("codiesp", "jsonl", "csv")
+FORMATS = ("codiesp", "jsonl", "csv", "mimic")
 
 
 def load_corpus(data_cfg: Mapping[str, Any]) -> datasets.DatasetDict:
@@ -74,6 +76,19 @@ def load_corpus(data_cfg: Mapping[str, Any]) -> datasets.DatasetDict:
             codes_column=data_cfg.get("codes_column", "codes"),
             codes_separator=data_cfg.get("codes_separator", ";"),
             on_error=data_cfg.get("on_error", "skip"),
+        )
+    if fmt == "mimic":
+        # A credentialed user's local PhysioNet files; Edin et al.'s patient-level splits.
+        return load_mimic(
+            data_cfg.get("root"),
+            variant=data_cfg.get("variant"),
+            cache_dir=data_cfg.get("cache_dir"),
+            note_root=data_cfg.get("note_root"),
+            split_files=data_cfg.get("split_files"),
+            code_types=tuple(data_cfg.get("code_types") or ("D", "P")),
+            min_code_count=data_cfg.get("min_code_count"),
+            top50=data_cfg.get("top50", "mullenbach"),
+            text_preprocessing=data_cfg.get("text_preprocessing", "none"),
         )
     raise ConfigError(
         f"data.format={fmt!r} is not supported", hint=f"use one of {', '.join(FORMATS)}"

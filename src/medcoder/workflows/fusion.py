@@ -127,7 +127,8 @@ def fit_fusion(cfg: DictConfig, splits: DatasetDict, label_space: LabelSpace, la
             "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True,
         })
         oof["neural"] = neural_head_out_of_fold(
-            initial_neural, train_states, labels_train, args, folds=folds, seed=seed,
+            initial_neural, train_states, labels_train, args, folds=int(cfg.fusion.get("neural_folds") or folds),
+            seed=seed,
             head_learning_rate=cfg.trainer.get("head_learning_rate"),
             batch_size=int(cfg.trainer.per_device_eval_batch_size))
     seconds["oof_neural"] = time.time() - started
