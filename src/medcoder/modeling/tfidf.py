@@ -64,6 +64,10 @@ _STRIP_ACCENTS = (None, "unicode", "ascii")
 _WORD_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 
 
+#: Scorer parameters that are not TfidfVectorizer arguments.
+_NOT_VECTORIZER = ("alpha", "evidence_top_k", "evidence_max_spans")
+
+
 @register_scorer
 class TfidfScorer(Scorer):
     """TF-IDF n-grams -> multi-output ridge (dual form) over the codes given to :meth:`fit`.
@@ -145,21 +149,10 @@ class TfidfScorer(Scorer):
             raise ValueError("evidence_top_k must be >= 0 and evidence_max_spans >= 1")
 
     def _vectorizer_params(self) -> dict[str, Any]:
-        return {
-            "analyzer": self.analyzer,
-            "ngram_range": self.ngram_range,
-            "min_df": self.min_df,
-            "max_df": self.max_df,
-            "max_features": self.max_features,
-            "sublinear_tf": self.sublinear_tf,
-            "strip_accents": self.strip_accents,
-            "lowercase": self.lowercase,
-            "token_pattern": _WORD_TOKEN_PATTERN,
-            "norm": "l2",
-            "use_idf": True,
-            "smooth_idf": True,
-            "dtype": np.float32,
-        }
+        """TfidfVectorizer's arguments: the scorer's own text parameters plus fixed settings."""
+        own = {k: v for k, v in self.get_params().items() if k not in _NOT_VECTORIZER}
+        return {**own, "ngram_range": self.ngram_range, "token_pattern": _WORD_TOKEN_PATTERN, "norm": "l2",
+                "use_idf": True, "smooth_idf": True, "dtype": np.float32}
 
     # -- fit / score ------------------------------------------------------------------------------
 
