@@ -315,6 +315,11 @@ def train(cfg: DictConfig) -> TrainResult:
         for path in run_files:
             mlflow.log_artifact(str(path))
         if fusion is not None:
+            # Out-of-fold train scores (numbers only, no text), kept beside the run for analysis of
+            # the stacker and acceptance rules; not logged to MLflow.
+            np.savez_compressed(model_dir / "oof_train.npz", labels=np.asarray(feats["train"]["labels"], np.int8),
+                                **{f"{v}_{k}": a for v, sc in fusion.oof.items()
+                                   for k, a in {"scores": sc.scores, **sc.flags}.items()})
             fusion.scorer.save_extra(model_dir)  # scorers/<view>/ and stacker.json (model/ is saved above)
             mlflow.log_artifacts(str(model_dir / SCORERS_DIR), SCORERS_DIR)
             mlflow.log_artifact(str(model_dir / STACKER_FILE))
