@@ -56,7 +56,9 @@ def test_load_corpus_jsonl_from_dictconfig(tmp_path: Path) -> None:
 
 
 def test_load_corpus_errors() -> None:
-    with pytest.raises(ConfigError, match=r"data\.format='mimic'.*codiesp, jsonl, csv"):
+    with pytest.raises(ConfigError, match=r"data\.format='parquet'.*codiesp, jsonl, csv, mimic"):
+        load_corpus({"format": "parquet"})
+    with pytest.raises(ConfigError, match=r"data\.root is required for data\.format=mimic"):
         load_corpus({"format": "mimic"})
     with pytest.raises(ConfigError, match=r"data\.format=None"):
         load_corpus({})
