@@ -750,30 +750,11 @@ def _write_splits(out: Path, tmp: Path, notes: _Notes, codes_of: dict[int, list[
     return outputs
 
 
-def load_mimic(
-    root: str | Path,
-    *,
-    variant: str,
-    cache_dir: str | Path,
-    note_root: str | Path | None = None,
-    split_files: str | Path | Mapping[str, Any] | None = None,
-    code_types: Sequence[str] = ("D", "P"),
-    min_code_count: int | None = None,
-    top50: str = "mullenbach",
-    text_preprocessing: str = "none",
-    test_size: float = TEST_SIZE,
-    val_size: float = VAL_SIZE,
-    seed: int = SEED,
-    chunksize: int = CHUNKSIZE,
-) -> datasets.DatasetDict:
+def load_mimic(root: str | Path, **options: Any) -> datasets.DatasetDict:
     """A MIMIC variant as a ``DatasetDict`` (train/dev/test of ``{id, text, codes}``),
-    memory-mapped from the prepared cache (prepared on first use; see the module docstring)."""
-    folder = prepare_mimic(
-        root, variant=variant, cache_dir=cache_dir, note_root=note_root, split_files=split_files,
-        code_types=code_types, min_code_count=min_code_count, top50=top50,
-        text_preprocessing=text_preprocessing, test_size=test_size, val_size=val_size, seed=seed,
-        chunksize=chunksize,
-    )
+    memory-mapped from the prepared cache (prepared on first use; see the module docstring).
+    ``options`` are :func:`prepare_mimic`'s keywords (``variant``, ``cache_dir``, ...)."""
+    folder = prepare_mimic(root, **options)
     info = datasets.DatasetInfo(features=FEATURES)
     return datasets.DatasetDict({
         split: datasets.Dataset.from_file(str(folder / f"{split}.arrow"), info=info) for split in SPLITS

@@ -41,7 +41,7 @@ from medcoder.atomic import AtomicFileSet, remove_stale_temps, signals_raise
 from medcoder.data.tabular import iter_unlabeled
 from medcoder.errors import ConfigError, DataError
 from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS, Coder
-from medcoder.inference.prediction import AUDIT_FIELDS, DocumentPrediction
+from medcoder.inference.prediction import AUDIT_FIELDS, CodePrediction, DocumentPrediction
 
 INPUT_SUFFIXES = {".jsonl": "jsonl", ".csv": "csv"}
 OUTPUT_FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
@@ -302,8 +302,8 @@ def _rows(pred: DocumentPrediction, granularity: str) -> Iterator[dict[str, Any]
     doc = {"document_decision": pred.document_decision, "document_reasons": pred.document_reasons,
            "truncated": pred.truncated}
     if not pred.codes:  # every note appears in the output, also one with nothing predicted
-        yield {"id": pred.id, "code": "", "description": "", "probability": None, "decision": "",
-               "reasons": [], "evidence": [], **doc, **audit}
+        # An empty CodePrediction, so the row has exactly the columns of a code row (CSV header).
+        yield {"id": pred.id, **asdict(CodePrediction("", "", None, "")), **doc, **audit}  # type: ignore[arg-type]
     for c in pred.codes:
         yield {"id": pred.id, **asdict(c), **doc, **audit}
 

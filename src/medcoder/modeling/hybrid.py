@@ -56,7 +56,8 @@ class FusedScores:
         out = []
         for name, s in self.views.items():
             if "hit" in s.flags:
-                supported = bool(s.flags["hit"][i, j]) and not bool(s.flags.get("negated", np.zeros_like(s.flags["hit"]))[i, j])
+                negated = s.flags.get("negated")
+                supported = bool(s.flags["hit"][i, j]) and not (negated is not None and bool(negated[i, j]))
             else:
                 supported = bool(self._rank(name)[i, j] < self.support_top_k)
             if supported:
