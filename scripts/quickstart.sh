@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README main job: set up, then train -> evaluate -> calibrate + routing policy -> export a bundle
+# The README main job: set up, then train the hybrid coder (neural + TF-IDF + ICD-10-CM dictionary, stacked) -> evaluate -> calibrate + routing policy -> export a bundle
 # (registered in MLflow as medcoder-icd10@candidate) -> batch-predict the CodiEsp test notes, on the
 # embedded defaults (offline MiniLM, local CodiEsp, MLflow in ./mlflow.db). Extra arguments go to train.py as
 # Hydra overrides, e.g.  bash scripts/quickstart.sh trainer.num_train_epochs=5
@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY=true TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-.venv/bin/python scripts/train.py experiment=quickstart "$@" | tee "$out"
+.venv/bin/python scripts/train.py experiment=hybrid "$@" | tee "$out"
 run_id=$(sed -n 's/^run_id=//p' "$out" | tail -n 1)
 # Overrides that say where things live (paths.*, tracking.*) apply to calibration too.
 cal_args=()

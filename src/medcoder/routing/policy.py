@@ -362,6 +362,7 @@ class RoutingPolicy:
         target_precision: float = 0.95,
         delta: float = 0.1,
         flags: Mapping[str, np.ndarray] | None = None,
+        min_coverage: float = 0.0,
     ) -> AcceptThresholdResult:
         """Learn ``tau_accept_`` on the calibration split (LTT; see
         :func:`medcoder.calibration.risk_control.select_accept_threshold`).
@@ -370,7 +371,8 @@ class RoutingPolicy:
         whose ``message`` the calling script should log as is.
         """
         elig = self.eligible_mask(probs, label_codes, train_frequency, truncated, empty, flags)
-        result = select_accept_threshold(probs, y_true, elig, target_precision=target_precision, delta=delta)
+        result = select_accept_threshold(probs, y_true, elig, target_precision=target_precision, delta=delta,
+                                         min_coverage=min_coverage)
         self.tau_accept_ = result.tau
         self.accept_result_ = result
         return result

@@ -67,7 +67,7 @@ CANDIDATE_TOP_K = 15
 
 
 def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str, delta: float,
-              flags: dict | None = None) -> list[dict]:
+              flags: dict | None = None, min_coverage: float = 0.0) -> list[dict]:
     """What lower precision targets would certify (same LTT procedure, same calibration split).
 
     A diagnostic for whoever sets ``routing.target_precision``; it never changes the policy. The
@@ -81,7 +81,8 @@ def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str,
                                          ev["truncated"], ev["empty"], (flags or {}).get(eval_name))
     rows = []
     for target in FRONTIER_TARGETS:
-        res = select_accept_threshold(probs[cal_name], cal["y"], eligible, target_precision=target, delta=delta)
+        res = select_accept_threshold(probs[cal_name], cal["y"], eligible, target_precision=target, delta=delta,
+                                      min_coverage=min_coverage)
         accepted = eligible_eval & (probs[eval_name] >= res.tau) if res.tau is not None else eligible_eval & False
         n = int(accepted.sum())
         rows.append({
@@ -166,6 +167,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     result = policy.fit_accept_threshold(
         probs[cal_name], cal["y"], label_space.codes, label_space.frequency, cal["truncated"], cal["empty"],
         target_precision=r.target_precision, delta=r.delta, flags=flags[cal_name],
+        min_coverage=float(r.get("min_coverage", 0.0)),
     )
     log.info("%s", result.message)
     predicted, accept, reasons = policy.route_arrays(
@@ -199,7 +201,8 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
                        "candidates": {"top_k": CANDIDATE_TOP_K, "uncalibrated": cand_before,
                                       "calibrated": cand_after}},
     }
-    calibration["frontier"] = _frontier(policy, probs, arrays, label_space, cal_name, eval_name, r.delta, flags)
+    calibration["frontier"] = _frontier(policy, probs, arrays, label_space, cal_name, eval_name, r.delta, flags,
+                                        float(r.get("min_coverage", 0.0)))
     for row in calibration["frontier"]:
         log.info("if target_precision were %.2f: tau=%s, %s auto-accepted on %s (precision %s)",
                  row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,

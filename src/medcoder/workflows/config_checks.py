@@ -128,6 +128,8 @@ def routing_rules() -> list[Rule]:
         Rule("routing.target_precision", open_unit, "a number in (0, 1), e.g. 0.95"),
         Rule("routing.delta", open_unit, "a number in (0, 1), e.g. 0.1 (confidence 1 - delta)"),
         Rule("routing.min_train_count", int_at_least(0), "an integer >= 0"),
+        Rule("routing.min_coverage", lambda v: _is_num(v) and 0 <= v < 1,
+             "a number in [0, 1), e.g. 0.1 (where the Learn-then-Test sequence starts)", optional=True),
         Rule("routing.check_excludes1", is_bool, "true or false"),
         Rule("routing.check_validity", is_bool, "true or false"),
     ]
