@@ -2,6 +2,7 @@
 
     python scripts/train.py experiment=quickstart
     python scripts/train.py data=codiesp_p_en trainer.num_train_epochs=5
+    torchrun --nproc_per_node=2 scripts/train.py experiment=quickstart trainer.use_cpu=true   # DDP
 """
 
 import logging
@@ -19,6 +20,8 @@ def main(cfg: DictConfig) -> None:
     from medcoder.workflows.train import train
 
     result = run_or_exit(lambda: train(cfg))
+    if not result.run_id:  # a non-zero torchrun rank: rank 0 reports the run
+        return
     m = result.metrics
     log.info(
         "run %s finished in %.0fs: test MAP %.4f, micro-F1 %.4f, P@8 %.4f, label coverage %.3f",

@@ -6,6 +6,7 @@ from medcoder.tracking.mlflow_utils import (
     flatten,
     git_sha,
     log_config,
+    log_environment,
     setup_experiment,
     tracking_uri,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "flatten",
     "git_sha",
     "log_config",
+    "log_environment",
     "setup_experiment",
     "tracking_uri",
 ]

@@ -110,6 +110,29 @@ def log_config(cfg: DictConfig) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
+def environment_lock() -> str:
+    """``name==version`` of every installed distribution, sorted: what ``pip freeze`` would list.
+
+    Read through :mod:`importlib.metadata` rather than a ``pip`` subprocess: no dependency on pip
+    being importable in the run's interpreter, and it is what was actually imported from.
+    """
+    import importlib.metadata as md
+    import platform
+
+    seen: dict[str, str] = {}
+    for dist in md.distributions():
+        name = dist.metadata["Name"]
+        if name and name.lower() not in seen:
+            seen[name.lower()] = f"{name}=={dist.version}"
+    header = f"# python {platform.python_version()} on {platform.platform()}\n"
+    return header + "\n".join(seen[k] for k in sorted(seen)) + "\n"
+
+
+def log_environment() -> None:
+    """``environment/requirements.txt`` artifact: the exact package set that produced the run."""
+    mlflow.log_text(environment_lock(), "environment/requirements.txt")
+
+
 def git_sha(cwd: str | Path | None = None) -> str:
     """The commit of the code that ran ("unknown" outside a git checkout), "+dirty" if modified."""
     try:

@@ -34,8 +34,9 @@ from medcoder.modeling.stacker import rank_in_note
 from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
 from medcoder.routing.policy import RoutingPolicy
-from medcoder.tracking import setup_experiment
+from medcoder.tracking import config_container, flatten, setup_experiment
 from medcoder.tracking.artifacts import download_run
+from medcoder.tracking.sweeps import current_sweep_job, start_child_or_run, update_sweep_summary
 from medcoder.workflows.config_checks import check_calibrate_config
 from medcoder.workflows.factories import build_calibrator, build_corpus
 
@@ -101,7 +102,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     # two scored splits before it is reported (medcoder.workflows.config_checks).
     check_calibrate_config(cfg)
     root = Path(cfg.paths.root_dir).resolve()
-    setup_experiment(cfg.tracking, root)
+    experiment_id = setup_experiment(cfg.tracking, root)
     with tempfile.TemporaryDirectory() as tmp:
         run = download_run(str(cfg.run_id), Path(tmp))
         train_cfg = run.config()
@@ -208,7 +209,19 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
                  row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,
                  row[f"{eval_name}_auto_accept_precision"])
     curve = precision_coverage_curve(probs[eval_name], ev["y"], predicted)
-    with mlflow.start_run(run_id=str(cfg.run_id)):
+    # Under `--multirun` (a sweep of e.g. routing.target_precision) every job logs to its own
+    # child run of the sweep's parent and leaves the trained run's calibration alone; a single
+    # calibration logs to the trained run itself (what export reads).
+    if current_sweep_job() is None:
+        run_ctx, sweep_parent = mlflow.start_run(run_id=str(cfg.run_id)), None
+    else:
+        run_ctx, sweep_parent = start_child_or_run(
+            experiment_id, "calibrate", run_name=f"calibrate-{str(cfg.run_id)[:8]}",
+            tags={"medcoder.calibrated_run": str(cfg.run_id), "medcoder.kind": "calibration"})
+    with run_ctx as active:
+        if sweep_parent is not None:
+            mlflow.log_params({"run_id": str(cfg.run_id), **flatten(config_container(cfg)["routing"], "routing."),
+                               "calibration.method": str(cfg.calibration.method)})
         # Undefined values (e.g. precision when nothing is accepted) are logged as NaN, not dropped
         # and never replaced by a made-up number.
         mlflow.log_metrics(metrics)
@@ -222,7 +235,10 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         mlflow.log_figure(plot_precision_coverage(curve, result.tau, r.target_precision), "precision_coverage.png")
         mlflow.set_tag("medcoder.calibration", cfg.calibration.method)
         mlflow.set_tag("medcoder.routing_message", result.message[:500])
-    out = Path(cfg.paths.output_dir) / "runs" / str(cfg.run_id)
+    logged_to = active.info.run_id
+    if sweep_parent is not None:
+        update_sweep_summary(sweep_parent)
+    out = Path(cfg.paths.output_dir) / "runs" / logged_to
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "calibration.json", json.dumps(calibration, indent=2))
     return CalibrationResult(str(cfg.run_id), metrics, calibration, result.message)

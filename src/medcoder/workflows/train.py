@@ -29,6 +29,11 @@ from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
 from medcoder.evaluation.codiesp_run import write_codiesp_run
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
+from medcoder.evaluation.note_predictions import (
+    build_note_predictions,
+    note_predictions_filename,
+    write_note_predictions,
+)
 from medcoder.modeling import MedCoderForICDCoding, Scores
 from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
 from medcoder.modeling.hybrid import SCORERS_DIR, STACKER_FILE
@@ -40,10 +45,13 @@ from medcoder.tracking import (
     config_container,
     git_sha,
     log_config,
+    log_environment,
     setup_experiment,
 )
 from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.plots import per_code_f1, plot_f1_vs_frequency
+from medcoder.tracking.sweeps import start_child_or_run, update_sweep_summary
+from medcoder.training.distributed import distributed_state, is_main_process, main_first, world_size
 from medcoder.training.encoders import resolve_encoder
 from medcoder.training.trainer import MedCoderTrainer
 from medcoder.training.warm_start import (
@@ -183,17 +191,24 @@ def train(cfg: DictConfig) -> TrainResult:
     mode = cfg.trainer.encoder_mode
     cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
     fused = len(views_of(cfg)) > 1
+    # torchrun: one process per rank; rank 0 alone logs, evaluates and saves (training.distributed).
+    dist = distributed_state(cpu=bool(cfg.trainer.get("use_cpu", False)))
+    if dist is not None and fused:
+        raise ConfigError(f"fusion.views={views_of(cfg)} under torchrun (WORLD_SIZE={world_size()})",
+                          hint="the out-of-fold heads of the stacked fusion train in one process: run it "
+                               "without torchrun, or fusion=none")
     # The out-of-fold heads start where the final model starts (same description/prevalence init).
     initial_model = copy.deepcopy(model) if fused else None
     if mode == "cached":
         model.freeze_encoder(0)
         datasets = {}
         for name in SPLITS:
-            states = get_states(
-                model.encoder, feats[name],
-                chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks,
-                cache_dir=cache_dir, batch_chunks=cfg.trainer.encode_batch_chunks, desc=f"encoding {name}",
-            )
+            with main_first(dist):  # rank 0 encodes and writes the cache; the other ranks then read it
+                states = get_states(
+                    model.encoder, feats[name],
+                    chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks,
+                    cache_dir=cache_dir, batch_chunks=cfg.trainer.encode_batch_chunks, desc=f"encoding {name}",
+                )
             # dev is evaluated every epoch in item order: sorted by length it pads far less.
             order = np.argsort(states.lengths(), kind="stable") if name == "dev" else None
             datasets[name] = StatesDataset(states, np.asarray(feats[name]["labels"], dtype=np.float32), order)
@@ -214,25 +229,13 @@ def train(cfg: DictConfig) -> TrainResult:
 
     # -- fit -------------------------------------------------------------------------------
     ckpt_dir = Path(cfg.paths.checkpoint_dir) / str(cfg.run_name)
-    resume_from = _checkpoint_to_resume(ckpt_dir, cfg)
-    setup_experiment(cfg.tracking, root)
-    continued = _mlflow_run_to_continue(ckpt_dir, resume_from)
-    with mlflow.start_run(run_id=continued, run_name=None if continued else str(cfg.run_name)) as run:
-        (ckpt_dir / "mlflow_run_id.txt").write_text(run.info.run_id)
-        if not continued:
-            log_config(cfg)
-        mlflow.set_tags({
-            "medcoder.data": cfg.data.name,
-            "medcoder.model": cfg.model.name,
-            "medcoder.codeset_fy": str(cfg.codeset.fiscal_year),
-            "medcoder.git_sha": git_sha(root),
-            "medcoder.encoder_mode": mode,
-            "medcoder.resumed_from": Path(resume_from).name if resume_from else "",
-        })
-        mlflow.log_metrics({"n_labels": len(label_space), **{f"{n}_truncated_share": float(np.mean(feats[n]["truncated"])) for n in SPLITS}})
-        if warm is not None:
-            _log_warm_start(warm)
-            mlflow.log_metric("warm_start_seconds", warm_seconds)
+    with main_first(dist):  # rank 0 checks/creates the checkpoint folder; the others only read it
+        if is_main_process(dist):
+            resume_from = _checkpoint_to_resume(ckpt_dir, cfg)
+        else:
+            resume_from = _last_complete_checkpoint(ckpt_dir) if cfg.trainer.resume == "auto" else None
+
+    def fit() -> MedCoderTrainer:
         trainer = MedCoderTrainer(
             model=model,
             args=training_arguments(cfg.trainer, output_dir=ckpt_dir, seed=cfg.seed),
@@ -246,6 +249,35 @@ def train(cfg: DictConfig) -> TrainResult:
         if resume_from:
             log.info("resuming from %s", resume_from)
         trainer.train(resume_from_checkpoint=resume_from)
+        return trainer
+
+    if not is_main_process(dist):
+        fit()  # this rank trains its shard of every batch; rank 0 holds the MLflow run
+        return TrainResult("", {}, Path(cfg.paths.output_dir), time.time() - started)
+    experiment_id = setup_experiment(cfg.tracking, root)
+    continued = _mlflow_run_to_continue(ckpt_dir, resume_from)
+    # Under `--multirun` the run is a child of the sweep's parent run (medcoder.tracking.sweeps).
+    run_ctx, sweep_parent = start_child_or_run(experiment_id, "train", run_id=continued,
+                                               run_name=None if continued else str(cfg.run_name))
+    with run_ctx as run:
+        (ckpt_dir / "mlflow_run_id.txt").write_text(run.info.run_id)
+        if not continued:
+            log_config(cfg)
+            log_environment()
+        mlflow.set_tags({
+            "medcoder.data": cfg.data.name,
+            "medcoder.model": cfg.model.name,
+            "medcoder.codeset_fy": str(cfg.codeset.fiscal_year),
+            "medcoder.git_sha": git_sha(root),
+            "medcoder.encoder_mode": mode,
+            "medcoder.world_size": str(world_size()),
+            "medcoder.resumed_from": Path(resume_from).name if resume_from else "",
+        })
+        mlflow.log_metrics({"n_labels": len(label_space), **{f"{n}_truncated_share": float(np.mean(feats[n]["truncated"])) for n in SPLITS}})
+        if warm is not None:
+            _log_warm_start(warm)
+            mlflow.log_metric("warm_start_seconds", warm_seconds)
+        trainer = fit()
         if trainer.state.global_step == 0:
             # Belt and braces behind check_train_config: metrics of an untrained model must never
             # end up in a FINISHED run that can be calibrated and exported (the run is marked FAILED).
@@ -314,6 +346,12 @@ def train(cfg: DictConfig) -> TrainResult:
                                       label_space.codes, logits["test"])
         for path in run_files:
             mlflow.log_artifact(str(path))
+        # Per-note top codes, gold codes and gold ranks (no text): what scripts/compare.py needs
+        # for bootstrap CIs and paired tests (medcoder.evaluation.note_predictions).
+        note_preds = write_note_predictions(model_dir / note_predictions_filename("test"), build_note_predictions(
+            list(splits["test"]["id"]), probs["test"], label_space.codes, list(splits["test"]["codes"]),
+            threshold=threshold, split="test"))
+        mlflow.log_artifact(str(note_preds))
         if fusion is not None:
             # Out-of-fold train scores (numbers only, no text), kept beside the run for analysis of
             # the stacker and acceptance rules; not logged to MLflow.
@@ -330,7 +368,10 @@ def train(cfg: DictConfig) -> TrainResult:
         )
         mlflow.log_figure(fig, "per_code_f1_vs_frequency.png")
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the model now lives in MLflow
-        return TrainResult(run.info.run_id, metrics, model_dir, time.time() - started)
+        result = TrainResult(run.info.run_id, metrics, model_dir, time.time() - started)
+    if sweep_parent is not None:
+        update_sweep_summary(sweep_parent)
+    return result
 
 
 def _save_run_outputs(
