@@ -21,7 +21,11 @@ from omegaconf import OmegaConf
 from medcoder.data import LabelSpace
 from medcoder.errors import ConfigError
 from medcoder.evaluation.codiesp_run import write_codiesp_run
-from medcoder.evaluation.note_predictions import build_note_predictions, write_note_predictions
+from medcoder.evaluation.note_predictions import (
+    build_note_predictions,
+    note_predictions_filename,
+    write_note_predictions,
+)
 from medcoder.tracking import setup_experiment
 
 from ..helpers.configs import compose_named
@@ -100,6 +104,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     runs["old"] = _log_run(client, experiment_id, "old", folder, files=(trec, old / "labels.json", old / "config.yaml"),
                            metrics={"decision_threshold": 0.5})
     runs["parent"] = parent.info.run_id
+    # a fused run: its own predictions plus each view alone (note_predictions_test_<view>.json.gz)
+    fused = folder / "fused"
+    fused.mkdir()
+    views = [write_note_predictions(fused / note_predictions_filename("test", v), p)
+             for v, p in (("neural", weak), ("dictionary", good))]
+    runs["fused"] = _log_run(client, experiment_id, "fused", folder, preds=good, files=tuple(views))
     return {"root": root, "uri": uri, "runs": runs}
 
 
@@ -152,6 +162,22 @@ def test_compare_sweep_children_and_twin(store, tmp_path) -> None:
                          out=tmp_path / "again"))
     assert again.run_id != result.run_id  # a comparison run of its own each time
     assert (tmp_path / "again" / "leaderboard.csv").read_text() == (out / "leaderboard.csv").read_text()
+
+
+def test_views_of_a_fused_run_are_systems_on_the_same_notes(store, tmp_path) -> None:
+    from medcoder.workflows.compare import compare
+
+    fused = store["runs"]["fused"]
+    result = compare(_cfg(store, f"run_ids=[{fused}]", f"baseline={fused}:neural", "views=true", out=tmp_path / "v"))
+    comp = result.comparison
+    assert set(comp.systems) == {fused, f"{fused}:neural", f"{fused}:dictionary"}
+    for m in comp.metrics:  # the dictionary view was logged with the fused run's own scores
+        assert comp.results[f"{fused}:dictionary"][m].estimate.value == comp.results[fused][m].estimate.value
+        assert comp.results[fused][m].p_value < 0.01  # both clearly better than the neural baseline
+    assert "fused (" in (tmp_path / "v" / "leaderboard.md").read_text()
+    assert "/ neural alone" in (tmp_path / "v" / "leaderboard.md").read_text()
+    with pytest.raises(ConfigError, match="is not among the compared runs"):
+        compare(_cfg(store, f"run_ids=[{fused}]", f"baseline={fused}:tfidf", "views=true", out=tmp_path / "w"))
 
 
 def test_tag_filter_refuses_other_notes_and_old_run_falls_back(store, tmp_path) -> None:

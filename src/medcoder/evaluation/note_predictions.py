@@ -61,9 +61,10 @@ SCHEMA = "medcoder.note_predictions/1"
 DEFAULT_TOP_K = 50
 
 
-def note_predictions_filename(split: str = "test") -> str:
-    """The artifact name for ``split`` (one name, so writer and reader cannot drift apart)."""
-    return f"note_predictions_{split}.json.gz"
+def note_predictions_filename(split: str = "test", view: str | None = None) -> str:
+    """The artifact name for ``split`` (one name, so writer and reader cannot drift apart); a fused
+    run also stores each view alone (``view``), so one run compares its views on the same notes."""
+    return f"note_predictions_{split}{'_' + view if view else ''}.json.gz"
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,19 @@ def load_run_predictions(client: MlflowClient, run: Run, split: str, dst: Path, 
     return from_trec(_download(rid, trec, folder), gold, label_space.codes, threshold=float(threshold), split=split)
 
 
+def load_view_predictions(client: MlflowClient, run: Run, split: str, dst: Path) -> dict[str, NotePredictions]:
+    """Each view of a fused run alone (``<run id>:<view>``), from its per-view artifacts (none for
+    neural-only runs): the views are compared on exactly the notes of the fused system."""
+    rid = run.info.run_id
+    prefix, suffix = note_predictions_filename(split, "x").split("_x", 1)
+    out = {}
+    for name in sorted(_artifact_names(client, rid)):
+        if name.startswith(prefix + "_") and name.endswith(suffix):
+            view = name[len(prefix) + 1: -len(suffix)]
+            out[f"{rid}:{view}"] = read_note_predictions(_download(rid, name, dst / rid))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # the workflow
 # --------------------------------------------------------------------------------------------
@@ -267,8 +280,8 @@ def compare(cfg: DictConfig) -> CompareResult:
     client = MlflowClient()
     runs, explicit = select_runs(client, cfg)
     baseline = str(cfg.baseline)
-    if baseline not in {r.info.run_id for r in runs}:
-        _get_run(client, baseline, "baseline")  # an unknown id is said as such
+    if baseline.split(":", 1)[0] not in {r.info.run_id for r in runs}:
+        _get_run(client, baseline.split(":", 1)[0], "baseline")  # an unknown id is said as such
         raise ConfigError(f"baseline={baseline} is not among the {len(runs)} selected runs",
                           hint="add it: run_ids=[...,<baseline id>], or pick one of the selected runs")
     systems: dict[str, NotePredictions] = {}
@@ -279,6 +292,8 @@ def compare(cfg: DictConfig) -> CompareResult:
             try:
                 systems[rid] = load_run_predictions(client, run, str(cfg.split), Path(tmp),
                                                     fallback_to_trec=bool(cfg.fallback_to_trec))
+                if cfg.get("views", False):
+                    systems.update(load_view_predictions(client, run, str(cfg.split), Path(tmp)))
             except MedcoderError as exc:
                 if rid in explicit or rid == baseline:
                     raise
@@ -297,6 +312,8 @@ def compare(cfg: DictConfig) -> CompareResult:
         random_state=int(cfg.random_state), batch=None if cfg.batch is None else int(cfg.batch),
     )
     labels = {r.info.run_id: _label(r) for r in runs}
+    labels.update({k: f"{labels[k.split(':', 1)[0]]} / {k.split(':', 1)[1]} alone" for k in systems if ":" in k})
+
     report = comp.to_dict()
     report.update({"labels": {k: labels[k] for k in comp.systems}, "skipped": skipped,
                    "sources": {k: systems[k].source for k in comp.systems}})

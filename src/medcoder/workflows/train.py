@@ -309,9 +309,10 @@ def train(cfg: DictConfig) -> TrainResult:
                 views["neural"] = Scores(neural_logits[n])
                 logits[n] = fusion.scorer.fuse(views)
                 view_scores[n] = views
+            view_thresholds: dict[str, float] = {}
             for name in view_scores["dev"]:
                 # Each view alone, with its own dev-tuned threshold (the benchmark table's rows).
-                t = tune_global_threshold(view_scores["dev"][name].scores, y["dev"])
+                t = view_thresholds[name] = tune_global_threshold(view_scores["dev"][name].scores, y["dev"])
                 for n in ("dev", "test"):
                     v = compute_all(view_scores[n][name].scores, y[n], threshold=t, gold_codes=list(splits[n]["codes"]),
                                     label_codes=label_space.codes)
@@ -352,6 +353,13 @@ def train(cfg: DictConfig) -> TrainResult:
             list(splits["test"]["id"]), probs["test"], label_space.codes, list(splits["test"]["codes"]),
             threshold=threshold, split="test"))
         mlflow.log_artifact(str(note_preds))
+        if fusion is not None:
+            for name, scores in view_scores["test"].items():
+                # Each view alone, scores at its own dev-tuned threshold (scripts/compare.py views=true).
+                mlflow.log_artifact(str(write_note_predictions(
+                    model_dir / note_predictions_filename("test", name), build_note_predictions(
+                        list(splits["test"]["id"]), scores.scores, label_space.codes,
+                        list(splits["test"]["codes"]), threshold=view_thresholds[name], split="test"))))
         if fusion is not None:
             # Out-of-fold train scores (numbers only, no text), kept beside the run for analysis of
             # the stacker and acceptance rules; not logged to MLflow.
