@@ -1,11 +1,15 @@
 """Batch prediction with a bundle: predictions file + audit log + summary.
 
-    python scripts/predict.py bundle=<dir | models:/name@alias> input=<.txt folder | .jsonl | .csv> output=<.jsonl | .csv>
+    python scripts/predict.py bundle=<dir | models:/name@alias> input=<.txt folder | .jsonl | .csv | .parquet> \
+        output=<.jsonl | .csv | .parquet>
     python scripts/predict.py ... granularity=code         # one row per (note, code)
 
-Writes <output>, <output>.audit.jsonl and <output>.summary.json all-or-nothing; the summary is
-written last: a predictions file without its summary is not complete. Bad settings, outputs that
-would overwrite the input or the bundle, and bad input: one line on stderr, exit code 2, nothing written.
+Streams the input block by block (memory does not grow with its size) with a progress bar, and
+writes <output>, <output>.audit.jsonl and <output>.summary.json all-or-nothing; the summary is
+written last: a predictions file without its summary is not complete. A killed or interrupted run
+keeps its finished blocks (.<output name>.medcoder-partial/): the same command continues from
+there (resume=false starts over). Bad settings, outputs that would overwrite the input or the
+bundle, and bad input: one line on stderr, exit code 2, nothing written.
 """
 
 import logging

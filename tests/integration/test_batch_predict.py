@@ -161,6 +161,7 @@ def test_outputs_that_would_overwrite_the_input_or_bundle_are_refused(tiny_bundl
     ("block_size=0", "block_size=0"), ("batch_size=0", "batch_size=0"), ("evidence_top_k=-1", "evidence_top_k=-1"),
     ("max_note_chars=0", "max_note_chars=0"), ("batch_size=abc", "batch_size='abc'"),
     ("granularity=word", "granularity='word'"), ("audit.include_text=maybe", "audit.include_text"),
+    ("resume=maybe", "resume='maybe' is not valid"), ("progress=1", "progress=1 is not valid"),
 ])
 def test_bad_settings_are_config_errors_before_loading(tiny_bundle, tmp_path, no_bundle_load, override, match) -> None:
     from medcoder.errors import ConfigError
@@ -309,3 +310,101 @@ def test_cli_refuses_output_equal_to_input_and_keeps_the_notes(tiny_bundle, tmp_
     assert res.stderr.strip().splitlines()[-1].startswith("error: output=") and "overwrite the input" in res.stderr
     assert src.read_bytes() == before  # (Hydra's own log folder aside) nothing was written:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "outputs") == ["notes.jsonl"]
+
+
+# -- issue 13: streaming, resumable batch prediction -----------------------------------------------------
+#: Runs scripts/predict.py with Coder.predict slowed down (0.25 s a block), so a test can SIGKILL it
+#: mid-run at a known point; the script itself is unchanged (runpy, as ``python scripts/predict.py``).
+SLOW_DRIVER = """
+import runpy, sys, time
+from medcoder.inference.coder import Coder
+real = Coder.predict
+def slow(self, *a, **k):
+    time.sleep(0.25)
+    return real(self, *a, **k)
+Coder.predict = slow
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def _no_time(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "timestamp"} for r in rows]
+
+
+def test_a_sigkilled_run_resumes_to_the_output_of_an_uninterrupted_run(coder, tiny_bundle, tmp_path) -> None:
+    import signal
+    import time
+
+    bundle = tiny_bundle["result"].bundle_dir
+    words = ["fever", "cough", "pneumonia", "consolidation", "lobe", "chest", "pain", "diabetes"]
+    src = tmp_path / "notes.jsonl"
+    src.write_text("".join(json.dumps({"id": f"n{i:03d}", "text": " ".join(words[(i + j) % 8] for j in range(2 + i % 9))})
+                           + "\n" for i in range(60)))
+    args = [f"bundle={bundle}", f"input={src}", "block_size=4", "progress=false"]
+    predict_file(coder, src, tmp_path / "ref.jsonl", block_size=4, progress=False)  # uninterrupted, in process
+
+    out = tmp_path / "out" / "p.jsonl"
+    state = tmp_path / "out" / ".p.jsonl.medcoder-partial" / "state.json"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_DRIVER, str(REPO_ROOT / "scripts" / "predict.py"), *args,
+                             f"output={out}", f"paths.root_dir={tmp_path}"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    done = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.is_file():
+            done = json.loads(state.read_text())["notes_done"]
+            if done >= 12:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.communicate()[1][-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert 12 <= done < 60 and not out.exists() and not (tmp_path / "out" / "p.summary.json").exists()
+
+    # the same output with another setting: refused in one line, exit 2, the partial untouched
+    kept = {f.name: f.read_bytes() for f in state.parent.iterdir() if f.is_file()}
+    refused = _predict_cli(*args, f"output={out}", "evidence_top_k=1", cwd=tmp_path)
+    assert refused.returncode == 2
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: output=") and "differs in: settings.evidence_top_k" in last and "delete" in last
+    assert {f.name: f.read_bytes() for f in state.parent.iterdir() if f.is_file()} == kept
+
+    again = _predict_cli(*args, f"output={out}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "p.summary.json").read_text())
+    assert summary["notes"] == 60 and summary["resumed_notes"] >= 12
+    ids = [r["id"] for r in _rows(out)]
+    assert sorted(ids) == ids and len(set(ids)) == 60  # every id exactly once, in input order
+    assert _no_time(_rows(out)) == _no_time(_rows(tmp_path / "ref.jsonl"))
+    assert _no_time(_rows(tmp_path / "out" / "p.audit.jsonl")) == _no_time(_rows(tmp_path / "ref.audit.jsonl"))
+    ref_summary = json.loads((tmp_path / "ref.summary.json").read_text())
+    skip = ("wall_seconds", "resumed_notes", "predictions", "audit")
+    assert {k: v for k, v in summary.items() if k not in skip} == {k: v for k, v in ref_summary.items() if k not in skip}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p.audit.jsonl", "p.jsonl", "p.summary.json"]
+
+
+def test_parquet_in_parquet_out_through_the_script(tiny_bundle, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    notes = _rows(tiny_bundle["corpus"]["test"])
+    src = tmp_path / "notes.parquet"
+    pq.write_table(pa.table({"doc": [n["id"] for n in notes], "body": [n["text"] for n in notes]}), src,
+                   row_group_size=5)
+    out = tmp_path / "p.parquet"
+    res = _predict_cli(f"bundle={tiny_bundle['result'].bundle_dir}", f"input={src}", f"output={out}",
+                       "id_column=doc", "text_column=body", "block_size=6", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"summary: {len(notes)} notes" in res.stdout
+    assert "notes/s" in res.stderr  # the progress bar
+    pf = pq.ParquetFile(out)
+    assert pf.metadata.num_rows == len(notes) and pf.metadata.num_row_groups == -(-len(notes) // 6)
+    codes = pf.schema_arrow.field("codes").type
+    assert pa.types.is_list(codes) and pa.types.is_struct(codes.value_type)
+    assert [r["id"] for r in pf.read(columns=["id"]).to_pylist()] == [n["id"] for n in notes]

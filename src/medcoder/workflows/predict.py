@@ -1,8 +1,9 @@
 """``scripts/predict.py``: batch prediction from a Hydra config.
 
-Reads the config, checks every setting and output path, reads the input (all cheap) before
-loading the bundle (a ``models:/`` URI needs the tracking store), then predicts into the three
-outputs through :mod:`medcoder.inference.batch`.
+Reads the config, checks every setting and output path, scans the input once (parses every note,
+counts them; nothing kept in memory) before loading the bundle (a ``models:/`` URI needs the
+tracking store), then streams the notes block by block into the three outputs through
+:mod:`medcoder.inference.batch`, resuming a killed run of the same command (``resume``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from medcoder.inference.batch import (
     GRANULARITIES,
     REMOTE_BUNDLE_PREFIXES,
     BatchSummary,
+    NoteSource,
     OutputPaths,
+    check_bool,
     check_outputs,
     check_paths,
     check_positive,
     predict_notes,
-    read_notes,
 )
 from medcoder.tracking import setup_experiment
 
@@ -37,8 +39,9 @@ def check_settings(cfg: Any) -> None:
     check_positive("max_note_chars", cfg.max_note_chars)
     if cfg.granularity not in GRANULARITIES:
         raise ConfigError(f"granularity={cfg.granularity!r} is not valid", hint="use note or code")
-    if not isinstance(cfg.audit.include_text, bool):
-        raise ConfigError(f"audit.include_text={cfg.audit.include_text!r} is not valid", hint="true or false")
+    check_bool("audit.include_text", cfg.audit.include_text)
+    check_bool("resume", cfg.resume)
+    check_bool("progress", cfg.progress)
     for key in ("id_column", "text_column"):
         value = cfg[key]
         if not isinstance(value, str) or not value:
@@ -58,14 +61,14 @@ class BatchResult:
 
 
 def predict_from_config(cfg: Any) -> BatchResult:
-    """``scripts/predict.py``: check every setting and output path, read the input (all cheap)
-    before loading the bundle, then predict into the three outputs."""
+    """``scripts/predict.py``: check every setting and output path, scan the input (streamed,
+    cheap next to predicting) before loading the bundle, then predict into the three outputs."""
     check_settings(cfg)
     outputs = OutputPaths.beside(cfg.output, cfg.audit.path, cfg.summary_path)
     fmt = check_outputs(outputs.predictions, outputs.audit, cfg.granularity)
     check_paths(outputs, cfg.input, cfg.bundle)
-    notes = read_notes(cfg.input, id_column=cfg.id_column, text_column=cfg.text_column,
-                       max_note_chars=cfg.max_note_chars)
+    notes = NoteSource(cfg.input, id_column=cfg.id_column, text_column=cfg.text_column,
+                       max_note_chars=cfg.max_note_chars, parquet_batch_rows=cfg.block_size).scan()
     if str(cfg.bundle).startswith(REMOTE_BUNDLE_PREFIXES):
         setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
     coder = Coder.load(cfg.bundle)
@@ -74,6 +77,7 @@ def predict_from_config(cfg: Any) -> BatchResult:
     summary = predict_notes(
         coder, notes, outputs, fmt=fmt, granularity=cfg.granularity,
         include_text=bool(cfg.audit.include_text), batch_size=cfg.batch_size, block_size=cfg.block_size,
-        evidence_top_k=cfg.evidence_top_k, max_note_chars=cfg.max_note_chars,
+        evidence_top_k=cfg.evidence_top_k, max_note_chars=cfg.max_note_chars, progress=cfg.progress,
+        resume=cfg.resume,
     )
     return BatchResult(outputs.predictions, outputs.audit, outputs.summary, summary, coder.bundle_id)
