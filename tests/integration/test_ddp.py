@@ -10,12 +10,14 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.tracking import MlflowClient
 
 from ..helpers.configs import tiny_overrides
 from ..helpers.paths import REPO_ROOT
 
 # Same global batch: 1 process x 8 notes == 2 processes x 4 notes.
-_COMMON = ("trainer.num_train_epochs=3", "trainer.early_stopping_patience=5", "seed=3")
+_COMMON = ("trainer.num_train_epochs=6", "trainer.early_stopping_patience=10", "seed=3",
+           "trainer.learning_rate=1e-2", "trainer.head_learning_rate=1e-2")
 
 
 def _runs(root: Path) -> list:
@@ -50,5 +52,9 @@ def test_two_gloo_processes_give_one_finished_run_matching_one_process(tmp_path,
     # Not bit-identical: the distributed sampler deals the notes out in another order. Tolerance
     # measured on this tiny corpus (README "DDP"): MAP within 0.05, same number of optimizer steps.
     print(mode, {k: ref.data.metrics[k] for k in ("test_map", "dev_map")}, {k: ddp.data.metrics[k] for k in ("test_map", "dev_map")})
+    for root, run in ((tmp_path / "one", ref), (tmp_path / "two", ddp)):
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        history = [m.value for m in MlflowClient().get_metric_history(run.info.run_id, "epoch_dev_map")]
+        assert len(history) == 6 and len(set(history)) > 1, history  # it trained (the metrics are not the prior's)
     for key in ("test_map", "dev_map"):
         assert abs(ddp.data.metrics[key] - ref.data.metrics[key]) <= 0.05, (key, ddp.data.metrics[key], ref.data.metrics[key])
