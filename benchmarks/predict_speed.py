@@ -1,25 +1,34 @@
-"""Inference speed on CPU: ``Coder.predict`` against a plain HF ``pipeline`` over the same model.
+"""Inference speed on CPU: ``Coder.predict`` (fp32 and int8) against a plain HF ``pipeline`` over the same model.
 
-    python benchmarks/predict_speed.py --bundle outputs/bundles/<run_id>            # 100 CodiEsp test notes
+    python benchmarks/predict_speed.py --bundle outputs/bundles/<run_id> \\
+        --bundle-int8 outputs/bundles/<run_id>-int8 --repeats 3                    # 100 CodiEsp test notes
     python benchmarks/predict_speed.py --bundle DIR --notes-jsonl notes.jsonl --n-notes 4 \\
         --in-process --out /tmp/predict-speed                                      # smoke check
 
-Three systems, each in its own fresh subprocess (peak RSS of exactly that process, from
+Systems, each run in its own fresh subprocess (peak RSS of exactly that process, from
 ``os.wait4`` in ``run_all.py``'s small launcher; imports and model loading included):
 
 * ``coder``: ``Coder.load(bundle).predict(texts, ids)``: every chunk up to ``max_chunks``,
   calibration, routing and evidence spans (the production path);
 * ``coder-no-evidence``: the same with ``evidence_top_k=0`` (no label-attention top-k, no offsets);
-* ``hf-pipeline``: ``transformers.pipeline("text-classification", model=<the bundle's
+* ``coder-int8``: ``Coder.predict`` on the bundle exported with ``scripts/export.py quantize=int8``
+  (``--bundle-int8``: manifest ``quantization: dynamic-int8``, its own refitted calibration); without
+  ``--bundle-int8``, the fp32 bundle quantised in process (same network cost, fp32 calibration);
+* ``coder-int8-no-evidence``: ``coder-int8`` with ``evidence_top_k=0``;
+* ``hf-pipeline``: ``transformers.pipeline("text-classification", model=<the fp32 bundle's
   MedCoderForICDCoding>, tokenizer=..., top_k=None, function_to_apply="sigmoid",
   truncation=True, max_length=<chunk_size>)``. The model accepts 2-D ``input_ids`` as one chunk per
   note, so the pipeline reads **only the first chunk** of each note and does no calibration,
   routing or evidence: a lower bound on the cost of running the network, not the same output.
 
 Each child loads the notes and the model, runs one warm-up call on the first ``--batch-size``
-notes, then times one call over all notes (``time.perf_counter``) with ``torch.set_num_threads
-(--threads)``. Notes are CodiEsp-D English test notes (the package's loader, local copy only) or
-``--notes-jsonl`` (``id``/``text`` rows). Writes ``<out>.md`` and ``<out>.json`` (default
+notes, then times one call over all notes (``time.perf_counter``; CPU seconds from
+``time.process_time``) with ``torch.set_num_threads(--threads)``. With ``--repeats N`` the systems
+run in N interleaved rounds (the order rotated each round), so a load that comes and goes on a
+shared CPU hits every system alike; each system's row is its median round, and "x pipeline" is the
+median over rounds of its chunks/s divided by the pipeline's chunks/s *in the same round*. Notes are
+CodiEsp-D English test notes (the package's loader, local copy only) or ``--notes-jsonl``
+(``id``/``text`` rows). Writes ``<out>.md`` and ``<out>.json`` (default
 ``benchmarks/results/<date>-predict-speed``).
 """
 
@@ -39,17 +48,25 @@ from _common import emit_result, machine_info, peak_rss_mib, set_offline_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SYSTEMS = ("coder", "coder-no-evidence", "hf-pipeline")
+SYSTEMS = ("coder", "coder-no-evidence", "coder-int8", "coder-int8-no-evidence", "hf-pipeline")
+BASELINE = "hf-pipeline"
 DESCRIPTIONS = {
     "coder": "`Coder.predict` (all chunks, calibration, routing, evidence)",
     "coder-no-evidence": "`Coder.predict(..., evidence_top_k=0)`",
-    "hf-pipeline": "HF `pipeline` on the same model: **first chunk only, no calibration/routing/evidence**",
+    "coder-int8": "`Coder.predict` on the `quantize=int8` bundle (dynamic int8 encoder; all chunks, calibration, "
+                  "routing, evidence)",
+    "coder-int8-no-evidence": "`coder-int8` with `evidence_top_k=0`",
+    "hf-pipeline": "HF `pipeline` on the same fp32 model: **first chunk only, no calibration/routing/evidence**",
 }
+INT8 = "dynamic-int8"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="bundle directory written by scripts/export.py")
+    parser.add_argument("--bundle-int8", default=None,
+                        help="the same run exported with quantize=int8 (coder-int8*); default: --bundle quantised "
+                             "in process")
     parser.add_argument("--n-notes", type=int, default=100, help="first N notes (default 100)")
     parser.add_argument("--notes-jsonl", default=None,
                         help="notes from this JSONL file (id/text[/codes]) instead of CodiEsp-D English test")
@@ -58,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None,
                         help="output path without suffix (default benchmarks/results/<date>-predict-speed)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="interleaved rounds of all systems (median reported; default 1)")
     parser.add_argument("--in-process", action="store_true",
                         help="run the systems one after another in this process (smoke checks: no subprocess "
                              "start-up, but peak RSS is then this process's running maximum, not per system)")
@@ -93,7 +112,13 @@ def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
 
     ids, texts = load_notes(args.n_notes, args.notes_jsonl)
     started = time.perf_counter()
-    coder = Coder.load(args.bundle)
+    int8 = system.startswith("coder-int8")
+    coder = Coder.load(args.bundle_int8 if int8 and args.bundle_int8 else args.bundle)
+    if int8 and coder.quantization is None:
+        if args.bundle_int8:
+            raise SystemExit(f"--bundle-int8 {args.bundle_int8}: the manifest names no quantization "
+                             "(export it with scripts/export.py quantize=int8)")
+        coder.scorer.neural.quantize(INT8)  # the fp32 bundle's calibration: same cost, not its output
     cfg = coder.model.config
     if system == "hf-pipeline":
         from transformers import pipeline
@@ -104,16 +129,17 @@ def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
         def call(t: list[str], i: list[str]) -> Any:
             return pipe(t, batch_size=args.batch_size)
     else:
-        top_k = 0 if system == "coder-no-evidence" else 3
+        top_k = 0 if system.endswith("no-evidence") else 3
 
         def call(t: list[str], i: list[str]) -> Any:
             return coder.predict(t, i, batch_size=args.batch_size, progress=False, evidence_top_k=top_k)
     load_seconds = time.perf_counter() - started
 
     call(texts[: args.batch_size], ids[: args.batch_size])  # warm-up
-    started = time.perf_counter()
+    cpu_started, started = time.process_time(), time.perf_counter()
     out = call(texts, ids)
     seconds = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     assert len(out) == len(texts)
 
     chunks = chunk_texts(texts, coder.tokenizer, chunk_size=cfg.chunk_size, max_chunks=cfg.max_chunks)
@@ -127,6 +153,9 @@ def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
         "notes_per_second": len(texts) / seconds,
         "chunks_read": chunks_read,
         "chunks_per_second": chunks_read / seconds,
+        "cpu_seconds": cpu_seconds,
+        "cpu_ms_per_chunk": 1000.0 * cpu_seconds / chunks_read,
+        "quantization": coder.quantization,
         "n_chunks_all": n_chunks,
         "notes_truncated": int(sum(chunks["truncated"])),
         "chunk_size": cfg.chunk_size,
@@ -149,29 +178,79 @@ def _num(value: Any, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def _median(values: list[float]) -> float | None:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summarize(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per system (first-seen order): its median round by chunks/s, every round's chunks/s,
+    and the median over rounds of its chunks/s relative to the pipeline's in the same round."""
+    by_system: dict[str, list[dict[str, Any]]] = {}
+    for results in rounds:
+        for r in results:
+            by_system.setdefault(r["system"], []).append(r)
+    ratios: dict[str, list[float]] = {}
+    for results in rounds:
+        base = next((r for r in results if r["system"] == BASELINE and not r.get("returncode")), None)
+        for r in results:
+            if base is not None and not r.get("returncode") and r.get("chunks_per_second"):
+                ratios.setdefault(r["system"], []).append(r["chunks_per_second"] / base["chunks_per_second"])
+    rows = []
+    for system, runs in by_system.items():
+        ok = [r for r in runs if not r.get("returncode")]
+        if not ok:
+            rows.append({**runs[-1], "rounds": len(runs)})
+            continue
+        ok.sort(key=lambda r: r["chunks_per_second"])
+        row = dict(ok[(len(ok) - 1) // 2])  # the median round (lower median for an even count)
+        row["rounds"] = len(runs)
+        row["chunks_per_second_rounds"] = [r.get("chunks_per_second") for r in runs]
+        row["x_pipeline_per_chunk"] = _median(ratios.get(system, []))
+        row["x_pipeline_per_chunk_rounds"] = ratios.get(system, [])
+        rows.append(row)
+    return rows
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     first = next((r for r in report["results"] if not r.get("returncode")), {})
+    int8 = next((r for r in report["results"] if r["system"].startswith("coder-int8") and not r.get("returncode")), {})
+    repeats = report.get("repeats", 1)
     out = [
         f"# Inference speed: `Coder.predict` vs a plain HF pipeline, {report['date']}",
         "",
         f"Command: `{report['command']}`",
         "",
         f"- git commit: `{report['git_commit']}`; bundle `{first.get('bundle_id', '?')}` ({report['bundle']})",
+    ]
+    if int8:
+        source = (f"bundle `{int8.get('bundle_id')}` ({report['bundle_int8']}, manifest quantization "
+                  f"`{int8.get('quantization')}`)" if report.get("bundle_int8")
+                  else "the fp32 bundle quantised in process (fp32 calibration: same cost, not the int8 bundle's output)")
+        out.append(f"- coder-int8: {source}")
+    out += [
         f"- machine: {m['nproc']} CPUs (affinity {m.get('affinity_cpus')}), {m['cpu_model']}, "
         f"{m.get('mem_total_gib', '?')} GiB RAM, no GPU; torch {m.get('torch')}, "
         f"transformers {m.get('transformers')}; Python {m['python']}",
         f"- notes: {report['notes']}; {first.get('n_notes', '?')} notes = {first.get('n_chunks_all', '?')} chunks of "
         f"{first.get('chunk_size', '?')} tokens (max {first.get('max_chunks', '?')} per note, "
         f"{first.get('notes_truncated', '?')} notes truncated); {first.get('n_codes', '?')} codes; "
-        f"batch size {report['batch_size']}, {report['threads']} torch threads; one warm-up call, then one timed run",
+        f"batch size {report['batch_size']}, {report['threads']} torch threads; one warm-up call, then one timed run "
+        f"per system and round; {repeats} interleaved round(s), median shown",
         "",
-        "| system | notes/s | chunks read/s | timed s | peak RSS MiB | what it does |",
-        "|---|---:|---:|---:|---:|---|",
+        "| system | notes/s | chunks read/s | x pipeline per chunk | chunks/s each round | CPU ms/chunk "
+        "| timed s | peak RSS MiB | what it does |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in report["results"]:
         name = r["system"] if not r.get("returncode") else f"{r['system']} (FAILED rc={r['returncode']})"
+        each = ", ".join(_num(v, ".1f") for v in r.get("chunks_per_second_rounds", []))
         out.append(f"| {name} | {_num(r.get('notes_per_second'), '.2f')} | {_num(r.get('chunks_per_second'), '.1f')} "
+                   f"| {_num(r.get('x_pipeline_per_chunk'), '.2f')} | {each} | {_num(r.get('cpu_ms_per_chunk'), '.0f')} "
                    f"| {_num(r.get('seconds'), '.1f')} | {_num(r.get('peak_rss_mib'), '.0f')} "
                    f"| {DESCRIPTIONS[r['system']]} |")
     if report.get("in_process"):
@@ -180,7 +259,10 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "*peak RSS*: `ru_maxrss` of the system's own process (`os.wait4`), imports, model and notes included. "
         "*chunks read/s*: `Coder.predict` encodes every chunk up to `max_chunks`; the pipeline encodes one "
-        "(the first `chunk_size` tokens of each note) and returns uncalibrated sigmoids of every code, unrouted.",
+        "(the first `chunk_size` tokens of each note) and returns uncalibrated sigmoids of every code, unrouted. "
+        "*x pipeline per chunk*: median over rounds of chunks/s divided by the pipeline's in the same round. "
+        "*CPU ms/chunk*: CPU time (all threads) of the timed call per chunk read, less sensitive than wall time "
+        "to other jobs on a shared CPU.",
         "",
     ]
     return "\n".join(out)
@@ -199,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.child:
         emit_result(run_system(args.child, args))
         return {}
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
 
     from run_all import git_commit, last_json_result, run_child
 
@@ -206,33 +290,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = shlex.join(["python", "benchmarks/predict_speed.py", *argv])
     child_args = ["--bundle", str(Path(args.bundle).resolve()), "--n-notes", str(args.n_notes),
                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    if args.bundle_int8:
+        child_args += ["--bundle-int8", str(Path(args.bundle_int8).resolve())]
     if args.notes_jsonl:
         child_args += ["--notes-jsonl", str(Path(args.notes_jsonl).resolve())]
-    results = []
-    if args.in_process:
-        for system in args.systems:
-            result = run_system(system, args)
-            results.append({**result, "peak_rss_mib": result["peak_rss_mib_self"], "returncode": 0})
-    else:
-        with tempfile.TemporaryDirectory(prefix="predict-speed-") as logs:
-            for system in args.systems:
+    rounds: list[list[dict[str, Any]]] = []
+    with tempfile.TemporaryDirectory(prefix="predict-speed-") as logs:
+        for k in range(args.repeats):
+            order = args.systems[k % len(args.systems):] + args.systems[: k % len(args.systems)]
+            results = []
+            for system in order:
+                if args.in_process:
+                    result = run_system(system, args)
+                    results.append({**result, "peak_rss_mib": result["peak_rss_mib_self"], "returncode": 0})
+                    continue
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", system, *child_args]
-                child = run_child(system, cmd, Path(logs) / f"{system}.log")
+                child = run_child(f"{system} #{k + 1}", cmd, Path(logs) / f"{system}-{k + 1}.log")
                 result = last_json_result(child.pop("stdout_lines")) or {"system": system}
                 result.update(child)
                 results.append(result)
+            rounds.append(results)
+    summary = summarize(rounds)
+    summary.sort(key=lambda r: args.systems.index(r["system"]))
     now = dt.datetime.now()
     report = {
         "date": now.strftime("%Y-%m-%d %H:%M"),
         "command": command,
         "git_commit": git_commit(),
         "bundle": str(args.bundle),
+        "bundle_int8": str(args.bundle_int8) if args.bundle_int8 else None,
         "notes": args.notes_jsonl or "CodiEsp-D English test split",
         "batch_size": args.batch_size,
         "threads": args.threads,
+        "repeats": args.repeats,
         "in_process": args.in_process,
         "machine": machine_info(),
-        "results": results,
+        "results": summary,
+        "rounds": rounds,
     }
     md_path, json_path = output_paths(args.out, now.strftime("%Y-%m-%d"))
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     json_path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     print(markdown(report))
     print(f"wrote {md_path} and {json_path}")
-    failed = [r["system"] for r in results if r.get("returncode")]
+    failed = sorted({r["system"] for results in rounds for r in results if r.get("returncode")})
     if failed:
         raise SystemExit(f"failed: {failed}")
     return report

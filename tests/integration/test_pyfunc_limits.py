@@ -16,6 +16,10 @@ from medcoder.tracking.pyfunc import (
     DEFAULT_MAX_REQUEST_CHARS,
     DEFAULT_MAX_REQUEST_ROWS,
     INPUT_EXAMPLE,
+    INPUT_SCHEMA,
+    OUTPUT_SCHEMA,
+    OUTPUT_SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
     MedCoderModel,
     RequestLimits,
     RequestRejected,
@@ -93,8 +97,8 @@ def test_id_is_optional_and_null_ids_get_row_numbers(loaded_model) -> None:
     assert list(out["id"]) == ["0", "1"]
     out = model.predict(None, _frame(["cough fever pneumonia", "headache"], ids=["a", None]))
     assert list(out["id"]) == ["a", "1"]
-    for codes in out["codes"]:
-        json.loads(codes)
+    for codes in out["codes"]:  # output schema 2: a list of code objects per note
+        assert isinstance(codes, list) and all(isinstance(c["reasons"], list) for c in codes)
 
 
 def test_per_note_limit_is_configurable(loaded_model) -> None:
@@ -112,6 +116,22 @@ def test_signature_example_makes_id_optional() -> None:
 
     inputs = {c.name: c.required for c in infer_signature(INPUT_EXAMPLE).inputs.inputs}
     assert inputs == {"id": False, "text": True}
+    assert {c.name: c.required for c in INPUT_SCHEMA.inputs} == inputs
+
+
+def test_logged_model_records_output_schema_2(tiny_bundle) -> None:
+    """The registered model carries the structured signature and its version (what spark_predict checks)."""
+    import mlflow
+
+    from ..helpers.paths import TINY_MODEL_NAME
+
+    mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])
+    info = mlflow.models.get_model_info(f"models:/{TINY_MODEL_NAME}/{tiny_bundle['result'].registered_version}")
+    assert info.metadata[SCHEMA_VERSION_KEY] == OUTPUT_SCHEMA_VERSION == 2
+    assert info.signature.outputs == OUTPUT_SCHEMA and info.signature.inputs == INPUT_SCHEMA
+    codes = {c.name: c for c in OUTPUT_SCHEMA.inputs}["codes"].type
+    assert {p.name for p in codes.dtype.properties} == {"code", "description", "probability", "decision", "reasons",
+                                                         "sources", "evidence"}
 
 
 def test_guard_returns_413_and_withholds_mlflow_messages(monkeypatch) -> None:

@@ -104,10 +104,31 @@ def test_mlflow_models_serve_answers_invocations(server) -> None:
     assert status == 200, body
     rows = json.loads(body)["predictions"]
     assert [row["id"] for row in rows] == ["n1", "n2"]
-    assert rows[1]["document_decision"] == "human_review" and rows[1]["document_reasons"] == "empty_note"
+    assert rows[1]["document_decision"] == "human_review" and rows[1]["document_reasons"] == ["empty_note"]
+    assert rows[1]["codes"] == [] and rows[0]["truncated"] is False
     assert rows[0]["bundle_id"] == server["bundle"]["result"].manifest.bundle_id
-    for code in json.loads(rows[0]["codes"]):
-        assert code["decision"] in ("auto_accept", "human_review")
+    assert rows[0]["codes"], "the tiny model predicts something for a pneumonia note"
+    for code in rows[0]["codes"]:  # output schema 2: structured codes, not a JSON string
+        assert code["decision"] in ("auto_accept", "human_review") and isinstance(code["reasons"], list)
+        assert set(code) == {"code", "description", "probability", "decision", "reasons", "sources", "evidence"}
+        for span in code["evidence"]:
+            assert set(span) == {"start", "end", "weight", "source", "negated"}
+
+
+def test_served_rows_equal_the_pyfunc_rows(server) -> None:
+    """HTTP serving and the pyfunc model (hence Spark, tests/integration/test_spark_predict.py) answer
+    the same rows for the same notes; only the timestamp differs."""
+    from medcoder.inference.coder import Coder
+    from medcoder.tracking.pyfunc import predictions_frame
+
+    ids = ["a", "b", "c"]
+    texts = ["pneumonia cough fever consolidation", "headache migraine nausea", "chest pain dyspnea " * 20]
+    status, body = _post(server["url"], _split(["id", "text"], [list(r) for r in zip(ids, texts, strict=True)]))
+    assert status == 200, body
+    served = json.loads(body)["predictions"]
+    want = predictions_frame(Coder.load(server["bundle"]["result"].bundle_dir).predict(texts, ids))
+    for got, row in zip(served, want.to_dict(orient="records"), strict=True):
+        assert {k: v for k, v in got.items() if k != "timestamp"} == {k: v for k, v in row.items() if k != "timestamp"}
 
 
 def test_request_without_id_is_served(server) -> None:

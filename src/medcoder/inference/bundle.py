@@ -25,6 +25,13 @@ The staging folder (``.<name>.<random>.partial`` beside the target) also holds t
 run artifacts, so a killed export leaves one folder there, marked with the pid that made it, and
 the next export into that parent folder removes it once that process is gone.
 
+Why ``quantization`` lives in the manifest (schema 4): it is an inference option, applied by
+``Coder.load`` to the stored fp32 weights (no quantised module is stored: that would be a pickle),
+and the bundle's ``calibration.json`` was fitted on the quantised scores, so the two must travel
+together. The field is part of ``bundle_id`` (a changed field is a mismatch at load time), and a
+reader that does not know it cannot load the bundle: it would score with fp32 weights under an int8
+calibration, silently.
+
 Why ``overwrite`` replaces only a verified bundle: ``output_dir`` is typed by a person; replacing
 "whatever is there" once deleted a project root. A folder is replaced only if it is a bundle: a
 ``manifest.json`` and no file besides those it lists.
@@ -55,10 +62,14 @@ log = logging.getLogger(__name__)
 
 #: 2: no code in the bundle (schema 1 had ``model/modeling_medcoder.py`` + ``auto_map``).
 BUNDLE_SCHEMA_VERSION = 3
+#: Written instead of :data:`BUNDLE_SCHEMA_VERSION` when the manifest names a ``quantization``
+#: (an inference option the reader must apply; see the module docstring). Plain bundles stay 3.
+QUANTIZED_SCHEMA_VERSION = 4
 #: Schemas this version reads. 2: one neural view (``model/``); 3: adds fused views
-#: (``scorers/<name>/``, ``stacker.json``). A schema-2 reader must not load a schema-3 bundle: it
-#: would ignore the stacker and score with the neural view alone, silently.
-READABLE_SCHEMA_VERSIONS = (2, 3)
+#: (``scorers/<name>/``, ``stacker.json``); 4: adds the manifest's ``quantization``. A reader of an
+#: older schema must not load a newer bundle: it would ignore the stacker (or the quantisation the
+#: calibration was fitted for) and score differently, silently.
+READABLE_SCHEMA_VERSIONS = (2, 3, 4)
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("labels.json", "calibration.json", "metrics.json", "MODEL_CARD.md", "model/config.json")
 #: Tag on the registered model version (and on the run) naming the bundle it holds; set by export,
@@ -89,9 +100,15 @@ def _bundle_files(root: Path) -> list[str]:
     )
 
 
-def bundle_id_from_hashes(files: dict[str, str]) -> str:
-    """Content address of a bundle: sha256 over its (path, sha256) list, first 16 hex digits."""
+def bundle_id_from_hashes(files: dict[str, str], quantization: str | None = None) -> str:
+    """Content address of a bundle: sha256 over its (path, sha256) list, first 16 hex digits.
+
+    A ``quantization`` (manifest field, schema 4) is appended to the listing: the same files
+    scored with other weights are another model, with another id. Without one, ids are unchanged.
+    """
     listing = "\n".join(f"{path}\t{digest}" for path, digest in sorted(files.items()))
+    if quantization is not None:
+        listing += f"\n\tquantization\t{quantization}"
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
@@ -105,16 +122,21 @@ class Manifest:
     created: str
     source_run_id: str | None
     files: dict[str, str]
+    #: Inference option applied at load time (e.g. ``dynamic-int8``); None: the stored weights as is.
+    quantization: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "schema_version": self.schema_version,
             "medcoder_version": self.medcoder_version,
             "bundle_id": self.bundle_id,
             "created": self.created,
             "source_run_id": self.source_run_id,
-            "files": dict(sorted(self.files.items())),
         }
+        if self.quantization is not None:  # plain bundles keep their schema-3 manifest
+            d["quantization"] = self.quantization
+        d["files"] = dict(sorted(self.files.items()))
+        return d
 
 
 # -- permissions ----------------------------------------------------------------------------------
@@ -311,21 +333,24 @@ class BundleWriter:
         assert self.staging is not None, "use BundleWriter as a context manager"
         return self.staging / "downloads"
 
-    def commit(self, *, source_run_id: str | None, validate: Callable[[Path], None] | None = None) -> Manifest:
+    def commit(self, *, source_run_id: str | None, validate: Callable[[Path], None] | None = None,
+               quantization: str | None = None) -> Manifest:
         """Check the files, write the manifest, ``validate(bundle_dir)`` (e.g. a full
-        ``Coder.load``), then rename into place: a bundle that exists is a bundle that loads."""
+        ``Coder.load``), then rename into place: a bundle that exists is a bundle that loads.
+        ``quantization`` is recorded in the manifest (schema 4) for ``Coder.load`` to apply."""
         tmp = self.bundle_dir
         missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
         if missing:
             raise BundleError(f"bundle for {self.out} is incomplete: missing {missing}")
         files = {rel: sha256_file(tmp / rel) for rel in _bundle_files(tmp)}
         manifest = Manifest(
-            schema_version=BUNDLE_SCHEMA_VERSION,
+            schema_version=BUNDLE_SCHEMA_VERSION if quantization is None else QUANTIZED_SCHEMA_VERSION,
             medcoder_version=medcoder.__version__,
-            bundle_id=bundle_id_from_hashes(files),
+            bundle_id=bundle_id_from_hashes(files, quantization),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             source_run_id=source_run_id,
             files=files,
+            quantization=quantization,
         )
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
         apply_default_permissions(tmp)
@@ -388,6 +413,10 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
             f"{path}: schema_version={version!r} is not supported (this medcoder reads {list(READABLE_SCHEMA_VERSIONS)})",
             hint="re-export the bundle with scripts/export.py, or install the medcoder version that wrote it",
         )
+    quantization = data.get("quantization")
+    if quantization is not None and (version < QUANTIZED_SCHEMA_VERSION or not isinstance(quantization, str)):
+        raise BundleError(f"{path}: quantization={quantization!r} is not valid in a schema-{version} manifest",
+                          hint="re-export the bundle with scripts/export.py")
     return Manifest(
         schema_version=version,
         medcoder_version=str(data.get("medcoder_version", "?")),
@@ -395,6 +424,7 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         created=str(data.get("created", "")),
         source_run_id=data.get("source_run_id"),
         files=dict(files),
+        quantization=quantization,
     )
 
 
@@ -436,8 +466,9 @@ def verify_bundle(bundle_dir: str | Path) -> Manifest:
     if extra:
         raise BundleError(f"{root}: files not in the manifest: {extra[:5]}",
                           hint="remove them or re-export the bundle")
-    if bundle_id_from_hashes(manifest.files) != manifest.bundle_id:
-        raise BundleError(f"{root}: bundle_id {manifest.bundle_id!r} does not match the file hashes",
+    if bundle_id_from_hashes(manifest.files, manifest.quantization) != manifest.bundle_id:
+        raise BundleError(f"{root}: bundle_id {manifest.bundle_id!r} does not match the file hashes"
+                          + (" and quantization" if manifest.quantization else ""),
                           hint="re-export the bundle")
     _refuse_code(root, manifest.files)
     return manifest

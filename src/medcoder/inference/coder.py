@@ -148,7 +148,9 @@ class Coder:
         (:mod:`medcoder.modeling.loading`): a bundle is data, and loading one must never run
         code it carries nor ask on stdin whether to. ``verify`` also refuses a bundle holding
         code; a bundle from the registry must be the one its version's ``medcoder.bundle_id``
-        tag names.
+        tag names. A manifest ``quantization`` (e.g. ``dynamic-int8``, written by ``scripts/export.py
+        quantize=int8``) is applied to the stored fp32 weights here, and the bundle's calibration
+        must say it was fitted for the same quantisation.
         """
         root, manifest = _resolve_bundle(bundle)
         if verify and manifest is None:
@@ -161,13 +163,31 @@ class Coder:
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise BundleError(f"{root}: labels.json/calibration.json unreadable ({exc})",
                               hint="re-export the bundle with scripts/export.py") from exc
+        raw_manifest = None if manifest else json.loads((root / "manifest.json").read_text())
+        quantization = manifest.quantization if manifest else raw_manifest.get("quantization")
+        if calibration.get("quantization") != quantization:
+            # The calibration was fitted on the scores of one scorer (fp32 or quantised): never apply
+            # it to the other's.
+            raise BundleError(f"{root}: calibration.json was fitted for quantization="
+                              f"{calibration.get('quantization')!r} but the manifest says {quantization!r}",
+                              hint="re-export the bundle with scripts/export.py")
         try:
             scorer = HybridScorer.load(root, _frequencies(label_space), device=device)
+            if quantization is not None:
+                if scorer.neural is None:
+                    raise ValueError(f"quantization={quantization!r} needs a neural view and the bundle has none")
+                scorer.neural.quantize(quantization)  # type: ignore[attr-defined]
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"{root}: cannot load the model ({str(exc).splitlines()[0]})",
                               hint="re-export the bundle") from exc
-        bundle_id = manifest.bundle_id if manifest else json.loads((root / "manifest.json").read_text())["bundle_id"]
+        bundle_id = manifest.bundle_id if manifest else raw_manifest["bundle_id"]
         return cls(scorer, label_space, calibrator, policy, bundle_id=bundle_id, manifest=manifest, bundle_dir=root)
+
+    @property
+    def quantization(self) -> str | None:
+        """The quantisation the neural view runs with (the bundle manifest's; None: fp32 weights)."""
+        view = self.scorer.neural
+        return getattr(view, "quantization", None) if view is not None else None
 
     @property
     def codeset_fy(self) -> int | None:
@@ -267,7 +287,8 @@ class Coder:
     def __repr__(self) -> str:
         return (f"Coder(bundle_id={self.bundle_id!r}, codes={len(self.label_space)}, "
                 f"codeset_fy={self.codeset_fy}, policy_version={self.policy.policy_version!r}, "
-                f"views={list(self.scorer.views)}, tau_accept={self.policy.threshold})")
+                f"views={list(self.scorer.views)}, tau_accept={self.policy.threshold}"
+                + (f", quantization={self.quantization!r})" if self.quantization else ")"))
 
 
 def _frequencies(label_space: LabelSpace) -> np.ndarray:

@@ -16,11 +16,16 @@ service whose stdin answers "y", or a person who presses y, runs the file). So e
 The tokenizer class is the one ``AutoTokenizer`` would pick for the same folder (transformers 5:
 the named class, its ``...Fast`` spelling being an alias of it), so the token ids are identical
 (tested on the tiny fixture and on the shipped MiniLM tokenizer).
+
+**Quantisation** is an inference option applied *at load time* to the stored fp32 weights
+(:func:`quantize_model`), never a stored quantised module: the bundle keeps its safetensors under
+the manifest's sha256, and a quantised module would have to be pickled (``torch.save``) to be stored.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,15 +37,98 @@ from medcoder.modeling.model import MedCoderForICDCoding
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
-def load_medcoder_model(model_dir: str | Path, *, device: str | torch.device | None = None) -> MedCoderForICDCoding:
+#: Quantisation methods an inference path may apply to a loaded model (bundle manifest field
+#: ``quantization``). ``dynamic-int8``: :func:`torch.ao.quantization.quantize_dynamic` on every
+#: ``nn.Linear`` of the encoder: qint8 weights with one scale per output channel, activations
+#: quantised per call to the full 8 bits (:class:`FullRangeDynamicLinear`).
+QUANTIZATION_METHODS = ("dynamic-int8",)
+#: Attribute set on a quantised model (never on its config: ``save_pretrained`` must not record it).
+QUANTIZED_ATTR = "medcoder_quantization"
+
+
+class FullRangeDynamicLinear(torch.ao.nn.quantized.dynamic.Linear):
+    """torch's dynamically quantised ``Linear`` with activations quantised to 8 bits, not 7.
+
+    Why: torch's module always passes ``reduce_range=True`` (7-bit activations: it keeps the
+    AVX2 ``vpmaddubsw`` int16 sums of fbgemm from saturating). On the quickstart MiniLM coder that
+    halved resolution was most of the quantisation error: the label attention over 1,767 codes
+    moved the logits of each note's top 50 codes by 0.34 on average with 7 bits and by 0.15 with 8
+    bits (48 training notes, label-free), at the same speed. Exported with ``quantize=int8``
+    (2026-11-27, AVX2 CPU), the quickstart bundle's test MAP was 0.3983 against fp32's 0.3997 with
+    8 bits, 0.3880 with 7 (the export refuses a drop over 0.005). A rare saturated sum on an
+    AVX2-only CPU is part of what that check measures on every export; CPUs with VNNI do not
+    saturate.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False)
+        return y.to(x.dtype)
+
+    def _get_name(self) -> str:
+        return "FullRangeDynamicQuantizedLinear"
+
+
+def quantization_of(model: torch.nn.Module) -> str | None:
+    """The quantisation applied to ``model`` by :func:`quantize_model`, or None (fp32/fp16)."""
+    return getattr(model, QUANTIZED_ATTR, None)
+
+
+def quantize_model(model: MedCoderForICDCoding, method: str) -> MedCoderForICDCoding:
+    """Quantise ``model`` in place for CPU inference and return it.
+
+    ``dynamic-int8`` replaces each ``nn.Linear`` of the **encoder** (attention Q/K/V/output, the
+    feed-forward pair: ~all of its FLOPs) by a dynamically quantised one; on a 2-core CPU that is
+    where the time goes (``benchmarks/predict_speed.py``). Weights get one scale per output
+    channel and activations 8 bits (:class:`FullRangeDynamicLinear`), not torch's defaults (one
+    scale per tensor, 7 bits): with the defaults the quickstart MiniLM coder lost 0.015 test MAP
+    (0.012 with per-channel weights alone), more than the 0.005 the export allows; with both, 0.0014.
+    The **label-attention head stays fp32**:
+    it is a few percent of the time, it was trained on fp32 encoder states, and its per-code
+    queries and weights decide both the ranking and the evidence spans, so quantising it would
+    buy little speed for the largest shift in scores. Embeddings and LayerNorms stay fp32 too
+    (``quantize_dynamic`` handles ``nn.Linear`` only).
+
+    Scores shift slightly, so a quantised model needs its own calibration (``scripts/export.py
+    quantize=int8`` refits it on dev). A quantised model cannot be saved (its weights would have
+    to be pickled); :class:`~medcoder.modeling.neural.NeuralScorer` refuses to.
+    """
+    if method not in QUANTIZATION_METHODS:
+        raise ValueError(f"quantization={method!r} is not supported (known: {list(QUANTIZATION_METHODS)})")
+    current = quantization_of(model)
+    if current == method:
+        return model
+    if current is not None:
+        raise ValueError(f"the model is already quantised ({current}); load the fp32 weights again")
+    if model.device.type != "cpu":
+        raise ValueError(f"quantization={method!r} runs on CPU only (the model is on {model.device})")
+    if model.dtype != torch.float32:  # fp16/bf16 stored weights: quantise from fp32 (qint8 needs float32 input)
+        model.float()
+    model.eval()
+    with warnings.catch_warnings():
+        # torch >= 2.10 points users of torch.ao eager quantisation at torchao (not installed here);
+        # quantize_dynamic still works and is what this option is measured with.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        torch.ao.quantization.quantize_dynamic(
+            model.encoder, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8, mapping={torch.nn.Linear: FullRangeDynamicLinear}, inplace=True)
+    setattr(model, QUANTIZED_ATTR, method)
+    return model
+
+
+def load_medcoder_model(model_dir: str | Path, *, device: str | torch.device | None = None,
+                        quantization: str | None = None) -> MedCoderForICDCoding:
     """``MedCoderForICDCoding.from_pretrained`` with no remote code and safetensors weights only.
 
     Loading by the concrete class never looks at ``auto_map``; the encoder inside is rebuilt from
     the stored encoder config by :meth:`MedCoderForICDCoding.__init__`, which also passes
-    ``trust_remote_code=False``.
+    ``trust_remote_code=False``. ``quantization`` (one of :data:`QUANTIZATION_METHODS`) is applied
+    to the loaded fp32 weights by :func:`quantize_model`.
     """
     model = MedCoderForICDCoding.from_pretrained(Path(model_dir), trust_remote_code=False, use_safetensors=True)
-    return model.to(device) if device is not None else model
+    model = model.to(device) if device is not None else model
+    return quantize_model(model, quantization) if quantization else model
 
 
 def _transformers_tokenizer_class(name: str) -> type[PreTrainedTokenizerBase] | None:
@@ -111,4 +199,5 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     return cls.from_pretrained(Path(model_dir), trust_remote_code=False, local_files_only=True)
 
 
-__all__ = ["load_medcoder_model", "load_tokenizer", "tokenizer_class_for"]
+__all__ = ["QUANTIZATION_METHODS", "FullRangeDynamicLinear", "load_medcoder_model", "load_tokenizer",
+           "quantization_of", "quantize_model", "tokenizer_class_for"]

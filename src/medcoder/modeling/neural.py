@@ -4,7 +4,8 @@ attention -> logits, with attention evidence mapped back to character offsets.
 Why a wrapper: the hybrid coder fuses views through one interface, and the inference path, the
 calibration workflow and training evaluation must all score notes the same way (:func:`score_notes`).
 The model is *trained* by :mod:`medcoder.training` (HF ``Trainer``; frozen-encoder state cache), so
-:meth:`NeuralScorer.fit` is not the way to train it.
+:meth:`NeuralScorer.fit` is not the way to train it. For inference it may be quantised
+(:meth:`NeuralScorer.quantize`, applied by ``Coder.load`` when the bundle's manifest says so).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from transformers import PreTrainedTokenizerBase
 
 from medcoder.data.chunking import chunk_texts
 from medcoder.modeling.evidence import evidence_spans
-from medcoder.modeling.loading import load_medcoder_model, load_tokenizer
+from medcoder.modeling.loading import (
+    load_medcoder_model,
+    load_tokenizer,
+    quantization_of,
+    quantize_model,
+)
 from medcoder.modeling.model import MedCoderForICDCoding
 from medcoder.modeling.scorer import Scorer, Scores, Span, register_scorer
 from medcoder.modeling.scoring import score_notes
@@ -38,6 +44,19 @@ class NeuralScorer(Scorer):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    @property
+    def quantization(self) -> str | None:
+        """The quantisation applied to the model for inference (None: the stored fp32 weights)."""
+        return quantization_of(self.model)
+
+    def quantize(self, method: str) -> NeuralScorer:
+        """Quantise the encoder in place (:func:`~medcoder.modeling.loading.quantize_model`).
+
+        Why a method and not a stored model: the bundle keeps the fp32 safetensors (hashed, no
+        pickle) and records the option; every load quantises them the same way."""
+        self.model = quantize_model(self.model, method)
+        return self
 
     def fit(self, texts: Sequence[str], labels: np.ndarray, codes: Sequence[str], **kwargs: Any) -> NeuralScorer:
         raise NotImplementedError("the neural view is trained by medcoder.training (python scripts/train.py)")
@@ -75,10 +94,14 @@ class NeuralScorer(Scorer):
         return Scores(raw.logits, evidence_lookup=lookup, truncated=truncated)
 
     def save(self, directory: str | Path) -> None:
+        if self.quantization is not None:
+            raise ValueError(f"a {self.quantization}-quantised model is not saved (its weights would have to be "
+                             "pickled); save the fp32 model and record the quantisation in the bundle manifest")
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
 
     @classmethod
-    def load(cls, directory: str | Path, *, device: str = "cpu") -> NeuralScorer:
-        """By concrete class, ``trust_remote_code=False`` (:mod:`medcoder.modeling.loading`)."""
-        return cls(load_medcoder_model(directory, device=device), load_tokenizer(directory))
+    def load(cls, directory: str | Path, *, device: str = "cpu", quantization: str | None = None) -> NeuralScorer:
+        """By concrete class, ``trust_remote_code=False`` (:mod:`medcoder.modeling.loading`);
+        ``quantization`` is applied to the loaded fp32 weights."""
+        return cls(load_medcoder_model(directory, device=device, quantization=quantization), load_tokenizer(directory))

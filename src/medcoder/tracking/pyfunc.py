@@ -5,6 +5,16 @@ the product is a *calibrated, routed* prediction with an audit trail, which only
 The bundle travels as the model's ``bundle`` artifact, so ``models:/name@alias`` resolves to the
 same verified directory that ``scripts/predict.py`` reads.
 
+Output schema (:data:`OUTPUT_SCHEMA`, version :data:`OUTPUT_SCHEMA_VERSION`, recorded in the
+MLmodel's ``metadata`` as ``medcoder_output_schema_version`` and as the model's signature): one
+row per note with *structured* columns — ``codes`` an array of objects (code, description,
+probability, decision, reasons, sources, evidence spans as offsets), ``document_reasons`` an array
+of strings. Why structured: ``mlflow.pyfunc.spark_udf`` can then return real Spark types (arrays of
+structs, written to Parquet as such) and the HTTP endpoint returns plain JSON arrays, so pyfunc,
+serving and Spark give one and the same output. Version 1 (before 2026-11-27) returned ``codes`` as
+a JSON string and ``document_reasons`` joined by ``;``; models logged with it still load, but
+``scripts/spark_predict.py`` refuses them (re-export with ``scripts/export.py``).
+
 Serving safety (``mlflow models serve``):
 
 * **Request limits**, read from the environment when the model loads (:class:`RequestLimits`):
@@ -37,7 +47,18 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
+from mlflow.types.schema import (
+    Array,
+    ColSpec,
+    DataType,
+    Object,
+    ParamSchema,
+    ParamSpec,
+    Property,
+    Schema,
+)
 
 from medcoder.errors import ConfigError, MedcoderError
 
@@ -52,8 +73,48 @@ INPUT_EXAMPLE = pd.DataFrame({
     "text": ["Follow-up visit. Known type 2 diabetes mellitus and essential hypertension, both stable.",
              "Emergency visit for community-acquired pneumonia with fever and productive cough."],
 })
-OUTPUT_COLUMNS = ("id", "document_decision", "document_reasons", "codes", "bundle_id", "codeset_fy",
-                  "policy_version", "input_sha256", "timestamp")
+
+#: Version of the model's output schema; bumped when a column or field changes meaning or type.
+#: 1: ``codes`` a JSON string, ``document_reasons`` ``;``-joined, ``codeset_fy`` -1 when unknown.
+#: 2: structured ``codes`` / ``document_reasons`` (arrays), ``truncated`` added, ``codeset_fy`` null
+#: when unknown.
+OUTPUT_SCHEMA_VERSION = 2
+#: Key of :data:`OUTPUT_SCHEMA_VERSION` in the MLmodel's ``metadata`` (``mlflow.pyfunc.log_model``).
+SCHEMA_VERSION_KEY = "medcoder_output_schema_version"
+
+_S, _L, _D, _B = DataType.string, DataType.long, DataType.double, DataType.boolean
+#: One evidence span: character offsets into the note (never its text), weight, the view that found
+#: it, and (dictionary spans) whether the mention was negated.
+EVIDENCE_TYPE = Object([Property("start", _L), Property("end", _L), Property("weight", _D),
+                        Property("source", _S), Property("negated", _B, required=False)])
+#: One predicted code (:class:`medcoder.inference.prediction.CodePrediction`).
+CODE_TYPE = Object([
+    Property("code", _S), Property("description", _S), Property("probability", _D), Property("decision", _S),
+    Property("reasons", Array(_S)), Property("sources", Array(_S)), Property("evidence", Array(EVIDENCE_TYPE)),
+])
+#: The model's output, one row per note (MLflow sorts an object's properties by name).
+OUTPUT_SCHEMA = Schema([
+    ColSpec(_S, "id"), ColSpec(_S, "document_decision"), ColSpec(Array(_S), "document_reasons"),
+    ColSpec(Array(CODE_TYPE), "codes"), ColSpec(_B, "truncated"), ColSpec(_S, "bundle_id"),
+    ColSpec(_L, "codeset_fy", required=False), ColSpec(_S, "policy_version"), ColSpec(_S, "input_sha256"),
+    ColSpec(_S, "timestamp"),
+])
+OUTPUT_COLUMNS = tuple(OUTPUT_SCHEMA.input_names())
+#: What the model reads: ``id`` optional (``Coder`` numbers notes without one), ``text`` required.
+INPUT_SCHEMA = Schema([ColSpec(_S, "id", required=False), ColSpec(_S, "text")])
+PARAMS_SCHEMA = ParamSchema([ParamSpec("batch_size", _L, 8)])
+
+
+def model_signature() -> ModelSignature:
+    """The signature ``scripts/export.py`` logs: written out, not inferred from an example, so it
+    does not depend on what a tiny example happens to predict (an empty evidence list, say)."""
+    return ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA, params=PARAMS_SCHEMA)
+
+
+def model_metadata() -> dict[str, Any]:
+    """The MLmodel ``metadata`` that records the output schema version (read before scoring by
+    ``scripts/spark_predict.py``, which needs the structured schema)."""
+    return {SCHEMA_VERSION_KEY: OUTPUT_SCHEMA_VERSION}
 
 #: Defaults of the request limits; each can be changed with its environment variable at serve time.
 DEFAULT_MAX_REQUEST_ROWS = 256
@@ -135,26 +196,41 @@ class RequestLimits:
             )
 
 
-def predictions_frame(preds: list[Any]) -> pd.DataFrame:
-    """DataFrame of :class:`DocumentPrediction` rows; ``codes`` is a JSON string per note.
+def _span(span: dict[str, Any]) -> dict[str, Any]:
+    """An evidence span with every field of :data:`EVIDENCE_TYPE` (``negated`` None where the
+    view does not say) and plain Python types, so JSON, pandas and Spark read it alike."""
+    negated = span.get("negated")
+    return {"start": int(span["start"]), "end": int(span["end"]), "weight": float(span["weight"]),
+            "source": str(span.get("source") or ""), "negated": None if negated is None else bool(negated)}
 
-    JSON strings rather than nested objects: the signature stays a flat table that every MLflow
-    serving path (REST, Spark UDF, batch) handles the same way.
+
+def _code(c: Any) -> dict[str, Any]:
+    return {"code": str(c.code), "description": str(c.description or ""), "probability": float(c.probability),
+            "decision": str(c.decision), "reasons": [str(r) for r in c.reasons],
+            "sources": [str(s) for s in c.sources], "evidence": [_span(sp) for sp in c.evidence]}
+
+
+def predictions_frame(preds: list[Any]) -> pd.DataFrame:
+    """DataFrame of :class:`DocumentPrediction` rows in :data:`OUTPUT_SCHEMA` (version 2):
+    ``codes`` a list of dicts per note, ``document_reasons`` a list of strings.
+
+    Every nested field is always present (see :func:`_span`): Spark's struct conversion looks each
+    field up by name, and a consumer of the JSON answer should not have to guess absent keys.
     """
     rows = []
     for p in preds:
-        d = p.to_dict()
         rows.append({
-            **{k: d[k] for k in OUTPUT_COLUMNS if k not in ("codes", "document_reasons", "codeset_fy")},
-            "document_reasons": ";".join(d["document_reasons"]),
-            "codes": json.dumps(d["codes"], ensure_ascii=False),
-            "codeset_fy": -1 if d["codeset_fy"] is None else int(d["codeset_fy"]),
+            "id": str(p.id), "document_decision": str(p.document_decision),
+            "document_reasons": [str(r) for r in p.document_reasons], "codes": [_code(c) for c in p.codes],
+            "truncated": bool(p.truncated), "bundle_id": str(p.bundle_id),
+            "codeset_fy": None if p.codeset_fy is None else int(p.codeset_fy),
+            "policy_version": str(p.policy_version), "input_sha256": str(p.input_sha256), "timestamp": str(p.timestamp),
         })
     return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
 
 
 class MedCoderModel(mlflow.pyfunc.PythonModel):
-    """``predict(DataFrame[id?, text]) -> DataFrame`` of routed predictions (see OUTPUT_COLUMNS)."""
+    """``predict(DataFrame[id?, text]) -> DataFrame`` of routed predictions (see OUTPUT_SCHEMA)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from medcoder.inference.coder import Coder
@@ -253,5 +329,7 @@ def guard_scoring_server(limits: RequestLimits) -> bool:
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_REQUEST_CHARS", "DEFAULT_MAX_REQUEST_ROWS", "INPUT_EXAMPLE",
-    "MedCoderModel", "RequestLimits", "RequestRejected", "guard_scoring_server", "predictions_frame",
+    "INPUT_SCHEMA", "OUTPUT_COLUMNS", "OUTPUT_SCHEMA", "OUTPUT_SCHEMA_VERSION", "SCHEMA_VERSION_KEY",
+    "MedCoderModel", "RequestLimits", "RequestRejected", "guard_scoring_server", "model_metadata",
+    "model_signature", "predictions_frame",
 ]

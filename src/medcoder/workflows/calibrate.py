@@ -3,6 +3,11 @@
 Steps: load the run's model -> score the calibration split (dev) and the evaluation split
 (test) -> fit calibrator -> decision threshold -> tau_accept with the precision guarantee (LTT)
 -> report ECE/Brier before/after and routing quality on test -> log all to the same MLflow run.
+
+Scoring (:func:`score_splits`) and fitting (:func:`fit_calibration`) are separate functions so that
+``scripts/export.py quantize=int8`` re-fits a quantised bundle's calibration with exactly these
+steps on its own scores (:func:`recalibration_settings` recovers the settings from the run's
+``calibration.json``), instead of a second copy of them.
 """
 
 from __future__ import annotations
@@ -17,12 +22,12 @@ from typing import Any
 import mlflow
 import numpy as np
 from datasets import DatasetDict
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medcoder.atomic import atomic_write_text
 from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
-from medcoder.calibration.risk_control import select_accept_threshold
+from medcoder.calibration.risk_control import AcceptThresholdResult, select_accept_threshold
 from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
@@ -96,50 +101,102 @@ def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str,
     return rows
 
 
-def calibrate(cfg: DictConfig) -> CalibrationResult:
-    """Fit calibrator + policy on ``cfg.calibration_split``, evaluate on ``cfg.evaluation_split``."""
-    # Every model-free value first: a bad routing.target_precision must not cost a download and
-    # two scored splits before it is reported (medcoder.workflows.config_checks).
-    check_calibrate_config(cfg)
-    root = Path(cfg.paths.root_dir).resolve()
-    experiment_id = setup_experiment(cfg.tracking, root)
-    with tempfile.TemporaryDirectory() as tmp:
-        run = download_run(str(cfg.run_id), Path(tmp))
-        train_cfg = run.config()
-        label_space = LabelSpace.from_json(run.labels_path)
-        # All views and the stacker of a fused run (or the neural view alone); no remote code
-        # (medcoder.modeling.loading), no pickle.
-        frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
-        hybrid = HybridScorer.load(run.root, frequency)
-        model, tokenizer = hybrid.neural.model, hybrid.neural.tokenizer
-    data_cfg = cfg.data if cfg.data is not None else train_cfg.data
-    cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split  # checked distinct up front
+@dataclass
+class ScoredSplits:
+    """The calibration and evaluation splits scored by one scorer: what :func:`fit_calibration` reads."""
+
+    splits: DatasetDict
+    logits: dict[str, np.ndarray]
+    flags: dict[str, dict[str, np.ndarray]]
+    arrays: dict[str, dict[str, np.ndarray]]
+
+
+def score_splits(hybrid: HybridScorer, data_cfg: Any, names: tuple[str, str], label_space: LabelSpace, *,
+                 limit: int | None = None, batch_size: int = 8, cache_dir: Path | None = None,
+                 progress: bool = True) -> ScoredSplits:
+    """Load ``names`` (calibration, evaluation) of ``data_cfg`` (first ``limit`` notes each) and
+    score them with every view of ``hybrid``, fused, plus the routing flags the inference path uses.
+
+    ``cache_dir``: frozen-encoder states cached by training (identical scores, faster); ignored
+    for a quantised neural view, whose states differ (:func:`~medcoder.modeling.scoring.score_notes`).
+    """
+    model, tokenizer = hybrid.neural.model, hybrid.neural.tokenizer
     splits = build_corpus(data_cfg)
-    limit = train_cfg.get("max_samples_per_split")
-    for name in (cal_name, eval_name):
+    for name in names:
         if name not in splits:
             raise ConfigError(f"calibration split {name!r} is not in the corpus", hint=f"have {list(splits)}")
     splits = DatasetDict({
         n: splits[n].select(range(min(len(splits[n]), int(limit)))) if limit else splits[n]
-        for n in (cal_name, eval_name)
+        for n in names
     })
     feats = featurize(splits, tokenizer, label_space, chunk_size=model.config.chunk_size,
                       max_chunks=model.config.max_chunks)
-    cache_dir = Path(cfg.paths.cache_dir) if cfg.use_state_cache else None
     logits, flags = {}, {}
     for n in splits:
         views = hybrid.score_views(list(splits[n]["text"]), exclude=("neural",))
-        views["neural"] = Scores(score_features(model, feats[n], batch_size=cfg.batch_size, cache_dir=cache_dir,
-                                                progress=True))
+        views["neural"] = Scores(score_features(model, feats[n], batch_size=batch_size, cache_dir=cache_dir,
+                                                progress=progress))
         logits[n] = hybrid.fuse(views)
         flags[n] = routing_flags(views)  # the same rule inputs as the inference path
     arrays = {n: _split_arrays(feats, splits, n, label_space) for n in splits}
+    return ScoredSplits(splits, logits, flags, arrays)
+
+
+@dataclass
+class FittedCalibration:
+    """What :func:`fit_calibration` fitted and measured (``calibration`` is ``calibration.json``)."""
+
+    calibration: dict[str, Any]
+    metrics: dict[str, float]
+    result: AcceptThresholdResult
+    curve: Any
+    reports: dict[str, dict[str, Any]]
+
+
+def recalibration_settings(calibration: dict[str, Any]) -> DictConfig:
+    """The ``calibration`` and ``routing`` settings a ``calibration.json`` was fitted with, as the
+    config nodes :func:`fit_calibration` reads: refitting with them on other scores (a quantised
+    model's) repeats the same procedure, not a default one.
+
+    Everything is recorded in the fitted objects (calibrator method + params, decision-threshold
+    params, the policy's rules, ``targets``) except ``routing.min_coverage``, recorded in
+    ``targets`` since it existed; older files did not use it (0.0, the value before it existed).
+    """
+    cal, policy, targets = calibration["calibrator"], calibration["policy"], calibration["targets"]
+    if "min_coverage" not in targets:
+        log.warning("calibration.json records no routing.min_coverage (written before it was recorded); "
+                    "refitting with 0.0")
+    return OmegaConf.create({
+        "calibration": {"method": cal["method"], "params": dict(cal.get("params") or {}),
+                        "decision_threshold": dict(policy["decision_threshold"]["params"])},
+        "routing": {
+            "target_precision": targets["target_precision"], "delta": targets["delta"],
+            "min_coverage": float(targets.get("min_coverage", 0.0)),
+            "min_train_count": policy.get("min_train_count", 10),
+            "check_excludes1": policy.get("check_excludes1", True),
+            "check_validity": policy.get("check_validity", True),
+            "check_negated_mention": policy.get("check_negated_mention", False),
+            "check_sibling_conflict": policy.get("check_sibling_conflict", False),
+            "policy_version": str(policy.get("policy_version", "1")),
+        },
+    })
+
+
+def fit_calibration(settings: DictConfig, scored: ScoredSplits, label_space: LabelSpace, *, run_id: str,
+                    cal_name: str, eval_name: str, code_type: str = "D") -> FittedCalibration:
+    """Fit calibrator, decision threshold and tau_accept (LTT) on ``cal_name``; report on ``eval_name``.
+
+    ``settings`` holds the ``calibration`` and ``routing`` config groups (``calibrate.yaml``, or
+    :func:`recalibration_settings`). Returns ``calibration.json``'s content and the metrics
+    :func:`calibrate` logs; nothing is written or logged here.
+    """
+    logits, flags, arrays = scored.logits, scored.flags, scored.arrays
     cal, ev = arrays[cal_name], arrays[eval_name]
 
     # -- calibrator ----------------------------------------------------------------------------
-    calibrator = build_calibrator(cfg.calibration)
+    calibrator = build_calibrator(settings.calibration)
     calibrator.fit(logits[cal_name], cal["y"])
-    probs = {n: calibrator.transform(logits[n]) for n in splits}
+    probs = {n: calibrator.transform(logits[n]) for n in logits}
     before = calibration_report(sigmoid(logits[eval_name]), ev["y"])
     after = calibration_report(probs[eval_name], ev["y"])
     # Where decisions happen: each note's top CANDIDATE_TOP_K codes by fused score, uniform bins
@@ -149,15 +206,15 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     cand_after = calibration_report(probs[eval_name], ev["y"], 10, strategy="uniform", mask=candidates)
 
     # -- decision threshold + routing policy -------------------------------------------------------
-    dt_cfg = cfg.calibration.decision_threshold
+    dt_cfg = settings.calibration.decision_threshold
     decision = DecisionThreshold(mode=dt_cfg.mode, min_positives=dt_cfg.min_positives).fit(probs[cal_name], cal["y"])
-    r = cfg.routing
-    icd10cm = data_cfg.get("code_type", "D") == "D"
+    r = settings.routing
+    icd10cm = code_type == "D"
     if not icd10cm and (r.check_excludes1 or r.check_validity):
         # Validity and Excludes1 come from the ICD-10-CM tables; procedure (PCS) codes are not in
         # them, so every code would be flagged invalid. The rules are switched off, and said so.
         log.warning("data.code_type=%s: the ICD-10-CM rules (invalid_code, excludes1_conflict) do not "
-                    "apply and are off", data_cfg.get("code_type"))
+                    "apply and are off", code_type)
     policy = RoutingPolicy(
         tau_accept=None, decision_threshold=decision, min_train_count=r.min_train_count,
         check_excludes1=r.check_excludes1 and icd10cm, check_validity=r.check_validity and icd10cm,
@@ -191,11 +248,12 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     metrics = {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
     calibration = {
         "schema_version": SCHEMA_VERSION,
-        "run_id": str(cfg.run_id),
+        "run_id": str(run_id),
         "calibration_split": cal_name,
         "calibrator": calibrator.to_dict(),
         "policy": policy.to_dict(),
-        "targets": {"target_precision": r.target_precision, "delta": r.delta},
+        "targets": {"target_precision": r.target_precision, "delta": r.delta,
+                    "min_coverage": float(r.get("min_coverage", 0.0))},
         "guarantee": result.to_dict(include_grid=False),
         "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
                        "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"],
@@ -209,6 +267,36 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
                  row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,
                  row[f"{eval_name}_auto_accept_precision"])
     curve = precision_coverage_curve(probs[eval_name], ev["y"], predicted)
+    return FittedCalibration(calibration, metrics, result, curve,
+                             {"before": before, "after": after, "cand_before": cand_before, "cand_after": cand_after})
+
+
+def calibrate(cfg: DictConfig) -> CalibrationResult:
+    """Fit calibrator + policy on ``cfg.calibration_split``, evaluate on ``cfg.evaluation_split``."""
+    # Every model-free value first: a bad routing.target_precision must not cost a download and
+    # two scored splits before it is reported (medcoder.workflows.config_checks).
+    check_calibrate_config(cfg)
+    root = Path(cfg.paths.root_dir).resolve()
+    experiment_id = setup_experiment(cfg.tracking, root)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = download_run(str(cfg.run_id), Path(tmp))
+        train_cfg = run.config()
+        label_space = LabelSpace.from_json(run.labels_path)
+        # All views and the stacker of a fused run (or the neural view alone); no remote code
+        # (medcoder.modeling.loading), no pickle.
+        frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
+        hybrid = HybridScorer.load(run.root, frequency)
+    data_cfg = cfg.data if cfg.data is not None else train_cfg.data
+    cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split  # checked distinct up front
+    scored = score_splits(hybrid, data_cfg, (cal_name, eval_name), label_space,
+                          limit=train_cfg.get("max_samples_per_split"), batch_size=cfg.batch_size,
+                          cache_dir=Path(cfg.paths.cache_dir) if cfg.use_state_cache else None)
+    fitted = fit_calibration(cfg, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
+                             eval_name=eval_name, code_type=str(data_cfg.get("code_type", "D")))
+    metrics, calibration, result, curve = fitted.metrics, fitted.calibration, fitted.result, fitted.curve
+    before, after = fitted.reports["before"], fitted.reports["after"]
+    cand_before, cand_after = fitted.reports["cand_before"], fitted.reports["cand_after"]
+    r = cfg.routing
     # Under `--multirun` (a sweep of e.g. routing.target_precision) every job logs to its own
     # child run of the sweep's parent and leaves the trained run's calibration alone; a single
     # calibration logs to the trained run itself (what export reads).

@@ -10,6 +10,14 @@ The run's artifacts are downloaded into the same staging folder as the bundle (b
 folder that the next export removes (:func:`medcoder.inference.bundle.remove_stale_staging`).
 The bundle holds no code (schema 2): plain transformers loads ``model/`` after
 ``import medcoder.modeling``, never with ``trust_remote_code``.
+
+``quantize=int8`` writes a bundle whose manifest records ``quantization: dynamic-int8``: the same
+fp32 safetensors, quantised by ``Coder.load`` (encoder ``nn.Linear`` layers, qint8). Its scores
+differ from the run's, so its calibration is **refitted** here on the calibration split (dev) with
+the quantised scorer through the calibrate workflow's own functions and settings
+(:func:`~medcoder.workflows.calibrate.fit_calibration`), its ``metrics.json`` holds the quantised
+model's dev/test metrics beside the fp32 run's (``fp32_*``), and the export fails if its test MAP is
+more than ``quantize_max_map_drop`` below fp32's (a go/no-go check: nothing is fitted on test).
 """
 
 from __future__ import annotations
@@ -20,24 +28,28 @@ import logging
 import math
 import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
+import numpy as np
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from omegaconf import DictConfig, OmegaConf
 
+from medcoder.data import LabelSpace
 from medcoder.errors import ConfigError
+from medcoder.evaluation.metrics import compute_all, tune_global_threshold
 from medcoder.inference.bundle import BUNDLE_ID_TAG, BundleWriter, Manifest
 from medcoder.inference.coder import Coder
 from medcoder.inference.model_card import render_model_card
+from medcoder.modeling import HybridScorer
+from medcoder.modeling.scoring import sigmoid
 from medcoder.tracking import setup_experiment, tracking_uri
 from medcoder.tracking.artifacts import OPTIONAL_ARTIFACTS, download_run
 from medcoder.tracking.registry import CANDIDATE, CHAMPION, set_alias, tag_version
+from medcoder.workflows.calibrate import fit_calibration, recalibration_settings, score_splits
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +58,12 @@ MLFLOW_MODEL_NAME = "medcoder_model"  # artifact path of the pyfunc model inside
 # Test metrics copied onto the registered version, so `mlflow ui`'s model page compares versions.
 VERSION_METRIC_TAGS = ("test_map", "test_micro_f1", "test_p_at_8", "test_ece_calibrated",
                        "test_auto_accept_precision", "test_auto_accept_coverage", "test_docs_fully_auto")
+
+
+#: ``quantize=`` values -> the quantisation the bundle manifest records (``Coder.load`` applies it).
+QUANTIZE_OPTIONS = {"int8": "dynamic-int8"}
+#: Run metrics that do not depend on the model's weights: a quantised bundle keeps them.
+_WEIGHT_FREE_SUFFIXES = ("_label_coverage", "_truncated_share")
 
 
 @dataclass
@@ -87,13 +105,111 @@ def _run_inputs(run_id: str, tmp: Path) -> dict[str, Any]:
             hint=f"run `python scripts/calibrate.py run_id={run_id}` first",
         ) from exc
     metrics = {k: float(v) for k, v in mlflow.get_run(run_id).data.metrics.items() if not k.startswith("epoch_")}
+    run_config = run.config()
     return {
         "model_dir": run.model_dir,
         "labels_path": run.labels_path,
         "calibration_path": cal_path,
-        "train_config": OmegaConf.to_container(run.config(), resolve=False),
+        "run_config": run_config,
+        "train_config": OmegaConf.to_container(run_config, resolve=False),
         "metrics": metrics,
     }
+
+
+def _quantization(cfg: DictConfig) -> str | None:
+    """``cfg.quantize`` checked (before anything is downloaded) -> the manifest's quantisation."""
+    value = cfg.get("quantize")
+    if value is None:
+        return None
+    if str(value) not in QUANTIZE_OPTIONS:
+        raise ConfigError(f"quantize={value!r} is not supported", hint=f"use one of {sorted(QUANTIZE_OPTIONS)} or null")
+    drop = cfg.get("quantize_max_map_drop")
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= drop < 1):
+        raise ConfigError(f"quantize_max_map_drop={drop!r} is not valid", hint="a number in [0, 1), or null (no check)")
+    batch = cfg.get("batch_size", 8)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch_size={batch!r} is not valid", hint="an integer >= 1")
+    return QUANTIZE_OPTIONS[str(value)]
+
+
+def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: dict[str, Any], quantization: str, *,
+                          batch_size: int = 8, max_map_drop: float | None = None) -> tuple[dict, dict[str, float]]:
+    """``(calibration.json, metrics.json)`` of the staged bundle ``bundle_dir`` quantised with ``quantization``.
+
+    The run's fp32 calibration is refitted, with its own settings (:func:`recalibration_settings`),
+    on the same calibration split, scored by the quantised scorer (no state cache: those are the fp32
+    encoder's states); the evaluation split is scored too, for the routing report and the metrics.
+    Why refit: a calibrator, decision threshold and τ fitted to fp32 scores are not certified for
+    other scores, however close. The metrics are those of this bundle: dev/test contract metrics of
+    the quantised model (computed as training computes them), the refit's calibration and routing
+    metrics, the weight-free run metrics, and the fp32 run's MAP/micro-F1 as ``fp32_*``.
+    """
+    run_cfg, fp32 = src["run_config"], src["metrics"]
+    label_space = LabelSpace.from_json(bundle_dir / "labels.json")
+    frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
+    hybrid = HybridScorer.load(bundle_dir, frequency)
+    if hybrid.neural is None:
+        raise ConfigError(f"quantize: run {src['run_id']} has no neural view to quantise", hint="export without quantize")
+    hybrid.neural.quantize(quantization)  # type: ignore[attr-defined]
+    cal_name = str(calibration.get("calibration_split", "dev"))
+    eval_name = str(calibration.get("evaluation", {}).get("split", "test"))
+    data_cfg = run_cfg.data
+    log.info("quantize: scoring %s and %s with the %s model to refit the calibration", cal_name, eval_name,
+             quantization)
+    scored = score_splits(hybrid, data_cfg, (cal_name, eval_name), label_space,
+                          limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size, cache_dir=None)
+    fitted = fit_calibration(recalibration_settings(calibration), scored, label_space, run_id=src["run_id"],
+                             cal_name=cal_name, eval_name=eval_name, code_type=str(data_cfg.get("code_type", "D")))
+    fp32_policy = calibration.get("policy", {})
+    refit = {**fitted.calibration, "quantization": quantization,
+             # what the refit replaced, for the record (never applied: Coder.load reads the top level)
+             "fp32": {"calibrator": calibration.get("calibrator"), "tau_accept": fp32_policy.get("tau_accept"),
+                      "decision_threshold": fp32_policy.get("decision_threshold", {}).get("state", {})
+                      .get("global_threshold")}}
+    # Contract metrics of the quantised scores, as training computes them (threshold tuned on dev).
+    metrics: dict[str, float] = {k: v for k, v in fp32.items() if k == "n_labels" or k.endswith(_WEIGHT_FREE_SUFFIXES)}
+    y = {n: scored.arrays[n]["y"] for n in (cal_name, eval_name)}
+    probs = {n: sigmoid(scored.logits[n]) for n in (cal_name, eval_name)}
+    threshold = tune_global_threshold(probs[cal_name], y[cal_name])
+    metrics["decision_threshold"] = float(threshold)
+    for n in (cal_name, eval_name):
+        values = compute_all(probs[n], y[n], threshold=threshold, gold_codes=list(scored.splits[n]["codes"]),
+                             label_codes=label_space.codes)
+        metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
+    for n in (cal_name, eval_name):
+        if f"{n}_label_coverage" in fp32:
+            metrics[f"{n}_label_coverage"] = fp32[f"{n}_label_coverage"]
+    metrics.update(fitted.metrics)
+    for key in (f"{cal_name}_map", f"{eval_name}_map", f"{eval_name}_micro_f1"):
+        if key in fp32:
+            metrics[f"fp32_{key}"] = fp32[key]
+    for n in (cal_name, eval_name):
+        if f"{n}_map" in fp32:
+            log.info("quantize: %s_map %.4f (%s) vs %.4f (fp32)", n, metrics[f"{n}_map"], quantization,
+                     fp32[f"{n}_map"])
+    map_key = f"{eval_name}_map"
+    if map_key in fp32:
+        drop = fp32[map_key] - metrics[map_key]
+        metrics[f"quantization_{map_key}_drop"] = float(drop)
+        if max_map_drop is not None and drop > max_map_drop:
+            raise ConfigError(
+                f"quantize={quantization}: {map_key} {metrics[map_key]:.4f} is {drop:.4f} below the fp32 model's "
+                f"{fp32[map_key]:.4f} (quantize_max_map_drop={max_map_drop})",
+                hint="export without quantize, or raise quantize_max_map_drop knowingly")
+    return refit, metrics
+
+
+def _quantization_card(quantization: str, metrics: dict[str, float], eval_name: str = "test") -> str:
+    """The model card's section on a quantised bundle (appended to the generated card)."""
+    q, f = metrics.get(f"{eval_name}_map"), metrics.get(f"fp32_{eval_name}_map")
+    compare = f"{eval_name} MAP {q:.4f} vs {f:.4f} with the fp32 weights" if q is not None and f is not None else ""
+    return "\n".join([
+        "## Quantisation",
+        f"- `{quantization}`: `Coder.load` quantises the encoder's linear layers of the stored fp32 weights",
+        "  (qint8, CPU); the label-attention head stays fp32.",
+        f"- Calibration, decision threshold and τ were refitted on the calibration split with the quantised model; {compare}.",
+        "",
+    ])
 
 
 def _local_path(uri: str | None) -> Path | None:
@@ -139,6 +255,7 @@ def export_run(cfg: DictConfig) -> ExportResult:
     may not overlap the project root or the MLflow store (:class:`BundleWriter`); both are checked
     before anything is downloaded.
     """
+    quantization = _quantization(cfg)
     root = Path(cfg.paths.root_dir).resolve()
     setup_experiment(cfg.tracking, root)
     run_id = str(cfg.run_id)
@@ -148,9 +265,10 @@ def export_run(cfg: DictConfig) -> ExportResult:
     loaded: list[Coder] = []
     with BundleWriter(cfg.output_dir, overwrite=bool(cfg.overwrite), protected=protected,
                       protected_trees=trees) as writer:
-        src = _run_inputs(run_id, writer.scratch)
+        src = {**_run_inputs(run_id, writer.scratch), "run_id": run_id}
         labels = json.loads(src["labels_path"].read_text())
         calibration = json.loads(src["calibration_path"].read_text())
+        metrics = src["metrics"]
         dst = writer.bundle_dir
         shutil.copytree(src["model_dir"], dst / "model")
         stacker_path = src["model_dir"].parent / "stacker.json"
@@ -161,31 +279,46 @@ def export_run(cfg: DictConfig) -> ExportResult:
             elif found.is_file():
                 shutil.copyfile(found, dst / optional)
         shutil.copyfile(src["labels_path"], dst / "labels.json")
-        shutil.copyfile(src["calibration_path"], dst / "calibration.json")
-        (dst / "metrics.json").write_text(json.dumps(_finite(src["metrics"]), indent=2) + "\n")
-        (dst / "MODEL_CARD.md").write_text(render_model_card(
+        if quantization is None:
+            shutil.copyfile(src["calibration_path"], dst / "calibration.json")
+        else:
+            calibration, metrics = recalibrate_quantized(
+                dst, src, calibration, quantization, batch_size=int(cfg.get("batch_size", 8)),
+                max_map_drop=cfg.get("quantize_max_map_drop"))
+            (dst / "calibration.json").write_text(json.dumps(calibration, indent=2) + "\n")
+        (dst / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+        card = render_model_card(
             run_id=run_id, train_config=src["train_config"], labels=labels,
-            calibration=calibration, metrics=src["metrics"],
+            calibration=calibration, metrics=metrics,
             stacker=json.loads(stacker_path.read_text()) if stacker_path.is_file() else None,
-        ))
-        manifest = writer.commit(source_run_id=run_id, validate=lambda tmp: loaded.append(Coder.load(tmp)))
+        )
+        if quantization is not None:
+            card += "\n" + _quantization_card(quantization, metrics, calibration.get("evaluation", {}).get("split", "test"))
+        (dst / "MODEL_CARD.md").write_text(card)
+        manifest = writer.commit(source_run_id=run_id, validate=lambda tmp: loaded.append(Coder.load(tmp)),
+                                 quantization=quantization)
     bundle_dir = writer.out
     log.info("bundle %s written to %s", manifest.bundle_id, bundle_dir)
     if not cfg.mlflow_model.log:
         return ExportResult(bundle_dir, manifest, None, None, None)
     loaded[0].bundle_dir = bundle_dir
-    return _log_and_register(cfg, run_id, bundle_dir, manifest, labels, calibration, src["metrics"], loaded[0])
+    return _log_and_register(cfg, run_id, bundle_dir, manifest, labels, calibration, metrics, loaded[0])
 
 
 def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: Manifest,
                       labels: dict, calibration: dict, metrics: dict[str, float], coder: Coder) -> ExportResult:
-    from medcoder.tracking.pyfunc import INPUT_EXAMPLE, MedCoderModel, predictions_frame
+    from medcoder.tracking.pyfunc import (
+        INPUT_EXAMPLE,
+        MedCoderModel,
+        model_metadata,
+        model_signature,
+        predictions_frame,
+    )
 
-    example_out = predictions_frame(coder.predict(list(INPUT_EXAMPLE["text"]), list(INPUT_EXAMPLE["id"])))
-    with warnings.catch_warnings():
-        # MLflow warns that int columns cannot hold missing values; codeset_fy never is missing.
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-        signature = infer_signature(INPUT_EXAMPLE, example_out, params={"batch_size": 8})
+    # The signature is written out (structured output schema, version in the metadata), not inferred
+    # from the example; the example is still predicted, so a bundle that cannot answer it fails here.
+    predictions_frame(coder.predict(list(INPUT_EXAMPLE["text"]), list(INPUT_EXAMPLE["id"])))
+    signature = model_signature()
     name = cfg.mlflow_model.registered_model_name or None
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
@@ -193,6 +326,7 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
             python_model=MedCoderModel(),
             artifacts={"bundle": str(bundle_dir)},
             signature=signature,
+            metadata=model_metadata(),
             input_example=INPUT_EXAMPLE,
             pip_requirements=_requirements(),
             registered_model_name=name,
@@ -207,6 +341,7 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
             "medcoder.target_precision": calibration.get("targets", {}).get("target_precision"),
             "medcoder.tau_accept": calibration.get("policy", {}).get("tau_accept"),
             "medcoder.source_run_id": run_id,
+            **({"medcoder.quantization": manifest.quantization} if manifest.quantization else {}),
             **{k: f"{metrics[k]:.4f}" for k in VERSION_METRIC_TAGS if k in metrics},
         })
         set_alias(name, cfg.mlflow_model.alias, version)
@@ -215,4 +350,4 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
     return ExportResult(bundle_dir, manifest, info.model_uri, name, version)
 
 
-__all__ = ["CANDIDATE", "CHAMPION", "ExportResult", "export_run"]
+__all__ = ["CANDIDATE", "CHAMPION", "QUANTIZE_OPTIONS", "ExportResult", "export_run", "recalibrate_quantized"]
