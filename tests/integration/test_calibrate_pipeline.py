@@ -37,8 +37,8 @@ def test_calibrate_logs_routing_contract_to_the_training_run(tmp_path, tiny_corp
     artifacts = {a.path for a in client.list_artifacts(run.run_id)}
     assert {"calibration.json", "reliability_diagram.png", "precision_coverage.png"} <= artifacts
     cal = json.loads((tmp_path / "outputs" / "runs" / run.run_id / "calibration.json").read_text())
-    assert cal["calibrator"]["method"] == "temperature" and cal["targets"]["target_precision"] == 0.95
-    # 12 tiny dev notes (< 20 gold codes) can never reach LTT's 50-accept floor, so 95% precision
+    assert cal["calibrator"]["method"] == "temperature" and cal["targets"]["target_precision"] == 0.90
+    # 12 tiny dev notes (< 20 gold codes) can never reach LTT's 50-accept floor, so 90% precision
     # is never certified here: the run must say so, not relax the target (unconditional checks).
     assert result.calibration["guarantee"]["tau"] is None
     assert "nothing will be auto-accepted" in result.message
