@@ -26,7 +26,10 @@ notes, then times one call over all notes (``time.perf_counter``; CPU seconds fr
 ``time.process_time``) with ``torch.set_num_threads(--threads)``. With ``--repeats N`` the systems
 run in N interleaved rounds (the order rotated each round), so a load that comes and goes on a
 shared CPU hits every system alike; each system's row is its median round, and "x pipeline" is the
-median over rounds of its chunks/s divided by the pipeline's chunks/s *in the same round*. Notes are
+median over rounds of its chunks/s divided by the pipeline's chunks/s *in the same round*. On a CPU
+shared with other jobs prefer ``--threads 1``: two threads on a 2-core machine that runs something
+else wait on each other at every parallel region, which says more about the other job than about
+the system. Notes are
 CodiEsp-D English test notes (the package's loader, local copy only) or ``--notes-jsonl``
 (``id``/``text`` rows). Writes ``<out>.md`` and ``<out>.json`` (default
 ``benchmarks/results/<date>-predict-speed``).

@@ -83,3 +83,29 @@ def test_quantised_scores_of_a_note_do_not_depend_on_the_other_notes(tmp_path, t
     together = scorer.score(TEXTS, batch_size=2).scores
     alone = np.stack([scorer.score([text]).scores[0] for text in TEXTS])
     np.testing.assert_allclose(alone, together, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_note_equals_the_chunked_forward_and_keeps_chunk_order(tmp_path, tiny_encoder) -> None:
+    """The per-note encoding (full chunks, then the trimmed last chunk) gives the states of the
+    model's own chunked forward (fp32 here, where both must agree up to float rounding)."""
+    from medcoder.modeling.batching import collate_chunks
+    from medcoder.modeling.scoring import encode_note
+
+    scorer = tiny_coder(tmp_path, tiny_encoder, max_chunks=3).scorer.neural
+    features, _ = scorer.features(TEXTS)
+    rows = features.with_format(None, columns=["input_ids", "attention_mask"])
+    assert max(len(r["input_ids"]) for r in rows) > 1  # several chunks, a partial last one
+    for i, row in enumerate(rows):
+        with torch.inference_mode():
+            states = encode_note(scorer.model, **row)
+            mask = torch.tensor(row["attention_mask"])
+            full = scorer.model.encode_chunks(torch.tensor(row["input_ids"]), mask)
+        expected = torch.cat([full[c, : int(mask[c].sum())] for c in range(len(mask))])
+        assert len(states) == features[i]["n_tokens"]
+        torch.testing.assert_close(states, expected, atol=1e-5, rtol=1e-5)
+        batch = collate_chunks([{**row, "labels": []}])
+        batch.pop("labels")
+        with torch.inference_mode():
+            direct = scorer.model(**batch).logits
+            via_states = scorer.model(encoder_states=states[None], attention_mask=torch.ones(1, len(states))).logits
+        torch.testing.assert_close(via_states, direct, atol=1e-5, rtol=1e-5)

@@ -54,8 +54,8 @@ class FullRangeDynamicLinear(torch.ao.nn.quantized.dynamic.Linear):
     halved resolution was most of the quantisation error: the label attention over 1,767 codes
     moved the logits of each note's top 50 codes by 0.34 on average with 7 bits and by 0.15 with 8
     bits (48 training notes, label-free), at the same speed. Exported with ``quantize=int8``
-    (2026-11-27, AVX2 CPU), the quickstart bundle's test MAP was 0.3983 against fp32's 0.3997 with
-    8 bits, 0.3880 with 7 (the export refuses a drop over 0.005). A rare saturated sum on an
+    (2026-11-27, AVX2 CPU), the quickstart bundle's test MAP was 0.3996 against fp32's 0.3997 with
+    8 bits, 0.388 with 7 (the export refuses a drop over 0.005). A rare saturated sum on an
     AVX2-only CPU is part of what that check measures on every export; CPUs with VNNI do not
     saturate.
     """
@@ -81,7 +81,7 @@ def quantize_model(model: MedCoderForICDCoding, method: str) -> MedCoderForICDCo
     where the time goes (``benchmarks/predict_speed.py``). Weights get one scale per output
     channel and activations 8 bits (:class:`FullRangeDynamicLinear`), not torch's defaults (one
     scale per tensor, 7 bits): with the defaults the quickstart MiniLM coder lost 0.015 test MAP
-    (0.012 with per-channel weights alone), more than the 0.005 the export allows; with both, 0.0014.
+    (0.012 with per-channel weights alone), more than the 0.005 the export allows; with both, 0.0001.
     The **label-attention head stays fp32**:
     it is a few percent of the time, it was trained on fp32 encoder states, and its per-code
     queries and weights decide both the ranking and the evidence spans, so quantising it would

@@ -5,17 +5,13 @@ Training evaluation, calibration, batch prediction and the MLflow model all call
 is frozen and its token states are already in the disk cache (keyed by a hash of the encoder's
 weights), the cached states are used: the result is identical (tested), only faster.
 
-Without a cache the encoder runs on **length-sorted chunks**: the chunks of a window of notes are
-sorted by their number of real tokens and encoded in groups trimmed to their longest chunk, so the
-padded tail of each note's last chunk (~11 % of a CodiEsp note's chunk tokens) is not computed; the
-head then reads each note's real-token states, exactly as it reads cached states (the model
-compacts padding away in both paths, so the logits are the same up to float rounding; tested).
-
-A **quantised** encoder (``dynamic-int8``) is run on each note's chunks alone instead: dynamic
-quantisation scales a layer's activations by the range of everything in the call, so chunks of
-other notes in the same call would change a note's scores (by up to 2.4 logits on the quickstart
-coder). One call per note makes a note's probability the same whether it is scored alone (one
-served request) or among thousands (batch prediction, calibration); tested.
+A **quantised** encoder (``dynamic-int8``) runs on each note's chunks alone (:func:`encode_note`):
+dynamic quantisation scales a layer's activations by the range of everything in the call, so the
+chunks of other notes in the same call would change a note's scores (by up to 4 logits on the
+quickstart coder). One call per note makes a note's probability the same whether it is scored
+alone (one served request) or among thousands (batch prediction, calibration); tested. The fp32
+path is unchanged (length-sorted batches of notes through the model's own chunked forward: sorting
+the chunks of 64 notes together to trim padding was measured no faster on the 2-core CPU).
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.modeling.batching import collate_states
+from medcoder.modeling.batching import collate_chunks, collate_states
 from medcoder.modeling.loading import quantization_of
 from medcoder.modeling.state_cache import cached_states
 
@@ -61,51 +57,28 @@ def score_features(
     return score_notes(model, split, batch_size=batch_size, cache_dir=cache_dir, progress=progress).logits
 
 
-#: Notes whose chunks are length-sorted and encoded together (rounded up to whole scoring batches).
-#: Why bounded: their fp32 states are held at once (64 MiniLM notes of 4.5 chunks: ~55 MB).
-ENCODE_WINDOW_NOTES = 64
-#: Chunks per encoder call on the length-sorted path (~the chunks of 8 notes).
-ENCODE_BATCH_CHUNKS = 32
+def encode_note(model: MedCoderForICDCoding, input_ids: list, attention_mask: list) -> torch.Tensor:
+    """One note's real-token encoder states ``(tokens, hidden)``, its chunks in order.
 
-
-def encode_notes(model: MedCoderForICDCoding, notes: list[dict], *,
-                 batch_chunks: int = ENCODE_BATCH_CHUNKS, per_note: bool = False) -> list[torch.Tensor]:
-    """Each note's real-token encoder states ``(tokens, hidden)``, its chunks in order.
-
-    ``notes``: items with ``input_ids``/``attention_mask`` (chunks x chunk_size, padding at the end
-    of a chunk). All chunks are sorted by real length and encoded ``batch_chunks`` at a time, each
-    group trimmed to its longest chunk (as :func:`~medcoder.modeling.state_cache.compute_states`
-    does for the cache, here in the model's own dtype and in memory). ``per_note``: one encoder
-    call per note instead (its chunks only, trimmed to its longest), so that no other note can
-    change its states (dynamic quantisation; module docstring).
+    Two encoder calls, neither holding another note: the note's full chunks, then its shorter
+    (last) chunk trimmed to its length, so no padded tail is encoded. What a quantised model is
+    scored with (module docstring); the states equal those of the chunked forward (tested).
     """
-    ids = [torch.as_tensor(c, dtype=torch.long) for it in notes for c in it["input_ids"]]
-    masks = [torch.as_tensor(c, dtype=torch.long) for it in notes for c in it["attention_mask"]]
-    counts = [len(it["input_ids"]) for it in notes]
-    hidden = model.config.hidden_size
-    per_chunk = [torch.zeros(0, hidden, dtype=model.dtype) for _ in ids]
-    if ids:
-        ids_t, mask_t = torch.stack(ids), torch.stack(masks)
-        lengths = mask_t.sum(1)
-        if per_note:
-            bounds = np.cumsum([0, *counts])
-            groups = [torch.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
-        else:
-            order = torch.argsort(lengths, descending=True, stable=True)
-            groups = list(torch.split(order, batch_chunks))
-        for idx in groups:
-            idx = idx[lengths[idx] > 0]  # a chunk without a real token adds nothing (as the model skips it)
-            if not len(idx):
-                continue
-            width = int(lengths[idx].max())
-            states = model.encode_chunks(ids_t[idx, :width].to(model.device), mask_t[idx, :width].to(model.device))
-            for row, j in enumerate(idx.tolist()):
-                per_chunk[j] = states[row, : int(lengths[j])].to(model.dtype)
-    out, pos = [], 0
-    for c in counts:
-        out.append(torch.cat(per_chunk[pos : pos + c]) if c else torch.zeros(0, hidden, dtype=model.dtype))
-        pos += c
-    return out
+    if not len(input_ids):
+        return torch.zeros(0, model.config.hidden_size, dtype=model.dtype)
+    ids = torch.as_tensor(input_ids, dtype=torch.long).reshape(len(input_ids), -1)
+    mask = torch.as_tensor(attention_mask, dtype=torch.long).reshape(len(input_ids), -1)
+    lengths = mask.sum(1)
+    states = [torch.zeros(0, model.config.hidden_size, dtype=model.dtype)] * len(ids)
+    full = lengths == ids.shape[1]
+    for group in (torch.nonzero(full).flatten(), torch.nonzero(~full & (lengths > 0)).flatten()):
+        if not len(group):
+            continue
+        width = int(lengths[group].max())
+        out = model.encode_chunks(ids[group, :width].to(model.device), mask[group, :width].to(model.device))
+        for row, j in enumerate(group.tolist()):
+            states[j] = out[row, : int(lengths[j])].to(model.dtype)
+    return torch.cat(states)
 
 
 def _collate_note_states(states: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -150,21 +123,18 @@ def score_notes(
     lengths = np.asarray(split["n_tokens"])
     order = np.argsort(-lengths, kind="stable")  # length-sorted batches: little padding
     columns = split.with_format(None, columns=["input_ids", "attention_mask"])
-    window = batch_size * max(1, -(-ENCODE_WINDOW_NOTES // batch_size))  # whole scoring batches
     quantized = quantization_of(model) is not None  # one encoder call per note (module docstring)
-    encoded: dict[int, torch.Tensor] = {}
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="scoring", unit="batch"):
         idx = order[start : start + batch_size].tolist()
         if states is not None:
             items = [{"encoder_states": states.note(i), "labels": np.zeros(0, np.float32)} for i in idx]
             batch = collate_states(items)
             batch.pop("labels")
+        elif quantized:
+            batch = _collate_note_states([encode_note(model, **columns[i]) for i in idx])
         else:
-            if start % window == 0:  # the next window of notes: encode its chunks, length-sorted
-                ids = order[start : start + window].tolist()
-                encoded = dict(zip(ids, encode_notes(model, [columns[i] for i in ids], per_note=quantized),
-                                   strict=True))
-            batch = _collate_note_states([encoded.pop(i) for i in idx])
+            batch = collate_chunks([{**columns[i], "labels": []} for i in idx])
+            batch.pop("labels")
         out = model(**{key: v.to(model.device) for key, v in batch.items()}, return_label_attention=bool(k))
         logits[idx] = out.logits.float().cpu().numpy()
         if k:

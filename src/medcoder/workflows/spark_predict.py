@@ -496,6 +496,11 @@ def spark_session(spark_cfg: Mapping[str, Any]) -> SparkSession:
         raise ConfigError("pyspark is not installed", hint=PYSPARK_HINT) from exc
     from pyspark.errors import PySparkException
 
+    # PySpark starts its Python workers with $PYSPARK_PYTHON, else ``python3`` from PATH (the
+    # ``spark.pyspark.python`` setting below is read by spark-submit only): without this a run
+    # from an unactivated venv scores with the system Python, which lacks medcoder's packages.
+    # A user's own PYSPARK_PYTHON (a cluster's interpreter) is kept.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.sql.session.timeZone": "UTC",
             "spark.pyspark.python": sys.executable, "spark.pyspark.driver.python": sys.executable,
             "spark.driver.memory": str(spark_cfg.get("driver_memory") or "4g"),
