@@ -22,7 +22,7 @@ def _compose(name: str, overrides: list[str]):
         return compose(config_name=name, overrides=overrides)
 
 
-@pytest.mark.parametrize("experiment", [None, "quickstart"])
+@pytest.mark.parametrize("experiment", [None, "quickstart", "quickstart_es", "quickstart_p_es"])
 def test_shipped_train_configs_pass(experiment, tmp_path) -> None:
     extra = [f"experiment={experiment}"] if experiment else []
     check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", *extra]))
@@ -115,3 +115,53 @@ def test_same_calibration_and_evaluation_split_is_refused_up_front(tmp_path) -> 
     cfg = _compose("calibrate", ["run_id=x", f"paths.root_dir={tmp_path}", "evaluation_split=dev"])
     with pytest.raises(ConfigError, match="evaluation_split='dev'"):
         check_calibrate_config(cfg)
+
+
+@pytest.mark.parametrize(("override", "needle"), [
+    ("fusion.views=[]", "non-empty list"),
+    ("fusion.views=null", "non-empty list"),
+    ("fusion.views=[tfidf,magic]", "unknown view(s) ['magic']"),
+    ("fusion.views=[tfidf,tfidf]", "each view once"),
+    ("fusion.folds=1", "fusion.folds=1"),
+])
+def test_bad_fusion_views_are_one_line(override, needle, tmp_path) -> None:
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", override])
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message and needle in message and "expected" in message, message
+    assert message.startswith(override.split("=", 1)[0]), message
+
+
+@pytest.mark.parametrize("views", ["[tfidf,dictionary]", "[dictionary]", "[tfidf,neural,dictionary]",
+                                   "[neural,tfidf,dictionary]"])
+def test_fusion_views_may_omit_the_neural_view_or_list_it_anywhere(views, tmp_path) -> None:
+    from medcoder.workflows.fusion import views_of
+
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", f"fusion.views={views}"])
+    check_train_config(cfg)
+    assert views_of(cfg) == views.strip("[]").split(",")
+
+
+def test_without_the_neural_view_no_encoder_or_trainer_value_is_read(tmp_path) -> None:
+    # Neither the encoder's config.json nor the trainer/model ranges matter when no encoder is trained ...
+    overrides = [f"paths.root_dir={tmp_path}", "fusion=stacked", f"model.encoder={tmp_path / 'no-such-encoder'}",
+                 "model.chunk_size=100000", "trainer.num_train_epochs=0"]
+    check_train_config(_compose("train", [*overrides, "fusion.views=[tfidf,dictionary]"]))
+    # ... while with it they are checked as always (the bad epoch count is named first) ...
+    with pytest.raises(ConfigError, match=r"^trainer.num_train_epochs=0 "):
+        check_train_config(_compose("train", overrides))
+    # ... and a warm start, which copies an encoder, is refused without one.
+    cfg = _compose("train", [*overrides, "fusion.views=[tfidf,dictionary]", f"warm_start={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^warm_start=.*needs the neural view"):
+        check_train_config(cfg)
+
+
+def test_train_refuses_bad_views_before_reading_any_data(tmp_path) -> None:
+    from medcoder.workflows.train import train
+
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", "fusion.views=[]",
+                             "data.root=/no/such/corpus", "data.download=false"])
+    with pytest.raises(ConfigError, match=r"^fusion.views=\[\] is not valid"):
+        train(cfg)
+    assert not (tmp_path / "mlflow.db").exists()

@@ -3,7 +3,9 @@
 Layout (**contract**, ``../shared/DESIGN.md``)::
 
     bundle/
-      model/            HF save_pretrained + tokenizer (no code: schema 2)
+      model/            HF save_pretrained + tokenizer (no code: schema 2); the neural view
+      scorers/<name>/   the other views of a fused bundle (schema 3; JSON/npz)
+      stacker.json      the fused bundle's stacker, naming its views (without ``neural``: no model/)
       labels.json       codes, descriptions, training frequency, code-set fiscal year
       calibration.json  calibrator, thresholds, routing policy, guarantee, targets
       metrics.json      dev/test metrics of this exact bundle
@@ -72,6 +74,9 @@ QUANTIZED_SCHEMA_VERSION = 4
 READABLE_SCHEMA_VERSIONS = (2, 3, 4)
 MANIFEST = "manifest.json"
 REQUIRED_FILES = ("labels.json", "calibration.json", "metrics.json", "MODEL_CARD.md", "model/config.json")
+#: The neural view's file, required only where the bundle has that view: a fused bundle whose
+#: ``stacker.json`` names no ``neural`` view (``fusion.views=[tfidf,dictionary]``) has no ``model/``.
+NEURAL_REQUIRED_FILE = "model/config.json"
 #: Tag on the registered model version (and on the run) naming the bundle it holds; set by export,
 #: compared by ``Coder.load("models:/...")``.
 BUNDLE_ID_TAG = "medcoder.bundle_id"
@@ -284,6 +289,15 @@ def check_replaceable(out: Path) -> None:
                           hint=hint)
 
 
+def required_files(bundle_dir: Path) -> list[str]:
+    """:data:`REQUIRED_FILES`, less ``model/config.json`` where the bundle's views exclude ``neural``."""
+    from medcoder.modeling.hybrid import view_names  # the one reader of stacker.json's view list
+
+    if "neural" in view_names(bundle_dir):
+        return list(REQUIRED_FILES)
+    return [f for f in REQUIRED_FILES if f != NEURAL_REQUIRED_FILE]
+
+
 class BundleWriter:
     """Write a bundle into a staging folder beside ``output_dir``, then rename it into place.
 
@@ -339,7 +353,7 @@ class BundleWriter:
         ``Coder.load``), then rename into place: a bundle that exists is a bundle that loads.
         ``quantization`` is recorded in the manifest (schema 4) for ``Coder.load`` to apply."""
         tmp = self.bundle_dir
-        missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
+        missing = [f for f in required_files(tmp) if not (tmp / f).is_file()]
         if missing:
             raise BundleError(f"bundle for {self.out} is incomplete: missing {missing}")
         files = {rel: sha256_file(tmp / rel) for rel in _bundle_files(tmp)}

@@ -29,12 +29,19 @@ def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict
     policy = calibration.get("policy", {})
     targets = calibration.get("targets", {})
     tau = policy.get("tau_accept")
+    views = (stacker or {}).get("params", {}).get("views", ["neural"])
+    if "neural" in views:
+        name = model.get("name", "?")
+        what = (f"- Multi-label ICD-10 coder: encoder `{model.get('encoder', '?')}` over "
+                f"{model.get('chunk_size', '?')}-token chunks (up to {model.get('max_chunks', '?')}) with label-wise attention.")
+    else:
+        name = "+".join(views)
+        what = "- Multi-label ICD-10 coder without a neural encoder (no `model/` folder): only the views below."
     lines = [
-        f"# medcoder model card — {data.get('name', '?')} / {model.get('name', '?')}",
+        f"# medcoder model card — {data.get('name', '?')} / {name}",
         "",
         "## What it is",
-        f"- Multi-label ICD-10 coder: encoder `{model.get('encoder', '?')}` over "
-        f"{model.get('chunk_size', '?')}-token chunks (up to {model.get('max_chunks', '?')}) with label-wise attention.",
+        what,
         *(_views(stacker, metrics)),
         f"- {len(labels.get('codes', []))} codes; code set: ICD-10-CM fiscal year {labels.get('codeset_fy')}.",
         f"- Trained in MLflow run `{run_id}` on `{data.get('name', '?')}` (code type {data.get('code_type', '?')}).",

@@ -25,7 +25,7 @@ from medcoder.atomic import atomic_write_text
 from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, Span
 from medcoder.modeling.stacker import Stacker, rank_in_note
 
-__all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "routing_flags"]
+__all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "routing_flags", "view_names"]
 
 STACKER_FILE = "stacker.json"
 SCORERS_DIR = "scorers"
@@ -88,6 +88,15 @@ def routing_flags(views: Mapping[str, Scores]) -> dict[str, np.ndarray]:
     if dictionary is not None and "negated" in dictionary.flags:
         out["negated_mention"] = np.asarray(dictionary.flags["negated"], dtype=bool)
     return out
+
+
+def view_names(directory: str | Path) -> list[str]:
+    """The views a run or bundle folder holds: those its ``stacker.json`` names (in the stacker's
+    order; without ``neural`` the folder has no ``model/``), else the lone neural view."""
+    path = Path(directory) / STACKER_FILE
+    if not path.is_file():
+        return ["neural"]
+    return [str(v) for v in json.loads(path.read_text())["params"]["views"]]
 
 
 class HybridScorer:
@@ -175,11 +184,8 @@ class HybridScorer:
             d = json.loads((root / STACKER_FILE).read_text())
             stacker = Stacker.from_dict(d)
             support_top_k = int(d.get("support_top_k", 15))
-            names = stacker.views
-        else:
-            names = ["neural"]
         views: dict[str, Scorer] = {}
-        for name in names:
+        for name in view_names(root):
             if name not in SCORER_REGISTRY:
                 raise ValueError(f"unknown view {name!r} (known: {sorted(SCORER_REGISTRY)})")
             cls_ = SCORER_REGISTRY[name]

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from medcoder.errors import ConfigError
+from medcoder.modeling.hybrid import view_names
 
 
 @dataclass
@@ -19,7 +20,12 @@ class RunArtifacts:
 
     @property
     def model_dir(self) -> Path:
+        """The neural view's folder (absent for a fused run without the neural view)."""
         return self.root / "model"
+
+    @property
+    def has_model(self) -> bool:
+        return self.model_dir.is_dir()
 
     @property
     def labels_path(self) -> Path:
@@ -30,7 +36,9 @@ class RunArtifacts:
 
 
 def download_run(run_id: str, dst: Path) -> RunArtifacts:
-    """Download model/, labels.json, config.yaml of ``run_id`` (tracking URI must be set)."""
+    """Download labels.json, config.yaml, model/ and (a fused run) scorers/ + stacker.json of
+    ``run_id`` (tracking URI must be set). ``model/`` is required unless the run's ``stacker.json``
+    names no ``neural`` view (``fusion.views=[tfidf,dictionary]``: no encoder was trained)."""
     try:
         mlflow.get_run(run_id)
     except MlflowException as exc:
@@ -39,7 +47,13 @@ def download_run(run_id: str, dst: Path) -> RunArtifacts:
             hint="copy the id printed by scripts/train.py (run_id=...) or see `mlflow ui`",
         ) from exc
     dst.mkdir(parents=True, exist_ok=True)
-    for path in ("model", "labels.json", "config.yaml"):
+    # A fused (hybrid) run also has its other views and the stacker (medcoder.modeling.hybrid).
+    present = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+    for path in OPTIONAL_ARTIFACTS:
+        if path in present:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
+    needs_model = "neural" in view_names(dst)
+    for path in ("model", "labels.json", "config.yaml") if needs_model else ("labels.json", "config.yaml"):
         try:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
         except (MlflowException, OSError) as exc:
@@ -47,11 +61,6 @@ def download_run(run_id: str, dst: Path) -> RunArtifacts:
                 f"run {run_id} has no artifact {path!r}",
                 hint="train with tracking.log_model=true (the default)",
             ) from exc
-    # A fused (hybrid) run also has its other views and the stacker (medcoder.modeling.hybrid).
-    present = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    for path in OPTIONAL_ARTIFACTS:
-        if path in present:
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
     return RunArtifacts(run_id, dst)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
+from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS
 from medcoder.modeling import HybridScorer, Scores
 from medcoder.modeling.hybrid import routing_flags
 from medcoder.modeling.scoring import score_features, sigmoid
@@ -57,12 +59,18 @@ class CalibrationResult:
     message: str
 
 
-def _split_arrays(feats, splits, name: str, label_space: LabelSpace) -> dict[str, np.ndarray]:
-    codes = list(splits[name]["codes"])
+def truncated_by_length(texts: Sequence[str]) -> np.ndarray:
+    """Notes the inference path cuts before scoring (longer than ``Coder.max_note_chars``, by
+    default :data:`~medcoder.inference.coder.DEFAULT_MAX_NOTE_CHARS`) and flags ``truncated``."""
+    return np.array([len(t) > DEFAULT_MAX_NOTE_CHARS for t in texts], dtype=bool)
+
+
+def _split_arrays(split: Any, label_space: LabelSpace, truncated: np.ndarray) -> dict[str, np.ndarray]:
+    codes = list(split["codes"])
     return {
-        "y": np.asarray(feats[name]["labels"], dtype=np.float32),
-        "truncated": np.asarray(feats[name]["truncated"], dtype=bool),
-        "empty": np.array([not t.strip() for t in splits[name]["text"]], dtype=bool),
+        "y": label_space.encode(codes),
+        "truncated": np.asarray(truncated, dtype=bool),
+        "empty": np.array([not t.strip() for t in split["text"]], dtype=bool),
         "n_gold": np.array([len(set(c)) for c in codes], dtype=float),
     }
 
@@ -119,8 +127,13 @@ def score_splits(hybrid: HybridScorer, data_cfg: Any, names: tuple[str, str], la
 
     ``cache_dir``: frozen-encoder states cached by training (identical scores, faster); ignored
     for a quantised neural view, whose states differ (:func:`~medcoder.modeling.scoring.score_notes`).
+
+    A note is ``truncated`` (routed to review, so never among the codes that certify τ) where the
+    inference path flags it: the neural view read only its first ``max_chunks`` chunks, or it is
+    longer than ``Coder.max_note_chars`` (:func:`truncated_by_length`). Without a neural view only
+    the latter applies: tfidf and the dictionary read every note whole, and no tokenizer is loaded.
     """
-    model, tokenizer = hybrid.neural.model, hybrid.neural.tokenizer
+    neural = hybrid.neural
     splits = build_corpus(data_cfg)
     for name in names:
         if name not in splits:
@@ -129,16 +142,23 @@ def score_splits(hybrid: HybridScorer, data_cfg: Any, names: tuple[str, str], la
         n: splits[n].select(range(min(len(splits[n]), int(limit)))) if limit else splits[n]
         for n in names
     })
-    feats = featurize(splits, tokenizer, label_space, chunk_size=model.config.chunk_size,
-                      max_chunks=model.config.max_chunks)
-    logits, flags = {}, {}
+    feats = None
+    if neural is not None:
+        model = neural.model  # type: ignore[attr-defined]
+        feats = featurize(splits, neural.tokenizer, label_space,  # type: ignore[attr-defined]
+                          chunk_size=model.config.chunk_size, max_chunks=model.config.max_chunks)
+    logits, flags, arrays = {}, {}, {}
     for n in splits:
-        views = hybrid.score_views(list(splits[n]["text"]), exclude=("neural",))
-        views["neural"] = Scores(score_features(model, feats[n], batch_size=batch_size, cache_dir=cache_dir,
-                                                progress=progress))
+        texts = list(splits[n]["text"])
+        views = hybrid.score_views(texts, exclude=("neural",))
+        truncated = truncated_by_length(texts)
+        if feats is not None:
+            views["neural"] = Scores(score_features(model, feats[n], batch_size=batch_size, cache_dir=cache_dir,
+                                                    progress=progress))
+            truncated |= np.asarray(feats[n]["truncated"], dtype=bool)
         logits[n] = hybrid.fuse(views)
         flags[n] = routing_flags(views)  # the same rule inputs as the inference path
-    arrays = {n: _split_arrays(feats, splits, n, label_space) for n in splits}
+        arrays[n] = _split_arrays(splits[n], label_space, truncated)
     return ScoredSplits(splits, logits, flags, arrays)
 
 

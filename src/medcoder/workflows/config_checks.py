@@ -17,7 +17,7 @@ guards and the message in one line.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,22 +226,63 @@ def check_chunk_size(model_cfg: Mapping[str, Any]) -> None:
         )
 
 
+def fusion_views(cfg: Mapping[str, Any]) -> Any:
+    """``fusion.views`` as a list of names (no ``fusion`` group: the neural view alone; a value that
+    is not a list is returned as is, for :func:`fusion_problems` to report)."""
+    fusion = cfg.get("fusion")
+    if fusion is None:
+        return ["neural"]
+    views = fusion.get("views")
+    return [str(v) for v in views] if isinstance(views, Sequence) and not isinstance(views, str) else views
+
+
+def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """``fusion.views``: a non-empty list of known, distinct views, in any order (the stacker's
+    feature order follows it); with more than the neural view alone, ``fusion.folds`` >= 2."""
+    from medcoder.modeling import SCORER_REGISTRY
+
+    views = fusion_views(cfg)
+    known = sorted(SCORER_REGISTRY)
+    if not isinstance(views, list) or not views:
+        return [f"fusion.views={views!r} is not valid (expected a non-empty list of views from {known}, "
+                "e.g. [tfidf,dictionary])"]
+    unknown = [v for v in views if v not in SCORER_REGISTRY]
+    if unknown:
+        return [f"fusion.views={views} is not valid (unknown view(s) {unknown}; expected views from {known})"]
+    if len(set(views)) != len(views):
+        return [f"fusion.views={views} is not valid (expected each view once)"]
+    if views == ["neural"]:
+        return []
+    return _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
+
+
 def check_train_config(cfg: Any) -> None:
-    """Every model-free check of ``scripts/train.py``'s config; raises one-line ``ConfigError``."""
+    """Every model-free check of ``scripts/train.py``'s config; raises one-line ``ConfigError``.
+
+    Without the neural view (``fusion.views`` omits ``neural``) no encoder is loaded or trained, so
+    the ``trainer``/``model`` groups are not used and not checked (nor is the encoder's config.json
+    read); a warm start, which copies an encoder and its label rows, is refused.
+    """
     plain = _as_plain(cfg)
-    problems = _problems(plain, [*trainer_rules(), *model_rules(), *labels_rules()])
+    problems = fusion_problems(plain)
+    neural = not problems and "neural" in fusion_views(plain)
+    problems += _problems(plain, [*(trainer_rules() + model_rules() if neural else []), *labels_rules()])
     problems += _problems(plain, [
         Rule("max_samples_per_split", int_at_least(1), "an integer >= 1, or null (all)", optional=True),
         Rule("seed", _is_int, "an integer"),
     ])
+    if not problems and not neural and plain.get("warm_start"):
+        problems.append(f"warm_start={plain['warm_start']!r} needs the neural view (fusion.views="
+                        f"{fusion_views(plain)} trains no encoder to warm-start)")
     trainer = plain.get("trainer", {})
-    if not problems and trainer.get("encoder_mode") == "cached" and trainer.get("train_top_layers", -1) > 0:
+    if not problems and neural and trainer.get("encoder_mode") == "cached" and trainer.get("train_top_layers", -1) > 0:
         problems.append(
             f"trainer.train_top_layers={trainer['train_top_layers']} has no effect with "
             "trainer.encoder_mode=cached (use trainer=default to train top encoder layers)"
         )
     _raise(problems)
-    check_chunk_size(plain["model"])
+    if neural:
+        check_chunk_size(plain["model"])
 
 
 def check_calibrate_config(cfg: Any) -> None:
@@ -262,4 +303,5 @@ def check_calibrate_config(cfg: Any) -> None:
     _raise(problems)
 
 
-__all__ = ["Rule", "check_calibrate_config", "check_chunk_size", "check_train_config", "encoder_max_positions"]
+__all__ = ["Rule", "check_calibrate_config", "check_chunk_size", "check_train_config", "encoder_max_positions",
+           "fusion_problems", "fusion_views"]

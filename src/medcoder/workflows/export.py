@@ -1,6 +1,7 @@
 """Export a trained + calibrated MLflow run as a bundle and as a registered MLflow model.
 
-What ``scripts/export.py`` calls: download the run's model, labels, calibration and metrics ->
+What ``scripts/export.py`` calls: download the run's model (a fused run without the neural view has
+no ``model/``: its views and stacker only), labels, calibration and metrics ->
 write the bundle (staging folder beside the target + rename, manifest with sha256) -> log it as an
 ``mlflow.pyfunc`` model in the same run -> register a version, tag it, point the ``candidate``
 alias at it.
@@ -107,7 +108,8 @@ def _run_inputs(run_id: str, tmp: Path) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in mlflow.get_run(run_id).data.metrics.items() if not k.startswith("epoch_")}
     run_config = run.config()
     return {
-        "model_dir": run.model_dir,
+        "run_dir": run.root,
+        "model_dir": run.model_dir if run.has_model else None,  # None: a fused run without the neural view
         "labels_path": run.labels_path,
         "calibration_path": cal_path,
         "run_config": run_config,
@@ -270,10 +272,11 @@ def export_run(cfg: DictConfig) -> ExportResult:
         calibration = json.loads(src["calibration_path"].read_text())
         metrics = src["metrics"]
         dst = writer.bundle_dir
-        shutil.copytree(src["model_dir"], dst / "model")
-        stacker_path = src["model_dir"].parent / "stacker.json"
+        if src["model_dir"] is not None:
+            shutil.copytree(src["model_dir"], dst / "model")
+        stacker_path = src["run_dir"] / "stacker.json"
         for optional in OPTIONAL_ARTIFACTS:  # a fused run's other views and stacker
-            found = src["model_dir"].parent / optional
+            found = src["run_dir"] / optional
             if found.is_dir():
                 shutil.copytree(found, dst / optional)
             elif found.is_file():

@@ -9,6 +9,11 @@ Who fits what (the honesty contract, ../shared/DESIGN.md, and README "Which spli
 * **dev** only early-stops the neural head (as before) — the calibrator, the decision threshold
   and τ are fitted / certified on dev later by ``scripts/calibrate.py``;
 * **test** is scored for evaluation only.
+
+``fusion.views`` may omit ``neural`` (e.g. ``[tfidf,dictionary]``): then no encoder exists at all
+and :func:`fit_fusion` is called without :class:`NeuralInputs`; even a single such view goes
+through the stacker, so the run's ``stacker.json`` names its views (what ``HybridScorer.load``
+reads in place of a ``model/`` folder).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +44,33 @@ from medcoder.modeling import (
 )
 from medcoder.modeling.state_cache import EncodedStates
 from medcoder.training.oof import neural_head_out_of_fold, scorer_out_of_fold
+from medcoder.workflows.config_checks import fusion_problems, fusion_views
 from medcoder.workflows.factories import kwargs_for, plain, training_arguments
 
-__all__ = ["FusionResult", "fit_fusion", "views_of"]
+__all__ = ["FusionResult", "NeuralInputs", "fit_fusion", "views_of"]
 
 log = logging.getLogger(__name__)
 
 
 def views_of(cfg: DictConfig) -> list[str]:
     """The configured views (``fusion.views``; no ``fusion`` group: the neural view alone)."""
-    fusion = cfg.get("fusion")
-    return ["neural"] if fusion is None else [str(v) for v in fusion.views]
+    problems = fusion_problems(cfg)
+    if problems:
+        raise ConfigError(problems[0], hint="e.g. fusion.views=[neural,tfidf,dictionary] or fusion.views=[tfidf,dictionary]")
+    return list(fusion_views(cfg))
+
+
+@dataclass
+class NeuralInputs:
+    """What the neural view's out-of-fold scores need: the trained model (the fused coder's view),
+    the model as initialised (each out-of-fold head starts there), its tokenizer, the cached
+    encoder states of train and the epoch count the out-of-fold heads train for."""
+
+    model: MedCoderForICDCoding
+    initial: MedCoderForICDCoding
+    tokenizer: Any
+    train_states: EncodedStates | None
+    best_epochs: int
 
 
 class FusionResult:
@@ -91,16 +113,13 @@ def _make(name: str, cfg: DictConfig) -> Scorer:
 
 
 def fit_fusion(cfg: DictConfig, splits: DatasetDict, label_space: LabelSpace, labels_train: np.ndarray,
-               neural: MedCoderForICDCoding, initial_neural: MedCoderForICDCoding, tokenizer: Any,
-               train_states: EncodedStates | None, best_epochs: int) -> FusionResult:
-    """Fit the non-neural views on train, out-of-fold scores of every view over train, the stacker."""
+               neural: NeuralInputs | None = None) -> FusionResult:
+    """Fit the non-neural views on train, out-of-fold scores of every view over train, the stacker.
+
+    ``neural`` is given exactly when ``fusion.views`` names the neural view."""
     views = views_of(cfg)
-    unknown = [v for v in views if v not in SCORER_REGISTRY]
-    if unknown:
-        raise ConfigError(f"fusion.views={views}: unknown view(s) {unknown}", hint=f"known: {sorted(SCORER_REGISTRY)}")
-    if views[0] != "neural":
-        raise ConfigError(f"fusion.views={views}: the neural view must come first",
-                          hint="e.g. fusion.views=[neural,tfidf,dictionary]")
+    if ("neural" in views) != (neural is not None):
+        raise ValueError(f"fusion.views={views}: the neural inputs must be given exactly when the neural view is")
     folds, seed = int(cfg.fusion.folds), int(cfg.seed)
     texts = list(splits["train"]["text"])
     codes = list(label_space.codes)
@@ -115,25 +134,14 @@ def fit_fusion(cfg: DictConfig, splits: DatasetDict, label_space: LabelSpace, la
             per_note["dictionary"] = {"mentions": mentions}
 
     oof: dict[str, Scores] = {}
-    fitted: dict[str, Scorer] = {"neural": NeuralScorer(neural, tokenizer)}
-    # -- neural: K head trainings on cached states (no encoder pass) ----------------------------
-    if train_states is None:
-        raise ConfigError("fusion with the neural view needs trainer.encoder_mode=cached (trainer=cached_head)",
-                          hint="out-of-fold neural scores are trained on the cached encoder states")
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="medcoder-oof-") as tmp:
-        args = training_arguments(cfg.trainer, output_dir=Path(tmp), seed=seed, overrides={
-            "num_train_epochs": best_epochs, "eval_strategy": "no", "save_strategy": "no",
-            "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True,
-        })
-        oof["neural"] = neural_head_out_of_fold(
-            initial_neural, train_states, labels_train, args, folds=int(cfg.fusion.get("neural_folds") or folds),
-            seed=seed,
-            head_learning_rate=cfg.trainer.get("head_learning_rate"),
-            batch_size=int(cfg.trainer.per_device_eval_batch_size))
-    seconds["oof_neural"] = time.time() - started
+    fitted: dict[str, Scorer] = {}
+    if neural is not None:
+        fitted["neural"] = NeuralScorer(neural.model, neural.tokenizer)
+        started = time.time()
+        oof["neural"] = _neural_out_of_fold(cfg, neural, labels_train)
+        seconds["oof_neural"] = time.time() - started
     # -- the other views: K fits for out-of-fold scores, then one fit on all of train -------------
-    for name in views[1:]:
+    for name in (v for v in views if v != "neural"):
         started = time.time()
         oof[name] = scorer_out_of_fold(lambda n=name: _make(n, cfg), texts, labels_train, codes, folds=folds,
                                        seed=seed, per_note_fit_kwargs=per_note.get(name),
@@ -152,5 +160,25 @@ def fit_fusion(cfg: DictConfig, splits: DatasetDict, label_space: LabelSpace, la
     seconds["fit_stacker"] = time.time() - started
     log.info("stacker weights (standardised): %s",
              ", ".join(f"{k}={v:+.2f}" for k, v in stacker.coefficients().items()))
-    scorer = HybridScorer(fitted, stacker, frequency, support_top_k=int(stacker_params.get("top_k", 15)))
+    scorer = HybridScorer({v: fitted[v] for v in views}, stacker, frequency,
+                          support_top_k=int(stacker_params.get("top_k", 15)))
     return FusionResult(scorer, seconds, oof)
+
+
+def _neural_out_of_fold(cfg: DictConfig, neural: NeuralInputs, labels_train: np.ndarray) -> Scores:
+    """K head trainings on the cached encoder states of train (no encoder pass), each scoring the
+    notes it did not see."""
+    if neural.train_states is None:
+        raise ConfigError("fusion with the neural view needs trainer.encoder_mode=cached (trainer=cached_head)",
+                          hint="out-of-fold neural scores are trained on the cached encoder states")
+    seed = int(cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="medcoder-oof-") as tmp:
+        args = training_arguments(cfg.trainer, output_dir=Path(tmp), seed=seed, overrides={
+            "num_train_epochs": neural.best_epochs, "eval_strategy": "no", "save_strategy": "no",
+            "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True,
+        })
+        return neural_head_out_of_fold(
+            neural.initial, neural.train_states, labels_train, args,
+            folds=int(cfg.fusion.get("neural_folds") or cfg.fusion.folds), seed=seed,
+            head_learning_rate=cfg.trainer.get("head_learning_rate"),
+            batch_size=int(cfg.trainer.per_device_eval_batch_size))

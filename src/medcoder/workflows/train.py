@@ -5,6 +5,7 @@ This is what ``scripts/train.py`` calls; it reads top to bottom like an HF examp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -12,6 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,9 @@ from medcoder.evaluation.note_predictions import (
     note_predictions_filename,
     write_note_predictions,
 )
-from medcoder.modeling import MedCoderForICDCoding, Scores
+from medcoder.modeling import Scores
 from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
-from medcoder.modeling.hybrid import SCORERS_DIR, STACKER_FILE
+from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.modeling.state_cache import get_states
@@ -59,9 +61,10 @@ from medcoder.training.warm_start import (
     apply_warm_start,
     check_warm_start_ref,
 )
+from medcoder.workflows.calibrate import truncated_by_length
 from medcoder.workflows.config_checks import check_train_config
 from medcoder.workflows.factories import build_corpus, build_model, training_arguments
-from medcoder.workflows.fusion import fit_fusion, views_of
+from medcoder.workflows.fusion import FusionResult, NeuralInputs, fit_fusion, views_of
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -141,9 +144,31 @@ def train(cfg: DictConfig) -> TrainResult:
     _validate(cfg)
     started = time.time()
     set_seed(cfg.seed)
-    root = Path(cfg.paths.root_dir).resolve()
+    views = views_of(cfg)
+    if views != ["neural"] and world_size() > 1:
+        raise ConfigError(f"fusion.views={views} under torchrun (WORLD_SIZE={world_size()})",
+                          hint="the out-of-fold heads of the stacked fusion train in one process: run it "
+                               "without torchrun, or fusion=none")
+    data = _load_data(cfg)
+    if "neural" not in views:
+        return _train_views_only(cfg, data, started)
+    return _train_with_neural(cfg, data, started)
 
-    # -- data and label space --------------------------------------------------------------
+
+@dataclass
+class _Data:
+    """The train/dev/test notes and the label space built from train."""
+
+    splits: DatasetDict
+    label_space: LabelSpace
+    coverage: dict[str, float]  # per split: share of gold codes inside the label space
+
+    def labels(self, name: str) -> np.ndarray:
+        """Multi-hot ``(n_notes, n_codes)`` float32 gold labels of split ``name``."""
+        return self.label_space.encode(self.splits[name]["codes"])
+
+
+def _load_data(cfg: DictConfig) -> _Data:
     splits = build_corpus(cfg.data)
     for name in SPLITS:
         if name not in splits:
@@ -164,6 +189,67 @@ def train(cfg: DictConfig) -> TrainResult:
                                                  fiscal_year=cfg.codeset.fiscal_year)
     coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
     log.info("label space: %d codes; coverage %s", len(label_space), coverage)
+    return _Data(splits, label_space, coverage)
+
+
+def _model_name(cfg: DictConfig) -> str:
+    """Tag ``medcoder.model``: the encoder config's name, or the views where there is no encoder."""
+    views = views_of(cfg)
+    return str(cfg.model.name) if "neural" in views else "+".join(views)
+
+
+@contextlib.contextmanager
+def _training_run(cfg: DictConfig, experiment_id: str, data: _Data, truncated: dict[str, Any], *,
+                  tags: dict[str, str], continue_run_id: str | None = None) -> Iterator[Any]:
+    """The training's MLflow run (under ``--multirun`` a child of the sweep's parent run,
+    medcoder.tracking.sweeps) with what every training logs first: config and environment (not
+    again for a continued run), tags, the label count and each split's share of truncated notes."""
+    run_ctx, sweep_parent = start_child_or_run(experiment_id, "train", run_id=continue_run_id,
+                                               run_name=None if continue_run_id else str(cfg.run_name))
+    with run_ctx as run:
+        if not continue_run_id:
+            log_config(cfg)
+            log_environment()
+        mlflow.set_tags({
+            "medcoder.data": cfg.data.name,
+            "medcoder.model": _model_name(cfg),
+            "medcoder.codeset_fy": str(cfg.codeset.fiscal_year),
+            "medcoder.git_sha": git_sha(Path(cfg.paths.root_dir).resolve()),
+            "medcoder.world_size": str(world_size()),
+            **tags,
+        })
+        mlflow.log_metrics({"n_labels": len(data.label_space),
+                            **{f"{n}_truncated_share": float(np.mean(truncated[n])) for n in SPLITS}})
+        yield run
+    if sweep_parent is not None:
+        update_sweep_summary(sweep_parent)
+
+
+def _train_views_only(cfg: DictConfig, data: _Data, started: float) -> TrainResult:
+    """``fusion.views`` without ``neural`` (e.g. ``[tfidf,dictionary]``): no encoder, tokenizer,
+    Trainer or encoder-state cache, nothing downloaded.
+
+    Every view is fitted on train and its K-fold out-of-fold scores over train fit the stacker
+    (:func:`~medcoder.workflows.fusion.fit_fusion`); dev only tunes the decision threshold and test
+    is only scored (:func:`_evaluate_and_save`, shared with the neural path). Checkpoints and
+    ``trainer.resume`` do not apply here: nothing trains in epochs (a few closed-form fits), so an
+    interrupted run is simply started again, as a new MLflow run.
+    """
+    experiment_id = setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
+    # These views read every note whole: a note counts as truncated only where the inference path
+    # cuts it (longer than Coder.max_note_chars), as calibration counts it (truncated_by_length).
+    truncated = {n: truncated_by_length(data.splits[n]["text"]) for n in SPLITS}
+    with _training_run(cfg, experiment_id, data, truncated, tags={"medcoder.encoder_mode": "none"}) as run:
+        fusion = fit_fusion(cfg, data.splits, data.label_space, data.labels("train"))
+        result = _evaluate_and_save(cfg, run.info.run_id, data, started, fusion=fusion)
+    return result
+
+
+def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainResult:
+    """The neural label-attention model (HF Trainer, checkpoints, resume, torchrun), alone or as
+    one of the fused views."""
+    root = Path(cfg.paths.root_dir).resolve()
+    splits, label_space = data.splits, data.label_space
 
     # -- model and features ----------------------------------------------------------------
     encoder_path = resolve_encoder(cfg.model.encoder)
@@ -193,10 +279,6 @@ def train(cfg: DictConfig) -> TrainResult:
     fused = len(views_of(cfg)) > 1
     # torchrun: one process per rank; rank 0 alone logs, evaluates and saves (training.distributed).
     dist = distributed_state(cpu=bool(cfg.trainer.get("use_cpu", False)))
-    if dist is not None and fused:
-        raise ConfigError(f"fusion.views={views_of(cfg)} under torchrun (WORLD_SIZE={world_size()})",
-                          hint="the out-of-fold heads of the stacked fusion train in one process: run it "
-                               "without torchrun, or fusion=none")
     # The out-of-fold heads start where the final model starts (same description/prevalence init).
     initial_model = copy.deepcopy(model) if fused else None
     if mode == "cached":
@@ -256,24 +338,10 @@ def train(cfg: DictConfig) -> TrainResult:
         return TrainResult("", {}, Path(cfg.paths.output_dir), time.time() - started)
     experiment_id = setup_experiment(cfg.tracking, root)
     continued = _mlflow_run_to_continue(ckpt_dir, resume_from)
-    # Under `--multirun` the run is a child of the sweep's parent run (medcoder.tracking.sweeps).
-    run_ctx, sweep_parent = start_child_or_run(experiment_id, "train", run_id=continued,
-                                               run_name=None if continued else str(cfg.run_name))
-    with run_ctx as run:
+    truncated = {n: feats[n]["truncated"] for n in SPLITS}
+    tags = {"medcoder.encoder_mode": mode, "medcoder.resumed_from": Path(resume_from).name if resume_from else ""}
+    with _training_run(cfg, experiment_id, data, truncated, tags=tags, continue_run_id=continued) as run:
         (ckpt_dir / "mlflow_run_id.txt").write_text(run.info.run_id)
-        if not continued:
-            log_config(cfg)
-            log_environment()
-        mlflow.set_tags({
-            "medcoder.data": cfg.data.name,
-            "medcoder.model": cfg.model.name,
-            "medcoder.codeset_fy": str(cfg.codeset.fiscal_year),
-            "medcoder.git_sha": git_sha(root),
-            "medcoder.encoder_mode": mode,
-            "medcoder.world_size": str(world_size()),
-            "medcoder.resumed_from": Path(resume_from).name if resume_from else "",
-        })
-        mlflow.log_metrics({"n_labels": len(label_space), **{f"{n}_truncated_share": float(np.mean(feats[n]["truncated"])) for n in SPLITS}})
         if warm is not None:
             _log_warm_start(warm)
             mlflow.log_metric("warm_start_seconds", warm_seconds)
@@ -295,106 +363,120 @@ def train(cfg: DictConfig) -> TrainResult:
                               cache_dir=score_cache)
             for n in ("dev", "test")
         }
-        y = {n: np.asarray(feats[n]["labels"], dtype=np.float32) for n in ("dev", "test")}
         fusion = None
-        view_metrics: dict[str, float] = {}
         if fused:
             # Extra views + stacker (medcoder.workflows.fusion): out-of-fold over train only.
-            fusion = fit_fusion(cfg, splits, label_space, np.asarray(feats["train"]["labels"], dtype=np.float32),
-                                trainer.model, initial_model, tokenizer,
-                                getattr(datasets["train"], "states", None), _best_epoch(trainer))
-            logits, view_scores = {}, {}
-            for n in ("dev", "test"):
-                views = fusion.scorer.score_views(list(splits[n]["text"]), exclude=("neural",))
-                views["neural"] = Scores(neural_logits[n])
-                logits[n] = fusion.scorer.fuse(views)
-                view_scores[n] = views
-            view_thresholds: dict[str, float] = {}
-            for name in view_scores["dev"]:
-                # Each view alone, with its own dev-tuned threshold (the benchmark table's rows).
-                t = view_thresholds[name] = tune_global_threshold(view_scores["dev"][name].scores, y["dev"])
-                for n in ("dev", "test"):
-                    v = compute_all(view_scores[n][name].scores, y[n], threshold=t, gold_codes=list(splits[n]["codes"]),
-                                    label_codes=label_space.codes)
-                    view_metrics.update({f"{n}_{k}_{name}": float(v[k]) for k in ("map", "micro_f1", "p_at_8")})
-            view_metrics.update({f"fusion_{k}_seconds": v for k, v in fusion.seconds.items()})
-        else:
-            logits = neural_logits
-        probs = {n: sigmoid(logits[n]) for n in ("dev", "test")}
-        threshold = tune_global_threshold(probs["dev"], y["dev"])
-        metrics: dict[str, float] = {"decision_threshold": float(threshold)}
-        for n in ("dev", "test"):
-            values = compute_all(
-                probs[n], y[n], threshold=threshold, gold_codes=list(splits[n]["codes"]), label_codes=label_space.codes
-            )
-            values["label_coverage"] = coverage[n]
-            metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
-        metrics["train_label_coverage"] = coverage["train"]
-        metrics.update(view_metrics)
-        metrics["train_wall_seconds"] = time.time() - started
-        mlflow.log_metrics(metrics)
+            fusion = fit_fusion(cfg, splits, label_space, data.labels("train"), NeuralInputs(
+                trainer.model, initial_model, tokenizer, getattr(datasets["train"], "states", None),
+                _best_epoch(trainer)))
 
-        # -- artifacts ---------------------------------------------------------------------------
-        model_dir = Path(cfg.paths.output_dir) / "runs" / run.info.run_id
-        _save_run_outputs(trainer.model, tokenizer, label_space, metrics, threshold, model_dir)
-        if cfg.tracking.log_model:
-            mlflow.log_artifacts(str(model_dir / "model"), "model")
-        mlflow.log_artifact(str(model_dir / "labels.json"))
-        mlflow.log_artifact(str(model_dir / "metrics.json"))
-        # The test ranking in CodiEsp's submission format (+ a TREC twin with real, strictly
-        # decreasing scores): the official evaluation gives the logged test_map (tested).
-        run_files = write_codiesp_run(model_dir / "codiesp_run_test.tsv", list(splits["test"]["id"]),
-                                      label_space.codes, logits["test"])
-        for path in run_files:
-            mlflow.log_artifact(str(path))
-        # Per-note top codes, gold codes and gold ranks (no text): what scripts/compare.py needs
-        # for bootstrap CIs and paired tests (medcoder.evaluation.note_predictions).
-        note_preds = write_note_predictions(model_dir / note_predictions_filename("test"), build_note_predictions(
-            list(splits["test"]["id"]), probs["test"], label_space.codes, list(splits["test"]["codes"]),
-            threshold=threshold, split="test"))
-        mlflow.log_artifact(str(note_preds))
-        if fusion is not None:
-            for name, scores in view_scores["test"].items():
-                # Each view alone, scores at its own dev-tuned threshold (scripts/compare.py views=true).
-                mlflow.log_artifact(str(write_note_predictions(
-                    model_dir / note_predictions_filename("test", name), build_note_predictions(
-                        list(splits["test"]["id"]), scores.scores, label_space.codes,
-                        list(splits["test"]["codes"]), threshold=view_thresholds[name], split="test"))))
-        if fusion is not None:
-            # Out-of-fold train scores (numbers only, no text), kept beside the run for analysis of
-            # the stacker and acceptance rules; not logged to MLflow.
-            np.savez_compressed(model_dir / "oof_train.npz", labels=np.asarray(feats["train"]["labels"], np.int8),
-                                **{f"{v}_{k}": a for v, sc in fusion.oof.items()
-                                   for k, a in {"scores": sc.scores, **sc.flags}.items()})
-            fusion.scorer.save_extra(model_dir)  # scorers/<view>/ and stacker.json (model/ is saved above)
-            mlflow.log_artifacts(str(model_dir / SCORERS_DIR), SCORERS_DIR)
-            mlflow.log_artifact(str(model_dir / STACKER_FILE))
-        freq = np.array([label_space.frequency[c] for c in label_space.codes], dtype=float)
-        fig = plot_f1_vs_frequency(
-            per_code_f1(y["test"], (probs["test"] >= threshold).astype(float)), freq,
-            title=f"{cfg.data.name} / {cfg.model.name}: per-code test F1",
-        )
-        mlflow.log_figure(fig, "per_code_f1_vs_frequency.png")
+        def save_model(out: Path) -> None:
+            trainer.model.save_pretrained(out / NEURAL_DIR)
+            tokenizer.save_pretrained(out / NEURAL_DIR)
+            if cfg.tracking.log_model:
+                mlflow.log_artifacts(str(out / NEURAL_DIR), NEURAL_DIR)
+
+        result = _evaluate_and_save(cfg, run.info.run_id, data, started, fusion=fusion, neural_logits=neural_logits,
+                                    save_model=save_model)
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the model now lives in MLflow
-        result = TrainResult(run.info.run_id, metrics, model_dir, time.time() - started)
-    if sweep_parent is not None:
-        update_sweep_summary(sweep_parent)
     return result
 
 
-def _save_run_outputs(
-    model: MedCoderForICDCoding,
-    tokenizer: Any,
-    label_space: LabelSpace,
-    metrics: dict[str, float],
-    threshold: float,
-    out: Path,
-) -> None:
+def _score_dev_test(fusion: FusionResult, splits: DatasetDict, neural_logits: dict[str, np.ndarray] | None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Scores]]]:
+    """Fused logits of dev and test, and each view's own scores (the neural view's already scored)."""
+    logits, view_scores = {}, {}
+    for n in ("dev", "test"):
+        views = fusion.scorer.score_views(list(splits[n]["text"]), exclude=("neural",))
+        if neural_logits is not None:
+            views["neural"] = Scores(neural_logits[n])
+        logits[n] = fusion.scorer.fuse(views)
+        view_scores[n] = views
+    return logits, view_scores
+
+
+def _evaluate_and_save(cfg: DictConfig, run_id: str, data: _Data, started: float, *,
+                       fusion: FusionResult | None = None, neural_logits: dict[str, np.ndarray] | None = None,
+                       save_model: Callable[[Path], None] | None = None) -> TrainResult:
+    """Everything after fitting, the same with or without the neural view: score dev and test, tune
+    the decision threshold on dev, log the metrics, write and log the run's files.
+
+    ``fusion``: the fitted views + stacker (None: the neural view alone, ``neural_logits``);
+    ``neural_logits``: dev/test logits of the trained neural model (None: no neural view);
+    ``save_model(out)``: writes (and logs) the neural view's ``model/`` folder.
+    """
+    splits, label_space = data.splits, data.label_space
+    y = {n: data.labels(n) for n in ("dev", "test")}
+    view_metrics: dict[str, float] = {}
+    view_thresholds: dict[str, float] = {}
+    if fusion is not None:
+        logits, view_scores = _score_dev_test(fusion, splits, neural_logits)
+        for name in view_scores["dev"]:
+            # Each view alone, with its own dev-tuned threshold (the benchmark table's rows).
+            t = view_thresholds[name] = tune_global_threshold(view_scores["dev"][name].scores, y["dev"])
+            for n in ("dev", "test"):
+                v = compute_all(view_scores[n][name].scores, y[n], threshold=t, gold_codes=list(splits[n]["codes"]),
+                                label_codes=label_space.codes)
+                view_metrics.update({f"{n}_{k}_{name}": float(v[k]) for k in ("map", "micro_f1", "p_at_8")})
+        view_metrics.update({f"fusion_{k}_seconds": v for k, v in fusion.seconds.items()})
+    else:
+        assert neural_logits is not None, "a run without fused views is the neural view alone"
+        logits = neural_logits
+    probs = {n: sigmoid(logits[n]) for n in ("dev", "test")}
+    threshold = tune_global_threshold(probs["dev"], y["dev"])
+    metrics: dict[str, float] = {"decision_threshold": float(threshold)}
+    for n in ("dev", "test"):
+        values = compute_all(
+            probs[n], y[n], threshold=threshold, gold_codes=list(splits[n]["codes"]), label_codes=label_space.codes
+        )
+        values["label_coverage"] = data.coverage[n]
+        metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
+    metrics["train_label_coverage"] = data.coverage["train"]
+    metrics.update(view_metrics)
+    metrics["train_wall_seconds"] = time.time() - started
+    mlflow.log_metrics(metrics)
+
+    # -- artifacts ---------------------------------------------------------------------------
+    out = Path(cfg.paths.output_dir) / "runs" / run_id
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out / "model")
-    tokenizer.save_pretrained(out / "model")
+    if save_model is not None:
+        save_model(out)
     label_space.to_json(out / "labels.json")
-    atomic_write_text(out / "metrics.json", json.dumps({"decision_threshold": threshold, **metrics}, indent=2, sort_keys=True))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True))
+    mlflow.log_artifact(str(out / "labels.json"))
+    mlflow.log_artifact(str(out / "metrics.json"))
+    # The test ranking in CodiEsp's submission format (+ a TREC twin with real, strictly
+    # decreasing scores): the official evaluation gives the logged test_map (tested).
+    for path in write_codiesp_run(out / "codiesp_run_test.tsv", list(splits["test"]["id"]), label_space.codes,
+                                  logits["test"]):
+        mlflow.log_artifact(str(path))
+    # Per-note top codes, gold codes and gold ranks (no text): what scripts/compare.py needs for
+    # bootstrap CIs and paired tests (medcoder.evaluation.note_predictions); with fused views, each
+    # view alone too, at its own dev-tuned threshold (scripts/compare.py views=true).
+    per_view = {None: (probs["test"], threshold)}
+    if fusion is not None:
+        per_view.update({name: (s.scores, view_thresholds[name]) for name, s in view_scores["test"].items()})
+    for name, (scores, t) in per_view.items():
+        mlflow.log_artifact(str(write_note_predictions(
+            out / note_predictions_filename("test", name), build_note_predictions(
+                list(splits["test"]["id"]), scores, label_space.codes, list(splits["test"]["codes"]),
+                threshold=t, split="test"))))
+    if fusion is not None:
+        # Out-of-fold train scores (numbers only, no text), kept beside the run for analysis of
+        # the stacker and acceptance rules; not logged to MLflow.
+        np.savez_compressed(out / "oof_train.npz", labels=data.labels("train").astype(np.int8),
+                            **{f"{v}_{k}": a for v, sc in fusion.oof.items()
+                               for k, a in {"scores": sc.scores, **sc.flags}.items()})
+        fusion.scorer.save_extra(out)  # scorers/<view>/ and stacker.json (model/: save_model)
+        mlflow.log_artifacts(str(out / SCORERS_DIR), SCORERS_DIR)
+        mlflow.log_artifact(str(out / STACKER_FILE))
+    freq = np.array([label_space.frequency[c] for c in label_space.codes], dtype=float)
+    fig = plot_f1_vs_frequency(
+        per_code_f1(y["test"], (probs["test"] >= threshold).astype(float)), freq,
+        title=f"{cfg.data.name} / {_model_name(cfg)}: per-code test F1",
+    )
+    mlflow.log_figure(fig, "per_code_f1_vs_frequency.png")
+    return TrainResult(run_id, metrics, out, time.time() - started)
 
 
 def _fetch_run(run_id: str, download_dir: Path) -> tuple[Path, Path]:
