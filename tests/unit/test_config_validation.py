@@ -165,3 +165,28 @@ def test_train_refuses_bad_views_before_reading_any_data(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^fusion.views=\[\] is not valid"):
         train(cfg)
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("overrides", "sources"), [
+    (["data=codiesp_d_en"], ["descriptions"]),
+    (["data=codiesp_d_es"], ["mentions", "descriptions"]),
+    (["data=codiesp_p_es"], ["mentions"]),
+    (["data=codiesp_p_en"], []),
+    (["data=codiesp_d_en", "fusion.use_descriptions=false"], []),
+])
+def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, sources, tmp_path) -> None:
+    """English procedures have no dictionary lexicon (CodiEsp-X spans are Spanish offsets, ICD-10-CM
+    wording is for diagnoses): refused in one line before anything trains, not after the neural view."""
+    from medcoder.workflows.config_checks import dictionary_sources
+
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", *overrides])
+    assert dictionary_sources(cfg) == sources
+    if sources:
+        check_train_config(cfg)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message and "no lexicon" in message and "drop 'dictionary'" in message, message
+    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", *overrides,
+                                          "fusion.views=[neural,tfidf]"]))

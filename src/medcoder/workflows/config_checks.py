@@ -253,7 +253,28 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
         return [f"fusion.views={views} is not valid (expected each view once)"]
     if views == ["neural"]:
         return []
-    return _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
+    problems = _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
+    if "dictionary" in views and not dictionary_sources(cfg):
+        data = cfg.get("data") or {}
+        problems.append(
+            f"fusion.views={views}: the dictionary view has no lexicon for data={data.get('name')} (CodiEsp-X "
+            "mentions exist for Spanish CodiEsp only, ICD-10-CM descriptions for diagnosis codes only); "
+            "drop 'dictionary' from fusion.views or set fusion.use_mentions/use_descriptions")
+    return problems
+
+
+def dictionary_sources(cfg: Mapping[str, Any]) -> list[str]:
+    """Where the dictionary view's lexicon comes from for this config: ``mentions`` (CodiEsp-X train
+    spans: Spanish CodiEsp corpora) and/or ``descriptions`` (ICD-10-CM wording: diagnosis codes).
+    The one rule :mod:`medcoder.workflows.fusion` applies, checked before anything trains: without
+    it an English procedure corpus failed only after the neural view had trained."""
+    data, fusion = cfg.get("data") or {}, cfg.get("fusion") or {}
+    sources = []
+    if data.get("format") == "codiesp" and data.get("language") == "es" and fusion.get("use_mentions", True):
+        sources.append("mentions")
+    if fusion.get("use_descriptions", True) and data.get("code_type", "D") == "D":
+        sources.append("descriptions")
+    return sources
 
 
 def check_train_config(cfg: Any) -> None:

@@ -44,7 +44,7 @@ from medcoder.modeling import (
 )
 from medcoder.modeling.state_cache import EncodedStates
 from medcoder.training.oof import neural_head_out_of_fold, scorer_out_of_fold
-from medcoder.workflows.config_checks import fusion_problems, fusion_views
+from medcoder.workflows.config_checks import dictionary_sources, fusion_problems, fusion_views
 from medcoder.workflows.factories import kwargs_for, plain, training_arguments
 
 __all__ = ["FusionResult", "NeuralInputs", "fit_fusion", "views_of"]
@@ -86,7 +86,7 @@ def _mentions_for(cfg: DictConfig, ids: Sequence[str]) -> list[list[Any]] | None
     """Gold mention spans of the *training* notes (CodiEsp-X), aligned with ``ids``; None when the
     corpus has none (English machine translations: the spans are offsets into the Spanish text)."""
     data = cfg.data
-    if data.get("format") != "codiesp" or data.get("language") != "es" or not cfg.fusion.get("use_mentions", True):
+    if "mentions" not in dictionary_sources(cfg):
         return None
     from medcoder.data.mentions import load_codiesp_mentions
 
@@ -98,7 +98,7 @@ def _mentions_for(cfg: DictConfig, ids: Sequence[str]) -> list[list[Any]] | None
 def _descriptions_for(cfg: DictConfig, codes: Sequence[str]) -> dict[str, list[str]] | None:
     """ICD-10-CM wording of each label for the dictionary: its description and inclusion terms
     in the code set of the configured year (diagnosis corpora only)."""
-    if not cfg.fusion.get("use_descriptions", True) or cfg.data.get("code_type", "D") != "D":
+    if "descriptions" not in dictionary_sources(cfg):
         return None
     from medcoder.modeling.dictionary import icd10cm_descriptions
 
