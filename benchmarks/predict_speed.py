@@ -15,6 +15,9 @@ Systems, each run in its own fresh subprocess (peak RSS of exactly that process,
   (``--bundle-int8``: manifest ``quantization: dynamic-int8``, its own refitted calibration); without
   ``--bundle-int8``, the fp32 bundle quantised in process (same network cost, fp32 calibration);
 * ``coder-int8-no-evidence``: ``coder-int8`` with ``evidence_top_k=0``;
+* ``coder-onnx-int8`` / ``coder-onnx-int8-no-evidence``: the same with the ``quantize=onnx-int8`` bundle
+  (``--bundle-onnx-int8``; without it the fp32 bundle quantised in process): the encoder as an int8
+  ONNX Runtime graph, the notes of a batch encoded in parallel, one thread each;
 * ``hf-pipeline``: ``transformers.pipeline("text-classification", model=<the fp32 bundle's
   MedCoderForICDCoding>, tokenizer=..., top_k=None, function_to_apply="sigmoid",
   truncation=True, max_length=<chunk_size>)``. The model accepts 2-D ``input_ids`` as one chunk per
@@ -51,7 +54,8 @@ from _common import emit_result, machine_info, peak_rss_mib, set_offline_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SYSTEMS = ("coder", "coder-no-evidence", "coder-int8", "coder-int8-no-evidence", "hf-pipeline")
+SYSTEMS = ("coder", "coder-no-evidence", "coder-int8", "coder-int8-no-evidence", "coder-onnx-int8",
+           "coder-onnx-int8-no-evidence", "hf-pipeline")
 BASELINE = "hf-pipeline"
 DESCRIPTIONS = {
     "coder": "`Coder.predict` (all chunks, calibration, routing, evidence)",
@@ -59,9 +63,18 @@ DESCRIPTIONS = {
     "coder-int8": "`Coder.predict` on the `quantize=int8` bundle (dynamic int8 encoder; all chunks, calibration, "
                   "routing, evidence)",
     "coder-int8-no-evidence": "`coder-int8` with `evidence_top_k=0`",
+    "coder-onnx-int8": "`Coder.predict` on the `quantize=onnx-int8` bundle (int8 ONNX Runtime encoder, notes encoded "
+                       "in parallel; all chunks, calibration, routing, evidence)",
+    "coder-onnx-int8-no-evidence": "`coder-onnx-int8` with `evidence_top_k=0`",
     "hf-pipeline": "HF `pipeline` on the same fp32 model: **first chunk only, no calibration/routing/evidence**",
 }
-INT8 = "dynamic-int8"
+#: system prefix -> (the quantisation it runs, the argparse attribute of its bundle)
+QUANTIZED = {"coder-onnx-int8": ("onnx-int8", "bundle_onnx_int8"), "coder-int8": ("dynamic-int8", "bundle_int8")}
+
+
+def quantized_system(system: str) -> tuple[str, str] | None:
+    """``(quantization, bundle attribute)`` of a quantised system, None for fp32 ones."""
+    return next((v for prefix, v in QUANTIZED.items() if system.startswith(prefix)), None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -70,6 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bundle-int8", default=None,
                         help="the same run exported with quantize=int8 (coder-int8*); default: --bundle quantised "
                              "in process")
+    parser.add_argument("--bundle-onnx-int8", default=None,
+                        help="the same run exported with quantize=onnx-int8 (coder-onnx-int8*); default: --bundle "
+                             "quantised in process")
     parser.add_argument("--n-notes", type=int, default=100, help="first N notes (default 100)")
     parser.add_argument("--notes-jsonl", default=None,
                         help="notes from this JSONL file (id/text[/codes]) instead of CodiEsp-D English test")
@@ -115,13 +131,14 @@ def run_system(system: str, args: argparse.Namespace) -> dict[str, Any]:
 
     ids, texts = load_notes(args.n_notes, args.notes_jsonl)
     started = time.perf_counter()
-    int8 = system.startswith("coder-int8")
-    coder = Coder.load(args.bundle_int8 if int8 and args.bundle_int8 else args.bundle)
-    if int8 and coder.quantization is None:
-        if args.bundle_int8:
-            raise SystemExit(f"--bundle-int8 {args.bundle_int8}: the manifest names no quantization "
-                             "(export it with scripts/export.py quantize=int8)")
-        coder.scorer.neural.quantize(INT8)  # the fp32 bundle's calibration: same cost, not its output
+    quantized = quantized_system(system)
+    own_bundle = getattr(args, quantized[1]) if quantized else None
+    coder = Coder.load(own_bundle or args.bundle)
+    if quantized and coder.quantization != quantized[0]:
+        if own_bundle:
+            raise SystemExit(f"{own_bundle}: the manifest's quantization is {coder.quantization!r}, not "
+                             f"{quantized[0]!r} (export it with scripts/export.py quantize=...)")
+        coder.scorer.neural.quantize(quantized[0])  # the fp32 bundle's calibration: same cost, not its output
     cfg = coder.model.config
     if system == "hf-pipeline":
         from transformers import pipeline
@@ -221,7 +238,6 @@ def summarize(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     first = next((r for r in report["results"] if not r.get("returncode")), {})
-    int8 = next((r for r in report["results"] if r["system"].startswith("coder-int8") and not r.get("returncode")), {})
     repeats = report.get("repeats", 1)
     out = [
         f"# Inference speed: `Coder.predict` vs a plain HF pipeline, {report['date']}",
@@ -230,11 +246,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- git commit: `{report['git_commit']}`; bundle `{first.get('bundle_id', '?')}` ({report['bundle']})",
     ]
-    if int8:
-        source = (f"bundle `{int8.get('bundle_id')}` ({report['bundle_int8']}, manifest quantization "
-                  f"`{int8.get('quantization')}`)" if report.get("bundle_int8")
-                  else "the fp32 bundle quantised in process (fp32 calibration: same cost, not the int8 bundle's output)")
-        out.append(f"- coder-int8: {source}")
+    for prefix, (_, attr) in QUANTIZED.items():
+        row = next((r for r in report["results"] if r["system"].startswith(prefix) and not r.get("returncode")), {})
+        if not row:
+            continue
+        source = (f"bundle `{row.get('bundle_id')}` ({report.get(attr)}, manifest quantization "
+                  f"`{row.get('quantization')}`)" if report.get(attr)
+                  else "the fp32 bundle quantised in process (fp32 calibration: same cost, not the quantised bundle's output)")
+        out.append(f"- {prefix}: {source}")
     out += [
         f"- machine: {m['nproc']} CPUs (affinity {m.get('affinity_cpus')}), {m['cpu_model']}, "
         f"{m.get('mem_total_gib', '?')} GiB RAM, no GPU; torch {m.get('torch')}, "
@@ -293,8 +312,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = shlex.join(["python", "benchmarks/predict_speed.py", *argv])
     child_args = ["--bundle", str(Path(args.bundle).resolve()), "--n-notes", str(args.n_notes),
                   "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
-    if args.bundle_int8:
-        child_args += ["--bundle-int8", str(Path(args.bundle_int8).resolve())]
+    for _, attr in QUANTIZED.values():
+        if getattr(args, attr):
+            child_args += ["--" + attr.replace("_", "-"), str(Path(getattr(args, attr)).resolve())]
     if args.notes_jsonl:
         child_args += ["--notes-jsonl", str(Path(args.notes_jsonl).resolve())]
     rounds: list[list[dict[str, Any]]] = []
@@ -321,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command,
         "git_commit": git_commit(),
         "bundle": str(args.bundle),
-        "bundle_int8": str(args.bundle_int8) if args.bundle_int8 else None,
+        **{attr: str(getattr(args, attr)) if getattr(args, attr) else None for _, attr in QUANTIZED.values()},
         "notes": args.notes_jsonl or "CodiEsp-D English test split",
         "batch_size": args.batch_size,
         "threads": args.threads,

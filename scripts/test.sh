@@ -3,7 +3,7 @@
 # (unit + integration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MEDCODER_EXTRAS=dev,spark bash scripts/setup.sh
+MEDCODER_EXTRAS=dev,spark,onnx bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check src scripts tests benchmarks notebooks
 # The layers of ../shared/DESIGN.md (contracts in pyproject.toml [tool.importlinter]).

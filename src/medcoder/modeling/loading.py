@@ -33,6 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from medcoder.errors import BundleError
 from medcoder.modeling.model import MedCoderForICDCoding
+from medcoder.modeling.onnx_encoder import OnnxEncoder
 
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
@@ -40,8 +41,10 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 #: Quantisation methods an inference path may apply to a loaded model (bundle manifest field
 #: ``quantization``). ``dynamic-int8``: :func:`torch.ao.quantization.quantize_dynamic` on every
 #: ``nn.Linear`` of the encoder: qint8 weights with one scale per output channel, activations
-#: quantised per call to the full 8 bits (:class:`FullRangeDynamicLinear`).
-QUANTIZATION_METHODS = ("dynamic-int8",)
+#: quantised per call to the full 8 bits (:class:`FullRangeDynamicLinear`). ``onnx-int8``: the
+#: encoder exported to ONNX and dynamically quantised by ONNX Runtime, run by an
+#: :class:`~medcoder.modeling.onnx_encoder.OnnxEncoder` (the ``onnx`` extra; notes encoded in parallel).
+QUANTIZATION_METHODS = ("dynamic-int8", "onnx-int8")
 #: Attribute set on a quantised model (never on its config: ``save_pretrained`` must not record it).
 QUANTIZED_ATTR = "medcoder_quantization"
 
@@ -76,6 +79,10 @@ def quantization_of(model: torch.nn.Module) -> str | None:
 def quantize_model(model: MedCoderForICDCoding, method: str) -> MedCoderForICDCoding:
     """Quantise ``model`` in place for CPU inference and return it.
 
+    ``onnx-int8`` leaves the torch encoder as it is and attaches an int8 ONNX Runtime twin of it
+    (:mod:`medcoder.modeling.onnx_encoder`) that :meth:`MedCoderForICDCoding.encode_chunks` then
+    calls; the rest of this docstring is about ``dynamic-int8``, and the same choices hold for both.
+
     ``dynamic-int8`` replaces each ``nn.Linear`` of the **encoder** (attention Q/K/V/output, the
     feed-forward pair: ~all of its FLOPs) by a dynamically quantised one; on a 2-core CPU that is
     where the time goes (``benchmarks/predict_speed.py``). Weights get one scale per output
@@ -104,6 +111,10 @@ def quantize_model(model: MedCoderForICDCoding, method: str) -> MedCoderForICDCo
     if model.dtype != torch.float32:  # fp16/bf16 stored weights: quantise from fp32 (qint8 needs float32 input)
         model.float()
     model.eval()
+    if method == "onnx-int8":
+        model.runtime_encoder = OnnxEncoder.int8_from(model.encoder)
+        setattr(model, QUANTIZED_ATTR, method)
+        return model
     with warnings.catch_warnings():
         # torch >= 2.10 points users of torch.ao eager quantisation at torchao (not installed here);
         # quantize_dynamic still works and is what this option is measured with.

@@ -8,7 +8,7 @@ a CPU: the encoder runs once per note instead of once per note per epoch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,8 @@ class MedCoderForICDCoding(PreTrainedModel):
             attention_dim=config.attention_dim or hidden,
             dropout=config.head_dropout,
         )
+        #: An inference-only replacement of ``encoder`` (not a module, never saved): see encode_chunks.
+        self.runtime_encoder: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
         self.post_init()
 
     # -- construction -------------------------------------------------------------------------
@@ -109,7 +111,14 @@ class MedCoderForICDCoding(PreTrainedModel):
 
     # -- forward ------------------------------------------------------------------------------
     def encode_chunks(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token states ``(n_chunks, chunk_size, hidden)`` for a flat batch of chunks."""
+        """Token states ``(n_chunks, chunk_size, hidden)`` for a flat batch of chunks.
+
+        ``runtime_encoder`` (set by ``quantize_model(..., "onnx-int8")``) replaces the torch
+        encoder for inference: every path that encodes chunks (the chunked forward, per-note
+        scoring) then runs the same int8 graph.
+        """
+        if self.runtime_encoder is not None:
+            return self.runtime_encoder(input_ids, attention_mask).to(self.dtype)
         return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def forward(

@@ -11,7 +11,9 @@ chunks of other notes in the same call would change a note's scores (by up to 4 
 quickstart coder). One call per note makes a note's probability the same whether it is scored
 alone (one served request) or among thousands (batch prediction, calibration); tested. The fp32
 path is unchanged (length-sorted batches of notes through the model's own chunked forward: sorting
-the chunks of 64 notes together to trim padding was measured no faster on the 2-core CPU).
+the chunks of 64 notes together to trim padding was measured no faster on the 2-core CPU). An
+``onnx-int8`` encoder encodes the notes of a batch in parallel, each still alone in its calls, so
+its scores do not depend on the thread count or on the other notes either (tested).
 """
 
 from __future__ import annotations
@@ -124,6 +126,11 @@ def score_notes(
     order = np.argsort(-lengths, kind="stable")  # length-sorted batches: little padding
     columns = split.with_format(None, columns=["input_ids", "attention_mask"])
     quantized = quantization_of(model) is not None  # one encoder call per note (module docstring)
+    # An ONNX Runtime encoder encodes the notes of a batch in parallel (its map); torch's int8 in
+    # Python threads was measured slower (medcoder.modeling.onnx_encoder), so it keeps the plain map.
+    # (Streaming all notes through the pool while the head scores earlier batches was measured no
+    # faster: both saturate the two cores.) Rows are read in this thread; only encode_note is pooled.
+    parallel_map = getattr(model.runtime_encoder, "map", map)
     for start in tqdm(range(0, n, batch_size), disable=not progress, desc="scoring", unit="batch"):
         idx = order[start : start + batch_size].tolist()
         if states is not None:
@@ -131,7 +138,8 @@ def score_notes(
             batch = collate_states(items)
             batch.pop("labels")
         elif quantized:
-            batch = _collate_note_states([encode_note(model, **columns[i]) for i in idx])
+            batch = _collate_note_states(list(parallel_map(lambda row: encode_note(model, **row),
+                                                           [columns[i] for i in idx])))
         else:
             batch = collate_chunks([{**columns[i], "labels": []} for i in idx])
             batch.pop("labels")

@@ -19,6 +19,9 @@ the quantised scorer through the calibrate workflow's own functions and settings
 (:func:`~medcoder.workflows.calibrate.fit_calibration`), its ``metrics.json`` holds the quantised
 model's dev/test metrics beside the fp32 run's (``fp32_*``), and the export fails if its test MAP is
 more than ``quantize_max_map_drop`` below fp32's (a go/no-go check: nothing is fitted on test).
+``quantize=onnx-int8`` does the same with ``quantization: onnx-int8`` (the encoder as an int8 ONNX
+Runtime graph built at load time, :mod:`medcoder.modeling.onnx_encoder`); its MLflow model also
+pins onnx and onnxruntime.
 """
 
 from __future__ import annotations
@@ -62,7 +65,11 @@ VERSION_METRIC_TAGS = ("test_map", "test_micro_f1", "test_p_at_8", "test_ece_cal
 
 
 #: ``quantize=`` values -> the quantisation the bundle manifest records (``Coder.load`` applies it).
-QUANTIZE_OPTIONS = {"int8": "dynamic-int8"}
+#: ``int8``: torch dynamic int8 (no extra package); ``onnx-int8``: the encoder as an int8 ONNX Runtime
+#: graph, notes encoded in parallel (the ``onnx`` extra; the faster one on the measured CPU).
+QUANTIZE_OPTIONS = {"int8": "dynamic-int8", "onnx-int8": "onnx-int8"}
+#: Packages a bundle quantised this way needs beyond medcoder's own (the MLflow model's requirements).
+QUANTIZATION_REQUIREMENTS = {"onnx-int8": ("onnx", "onnxruntime")}
 #: Run metrics that do not depend on the model's weights: a quantised bundle keeps them.
 _WEIGHT_FREE_SUFFIXES = ("_label_coverage", "_truncated_share")
 
@@ -81,12 +88,12 @@ def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in sorted(metrics.items())}
 
 
-def _requirements() -> list[str]:
-    """medcoder's runtime dependencies pinned to the versions installed here (no pip inference)."""
+def _requirements(quantization: str | None = None) -> list[str]:
+    """medcoder's runtime dependencies pinned to the versions installed here (no pip inference),
+    plus what the bundle's ``quantization`` needs (:data:`QUANTIZATION_REQUIREMENTS`)."""
     pins = []
-    for req in importlib.metadata.requires("medcoder") or []:
-        if "extra ==" in req:
-            continue
+    reqs = [r for r in importlib.metadata.requires("medcoder") or [] if "extra ==" not in r]
+    for req in [*reqs, *QUANTIZATION_REQUIREMENTS.get(quantization or "", ())]:
         name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
         try:
             pins.append(f"{name}=={importlib.metadata.version(name)}")
@@ -208,7 +215,8 @@ def _quantization_card(quantization: str, metrics: dict[str, float], eval_name: 
     return "\n".join([
         "## Quantisation",
         f"- `{quantization}`: `Coder.load` quantises the encoder's linear layers of the stored fp32 weights",
-        "  (qint8, CPU); the label-attention head stays fp32.",
+        "  (qint8, CPU" + (", run by ONNX Runtime" if quantization == "onnx-int8" else "")
+        + "); the label-attention head stays fp32.",
         f"- Calibration, decision threshold and τ were refitted on the calibration split with the quantised model; {compare}.",
         "",
     ])
@@ -331,7 +339,7 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
             signature=signature,
             metadata=model_metadata(),
             input_example=INPUT_EXAMPLE,
-            pip_requirements=_requirements(),
+            pip_requirements=_requirements(manifest.quantization),
             registered_model_name=name,
         )
         mlflow.set_tags({BUNDLE_ID_TAG: manifest.bundle_id, "medcoder.bundle_dir": str(bundle_dir)})
@@ -353,4 +361,4 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
     return ExportResult(bundle_dir, manifest, info.model_uri, name, version)
 
 
-__all__ = ["CANDIDATE", "CHAMPION", "QUANTIZE_OPTIONS", "ExportResult", "export_run", "recalibrate_quantized"]
+__all__ = ["CANDIDATE", "CHAMPION", "QUANTIZATION_REQUIREMENTS", "QUANTIZE_OPTIONS", "ExportResult", "export_run", "recalibrate_quantized"]
