@@ -1,6 +1,7 @@
-"""``scripts/export.py quantize=int8`` on the tiny trained + calibrated run: the manifest records the
-quantisation, ``Coder.load`` applies it to the stored fp32 weights, the calibration is refitted on
-dev with the quantised scorer (and differs from the fp32 one), and the record cannot be edited."""
+"""``scripts/export.py quantize=int8`` and ``quantize=onnx-int8`` on the tiny trained + calibrated run:
+the manifest records the quantisation, ``Coder.load`` applies it to the stored fp32 weights, the
+calibration is refitted on dev with the quantised scorer (and differs from the fp32 one), and the
+record cannot be edited."""
 
 from __future__ import annotations
 
@@ -16,41 +17,51 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 from medcoder.errors import BundleError, ConfigError
 from medcoder.inference import bundle as bundle_mod
 from medcoder.inference.coder import Coder
-from medcoder.workflows.export import export_run
+from medcoder.modeling.onnx_encoder import OnnxEncoder
+from medcoder.workflows.export import _requirements, export_run
 
 from ..helpers.configs import compose_named
 
+#: ``quantize=`` value -> what the manifest records
+METHODS = {"int8": "dynamic-int8", "onnx-int8": "onnx-int8"}
 
-@pytest.fixture(scope="module")
-def quantized(tiny_bundle, tmp_path_factory) -> dict:
+
+@pytest.fixture(scope="module", params=sorted(METHODS))
+def quantized(request, tiny_bundle, tmp_path_factory) -> dict:
     mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])
-    out = tmp_path_factory.mktemp("int8") / "bundle"
+    out = tmp_path_factory.mktemp(request.param) / "bundle"
     # The tiny random encoder is no guide to MAP drift on MiniLM: the MAP check is off here.
     cfg = compose_named("export", [f"run_id={tiny_bundle['run'].run_id}", f"paths.root_dir={tiny_bundle['root']}",
-                                   f"output_dir={out}", "quantize=int8", "quantize_max_map_drop=null",
+                                   f"output_dir={out}", f"quantize={request.param}", "quantize_max_map_drop=null",
                                    "mlflow_model.log=false"])
-    return {"result": export_run(cfg), "fp32": tiny_bundle["result"]}
+    return {"result": export_run(cfg), "fp32": tiny_bundle["result"], "method": METHODS[request.param]}
 
 
 def test_manifest_records_the_quantization_and_weights_stay_fp32_safetensors(quantized) -> None:
     bundle, fp32 = quantized["result"].bundle_dir, quantized["fp32"].bundle_dir
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["quantization"] == "dynamic-int8"
+    assert manifest["quantization"] == quantized["method"]
     assert manifest["schema_version"] == bundle_mod.QUANTIZED_SCHEMA_VERSION
     assert "quantization" not in json.loads((fp32 / "manifest.json").read_text())  # fp32 bundles unchanged
     # The same fp32 weights, byte for byte, under the manifest's sha256; no pickled module anywhere.
     fp32_files = json.loads((fp32 / "manifest.json").read_text())["files"]
     assert manifest["files"]["model/model.safetensors"] == fp32_files["model/model.safetensors"]
     assert not [p for p in bundle.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".pickle")]
-    assert bundle_mod.verify_bundle(bundle).quantization == "dynamic-int8"
+    assert not [p for p in bundle.rglob("*") if p.suffix == ".onnx"]  # the graph is built at load, not stored
+    assert bundle_mod.verify_bundle(bundle).quantization == quantized["method"]
     assert manifest["bundle_id"] != quantized["fp32"].manifest.bundle_id
 
 
 def test_quantized_bundle_loads_quantised_and_predicts(quantized, tiny_bundle) -> None:
     coder = Coder.load(quantized["result"].bundle_dir)
-    assert coder.quantization == "dynamic-int8" and "dynamic-int8" in repr(coder)
+    method = quantized["method"]
+    assert coder.quantization == method and method in repr(coder)
     encoder_linear = [m for m in coder.model.encoder.modules() if isinstance(m, torch.nn.Linear | DynamicQuantizedLinear)]
-    assert encoder_linear and all(isinstance(m, DynamicQuantizedLinear) for m in encoder_linear)
+    if method == "dynamic-int8":
+        assert encoder_linear and all(isinstance(m, DynamicQuantizedLinear) for m in encoder_linear)
+    else:  # the torch encoder stays fp32; an int8 ONNX Runtime session encodes instead
+        assert encoder_linear and not any(isinstance(m, DynamicQuantizedLinear) for m in encoder_linear)
+        assert isinstance(coder.model.runtime_encoder, OnnxEncoder)
     assert type(coder.model.head.label_queries) is torch.nn.Linear  # the head stays fp32
     assert Coder.load(quantized["fp32"].bundle_dir).quantization is None  # the plain path is unchanged
 
@@ -68,7 +79,7 @@ def test_calibration_was_refitted_on_dev_with_the_quantised_scorer(quantized) ->
     bundle, fp32 = quantized["result"].bundle_dir, quantized["fp32"].bundle_dir
     cal = json.loads((bundle / "calibration.json").read_text())
     cal32 = json.loads((fp32 / "calibration.json").read_text())
-    assert cal["quantization"] == "dynamic-int8" and "quantization" not in cal32
+    assert cal["quantization"] == quantized["method"] and "quantization" not in cal32
     assert cal["calibration_split"] == cal32["calibration_split"] == "dev"
     # The same procedure and settings (method, targets, rules), other fitted state.
     assert cal["calibrator"]["method"] == cal32["calibrator"]["method"]
@@ -111,3 +122,13 @@ def test_unknown_quantize_value_is_refused_before_any_download(tiny_bundle, tmp_
     with pytest.raises(ConfigError, match="quantize"):
         export_run(cfg)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_mlflow_model_of_an_onnx_bundle_pins_onnxruntime() -> None:
+    """A served or Spark-scored onnx-int8 model must find onnxruntime in the environment MLflow builds."""
+    import importlib.metadata as md
+
+    plain, onnx_int8 = _requirements(None), _requirements("onnx-int8")
+    assert not any(r.startswith(("onnx==", "onnxruntime==")) for r in plain)
+    assert f"onnxruntime=={md.version('onnxruntime')}" in onnx_int8 and f"onnx=={md.version('onnx')}" in onnx_int8
+    assert set(plain) < set(onnx_int8)
