@@ -58,3 +58,41 @@ def test_two_gloo_processes_give_one_finished_run_matching_one_process(tmp_path,
         assert len(history) == 6 and len(set(history)) > 1, history  # it trained (the metrics are not the prior's)
     for key in ("test_map", "dev_map"):
         assert abs(ddp.data.metrics[key] - ref.data.metrics[key]) <= 0.05, (key, ddp.data.metrics[key], ref.data.metrics[key])
+
+
+def test_a_killed_two_process_run_resumes_into_the_same_finished_run(tmp_path, tiny_corpus, tiny_encoder) -> None:
+    """Kill torchrun (both ranks) once two checkpoints exist; the same command resumes from the last
+    complete one, in the same MLflow run, and finishes every epoch."""
+    import signal
+    import time
+
+    epochs = 20
+    overrides = tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, *_COMMON[2:], f"trainer.num_train_epochs={epochs}",
+                               "trainer.early_stopping_patience=100", "run_name=resume")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(REPO_ROOT / "scripts" / "train.py"), *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    ckpt_dir = tmp_path / "outputs" / "checkpoints" / "resume"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO_ROOT,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and len(list(ckpt_dir.glob("checkpoint-*/trainer_state.json"))) < 2:
+            assert proc.poll() is None, "training ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+        proc.wait()
+    killed_at = max(int(p.parent.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*/trainer_state.json"))
+    killed_run = (ckpt_dir / "mlflow_run_id.txt").read_text().strip()
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"resuming from {ckpt_dir / f'checkpoint-{killed_at}'}" in done.stderr + done.stdout
+    (run,) = _runs(tmp_path)  # one training = one MLflow run, across the kill
+    assert run.info.run_id == killed_run and run.info.status == "FINISHED"
+    assert run.data.tags["medcoder.world_size"] == "2"
+    assert run.data.tags["medcoder.resumed_from"] == f"checkpoint-{killed_at}"
+    steps = {m.step for m in MlflowClient().get_metric_history(run.info.run_id, "epoch_dev_map")}
+    assert steps == set(range(1, epochs + 1))
+    assert not ckpt_dir.exists()  # cleaned after success
