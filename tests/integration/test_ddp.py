@@ -61,12 +61,14 @@ def test_two_gloo_processes_give_one_finished_run_matching_one_process(tmp_path,
 
 
 def test_a_killed_two_process_run_resumes_into_the_same_finished_run(tmp_path, tiny_corpus, tiny_encoder) -> None:
-    """Kill torchrun (both ranks) once two checkpoints exist; the same command resumes from the last
+    """SIGKILL torchrun and both ranks once two checkpoints exist; the same command resumes from the last
     complete one, in the same MLflow run, and finishes every epoch."""
-    import signal
+    import contextlib
     import time
 
-    epochs = 20
+    import psutil
+
+    epochs = 40
     overrides = tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, *_COMMON[2:], f"trainer.num_train_epochs={epochs}",
                                "trainer.early_stopping_patience=100", "run_name=resume")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -81,7 +83,11 @@ def test_a_killed_two_process_run_resumes_into_the_same_finished_run(tmp_path, t
             assert proc.poll() is None, "training ended before it could be killed"
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+        # torchrun starts each rank in a session of its own: kill the whole tree, ranks first.
+        tree = psutil.Process(proc.pid)
+        for p in [*tree.children(recursive=True), tree]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         proc.wait()
     killed_at = max(int(p.parent.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*/trainer_state.json"))
     killed_run = (ckpt_dir / "mlflow_run_id.txt").read_text().strip()
