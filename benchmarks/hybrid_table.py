@@ -107,7 +107,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) -> str:
     lines = [f"# Hybrid coder benchmark ({dt.date.today().isoformat()})", "",
-             f"`{command}` — {info.get('cpu', '?')}, {info.get('torch', '?')}, commit `{info.get('git_commit', '?')}`.",
+             f"`{command}` — {info.get('cpu_model', '?')}, torch {info.get('torch', '?')}, commit `{info.get('git_commit', '?')}`.",
              "One seed. Views fitted on train, stacker on out-of-fold train scores, calibrator and τ on dev, "
              "everything below on test.", "",
              "| corpus | system | test MAP | micro-F1 | P@8 |", "|---|---|---:|---:|---:|"]
@@ -151,7 +151,9 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     results = [run_corpus(name, args.workdir, args.override) for name in (args.only or list(CORPORA))]
     command = "python benchmarks/hybrid_table.py " + " ".join(sys.argv[1:])
-    info = machine_info()
+    from run_all import git_commit
+
+    info = {**machine_info(), "git_commit": git_commit()}
     stem = args.results_dir / f"{dt.date.today().isoformat()}-hybrid"
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps({"command": command, "machine": info, "results": results},

@@ -73,3 +73,13 @@ def test_markdown_report(tmp_path):
     assert "smoke check, not comparable" in text
     md, js = run_all.result_paths(tmp_path, "2026-01-01", "host", 3)
     assert md.name == "2026-01-01-host-limit3.md" and js.suffix == ".json"
+
+
+def test_hybrid_table_header_names_the_cpu_torch_and_commit():
+    """The header once printed '?' for all three: it read keys machine_info() does not return."""
+    import hybrid_table
+
+    info = {**_common.machine_info(), "git_commit": "abc1234"}
+    header = hybrid_table.markdown([], "python benchmarks/hybrid_table.py", info).splitlines()[2]
+    assert info["cpu_model"] in header and f"torch {info['torch']}" in header and "`abc1234`" in header
+    assert "?" not in header
