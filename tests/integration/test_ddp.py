@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from ..helpers.configs import tiny_overrides
 from ..helpers.paths import REPO_ROOT
+from ..helpers.training_runs import train_and_kill
 
 # Same global batch: 1 process x 8 notes == 2 processes x 4 notes.
 _COMMON = ("trainer.num_train_epochs=6", "trainer.early_stopping_patience=10", "seed=3",
@@ -63,11 +64,6 @@ def test_two_gloo_processes_give_one_finished_run_matching_one_process(tmp_path,
 def test_a_killed_two_process_run_resumes_into_the_same_finished_run(tmp_path, tiny_corpus, tiny_encoder) -> None:
     """SIGKILL torchrun and both ranks once two checkpoints exist; the same command resumes from the last
     complete one, in the same MLflow run, and finishes every epoch."""
-    import contextlib
-    import time
-
-    import psutil
-
     epochs = 40
     overrides = tiny_overrides(tmp_path, tiny_corpus, tiny_encoder, *_COMMON[2:], f"trainer.num_train_epochs={epochs}",
                                "trainer.early_stopping_patience=100", "run_name=resume")
@@ -75,22 +71,7 @@ def test_a_killed_two_process_run_resumes_into_the_same_finished_run(tmp_path, t
            str(REPO_ROOT / "scripts" / "train.py"), *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     ckpt_dir = tmp_path / "outputs" / "checkpoints" / "resume"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO_ROOT,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and len(list(ckpt_dir.glob("checkpoint-*/trainer_state.json"))) < 2:
-            assert proc.poll() is None, "training ended before it could be killed"
-            time.sleep(0.2)
-    finally:
-        # torchrun starts each rank in a session of its own: kill the whole tree, ranks first.
-        tree = psutil.Process(proc.pid)
-        for p in [*tree.children(recursive=True), tree]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        proc.wait()
-    killed_at = max(int(p.parent.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*/trainer_state.json"))
-    killed_run = (ckpt_dir / "mlflow_run_id.txt").read_text().strip()
+    killed_at, killed_run = train_and_kill(cmd, ckpt_dir, env=env, cwd=REPO_ROOT)
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]

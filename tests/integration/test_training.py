@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mlflow
@@ -18,6 +16,7 @@ from medcoder.workflows.train import train
 
 from ..helpers.configs import compose_cfg, tiny_overrides
 from ..helpers.paths import REPO_ROOT
+from ..helpers.training_runs import train_and_kill
 
 METRIC_NAMES = ["map", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "p_at_5", "p_at_8",
                 "p_at_15", "r_at_10", "r_at_15", "micro_auc", "macro_auc", "ece", "label_coverage"]
@@ -99,20 +98,8 @@ def test_training_resumes_from_last_checkpoint_after_kill(tmp_path, tiny_corpus,
     extra = ("trainer.num_train_epochs=40", "trainer.early_stopping_patience=100", "run_name=resume")
     cmd = _train_cmd(tmp_path, tiny_corpus, tiny_encoder, *extra)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
     ckpt_dir = tmp_path / "outputs" / "checkpoints" / "resume"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and len(list(ckpt_dir.glob("checkpoint-*/trainer_state.json"))) < 2:
-            assert proc.poll() is None, "training ended before it could be killed"
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = max(int(p.parent.name.split("-")[1]) for p in ckpt_dir.glob("checkpoint-*/trainer_state.json"))
-    assert killed_at > 0
-    killed_run = (ckpt_dir / "mlflow_run_id.txt").read_text().strip()
+    killed_at, killed_run = train_and_kill(cmd, ckpt_dir, env=env, timeout=240)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"resuming from {ckpt_dir / f'checkpoint-{killed_at}'}" in done.stderr + done.stdout
