@@ -19,6 +19,21 @@ from typing import Any
 import datasets
 
 SPLITS = ("train", "dev", "test")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """The commit the benchmark ran on, for its report.
+
+    Why the package's :func:`medcoder.tracking.mlflow_utils.git_sha` and not a copy: one definition
+    of "the code that ran" (full sha, ``+dirty`` when tracked files are modified), so a report
+    and the MLflow runs it made carry the same value as their ``medcoder.git_sha`` tag. Imported
+    here, not at module level: it loads MLflow and transformers (seconds), which scripts that
+    never call this need not pay.
+    """
+    from medcoder.tracking.mlflow_utils import git_sha
+
+    return git_sha(ROOT)
 
 
 def set_offline_env() -> None:

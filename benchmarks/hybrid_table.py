@@ -29,7 +29,7 @@ from _common import machine_info, set_offline_env
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 #: Each corpus's shipped recipe: the README main job (English D), the Spanish experiments as
-#: configured (``quickstart_p_es`` fuses tfidf + dictionary only: README "Which views pay"), and
+#: configured (``quickstart_p_es`` fuses tfidf + dictionary only: docs/hybrid-coder.md "Which views pay"), and
 #: English P with the procedure settings of ``quickstart_p_es``, neural + tfidf (the dictionary has
 #: no English procedure lexicon: CodiEsp-X spans are Spanish offsets, ICD-10-CM wording is for D codes).
 CORPORA = {

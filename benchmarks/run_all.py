@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load_splits, machine_info, set_offline_env, write_jsonl_splits
+from _common import git_commit, load_splits, machine_info, set_offline_env, write_jsonl_splits
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -198,16 +198,6 @@ def _fmt(value: Any, key: str) -> str:
     if key == "train_notes_per_second":
         return f"{value:.2f}"
     return f"{value:.0f}"
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import machine_info, set_offline_env
+from _common import git_commit, machine_info, set_offline_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -452,17 +452,6 @@ def bundle_as_local_model(bundle: str, dest: Path) -> str:
     mlflow.pyfunc.save_model(str(path), python_model=pyfunc.MedCoderModel(), artifacts={"bundle": str(bundle)},
                              pip_requirements=["medcoder"], **kwargs)
     return str(path)
-
-
-def git_commit() -> str:
-    """Short HEAD, ``-dirty`` when the working tree has changes (they are part of what ran)."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
-        return sha + ("-dirty" if dirty.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def log_findings(log_path: Path) -> dict[str, Any]:

@@ -43,12 +43,13 @@ def main() -> None:
     args = ap.parse_args()
 
     from medcoder.calibration.calibrators import make_calibrator
+    from medcoder.calibration.risk_control import RiskTargets
     from medcoder.calibration.thresholds import DecisionThreshold
     from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root
     from medcoder.evaluation.metrics import compute_all, tune_global_threshold
     from medcoder.modeling import HybridScorer, Scores, Stacker
     from medcoder.modeling.hybrid import routing_flags
-    from medcoder.routing.policy import RoutingPolicy
+    from medcoder.routing.policy import RoutingInputs, RoutingPolicy
 
     run = args.run_dir.resolve()
     oof_file = run / "oof_train.npz"
@@ -90,15 +91,15 @@ def main() -> None:
             row = {"views": "+".join(subset), "test_map": m["map"], "test_micro_f1": m["micro_f1"],
                    "test_p_at_8": m["p_at_8"]}
             decision = DecisionThreshold().fit(probs["dev"], data["dev"][1])
-            policy = RoutingPolicy(tau_accept=None, decision_threshold=decision, min_train_count=10,
-                                   check_excludes1=args.code_type == "D", check_validity=args.code_type == "D",
-                                   codeset_fy=ls.codeset_fy)
             flags = {n: routing_flags({v: data[n][0][v] for v in subset}) for n in data}
             for target in (0.9, 0.85):
-                res = policy.fit_accept_threshold(probs["dev"], data["dev"][1], ls.codes, ls.frequency,
-                                                  target_precision=target, delta=0.1, flags=flags["dev"],
-                                                  min_coverage=0.1)
-                pred, accept, _ = policy.route_arrays(probs["test"], ls.codes, ls.frequency, None, None, flags["test"])
+                policy = RoutingPolicy(tau_accept=None, decision_threshold=decision, min_train_count=10,
+                                       check_excludes1=args.code_type == "D", check_validity=args.code_type == "D",
+                                       codeset_fy=ls.codeset_fy, targets=RiskTargets(target, 0.1, 0.1))
+                res = policy.fit_accept_threshold(
+                    RoutingInputs(probs["dev"], ls.codes, ls.frequency, flags=flags["dev"]), data["dev"][1])
+                pred, accept, _ = policy.route_arrays(
+                    RoutingInputs(probs["test"], ls.codes, ls.frequency, flags=flags["test"]))
                 n_acc = int(accept.sum())
                 row[f"cov_{target}"] = n_acc / max(int(pred.sum()), 1) if res.tau is not None else 0.0
                 row[f"prec_{target}"] = float(data["test"][1][accept].mean()) if n_acc else None

@@ -9,28 +9,50 @@ takes for a complete one. One helper so every writer of the project gets this th
   then all are renamed in one step at the end; if a rename fails, what this run already renamed
   is rolled back (previous versions restored from hard-link backups where the file system allows).
 
-Temp files are named ``.<name>.medcoder-<pid>-<random>.tmp`` beside their target, so a later run
-can recognise the temps a killed (SIGKILL, power loss) process left and delete them
-(:func:`remove_stale_temps`: only temps whose pid is no longer alive). Every other exit path
-(exception, ``KeyboardInterrupt``, SIGTERM/SIGHUP under :func:`signals_raise`) deletes them at once.
+* :func:`make_staging_dir` / :func:`replace_all`: a folder (or several) written beside its target
+  and renamed into place, a previous version moved aside first and deleted only once every rename
+  succeeded (bundle export, the bundle cache, Spark's output folders).
+
+This module is the one home of the project's file-safety helpers: :func:`pid_alive`,
+:func:`is_inside`, :func:`existing_ancestor`, :func:`current_umask` /
+:func:`apply_default_permissions`, :func:`fsync_file`, and :func:`sweep_stale`, the one rule by
+which a run removes what a killed run left behind.
+
+Temp files are named ``.<name>.medcoder-<pid>-<random>.tmp`` beside their target, and staging
+folders ``.<name>.<random>.partial`` with a marker file naming the pid and host that made them, so
+a later run can recognise what a killed (SIGKILL, power loss) process left and delete it
+(:func:`sweep_stale`: only what is marked as ours and whose process is gone). Every other exit
+path (exception, ``KeyboardInterrupt``, SIGTERM/SIGHUP under :func:`signals_raise`) deletes them at
+once.
 """
 
 from __future__ import annotations
 
-import glob
+import json
+import logging
 import os
 import re
 import secrets
+import shutil
 import signal
+import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+log = logging.getLogger(__name__)
+
 TEMP_TAG = "medcoder"
 _TEMP_RE = re.compile(rf"^\.(?P<name>.+)\.{TEMP_TAG}-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+#: Staging folders: ``.<name>.<random>.partial`` (``mkdtemp``'s random part has no dot).
+STAGING_SUFFIX = ".partial"
+#: The marker file inside a staging folder: program, pid and host that made it.
+STAGING_MARKER = ".medcoder-staging.json"
+_STAGING_RE = re.compile(rf"^\.(?P<name>.+)\.[A-Za-z0-9_]+{re.escape(STAGING_SUFFIX)}$")
 
 
 def _temp_prefix(path: Path) -> str:
@@ -44,50 +66,192 @@ def make_temp(path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~current_umask())
     return Path(tmp)
 
 
-def _pid_alive(pid: int) -> bool:
+# -- processes, paths, permissions ---------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host. Every answer that is not a clear "no such
+    process" counts as alive (pid <= 0, another user's process, any other error): callers use
+    this to decide whether something may be deleted, and keeping it is the safe side."""
     if pid <= 0:
         return True  # not ours to judge: keep
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
+    except OSError:  # PermissionError: exists, owned by someone else
         return True
     return True
 
 
-def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Delete the temps of ``path`` left by medcoder processes that no longer exist.
+def is_inside(path: Path, folder: Path) -> bool:
+    """``path`` is ``folder`` or lies below it (both already resolved: no file system access)."""
+    return path == folder or folder in path.parents
 
-    Only files named like :func:`make_temp`'s for this exact target are considered, and only when
-    their pid is not alive (a pid reused by an unrelated process keeps its temp: the safe side).
-    Returns the deleted paths."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return []
-    removed = []
-    pattern = os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.{TEMP_TAG}-*.tmp")
-    for name in glob.glob(pattern):  # the pattern starts with ".", so glob lists hidden files
-        tmp = Path(name)
-        m = _TEMP_RE.match(tmp.name)
-        if not m or m["name"] != path.name:
-            continue
-        pid = int(m["pid"])
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
+
+def existing_ancestor(path: Path) -> Path:
+    """The nearest ancestor of ``path`` that exists: the folder a writer of ``path`` writes into
+    (the folders between are created), so the one whose type and permissions decide."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    return parent
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (no race with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_default_permissions(root: Path) -> None:
+    """Give every folder under ``root`` (and ``root``) mode ``0777 & ~umask`` and every file
+    ``0666 & ~umask``: what ``mkdir``/``open`` would have made.
+
+    Why: a staging folder comes from ``mkdtemp`` (0700) and copied files keep their source's
+    mode, so without this a folder renamed into place (a bundle) could be unreadable by the
+    separate, read-only service account that serves it. Symbolic links are left alone (their mode
+    means nothing on Linux).
+    """
+    mask = current_umask()
+    dir_mode, file_mode = 0o777 & ~mask, 0o666 & ~mask
+    os.chmod(root, dir_mode)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, dir_mode)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, file_mode)
+
+
+def fsync_file(fh: IO[Any]) -> None:
+    """Flush ``fh`` and push its bytes to disk (before a rename or a state file records them)."""
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree (a link is removed, never followed); gone already is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with suppress(FileNotFoundError):
+            path.unlink()
+
+
+# -- staging folders and what killed runs left -----------------------------------------------------
+def make_staging_dir(parent: Path, name: str) -> Path:
+    """``parent/.<name>.<random>.partial`` (mode 0700), marked as this process's (pid + host) so
+    that a later run can tell a folder a killed process left behind from one still being written
+    (:func:`sweep_stale`)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=STAGING_SUFFIX))
+    marker = {"program": TEMP_TAG, "pid": os.getpid(), "host": socket.gethostname(),
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (staging / STAGING_MARKER).write_text(json.dumps(marker) + "\n")
+    return staging
+
+
+def _stale_owner(entry: os.DirEntry[str], name: str | None, host: str) -> int | None:
+    """The dead owner pid of ``entry`` if it is one of our marked scratch entries (see
+    :func:`sweep_stale`), else None."""
+    if entry.is_symlink():
+        return None
+    temp = _TEMP_RE.match(entry.name) if name is not None else None
+    if temp is not None and temp["name"] == name:
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        pid = int(temp["pid"])
+    else:
+        staging = _STAGING_RE.match(entry.name)
+        if staging is None or (name is not None and staging["name"] != name):
+            return None
+        if not entry.is_dir(follow_symlinks=False):
+            return None
         try:
-            if tmp.is_file() and not tmp.is_symlink():
-                tmp.unlink()
-                removed.append(tmp)
-        except OSError:
-            pass  # gone already or not ours to delete: never fail a run over a stale temp
+            marker = json.loads(Path(entry.path, STAGING_MARKER).read_text())
+            pid = int(marker["pid"])
+            if marker.get("program") != TEMP_TAG or marker.get("host") != host:
+                return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+    if pid == os.getpid() or pid_alive(pid):
+        return None
+    return pid
+
+
+def sweep_stale(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove, from ``folder``, what medcoder processes that were killed left behind; return the
+    paths removed. ``name``: only what was made for the target of that name (temp files are only
+    swept then); None: every staging folder in ``folder``.
+
+    The rule, the same for every caller: an entry is removed only if all of these hold.
+
+    1. medcoder marked it as its own, and the mark names the process that made it: a regular
+       file named ``.<name>.medcoder-<pid>-<random>.tmp`` (:func:`make_temp`, the hard-link
+       backups of :class:`AtomicFileSet`), or a real folder named ``.<name>.<random>.partial``
+       holding :data:`STAGING_MARKER` with ``program: medcoder``, its pid and host
+       (:func:`make_staging_dir`).
+    2. The mark names this host (where it records one: a staging folder's marker does), the pid
+       is not this process's, and no process with that pid exists (:func:`pid_alive`: any other
+       answer, a pid reused by an unrelated process included, keeps the entry).
+
+    Why this rule: the three sweeps it replaces differed. Export removed marked folders of this
+    host only; batch prediction removed temp files by name; Spark prediction removed anything
+    named like its staging, files, folders and links alike. This takes the strictest of each, as
+    nothing the program did not create may ever be deleted: no unmarked entry (a user's
+    ``.x.partial`` folder, a file someone named like a temp) and no link or special file (we never
+    create one; following one could delete elsewhere). A folder, whose removal deletes a tree,
+    needs the marker file, not just a name, and the marker's host must be this one (on a shared
+    disk another host's pid means nothing here). A temp file's name has no room for a host, so
+    temp files are swept only for a named target: only two hosts writing the same output at
+    once, a conflict in itself, could meet another host's temp.
+    """
+    folder = Path(folder)
+    host = socket.gethostname()
+    removed: list[Path] = []
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return removed
+    prefix = "." if name is None else f".{name}."
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid = _stale_owner(entry, name, host)
+        if pid is None:
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                path.unlink()
+            except OSError:
+                continue  # gone already or not ours to delete: never fail a run over a stale temp
+        log.info("removed %s, left by an interrupted medcoder process (pid %d)", path, pid)
+        removed.append(path)
     return removed
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """:func:`sweep_stale` for one target: the temps (and staging folders) of ``path`` that
+    killed medcoder processes left. Returns the deleted paths."""
+    path = Path(path)
+    return sweep_stale(path.parent, path.name)
 
 
 def _unlink_quietly(path: Path | str) -> None:
@@ -106,18 +270,11 @@ def atomic_open(path: str | Path, mode: str = "wb", **kwargs: Any) -> Iterator[I
     try:
         with open(tmp, mode, **kwargs) as fh:
             yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+            fsync_file(fh)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -241,6 +398,40 @@ class AtomicFileSet:
         except OSError:
             return None
         return backup
+
+
+def replace_all(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Rename each staged file or folder onto its target, in order (the last pair is the
+    completion marker), all or nothing.
+
+    Why not :meth:`AtomicFileSet.commit`: a folder cannot be renamed onto a non-empty one, so an
+    existing target is first moved aside, into a marked staging folder beside it (a killed commit
+    leaves nothing that :func:`sweep_stale` does not recognise), and deleted only once every
+    rename succeeded. A failed rename removes what this call already put in place and moves every
+    earlier target back.
+    """
+    done: list[tuple[Path, Path | None]] = []
+    asides: list[Path] = []
+    try:
+        for staged, target in pairs:
+            old = None
+            if target.exists() or target.is_symlink():
+                asides.append(make_staging_dir(target.parent, target.name))
+                old = asides[-1] / "previous"
+                os.replace(target, old)
+            done.append((target, old))
+            os.replace(staged, target)
+    except BaseException:
+        for target, old in reversed(done):
+            if target.exists():
+                remove_path(target)
+            if old is not None:
+                os.replace(old, target)
+        for aside in asides:  # every earlier target is back: only markers are left in them
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    for aside in asides:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 class Terminated(SystemExit):

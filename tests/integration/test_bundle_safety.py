@@ -298,7 +298,7 @@ def test_registry_loads_are_cached_not_leaked(exported, tmp_path, monkeypatch) -
 
 def test_cache_is_bounded(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MEDCODER_BUNDLE_CACHE_MAX", "2")
-    monkeypatch.setattr(bundle_mod, "CACHE_GRACE_S", 0.0)
+    monkeypatch.setattr(bundle_mod.cache, "CACHE_GRACE_S", 0.0)
 
     def fake(tag: str):
         def download(dst: Path) -> Path:

@@ -27,6 +27,7 @@ from medcoder.evaluation.note_predictions import (
     write_note_predictions,
 )
 from medcoder.tracking import setup_experiment
+from medcoder.workflows.factories import build_tracking
 
 from ..helpers.configs import compose_named
 from ..helpers.paths import REPO_ROOT
@@ -68,7 +69,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("compare_artifacts")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     cfg = compose_named("compare", [f"paths.root_dir={root}", f"tracking.uri={uri}", "baseline=x"])
-    experiment_id = setup_experiment(cfg.tracking, root)
+    experiment_id = setup_experiment(build_tracking(cfg))
     client = MlflowClient()
     ids, gold, y = _gold(N_NOTES)
     rng = np.random.default_rng(1)

@@ -51,7 +51,7 @@ def test_two_gloo_processes_give_one_finished_run_matching_one_process(tmp_path,
     (ddp,) = runs
     assert ddp.info.status == "FINISHED" and ddp.data.tags["medcoder.world_size"] == "2"
     # Not bit-identical: the distributed sampler deals the notes out in another order. Tolerance
-    # measured on this tiny corpus (README "DDP"): MAP within 0.05, same number of optimizer steps.
+    # measured on this tiny corpus (docs/scale.md "DDP training"): MAP within 0.05, same number of optimizer steps.
     print(mode, {k: ref.data.metrics[k] for k in ("test_map", "dev_map")}, {k: ddp.data.metrics[k] for k in ("test_map", "dev_map")})
     for root, run in ((tmp_path / "one", ref), (tmp_path / "two", ddp)):
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")

@@ -108,7 +108,7 @@ def test_bundle_predictions_equal_in_process_scoring(exported, tiny_corpus) -> N
     from medcoder.calibration.calibrators import calibrator_from_dict
     from medcoder.data import LabelSpace, load_corpus
     from medcoder.modeling import MedCoderForICDCoding
-    from medcoder.routing.policy import RoutingPolicy
+    from medcoder.routing.policy import RoutingInputs, RoutingPolicy
 
     model = MedCoderForICDCoding.from_pretrained(run_dir / "model")
     tok = AutoTokenizer.from_pretrained(run_dir / "model")
@@ -119,8 +119,8 @@ def test_bundle_predictions_equal_in_process_scoring(exported, tiny_corpus) -> N
                       max_chunks=model.config.max_chunks)["test"]
     probs = calibrator_from_dict(cal["calibrator"]).transform(score_features(model, feats))
     policy = RoutingPolicy.from_dict(cal["policy"])
-    predicted, accept, _ = policy.route_arrays(probs, labels.codes, labels.frequency,
-                                               np.asarray(feats["truncated"]), np.zeros(len(ids), bool))
+    predicted, accept, _ = policy.route_arrays(RoutingInputs(probs, labels.codes, labels.frequency,
+                                               np.asarray(feats["truncated"]), np.zeros(len(ids), bool)))
     for i, p in enumerate(preds):
         got = {c.code: c for c in p.codes}
         assert set(got) == {labels.codes[j] for j in np.flatnonzero(predicted[i])}

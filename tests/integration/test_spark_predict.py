@@ -229,8 +229,9 @@ def test_commit_replaces_all_outputs_or_none(tmp_path, monkeypatch) -> None:
     """The renames at the end: earlier results are moved aside and deleted only once every rename
     succeeded; a failed rename puts every earlier result back (no mix of two runs)."""
     import os
+    import shutil
 
-    from medcoder.workflows import spark_predict as sp
+    from medcoder import atomic
 
     def folder(path: Path, content: str) -> Path:
         path.mkdir(exist_ok=True)
@@ -254,14 +255,14 @@ def test_commit_replaces_all_outputs_or_none(tmp_path, monkeypatch) -> None:
             raise OSError("disk full")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(sp.os, "replace", failing_on_x)
+    monkeypatch.setattr(atomic.os, "replace", failing_on_x)
     with pytest.raises(OSError, match="disk full"):
-        sp._commit(staged_pairs("new"))
-    monkeypatch.setattr(sp.os, "replace", real_replace)
+        atomic.replace_all(staged_pairs("new"))
+    monkeypatch.setattr(atomic.os, "replace", real_replace)
     assert (content("p.parquet"), content("p.audit"), content("x.parquet")) == ("old-p.parquet", None, "old-x.parquet")
     for staged in tmp_path.glob(".*.new"):
-        sp._remove(staged)
-    sp._commit(staged_pairs("new"))
+        shutil.rmtree(staged)
+    atomic.replace_all(staged_pairs("new"))
     assert [content(n) for n in ("p.parquet", "p.audit", "x.parquet")] == [
         "new-p.parquet", "new-p.audit", "new-x.parquet"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left aside

@@ -8,19 +8,18 @@ def test_copied_store_pointing_at_another_checkouts_artifacts_warns(tmp_path, ca
     absolute even when given a relative one): setup_experiment names both paths in one warning."""
     import shutil
 
-    from medcoder.tracking import setup_experiment
+    from medcoder.tracking import TrackingSettings, setup_experiment
 
     original, copy = tmp_path / "original", tmp_path / "copy"
-    tracking = {"uri": None, "artifact_dir": None, "experiment_name": "medcoder"}
-    setup_experiment({**tracking, "artifact_dir": str(original / "mlartifacts")}, original)
+    setup_experiment(TrackingSettings(original, artifact_dir=original / "mlartifacts"))
     copy.mkdir()
     shutil.copyfile(original / "mlflow.db", copy / "mlflow.db")
     def ours() -> list:
         return [r for r in caplog.records if r.name == "medcoder.tracking.mlflow_utils"]
 
     with caplog.at_level("WARNING", logger="medcoder.tracking.mlflow_utils"):
-        setup_experiment(tracking, original)
+        setup_experiment(TrackingSettings(original))
         assert not ours()
-        setup_experiment({**tracking, "artifact_dir": str(copy / "mlartifacts")}, copy)
+        setup_experiment(TrackingSettings(copy, artifact_dir=copy / "mlartifacts"))
     [record] = ours()
     assert str(original / "mlartifacts") in record.getMessage() and str(copy) in record.getMessage()

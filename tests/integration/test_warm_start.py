@@ -12,7 +12,7 @@ import torch
 from medcoder.data import LabelSpace
 from medcoder.errors import BundleError, ConfigError
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.tracking import setup_experiment
+from medcoder.tracking import TrackingSettings, setup_experiment
 from medcoder.training.warm_start import (
     PER_LABEL_PARAMS,
     apply_warm_start,
@@ -132,7 +132,7 @@ def test_train_warm_started_from_a_run_id_logs_what_it_carried(tmp_path, tiny_co
     # Last year's model, logged as an MLflow run: K35.80 did not exist yet (coded K35.8), R51 not at all.
     last_year = ["E11.9", "I10", "J18.9", "N39.0", "K35.8"]
     source = _save_source(_model(tiny_encoder, last_year, seed=1), last_year, tmp_path / "source")
-    setup_experiment({}, tmp_path)
+    setup_experiment(TrackingSettings(tmp_path))
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(source / "model"), "model")
         mlflow.log_artifact(str(source / "labels.json"))

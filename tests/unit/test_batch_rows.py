@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from medcoder.inference.batch import _rows
+from medcoder.inference.batch.outputs import _rows
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction
 
 

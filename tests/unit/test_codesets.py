@@ -81,6 +81,40 @@ def test_normalisation_rules(fy2026):
     assert report.to_dict()["changed"]["T81.4XX"] == "T81.4"
 
 
+def test_resolve_code_needs_only_the_lookup_protocol() -> None:
+    """The rules ask a code set two questions; any object answering them will do (the rules do
+    not import CodeSet, which calls them: the dependency runs one way)."""
+    from medcoder.codesets.normalise import resolve_code, resolve_codes
+
+    class Lookup:
+        fiscal_year = 2099
+        codes = {"T81", "T81.4"}
+
+        def is_valid(self, code: str) -> bool:
+            return dotted(code) in self.codes
+
+        def parent(self, code: str) -> str | None:
+            return "T81" if dotted(code).startswith("T81.") else None
+
+    assert resolve_code(Lookup(), "t81.4xx").code == "T81.4"
+    assert resolve_code(Lookup(), "T81.9").rule == "ancestor"
+    assert resolve_codes(Lookup(), ["T81.4", "T81.4", "zz"]).counts["failed"] == 1
+
+
+def test_codesets_modules_import_each_other_one_way() -> None:
+    import ast
+
+    import medcoder.codesets as pkg
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((Path(pkg.__file__).parent / f"{name}.py").read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+
+    assert "medcoder.codesets.base" not in imports("normalise")
+    assert not {m for m in imports("spelling") if m.startswith("medcoder")}
+    assert "medcoder.codesets.base" not in imports("excludes1")
+
+
 def _write_order_file(path: Path) -> Path:
     lines = [
         order_line(1, "A00", False, "Cholera", "Cholera"),

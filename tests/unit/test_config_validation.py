@@ -136,11 +136,11 @@ def test_bad_fusion_views_are_one_line(override, needle, tmp_path) -> None:
 @pytest.mark.parametrize("views", ["[tfidf,dictionary]", "[dictionary]", "[tfidf,neural,dictionary]",
                                    "[neural,tfidf,dictionary]"])
 def test_fusion_views_may_omit_the_neural_view_or_list_it_anywhere(views, tmp_path) -> None:
-    from medcoder.workflows.fusion import views_of
+    from medcoder.workflows.factories import build_fusion_plan
 
     cfg = _compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", f"fusion.views={views}"])
     check_train_config(cfg)
-    assert views_of(cfg) == views.strip("[]").split(",")
+    assert list(build_fusion_plan(cfg).views) == views.strip("[]").split(",")
 
 
 def test_without_the_neural_view_no_encoder_or_trainer_value_is_read(tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""normalize_code, code_descriptions and the load_corpus dispatcher."""
+"""canonical_code, code_descriptions and the load_corpus dispatcher."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from medcoder.codesets import code_descriptions
-from medcoder.data import load_corpus, normalize_code
+from medcoder.data import canonical_code, load_corpus, normalize_code
 from medcoder.errors import ConfigError, DataError
 
 
@@ -26,15 +26,20 @@ from medcoder.errors import ConfigError, DataError
         ("0dt", None, "0DT"),
     ],
 )
-def test_normalize_code(raw: str, code_type: str | None, expected: str) -> None:
-    assert normalize_code(raw, code_type) == expected
+def test_canonical_code(raw: str, code_type: str | None, expected: str) -> None:
+    assert canonical_code(raw, code_type) == expected
 
 
-def test_normalize_code_rejects_empty_and_unknown_type() -> None:
+def test_canonical_code_rejects_empty_and_unknown_type() -> None:
     with pytest.raises(DataError):
-        normalize_code("  ")
+        canonical_code("  ")
     with pytest.raises(ConfigError, match="data.code_type"):
-        normalize_code("A00", "X")
+        canonical_code("A00", "X")
+
+
+def test_normalize_code_is_a_deprecated_alias() -> None:
+    with pytest.warns(DeprecationWarning, match="canonical_code"):
+        assert normalize_code("r509") == "R50.9"
 
 
 def test_code_descriptions_with_parent_fallback() -> None:

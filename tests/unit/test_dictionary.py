@@ -8,7 +8,7 @@ import pytest
 from medcoder.data.mentions import Mention, load_codiesp_mentions, read_mentions_file
 from medcoder.errors import DataError
 from medcoder.modeling.dictionary import DictionaryScorer, normalize_with_offsets
-from medcoder.modeling.scorer import SCORER_REGISTRY
+from medcoder.modeling.views import SCORERS
 
 CODES = ["E11.9", "N28.9", "E27.9", "R50.9"]
 
@@ -95,7 +95,7 @@ def test_save_load_round_trip(tmp_path):
     scorer = _small()
     scorer.save(tmp_path / "dict")
     assert [p.name for p in (tmp_path / "dict").iterdir()] == ["dictionary.json"]
-    back = SCORER_REGISTRY["dictionary"].load(tmp_path / "dict")
+    back = SCORERS["dictionary"].load(tmp_path / "dict")
     notes = ["Diabetes mellitus tipo 2 sin fiebre.", "Masa suprarrenal y funcion renal.", ""]
     a, b = scorer.score(notes, evidence=True), back.score(notes, evidence=True)
     np.testing.assert_array_equal(a.scores, b.scores)

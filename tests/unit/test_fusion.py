@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
+from medcoder.modeling import views
 from medcoder.modeling.hybrid import FusedScores, HybridScorer
-from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, register_scorer
+from medcoder.modeling.scorer import Scorer, Scores
 from medcoder.modeling.stacker import Stacker, rank_in_note
 from medcoder.training.oof import fold_indices, out_of_fold, scorer_out_of_fold
 
@@ -73,7 +75,6 @@ def test_out_of_fold_scores_each_note_with_a_fit_that_never_saw_it() -> None:
         fold_indices(3, 5, seed=0)
 
 
-@register_scorer
 class _MemoryScorer(Scorer):
     """Test view: score = how often the code co-occurred with the note's first word in training."""
 
@@ -113,10 +114,11 @@ def test_scorer_out_of_fold_never_scores_a_note_with_its_own_labels() -> None:
     labels = np.eye(12, 3, dtype=int)
     oof = scorer_out_of_fold(_MemoryScorer, texts, labels, ["A", "B", "C"], folds=3, seed=0)
     assert not oof.scores.any()  # nothing leaks from a note into its own score
-    assert "test_memory" in SCORER_REGISTRY
 
 
-def test_hybrid_single_view_is_that_view_and_folders_round_trip(tmp_path) -> None:
+def test_hybrid_single_view_is_that_view_and_folders_round_trip(tmp_path, monkeypatch) -> None:
+    # A view outside the shipped table is added the one way there is: an extended copy of it.
+    monkeypatch.setattr(views, "SCORERS", views.SCORERS.with_entry("test_memory", _MemoryScorer))
     texts, codes = ["a x", "b y", "a z"], ["A", "B"]
     labels = np.array([[1, 0], [0, 1], [1, 1]])
     view = _MemoryScorer().fit(texts, labels, codes)
@@ -134,3 +136,64 @@ def test_hybrid_single_view_is_that_view_and_folders_round_trip(tmp_path) -> Non
     fused: FusedScores = loaded.score(texts, evidence=True)
     assert fused.sources_for(0, 0) == ["test_memory"]
     assert fused.evidence_for(0, 0) == [{"start": 0, "end": 1, "weight": 1.0, "source": "test_memory"}]
+
+
+def test_a_bundle_naming_an_unregistered_view_is_refused(tmp_path) -> None:
+    texts, codes = ["a x", "b y", "a z"], ["A", "B"]
+    labels = np.array([[1, 0], [0, 1], [1, 1]])
+    view = _MemoryScorer().fit(texts, labels, codes)
+    st = Stacker(["test_memory"]).fit({"test_memory": view.score(texts)}, np.ones(2), labels)
+    HybridScorer({"test_memory": view}, st, np.ones(2)).save(tmp_path)
+    with pytest.raises(ValueError, match="unknown view 'test_memory'"):
+        HybridScorer.load(tmp_path, np.ones(2))  # nothing registers itself by being imported
+
+
+def test_the_view_table_is_explicit_and_names_match_the_classes() -> None:
+    from medcoder.modeling import NEURAL, DictionaryScorer, NeuralScorer, TfidfScorer
+
+    assert dict(views.SCORERS) == {"neural": NeuralScorer, "tfidf": TfidfScorer, "dictionary": DictionaryScorer}
+    assert all(cls.name == name for name, cls in views.SCORERS.items())
+    assert NeuralScorer.name == NEURAL
+    # evidence order comes from the classes: exact matches, then attention, then n-grams, then others
+    assert sorted(["tfidf", "other", "neural", "dictionary"], key=views.evidence_rank) == [
+        "dictionary", "neural", "tfidf", "other"]
+
+
+def test_routing_flags_come_from_each_views_class() -> None:
+    negated = np.array([[True, False]])
+    dictionary = Scores(np.zeros((1, 2)), flags={"hit": negated, "negated": negated})
+    tfidf = Scores(np.ones((1, 2)))
+    flags = views.routing_flags({"tfidf": tfidf, "dictionary": dictionary, "unregistered": tfidf})
+    assert set(flags) == {"negated_mention"}
+    np.testing.assert_array_equal(flags["negated_mention"], negated)
+    assert views.routing_flags({"tfidf": tfidf}) == {}
+
+
+def test_fusion_plan_holds_validated_settings_and_builds_views() -> None:
+    from medcoder.errors import ConfigError
+    from medcoder.modeling import TfidfScorer
+    from medcoder.workflows.fusion import FusionPlan
+
+    plan = FusionPlan(views=["tfidf", "dictionary"], folds=4, seed=7, lexicon_sources=("descriptions",),
+                      view_params={"tfidf": {"alpha": 0.5}}, stacker_params={"top_k": 5})
+    assert plan.views == ("tfidf", "dictionary") and plan.fitted_views == plan.views
+    assert not plan.has_neural and not plan.neural_only and plan.neural_folds == 4
+    tfidf = plan.make("tfidf")
+    assert isinstance(tfidf, TfidfScorer) and tfidf.alpha == 0.5
+    assert plan.stacker().views == ["tfidf", "dictionary"] and plan.stacker().top_k == 5
+    # what each fitted view takes among what the run offers (no mentions here: not a lexicon source)
+    assert plan.available_resources == ("descriptions", "language")
+    assert dict(plan.view_resources) == {"tfidf": (), "dictionary": ("descriptions", "language")}
+    with pytest.raises(ValueError, match="fitted views"):
+        plan.make("neural")
+    assert plan.model_name("minilm") == "tfidf+dictionary"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.folds = 2  # type: ignore[misc]
+    neural = FusionPlan()
+    assert neural.neural_only and neural.has_neural and neural.model_name("minilm") == "minilm"
+    for bad, needle in [({"views": []}, "non-empty list"), ({"views": ["tfidf", "magic"]}, r"unknown view\(s\)"),
+                        ({"views": ["tfidf"], "folds": 1}, "fusion.folds=1"),
+                        ({"views": ["dictionary"]}, "no lexicon")]:
+        with pytest.raises(ConfigError, match=needle) as info:
+            FusionPlan(**bad)
+        assert "\n" not in str(info.value)

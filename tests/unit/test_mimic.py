@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import stat
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,10 +16,8 @@ from medcoder.data.mimic import (
     MULLENBACH_TOP50,
     edin_preprocess,
     load_mimic,
-    multilabel_shuffle_split,
     reformat_icd9,
     reformat_icd10,
-    stratified_patient_split,
 )
 from medcoder.errors import ConfigError, DataError
 
@@ -120,38 +116,6 @@ def test_splits_patient_disjoint_fractions_and_identical_on_rerun(tmp_path: Path
     again = load_mimic(tmp_path / "iv", variant="mimiciv_icd10", cache_dir=tmp_path / "c2")
     for split in dd:
         assert again[split]["id"] == dd[split]["id"] and again[split]["codes"] == dd[split]["codes"]
-
-
-def test_stratified_split_keeps_label_shares() -> None:
-    rng = random.Random(0)
-    subjects, codes = [], []
-    for s in range(600):
-        for _ in range(rng.randint(1, 2)):
-            subjects.append(s)
-            codes.append(rng.sample(["a", "b", "c", "d", "e"], k=rng.randint(1, 2)) + [f"r{rng.randint(0, 60)}"])
-    names = stratified_patient_split(subjects, codes)
-    for label in "abcde":
-        rows = [n for n, cs in zip(names, codes, strict=True) if label in cs]
-        assert abs(rows.count("test") / len(rows) - 0.15) < 0.05
-        assert abs(rows.count("dev") / len(rows) - 0.10) < 0.05
-
-
-def test_split_equals_iterative_stratification_package() -> None:
-    """Same splits as iterative-stratification's MultilabelStratifiedShuffleSplit (seed, ties)."""
-    ml = pytest.importorskip("iterstrat.ml_stratifiers")
-    rng = np.random.RandomState(1)
-    for trial in range(25):
-        n, k = int(rng.randint(8, 120)), int(rng.randint(2, 12))
-        y = (rng.rand(n, k) < rng.uniform(0.05, 0.5)).astype(int)
-        y[rng.rand(n) < 0.1] = 0  # some samples without labels
-        if y.sum() == 0:
-            y[0, 0] = 1
-        label_sets = [list(np.flatnonzero(row)) for row in y]
-        for test_size in (0.15, 0.10 / 0.85, 0.5):
-            msss = ml.MultilabelStratifiedShuffleSplit(n_splits=1, test_size=test_size, random_state=10 + trial)
-            _, test = next(msss.split(np.zeros((n, 1)), y))
-            ours = np.flatnonzero(multilabel_shuffle_split(label_sets, k, test_size=test_size, seed=10 + trial))
-            assert ours.tolist() == sorted(test.tolist()), (trial, test_size)
 
 
 def test_cache_reused_and_rebuilt_when_input_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

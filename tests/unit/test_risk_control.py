@@ -63,7 +63,7 @@ def test_ltt_threshold_meets_target_on_fresh_samples(power, min_coverage):
     # sequence at 10 % coverage (routing.min_coverage) is the trade-off it is: measured here, it
     # finds a threshold in 0.59 (calibrated) and 0.06 (over-confident) of repetitions against 0.81
     # and 0.53 from the 50-code start, because these models meet 0.95 only on their top ~10 %;
-    # it pays where errors sit among the very top codes (the test below, README "Auto-accept").
+    # it pays where errors sit among the very top codes (the test below, docs/auto-accept.md).
     expected_power = {(1.0, 0.0): 0.7, (2.0, 0.0): 0.4, (1.0, 0.1): 0.5, (2.0, 0.1): 0.0}
     assert found / n_reps >= expected_power[(power, min_coverage)]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import simple_icd_10_cm as cm
 
-from medcoder.calibration import DecisionThreshold
+from medcoder.calibration import DecisionThreshold, RiskTargets
 from medcoder.codesets import CodeSet, load_codeset
 from medcoder.codesets.excludes1 import conflicting_pairs, excluded_by, parse_note
 from medcoder.routing import (
@@ -23,6 +23,7 @@ from medcoder.routing import (
     RULES,
     TRUNCATED_NOTE,
     CodeDecision,
+    RoutingInputs,
     RoutingPolicy,
     document_decision,
     precision_coverage_curve,
@@ -48,12 +49,12 @@ def test_excludes1_pair_from_real_tables_fires_on_both_codes():
     assert any("(E10.-)" in note for note in cm.get_excludes1("E11"))
     assert excluded_by("E11.9", "E10.9") and excluded_by("E10.9", "E11.9")
     probs = np.array([[0.99, 0.99, 0.99, 0.1, 0.1, 0.1]])
-    row = _policy().route(probs, CODES, FREQ)[0]
+    row = _policy().route(RoutingInputs(probs, CODES, FREQ))[0]
     d = _by_code(row)
     assert d["E11.9"].reasons == [EXCLUDES1_CONFLICT] and d["E11.9"].decision == HUMAN_REVIEW
     assert d["E10.9"].reasons == [EXCLUDES1_CONFLICT]
     assert d["N44.8"].decision == AUTO_ACCEPT and d["N44.8"].reasons == []
-    assert _policy(check_excludes1=False).route(probs, CODES, FREQ)[0][0].reasons == []
+    assert _policy(check_excludes1=False).route(RoutingInputs(probs, CODES, FREQ))[0][0].reasons == []
 
 
 def test_excludes1_parser_forms():
@@ -81,7 +82,7 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
     truncated = np.array([False, False, True, False, False])
     empty = np.array([False, False, False, True, False])
     pol = _policy()
-    rows = pol.route(probs, CODES, FREQ, truncated=truncated, empty=empty)
+    rows = pol.route(RoutingInputs(probs, CODES, FREQ, truncated=truncated, empty=empty))
     assert [(d.code, d.decision, d.reasons) for d in rows[0]] == [
         ("E11.9", AUTO_ACCEPT, []),
         ("N44.8", HUMAN_REVIEW, [LOW_CONFIDENCE]),
@@ -102,7 +103,7 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
     # new_code needs codeset_fy (test_routing_codesets.py); the switchable rules are tested below
     assert produced == set(ALL_REASONS) - {"new_code", "negated_mention", "sibling_conflict", "no_evidence"}
 
-    predicted, accept, counts = pol.route_arrays(probs, CODES, FREQ, truncated, empty)
+    predicted, accept, counts = pol.route_arrays(RoutingInputs(probs, CODES, FREQ, truncated, empty))
     assert set(counts) == set(ALL_REASONS)
     assert counts == {
         LOW_CONFIDENCE: 1,
@@ -134,7 +135,7 @@ def test_no_certified_tau_accepts_nothing():
     probs = np.full((3, len(CODES)), 0.999)
     freq = dict.fromkeys(CODES, 100)
     pol = _policy(tau=None, check_excludes1=False, check_validity=False)
-    predicted, accept, counts = pol.route_arrays(probs, CODES, freq)
+    predicted, accept, counts = pol.route_arrays(RoutingInputs(probs, CODES, freq))
     assert predicted.all() and not accept.any()
     assert counts[LOW_CONFIDENCE] == predicted.sum()
 
@@ -145,12 +146,12 @@ def test_validity_comes_from_the_policys_codeset():
     pol = _policy(codeset=codeset)
     assert pol.codeset_fy == 2030
     probs = np.array([[0.0, 0.0, 0.0, 0.99, 0.0, 0.0]])
-    row = pol.route(probs, CODES, FREQ)[0]
+    row = pol.route(RoutingInputs(probs, CODES, FREQ))[0]
     assert row[0].reasons == [INVALID_CODE]
 
 
 def test_rules_table_follows_the_reason_order():
-    assert tuple(r for r, _ in RULES) == tuple(r for r in ALL_REASONS if r != EMPTY_NOTE)
+    assert tuple(RULES) == tuple(r for r in ALL_REASONS if r != EMPTY_NOTE)
 
 
 def test_policy_json_round_trip_and_fit_accept_threshold():
@@ -159,18 +160,18 @@ def test_policy_json_round_trip_and_fit_accept_threshold():
     probs = rng.beta(2.0, 1.0, size=(n_docs, len(codes)))
     y = (rng.random(probs.shape) < probs).astype(int)
     freq = dict.fromkeys(codes, 100)
-    pol = RoutingPolicy(None, DecisionThreshold().fit(probs, y))
-    res = pol.fit_accept_threshold(probs, y, codes, freq, target_precision=0.9, delta=0.1)
+    pol = RoutingPolicy(None, DecisionThreshold().fit(probs, y), targets=RiskTargets(0.9, 0.1))
+    res = pol.fit_accept_threshold(RoutingInputs(probs, codes, freq), y)
     # fitted state goes to tau_accept_; the constructor parameter is left as given
     assert res.feasible and pol.tau_accept_ == res.tau and pol.tau_accept is None
     assert pol.threshold == res.tau and pol.to_dict()["tau_accept"] == res.tau
     again = RoutingPolicy.from_dict(json.loads(json.dumps(pol.to_dict())))
     assert again.threshold == pol.threshold and again.accept_result_.tau == res.tau
-    a = pol.route_arrays(probs, codes, freq)
-    b = again.route_arrays(probs, codes, freq)
+    a = pol.route_arrays(RoutingInputs(probs, codes, freq))
+    b = again.route_arrays(RoutingInputs(probs, codes, freq))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
     # rule-blocked codes are not part of the calibration set
-    elig = pol.eligible_mask(probs, codes, {**freq, "R69": 1})
+    elig = pol.eligible_mask(RoutingInputs(probs, codes, {**freq, "R69": 1}))
     assert not elig[:, 2].any()
 
 
@@ -242,10 +243,10 @@ def test_sibling_conflict_rule_is_off_by_default_and_fires_on_one_category() -> 
     probs = np.array([[0.99, 0.9, 0.99]])
     freq = dict.fromkeys(codes, 100)
     dt = DecisionThreshold.fixed(0.5, n_labels=3)
-    off = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False).route(probs, codes, freq)[0]
+    off = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False).route(RoutingInputs(probs, codes, freq))[0]
     assert all(d.decision == AUTO_ACCEPT for d in off)
     on = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False, check_sibling_conflict=True)
-    by = _by_code(on.route(probs, codes, freq)[0])
+    by = _by_code(on.route(RoutingInputs(probs, codes, freq))[0])
     assert by["R31.9"].reasons == [SIBLING_CONFLICT] and by["R31.0"].reasons == [SIBLING_CONFLICT]
     assert by["I10"].decision == AUTO_ACCEPT
     assert RoutingPolicy.from_dict(json.loads(json.dumps(on.to_dict()))).check_sibling_conflict
@@ -272,8 +273,8 @@ def test_a_negated_mention_goes_to_review_when_the_rule_is_on() -> None:
     freq = dict.fromkeys(codes, 100)
     dt = DecisionThreshold.fixed(0.5, n_labels=3)
     on = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False, check_negated_mention=True)
-    by = _by_code(on.route(probs, codes, freq, flags=flags)[0])
+    by = _by_code(on.route(RoutingInputs(probs, codes, freq, flags=flags))[0])
     assert by["R50.9"].reasons == [NEGATED_MENTION] and by["A15.9"].reasons == [NEGATED_MENTION]
     assert by["I10"].decision == AUTO_ACCEPT
     off = RoutingPolicy(0.5, dt, check_validity=False, check_excludes1=False)
-    assert all(d.decision == AUTO_ACCEPT for d in off.route(probs, codes, freq, flags=flags)[0])
+    assert all(d.decision == AUTO_ACCEPT for d in off.route(RoutingInputs(probs, codes, freq, flags=flags))[0])

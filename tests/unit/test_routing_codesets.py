@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from medcoder.calibration import DecisionThreshold
-from medcoder.routing import INVALID_CODE, RARE_CODE, RoutingPolicy
+from medcoder.routing import INVALID_CODE, RARE_CODE, RoutingInputs, RoutingPolicy
 from medcoder.routing.reasons import ALL_REASONS, NEW_CODE
 
 CODES = ["G35.A", "G35", "I10", "E11.A"]
@@ -21,7 +21,7 @@ def _policy(fy):
 
 def _reasons(policy):
     probs = np.full((1, len(CODES)), 0.9)
-    return {d.code: d.reasons for d in policy.route(probs, CODES, FREQ)[0]}
+    return {d.code: d.reasons for d in policy.route(RoutingInputs(probs, CODES, FREQ))[0]}
 
 
 def test_new_code_reason_is_appended_not_renamed():
@@ -46,7 +46,7 @@ def test_validity_follows_the_policy_year():
 
 def test_counts_and_serialisation():
     policy = _policy(2026)
-    _, accept, counts = policy.route_arrays(np.full((2, len(CODES)), 0.9), CODES, FREQ)
+    _, accept, counts = policy.route_arrays(RoutingInputs(np.full((2, len(CODES)), 0.9), CODES, FREQ))
     assert counts[NEW_CODE] == 2 and accept.sum() == 6
     restored = RoutingPolicy.from_dict(json.loads(json.dumps(policy.to_dict())))
     assert restored.codeset_fy == 2026

@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from medcoder.errors import ConfigError, DataError
-from medcoder.inference import batch
 from medcoder.inference.batch import (
     NoteSource,
     OutputPaths,
@@ -27,6 +26,9 @@ from medcoder.inference.batch import (
     predict_notes,
     read_notes,
 )
+from medcoder.inference.batch import run as batch_run
+from medcoder.inference.batch import sources as batch_sources
+from medcoder.inference.batch.partial import _Partial
 from medcoder.inference.coder import Coder
 
 from ..helpers.coders import tiny_coder as _coder
@@ -99,15 +101,15 @@ def test_the_reader_is_lazy(tmp_path, kind, monkeypatch) -> None:
             yield item
 
     if kind == "txt":
-        real_txt = batch._read_txt
-        monkeypatch.setattr(batch, "_read_txt", lambda *a: (reads.__setitem__("n", reads["n"] + 1), real_txt(*a))[1])
+        real_txt = batch_sources._read_txt
+        monkeypatch.setattr(batch_sources, "_read_txt", lambda *a: (reads.__setitem__("n", reads["n"] + 1), real_txt(*a))[1])
     elif kind == "parquet":
         real_batches = pq.ParquetFile.iter_batches
         monkeypatch.setattr(pq.ParquetFile, "iter_batches", lambda self, **k: counted(real_batches(self, **k)))
     else:
         name = f"_read_{kind}"
-        real_rows = getattr(batch, name)
-        monkeypatch.setattr(batch, name, lambda *a: counted(real_rows(*a)))
+        real_rows = getattr(batch_sources, name)
+        monkeypatch.setattr(batch_sources, name, lambda *a: counted(real_rows(*a)))
     it = iter(source)
     assert next(it) == _notes()[0]
     assert reads["n"] == 1
@@ -340,7 +342,7 @@ def test_a_failed_run_without_resume_leaves_nothing_and_a_locked_partial_is_refu
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
     outputs = OutputPaths.beside(out)
-    holder = batch._Partial(outputs, "parquet")
+    holder = _Partial(outputs, "parquet")
     holder.acquire()  # another run holds the lock
     try:
         with pytest.raises(ConfigError, match="another run is writing it"):
@@ -354,13 +356,13 @@ def test_a_failed_run_without_resume_leaves_nothing_and_a_locked_partial_is_refu
 def test_progress_bar_total_is_the_scanned_count(coder, tmp_path, monkeypatch) -> None:
     src = _write("csv", tmp_path / "in", _notes())
     calls = []
-    real = batch._progress
+    real = batch_run._progress
 
     def spy(total, done, enabled):
         calls.append((total, done, enabled))
         return real(total, done, False)
 
-    monkeypatch.setattr(batch, "_progress", spy)
+    monkeypatch.setattr(batch_run, "_progress", spy)
     predict_file(coder, src, tmp_path / "p.jsonl", block_size=5)
     assert calls == [(N, 0, True)]
 

@@ -11,8 +11,9 @@ import pytest
 
 from medcoder.data import LabelSpace
 from medcoder.errors import BundleError
-from medcoder.modeling.scorer import SCORER_REGISTRY, Scores
+from medcoder.modeling.scorer import Scores
 from medcoder.modeling.tfidf import ARRAYS_FILE, CONFIG_FILE, VOCAB_FILE, TfidfScorer
+from medcoder.modeling.views import SCORERS
 
 from ..helpers.corpus import TOPICS
 
@@ -61,7 +62,7 @@ def test_learns_trigger_words(splits: dict, space: LabelSpace, params: dict) -> 
 
 
 def test_registered_and_scores_follow_the_codes(splits: dict, space: LabelSpace) -> None:
-    assert SCORER_REGISTRY["tfidf"] is TfidfScorer
+    assert SCORERS["tfidf"] is TfidfScorer
     codes = list(reversed(space.codes))  # any order the caller gives is the column order
     train = splits["train"]
     scorer = TfidfScorer(min_df=1).fit(list(train["text"]), LabelSpace(codes).encode(train["codes"]), codes)
@@ -91,7 +92,7 @@ def test_save_load_round_trip_is_exact_and_pickle_free(
         assert npz["dual_coef"].dtype == np.float32 and npz["idf"].dtype == np.float32
     with zipfile.ZipFile(tmp_path / ARRAYS_FILE) as zf:
         assert all(name.endswith(".npy") for name in zf.namelist())
-    loaded = SCORER_REGISTRY["tfidf"].load(tmp_path)
+    loaded = SCORERS["tfidf"].load(tmp_path)
     after = loaded.score(texts, evidence=True)
     assert np.array_equal(before.scores, after.scores)
     assert before.evidence == after.evidence

@@ -21,6 +21,7 @@ from medcoder.calibration.report import (
 )
 from medcoder.calibration.risk_control import (
     AcceptThresholdResult,
+    RiskTargets,
     precision_lower_bound,
     select_accept_threshold,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "IdentityCalibrator",
     "IsotonicCalibrator",
     "PlattCalibrator",
+    "RiskTargets",
     "TemperatureCalibrator",
     "brier_score",
     "calibration_report",

@@ -21,7 +21,9 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from medcoder.constraints import Constraint, int_at_least, positive, validate
 from medcoder.errors import ConfigError
+from medcoder.registry import Registry
 
 __all__ = [
     "CALIBRATOR_NAMES",
@@ -188,8 +190,13 @@ class PlattCalibrator(BaseCalibrator):
     """
 
     name = "platt"
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "min_positives": Constraint(int_at_least(1), "an integer >= 1"),
+        "C": Constraint(positive, "a number > 0"),
+    }
 
     def __init__(self, min_positives: int = 10, C: float = 1.0) -> None:  # noqa: N803
+        validate("calibration.params", {"min_positives": min_positives, "C": C}, self.parameter_constraints)
         self.min_positives = min_positives
         self.C = C
 
@@ -289,20 +296,11 @@ class IsotonicCalibrator(BaseCalibrator):
             self.y_thresholds_ = np.asarray(state["y_thresholds"], dtype=np.float64)
 
 
-_REGISTRY: dict[str, type[BaseCalibrator]] = {
-    cls.name: cls
-    for cls in (TemperatureCalibrator, PlattCalibrator, IsotonicCalibrator, IdentityCalibrator)
-}
-CALIBRATOR_NAMES: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def _lookup(name: Any) -> type[BaseCalibrator]:
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ConfigError(
-            f"calibration.method: unknown calibrator {name!r}",
-            hint=f"allowed: {', '.join(CALIBRATOR_NAMES)}",
-        )
-    return _REGISTRY[name]
+#: ``calibration.method`` -> calibrator class (medcoder.registry: one registration style).
+CALIBRATORS: Registry[type[BaseCalibrator]] = Registry("calibration.method", {
+    cls.name: cls for cls in (TemperatureCalibrator, PlattCalibrator, IsotonicCalibrator, IdentityCalibrator)
+})
+CALIBRATOR_NAMES: tuple[str, ...] = tuple(CALIBRATORS)
 
 
 def make_calibrator(name: str, **kw: Any) -> BaseCalibrator:
@@ -311,9 +309,9 @@ def make_calibrator(name: str, **kw: Any) -> BaseCalibrator:
     Raises :class:`~medcoder.errors.ConfigError` naming the field, the value and the allowed
     names for an unknown method.
     """
-    return _lookup(name)(**kw)
+    return CALIBRATORS.lookup(name)(**kw)
 
 
 def calibrator_from_dict(d: dict[str, Any]) -> BaseCalibrator:
     """Rebuild a fitted calibrator from :meth:`BaseCalibrator.to_dict` output."""
-    return _lookup(d.get("method")).from_dict(d)
+    return CALIBRATORS.lookup(d.get("method")).from_dict(d)

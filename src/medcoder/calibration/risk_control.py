@@ -46,17 +46,18 @@ fixed-sequence step against ``mapie.risk_control.fwer_control.control_fwer``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import beta as beta_dist
 from scipy.stats import binom
 
-from medcoder.errors import ConfigError
+from medcoder.constraints import Constraint, in_open_unit, in_unit_interval_right_open, validate
 
 __all__ = [
     "AcceptThresholdResult",
+    "RiskTargets",
     "binomial_p_values",
     "fixed_sequence_test",
     "min_accepts_to_certify",
@@ -102,16 +103,43 @@ class AcceptThresholdResult:
         return cls(**d)
 
 
-def _check_levels(target_precision: float, delta: float) -> None:
-    if not (0.0 < float(target_precision) < 1.0):
-        raise ConfigError(
-            f"routing.target_precision: {target_precision!r} is not in (0, 1)",
-            hint="use e.g. 0.95; 1.0 can never be certified from finite data",
-        )
-    if not (0.0 < float(delta) < 1.0):
-        raise ConfigError(
-            f"routing.delta: {delta!r} is not in (0, 1)", hint="use e.g. 0.1 (90% confidence)"
-        )
+@dataclass(frozen=True)
+class RiskTargets:
+    """What Learn-then-Test is asked to certify: precision >= ``target_precision`` of the
+    auto-accepted codes with confidence ``1 - delta``, the fixed sequence starting at
+    ``min_coverage`` of the eligible calibration codes (label-free; :data:`DEFAULT_MIN_COVERAGE`).
+
+    The one source of these values' valid ranges (:data:`parameter_constraints`, read by the config
+    checks too); built once from the ``routing`` group and recorded as ``targets`` in
+    ``calibration.json``, from which :meth:`from_dict` rebuilds it.
+    """
+
+    target_precision: float = 0.9
+    delta: float = 0.1
+    min_coverage: float = 0.0
+
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "target_precision": Constraint(in_open_unit, "a number in (0, 1), e.g. 0.9; 1.0 can never be certified"),
+        "delta": Constraint(in_open_unit, "a number in (0, 1), e.g. 0.1 (confidence 1 - delta)"),
+        "min_coverage": Constraint(in_unit_interval_right_open,
+                                   "a number in [0, 1), e.g. 0.1 (where the Learn-then-Test sequence starts)"),
+    }
+
+    def __post_init__(self) -> None:
+        validate("routing", asdict(self), self.parameter_constraints)
+
+    def with_target(self, target_precision: float) -> RiskTargets:
+        """The same procedure at another target (the frontier of what lower targets would give)."""
+        return replace(self, target_precision=target_precision)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RiskTargets:
+        """From ``calibration.json``'s ``targets``; files written before ``min_coverage`` was
+        recorded used none (0.0, the value before it existed)."""
+        return cls(float(d["target_precision"]), float(d["delta"]), float(d.get("min_coverage", 0.0)))
 
 
 def min_accepts_to_certify(target_precision: float, delta: float, n_errors: int = 0) -> int:
@@ -173,7 +201,7 @@ MIN_START_ACCEPTED = 50
 # only the count of eligible codes (never labels), so the family-wise guarantee is unchanged
 # (``tests/unit/test_risk_control.py`` re-checks it by simulation with this start). Disclosure: it
 # was chosen after the English hybrid's dev sequence, started at 50 codes, stopped at once on 3
-# errors among its top 50 (top 100: 4 errors); README "Auto-accept" reports both starts.
+# errors among its top 50 (top 100: 4 errors); docs/auto-accept.md reports both starts.
 DEFAULT_MIN_COVERAGE = 0.10
 
 
@@ -187,6 +215,7 @@ def select_accept_threshold(
     candidates: np.ndarray | list[float] | None = None,
     min_accepted: int | None = None,
     min_coverage: float = 0.0,
+    targets: RiskTargets | None = None,
 ) -> AcceptThresholdResult:
     """Choose τ_accept on the calibration split by LTT fixed-sequence testing (see module doc).
 
@@ -211,11 +240,15 @@ def select_accept_threshold(
         A second label-free floor for the start, as a share of the eligible codes: the sequence
         starts at ``ceil(min_coverage * n_eligible)`` accepts when that is larger. See
         :data:`DEFAULT_MIN_COVERAGE` for why ``routing.min_coverage`` defaults to 0.10.
+    targets:
+        The three levels above as one validated :class:`RiskTargets` (wins over the keywords).
 
     If no candidate is certified the result has ``tau=None`` and ``feasible=False``: the target is
     never silently relaxed.
     """
-    _check_levels(target_precision, delta)
+    if targets is None:
+        targets = RiskTargets(target_precision, delta, min_coverage)
+    target_precision, delta, min_coverage = targets.target_precision, targets.delta, targets.min_coverage
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y_true)
     m = np.asarray(predicted_mask, dtype=bool)
@@ -230,9 +263,6 @@ def select_accept_threshold(
         n_min = max(min_accepts_to_certify(target_precision, delta, n_errors=1), MIN_START_ACCEPTED)
     else:
         n_min = max(n_min, int(min_accepted))
-    if not (0.0 <= float(min_coverage) < 1.0):
-        raise ConfigError(f"routing.min_coverage: {min_coverage!r} is not in [0, 1)",
-                          hint="use e.g. 0.1 (start the test at 10% of the eligible codes) or 0")
     n_min = max(n_min, int(math.ceil(float(min_coverage) * n_elig - 1e-9)))
 
     order = np.argsort(-s, kind="mergesort")

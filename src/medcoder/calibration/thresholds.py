@@ -8,10 +8,11 @@ e.g. Edin et al. 2023 tune one global threshold on dev); the auto-accept thresho
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from medcoder.constraints import Constraint, int_at_least, one_of, validate
 from medcoder.evaluation.metrics import f1_optimal_threshold
 
 __all__ = ["DecisionThreshold", "f1_optimal_threshold"]
@@ -31,21 +32,26 @@ class DecisionThreshold:
     mode), ``per_code_`` (which codes use their own threshold).
     """
 
+    #: Valid ranges (read by the config checks too: one source per rule).
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "mode": Constraint(one_of("global", "per_code"), "global or per_code"),
+        "min_positives": Constraint(int_at_least(1), "an integer >= 1"),
+    }
+
     def __init__(self, mode: str = "global", min_positives: int = 5) -> None:
+        validate("calibration.decision_threshold", {"mode": mode, "min_positives": min_positives},
+                 self.parameter_constraints)
         self.mode = mode
         self.min_positives = min_positives
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "thresholds_")
 
     def get_params(self) -> dict[str, Any]:
         return {"mode": self.mode, "min_positives": int(self.min_positives)}
 
     def fit(self, probs: np.ndarray, y_true: np.ndarray) -> DecisionThreshold:
-        if self.mode not in ("global", "per_code"):
-            from medcoder.errors import ConfigError
-
-            raise ConfigError(
-                f"calibration.decision_threshold.mode: unknown mode {self.mode!r}",
-                hint="allowed: global, per_code",
-            )
         p = np.asarray(probs, dtype=np.float64)
         y = np.asarray(y_true, dtype=np.float64)
         if p.ndim != 2 or p.shape != y.shape:

@@ -4,7 +4,7 @@
 year comes from and :mod:`medcoder.codesets.migration` for the migration rules.
 """
 
-from medcoder.codesets.base import CodeSet, dotless, dotted
+from medcoder.codesets.base import CodeSet
 from medcoder.codesets.descriptions import code_descriptions
 from medcoder.codesets.diff import CodeChange, CodeSetDiff, diff_codesets, write_diff
 from medcoder.codesets.migration import (
@@ -25,6 +25,7 @@ from medcoder.codesets.sources import (
     read_conversion_table,
     read_order_file,
 )
+from medcoder.codesets.spelling import dotless, dotted
 
 __all__ = [
     "CATEGORIES",

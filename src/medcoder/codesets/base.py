@@ -23,33 +23,25 @@ Conventions:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from medcoder.codesets.normalise import NormalisationReport, NormalisedCode
+from medcoder.codesets.normalise import (
+    NormalisationReport,
+    NormalisedCode,
+    resolve_code,
+    resolve_codes,
+)
+from medcoder.codesets.spelling import CODE_PATTERN, dotless, dotted
 
+# CODE_PATTERN, dotless and dotted live in medcoder.codesets.spelling (below this module and the
+# normalisation rules, so neither imports the other back); they stay importable from here.
 __all__ = ["CODE_PATTERN", "CodeSet", "Excludes1Spec", "dotless", "dotted"]
-
-CODE_PATTERN = re.compile(r"^[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?$")
-"""Shape of a dotted ICD-10-CM code: 3-character category, then up to 4 characters after a dot."""
 
 Excludes1Spec = tuple[str, str]
 """``(low, high)`` dot-less, inclusive range of codes an Excludes1 note forbids (see
 :mod:`medcoder.codesets.excludes1`)."""
-
-
-def dotless(code: str) -> str:
-    """``' e11.9 '`` -> ``'E119'`` (the spelling of CMS's order file)."""
-    return code.strip().upper().replace(".", "").replace(" ", "")
-
-
-def dotted(code: str) -> str:
-    """``'e119'`` / ``'E11.9'`` -> ``'E11.9'``; 3-character categories have no dot (``'I10'``)."""
-    d = dotless(code)
-    return f"{d[:3]}.{d[3:]}" if len(d) > 3 else d
 
 
 def _no_specs(code: str) -> tuple[Excludes1Spec, ...]:
@@ -238,12 +230,8 @@ class CodeSet:
     # --- input codes ---------------------------------------------------------------------------
     def normalise(self, code: str, *, allow_ancestor: bool = True) -> NormalisedCode:
         """Canonical valid spelling of an input code (see :mod:`medcoder.codesets.normalise`)."""
-        from medcoder.codesets.normalise import normalise_code
-
-        return normalise_code(self, code, allow_ancestor=allow_ancestor)
+        return resolve_code(self, code, allow_ancestor=allow_ancestor)
 
     def normalise_all(self, codes: Iterable[str], *, allow_ancestor: bool = True) -> NormalisationReport:
         """Normalise many codes and report per rule, including what could not be normalised."""
-        from medcoder.codesets.normalise import normalise_codes
-
-        return normalise_codes(self, codes, allow_ancestor=allow_ancestor)
+        return resolve_codes(self, codes, allow_ancestor=allow_ancestor)

@@ -44,12 +44,13 @@ import numpy as np
 import simple_icd_10_cm as cm
 from scipy import sparse
 
+from medcoder.codesets.spelling import dotless
+
 __all__ = [
     "conflict_matrix",
     "conflicting_pairs",
     "excluded_by",
     "excludes1_specs",
-    "normalise_code",
     "parse_note",
 ]
 
@@ -61,11 +62,6 @@ _SPEC = re.compile(
 _PAREN = re.compile(r"\(([^()]*)\)")
 
 Spec = tuple[str, str]
-
-
-def normalise_code(code: str) -> str:
-    """Upper-case, strip, drop the dot: ``'e11.9 '`` -> ``'E119'``."""
-    return code.strip().upper().replace(".", "")
 
 
 def _category_exists(code: str) -> bool:
@@ -83,7 +79,7 @@ def parse_note(note: str) -> list[Spec]:
             lo, hi, single = m.group(1), m.group(2), m.group(3)
             if single is not None:
                 lo = hi = single
-            lo, hi = normalise_code(lo), normalise_code(hi)
+            lo, hi = dotless(lo), dotless(hi)
             if _category_exists(lo) and _category_exists(hi):
                 specs.append((lo, hi))
     return specs
@@ -118,7 +114,7 @@ def excludes1_specs(code: str) -> tuple[Spec, ...]:
         notes = _notes_for(code.strip())
     except Exception:  # noqa: BLE001 - unknown / malformed code: no known exclusions
         return ()
-    me = normalise_code(code)
+    me = dotless(code)
     out: list[Spec] = []
     for note in notes:
         for spec in parse_note(note):
@@ -130,7 +126,7 @@ def excludes1_specs(code: str) -> tuple[Spec, ...]:
 @lru_cache(maxsize=262144)
 def excluded_by(code: str, other: str) -> bool:
     """True when an Excludes1 note on ``code`` (or an ancestor) forbids ``other`` with it."""
-    o = normalise_code(other)
+    o = dotless(other)
     return any(_in_spec(o, spec) for spec in excludes1_specs(code))
 
 
@@ -145,7 +141,7 @@ def conflicting_pairs(codes: Sequence[str]) -> list[tuple[int, int]]:
     for i in range(n):
         for j in range(i + 1, n):
             a, b = codes[i], codes[j]
-            if normalise_code(a) == normalise_code(b):
+            if dotless(a) == dotless(b):
                 continue
             if excluded_by(a, b) or excluded_by(b, a):
                 pairs.append((i, j))
@@ -167,7 +163,7 @@ def conflict_matrix(label_codes: tuple[str, ...], specs: SpecsFn | None = None) 
     :meth:`CodeSet.excludes1`); the default is the FY2026 tabular list of ``simple-icd-10-cm``.
     """
     specs_of = excludes1_specs if specs is None else specs
-    norm = [normalise_code(c) for c in label_codes]
+    norm = [dotless(c) for c in label_codes]
     order = sorted(range(len(norm)), key=norm.__getitem__)
     keys = [norm[i] for i in order]
     rows: list[int] = []

@@ -1,4 +1,5 @@
-"""Input code -> the canonical code of a given code set, with the rule that got it there.
+"""Input code -> the canonical code of a given code set, with the rule that got it there
+(:func:`resolve_code`; :meth:`CodeSet.normalise` is the usual way to call it).
 
 Why rules and not a fuzzy match: a gold label that silently turns into another code corrupts
 training and evaluation, so each step is small, deterministic and recorded, and the lossy one is
@@ -26,14 +27,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from medcoder.codesets.base import CODE_PATTERN, dotted
+from medcoder.codesets.spelling import CODE_PATTERN, dotted
 
-if TYPE_CHECKING:
-    from medcoder.codesets.base import CodeSet
-
-__all__ = ["RULES", "NormalisationReport", "NormalisedCode", "normalise_code", "normalise_codes"]
+__all__ = ["RULES", "CodeLookup", "NormalisationReport", "NormalisedCode", "resolve_code", "resolve_codes"]
 
 AS_IS = "as_is"
 FORMAT = "format"
@@ -41,6 +39,20 @@ PLACEHOLDER_X = "placeholder_x"
 ANCESTOR = "ancestor"
 FAILED = "failed"
 RULES: tuple[str, ...] = (AS_IS, FORMAT, PLACEHOLDER_X, ANCESTOR, FAILED)
+
+
+class CodeLookup(Protocol):
+    """What the rules ask of a code set (a :class:`~medcoder.codesets.base.CodeSet` is one).
+
+    A protocol, not an import of ``CodeSet``: the code set calls these rules
+    (``CodeSet.normalise``), so this module must not depend on it back.
+    """
+
+    fiscal_year: int
+
+    def is_valid(self, code: str) -> bool: ...
+
+    def parent(self, code: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -69,8 +81,11 @@ def _formatted(raw: str) -> str | None:
     return code if CODE_PATTERN.match(code) else None
 
 
-def normalise_code(codeset: CodeSet, raw: str, *, allow_ancestor: bool = True) -> NormalisedCode:
-    """Apply the module's rules in order; see the module docstring."""
+def resolve_code(codeset: CodeLookup, raw: str, *, allow_ancestor: bool = True) -> NormalisedCode:
+    """Resolve ``raw`` against ``codeset``: the first of the module's rules that yields a code of
+    the set wins (see the module docstring). Unlike :func:`medcoder.data.codes.canonical_code`,
+    which only fixes a string's format, this may change the code (placeholders, ancestors), and
+    says which rule did."""
     if codeset.is_valid(raw) and raw == dotted(raw):
         return NormalisedCode(raw, raw, AS_IS)
     code = _formatted(raw)
@@ -121,9 +136,9 @@ class NormalisationReport:
         }
 
 
-def normalise_codes(codeset: CodeSet, codes: Iterable[str], *, allow_ancestor: bool = True) -> NormalisationReport:
-    """Normalise each distinct input code once."""
+def resolve_codes(codeset: CodeLookup, codes: Iterable[str], *, allow_ancestor: bool = True) -> NormalisationReport:
+    """Resolve each distinct input code once (:func:`resolve_code`), with counts per rule."""
     report = NormalisationReport(fiscal_year=codeset.fiscal_year)
     for raw in dict.fromkeys(codes):
-        report.results.append(normalise_code(codeset, raw, allow_ancestor=allow_ancestor))
+        report.results.append(resolve_code(codeset, raw, allow_ancestor=allow_ancestor))
     return report

@@ -23,7 +23,8 @@ import re
 import sqlite3
 from pathlib import Path
 
-from medcoder.codesets.base import CODE_PATTERN, CodeSet, Excludes1Spec, dotted
+from medcoder.codesets.base import CodeSet, Excludes1Spec
+from medcoder.codesets.spelling import CODE_PATTERN, dotted
 from medcoder.errors import DataError
 
 __all__ = [

@@ -1,8 +1,8 @@
-"""Code-string normalisation shared by every corpus loader.
+"""The canonical spelling of a code string, shared by every corpus loader.
 
-Why one function: gold labels, the label space, code-set lookups and predictions are compared as
-plain strings, so ``n44.8`` in a TSV and ``N44.8`` in a code table must become the same string the
-moment they enter the package, never later.
+Why one function (:func:`canonical_code`): gold labels, the label space, code-set lookups and
+predictions are compared as plain strings, so ``n44.8`` in a TSV and ``N44.8`` in a code table
+must become the same string the moment they enter the package, never later.
 
 Rules (deliberately small and documented, because every later join depends on them):
 
@@ -17,6 +17,8 @@ Rules (deliberately small and documented, because every later join depends on th
 """
 
 from __future__ import annotations
+
+import warnings
 
 from medcoder.errors import ConfigError, DataError
 
@@ -34,9 +36,11 @@ def check_code_type(code_type: str | None, *, allow_none: bool = False) -> None:
         )
 
 
-def normalize_code(code: str, code_type: str | None = "D") -> str:
+def canonical_code(code: str, code_type: str | None = "D") -> str:
     """Return the canonical spelling of ``code`` (see the module docstring for the rules).
 
+    Only the string's format changes (case, surrounding blanks, the CM dot): whether the code
+    exists in a code set is :func:`medcoder.codesets.normalise.resolve_code`'s question.
     Raises ``DataError`` for an empty code: an empty label is corrupt data, not a code.
     """
     check_code_type(code_type, allow_none=True)
@@ -46,6 +50,17 @@ def normalize_code(code: str, code_type: str | None = "D") -> str:
     if code_type == "D" and "." not in norm and len(norm) > 3:
         norm = f"{norm[:3]}.{norm[3:]}"
     return norm
+
+
+def normalize_code(code: str, code_type: str | None = "D") -> str:
+    """Deprecated alias of :func:`canonical_code` (kept because ``medcoder.data`` exported it).
+
+    Renamed because three functions were called ``normalise_code``/``normalize_code`` with three
+    different jobs; this one only canonicalises a code string's format.
+    """
+    warnings.warn("medcoder.data.normalize_code is deprecated; use medcoder.data.canonical_code",
+                  DeprecationWarning, stacklevel=2)
+    return canonical_code(code, code_type)
 
 
 def dedupe(codes: list[str]) -> list[str]:

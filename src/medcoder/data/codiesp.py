@@ -9,7 +9,7 @@ Layout (folder ``final_dataset_v4_to_publish``; its parent is accepted too)::
 Every document with a text file in the split becomes one row ``{id, text, codes}``, sorted by id —
 including documents without any code of the requested type (``codes=[]``): 65 train documents have
 no procedure code, and dropping them would change the evaluation set depending on ``code_type``.
-Codes are normalised with :func:`medcoder.data.codes.normalize_code` and de-duplicated (first-seen
+Codes are normalised with :func:`medcoder.data.codes.canonical_code` and de-duplicated (first-seen
 order kept).
 
 Bad-data policy (why: corrupt label files must stop a run, while a few unusable notes should not):
@@ -35,7 +35,7 @@ from pathlib import Path
 import datasets
 
 from medcoder.data._common import build_dataset, check_on_error, is_empty_note
-from medcoder.data.codes import check_code_type, dedupe, normalize_code
+from medcoder.data.codes import canonical_code, check_code_type, dedupe
 from medcoder.data.report import LoadReport, SplitReport
 from medcoder.errors import ConfigError, DataError
 
@@ -147,7 +147,7 @@ def _load_split(
             report.n_labels_without_text += 1
             orphans.add(doc_id)
             continue
-        codes[doc_id].append(normalize_code(raw, code_type))
+        codes[doc_id].append(canonical_code(raw, code_type))
 
     ids = sorted(codes)
     deduped = [dedupe(codes[i]) for i in ids]

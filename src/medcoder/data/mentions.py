@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medcoder.data.codes import check_code_type, normalize_code
+from medcoder.data.codes import canonical_code, check_code_type
 from medcoder.data.codiesp import RELEASE_DIRNAME, _read_utf8, find_release_dir
 from medcoder.errors import ConfigError, DataError
 
@@ -119,7 +119,7 @@ def read_mentions_file(path: str | Path, code_type: str | None = None) -> dict[s
             Mention(
                 start=fragments[0][0],
                 end=fragments[-1][1],
-                code=normalize_code(raw_code, kind),
+                code=canonical_code(raw_code, kind),
                 kind=kind,
                 text=text,
                 fragments=fragments,

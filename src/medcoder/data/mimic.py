@@ -23,7 +23,7 @@ Rules (one row per admission; ``id`` = ``hadm_id``):
 * ICD-9 codes get Mullenbach's/Edin's dot: diagnoses after 3 characters (E codes: 4), procedures
   after 2. ICD-10-CM after 3 characters; ICD-10-PCS has no dot. Unlike Edin's ``reformat_icd10``
   a 3-character ICD-10-CM category keeps no trailing dot (``I10``, not ``I10.``): the spelling of
-  :func:`medcoder.data.codes.normalize_code` and of the project's code sets.
+  :func:`medcoder.data.codes.canonical_code` and of the project's code sets.
 * ``codes`` = diagnoses (by ``SEQ_NUM``) then procedures, de-duplicated; ``code_types`` picks
   ``D``/``P`` (default both, as Edin). Admissions without a note or without a code are dropped.
 * ``mimiciii_full``: every code. ``mimiciii_50``: only the 50 codes of Mullenbach et al. (Edin
@@ -39,17 +39,16 @@ Splits (``train``/``dev``/``test``):
 
 * With ``split_files`` (Edin's published ``*_split(s).feather``/parquet/csv with ``_id`` and
   ``split``, or a mapping ``{train, dev, test}`` of Mullenbach-style headerless hadm-id lists),
-  those are used; admissions that the file does not list are dropped (counted in the manifest).
-  Note that Edin's ``mimiciii_full``/``mimiciii_50`` splits *are* Mullenbach's.
-* Otherwise patient-level iterative stratification as Edin: test 0.15 first, then validation
-  0.10 of the whole (``0.10 / 0.85`` of the rest), seed 10. A patient's labels are the union of
-  their admissions' codes, so ``subject_id`` never spans two splits. The algorithm is
-  iterative-stratification's ``MultilabelStratifiedShuffleSplit`` (Sechidis et al. 2011), same
-  tie-breaking and same random stream, re-implemented on sparse label sets: the package scans a
-  dense patients x codes matrix once per code (MIMIC-IV ICD-9: ~10^5 x ~10^4, once per each of
-  ~10^4 codes), hours and GBs; this runs in seconds. A test checks the two give identical splits.
-  Edin's own stratifier is not in their repository, so their exact splits come only from their
-  files.
+  those are used (read by :func:`medcoder.data.splits.read_split_files`); admissions that the
+  file does not list are dropped (counted in the manifest). Note that Edin's
+  ``mimiciii_full``/``mimiciii_50`` splits *are* Mullenbach's.
+* Otherwise patient-level iterative stratification as Edin
+  (:func:`medcoder.data.splits.stratified_group_split`, the groups being patients): test 0.15
+  first, then validation 0.10 of the whole (``0.10 / 0.85`` of the rest), seed 10. A patient's
+  labels are the union of their admissions' codes, so ``subject_id`` never spans two splits. The
+  splitter gives the same splits as iterative-stratification's ``MultilabelStratifiedShuffleSplit``
+  (see :mod:`medcoder.data.splits`); Edin's own stratifier is not in their repository, so their
+  exact splits come only from their files.
 
 Memory stays bounded (Edin's issue #2): CSVs are read in chunks with only the needed columns;
 kept note texts are streamed to a temporary Arrow file in the cache, then each split is written as
@@ -63,12 +62,9 @@ file is written to a temp file and renamed (:mod:`medcoder.atomic`).
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import heapq
 import json
 import logging
-import math
 import re
 import zlib
 from collections import Counter
@@ -84,12 +80,12 @@ import pyarrow as pa
 
 from medcoder.atomic import atomic_open, atomic_write_text, make_temp, remove_stale_temps
 from medcoder.data._common import FEATURES
+from medcoder.data.splits import SPLITS, read_split_files, split_file_paths, stratified_group_split
 from medcoder.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("mimiciii_full", "mimiciii_50", "mimiciv_icd9", "mimiciv_icd10")
-SPLITS = ("train", "dev", "test")
 TEST_SIZE = 0.15
 VAL_SIZE = 0.10
 SEED = 10
@@ -141,134 +137,6 @@ def edin_preprocess(text: str) -> str:
     text = _NON_ALNUM.sub(" ", text.lower())
     text = _DIGIT_TOKENS.sub(" ", text)
     return _SPACES.sub(" ", text).strip()
-
-
-# --------------------------------------------------------------------------------------------
-# Splits: iterative stratification (Sechidis et al. 2011) as iterative-stratification 0.1.9
-
-
-def _argmax_ties(values: Sequence[float], candidates: Sequence[int]) -> list[int]:
-    best = max(values[c] for c in candidates)
-    return [c for c in candidates if values[c] == best]
-
-
-def _iterative_stratification(label_sets: Sequence[Sequence[int]], n_labels: int,
-                              r: Sequence[float], rng: np.random.RandomState) -> np.ndarray:
-    """Fold (0 = train, 1 = test) per sample: iterstrat's ``IterativeStratification`` step by
-    step (same float arithmetic, same order of random draws), on sparse label sets.
-
-    Each round takes the label with the fewest unassigned samples (ties: a random one among the
-    lowest label indices, as ``np.where`` lists them) and gives each of its samples to the fold
-    that most wants that label, then the fold that most wants samples, then at random."""
-    n = len(label_sets)
-    folds = np.zeros(n, dtype=np.int64)
-    n_folds = len(r)
-    c_folds = [float(r_f) * n for r_f in r]
-    counts = [0] * n_labels
-    members: list[list[int]] = [[] for _ in range(n_labels)]
-    for i, labels in enumerate(label_sets):
-        for lab in labels:
-            counts[lab] += 1
-            members[lab].append(i)
-    c_labels = [[float(r_f) * c for c in counts] for r_f in r]
-    remaining = counts[:]
-    buckets: dict[int, list[int]] = {}  # remaining count -> sorted labels with that count
-    for lab, c in enumerate(remaining):
-        if c:
-            buckets.setdefault(c, []).append(lab)
-    heap = list(buckets)
-    heapq.heapify(heap)
-    done = np.zeros(n, dtype=bool)
-    all_folds = range(n_folds)
-
-    def move(lab: int) -> None:
-        c = remaining[lab]
-        bucket = buckets[c]
-        del bucket[bisect.bisect_left(bucket, lab)]
-        remaining[lab] = c - 1
-        if c > 1:
-            if c - 1 not in buckets or not buckets[c - 1]:
-                buckets[c - 1] = [lab]
-                heapq.heappush(heap, c - 1)
-            else:
-                bisect.insort(buckets[c - 1], lab)
-
-    while True:
-        while heap and not buckets.get(heap[0]):
-            buckets.pop(heapq.heappop(heap), None)
-        if not heap:
-            break
-        ties = buckets[heap[0]]
-        label = ties[rng.choice(len(ties))] if len(ties) > 1 else ties[0]
-        for i in members[label]:
-            if done[i]:
-                continue
-            col = [c_labels[f][label] for f in all_folds]
-            cands = _argmax_ties(col, all_folds)
-            if len(cands) > 1:
-                sub = _argmax_ties(c_folds, cands)
-                fold = sub[rng.choice(len(sub))] if len(sub) > 1 else sub[0]
-            else:
-                fold = cands[0]
-            folds[i] = fold
-            done[i] = True
-            row = c_labels[fold]
-            for lab in label_sets[i]:
-                row[lab] -= 1
-                move(lab)
-            c_folds[fold] -= 1
-    # samples without any label: to the fold that wants samples most (ties at random)
-    for i in np.flatnonzero(~done):
-        cands = _argmax_ties(c_folds, all_folds)
-        fold = cands[rng.choice(len(cands))] if len(cands) > 1 else cands[0]
-        folds[i] = fold
-        c_folds[fold] -= 1
-    return folds
-
-
-def multilabel_shuffle_split(label_sets: Sequence[Sequence[int]], n_labels: int, *,
-                             test_size: float, seed: int) -> np.ndarray:
-    """Boolean test mask equal to ``MultilabelStratifiedShuffleSplit(n_splits=1,
-    test_size=test_size, random_state=seed)`` of iterative-stratification 0.1.9 on the
-    indicator matrix of ``label_sets`` (label indices in ``range(n_labels)``)."""
-    n = len(label_sets)
-    n_test = math.ceil(test_size * n)
-    n_train = n - n_test
-    if n_train <= 0 or n_test <= 0:
-        raise DataError(f"cannot split {n} patients with test_size={test_size}",
-                        hint="the corpus is too small for a train/dev/test split; give split_files")
-    rng = np.random.RandomState(seed)
-    indices = np.arange(n)
-    rng.shuffle(indices)
-    r = [n_train / (n_train + n_test), n_test / (n_train + n_test)]
-    folds = _iterative_stratification([label_sets[i] for i in indices], n_labels, r, rng)
-    return folds[np.argsort(indices)] == 1
-
-
-def stratified_patient_split(subjects: Sequence[Any], codes: Sequence[Sequence[str]], *,
-                             test_size: float = TEST_SIZE, val_size: float = VAL_SIZE,
-                             seed: int = SEED) -> list[str]:
-    """Split name per admission (``subjects[i]`` is admission i's patient, ``codes[i]`` its
-    codes): patients, sorted by id and labelled with the union of their codes, are split by
-    :func:`multilabel_shuffle_split` into test (``test_size``) and the rest, the rest into dev
-    (``val_size`` of the whole) and train. Every admission of a patient lands in one split."""
-    if not 0 < test_size < 1 or not 0 < val_size < 1 or test_size + val_size >= 1:
-        raise ConfigError(f"test_size={test_size}, val_size={val_size} are not valid fractions",
-                          hint="both in (0, 1) with a sum below 1 (Edin: 0.15 and 0.10)")
-    per_patient: dict[Any, set[str]] = {}
-    for subject, cs in zip(subjects, codes, strict=True):
-        per_patient.setdefault(subject, set()).update(cs)
-    patients = sorted(per_patient)
-    vocab = {c: i for i, c in enumerate(sorted(set().union(*per_patient.values())))}
-    label_sets = [sorted(vocab[c] for c in per_patient[p]) for p in patients]
-    is_test = multilabel_shuffle_split(label_sets, len(vocab), test_size=test_size, seed=seed)
-    rest = np.flatnonzero(~is_test)
-    is_dev = multilabel_shuffle_split([label_sets[i] for i in rest], len(vocab),
-                                      test_size=val_size / (1 - test_size), seed=seed)
-    split_of = dict.fromkeys(patients, "test")
-    for i, dev in zip(rest, is_dev, strict=True):
-        split_of[patients[i]] = "dev" if dev else "train"
-    return [split_of[s] for s in subjects]
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,74 +324,6 @@ def _read_notes(path: Path, spec: _Input, *, mimic3: bool, wanted: set[int] | No
 
 
 # --------------------------------------------------------------------------------------------
-# Split files
-
-
-def _read_split_files(split_files: str | Path | Mapping[str, Any]) -> dict[int, str]:
-    """hadm id -> split from Edin's ``*_split(s).feather`` (or parquet/csv with ``_id``/``hadm_id``
-    and ``split``), or from ``{train, dev, test}`` Mullenbach-style headerless id lists."""
-    out: dict[int, str] = {}
-    if isinstance(split_files, Mapping):
-        for split, file in split_files.items():
-            name = {"val": "dev"}.get(str(split), str(split))
-            if name not in SPLITS:
-                raise ConfigError(f"data.split_files.{split}: unknown split", hint="use train, dev, test")
-            path = _existing(file)
-            try:
-                ids = pd.read_csv(path, header=None, dtype=str)[0].str.strip()
-            except (ValueError, OSError, EOFError) as exc:
-                raise _read_error(path, exc) from exc
-            for i in ids:
-                out[_split_id(i, path)] = name
-        return out
-    path = _existing(split_files)
-    try:
-        if path.suffix == ".feather":
-            table = pd.read_feather(path)
-        elif path.suffix == ".parquet":
-            table = pd.read_parquet(path)
-        else:
-            table = pd.read_csv(path, dtype=str)
-    except (ValueError, OSError, EOFError, ImportError) as exc:
-        raise _read_error(path, exc) from exc
-    id_col = next((c for c in ("_id", "hadm_id", "HADM_ID", "id") if c in table.columns), None)
-    if id_col is None or "split" not in table.columns:
-        missing = "split" if id_col else "_id"
-        raise DataError(f"{path}: column {missing!r} not found (columns: {', '.join(map(str, table.columns))})",
-                        hint="a split file has an admission id column (_id or hadm_id) and a split column")
-    for i, split in zip(table[id_col].tolist(), table["split"].astype(str).tolist(), strict=True):
-        name = {"val": "dev"}.get(split.strip(), split.strip())
-        if name not in SPLITS:
-            raise DataError(f"{path}: column 'split': unknown value {split!r}",
-                            hint="expected train, val/dev or test")
-        out[_split_id(i, path)] = name
-    return out
-
-
-def _split_id(value: Any, path: Path) -> int:
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        raise DataError(f"{path}: admission id {value!r} is not an integer",
-                        hint="split files list hadm_id values") from None
-
-
-def _existing(file: Any) -> Path:
-    path = Path(str(file)).expanduser()
-    if not path.is_file():
-        raise DataError(f"data.split_files={path}: file not found", hint="check the path, or set it to null")
-    return path
-
-
-def _split_file_list(split_files: Any) -> list[Path]:
-    if split_files is None:
-        return []
-    if isinstance(split_files, Mapping):
-        return [_existing(v) for _, v in sorted(split_files.items())]
-    return [_existing(split_files)]
-
-
-# --------------------------------------------------------------------------------------------
 # Preparation
 
 
@@ -617,7 +417,7 @@ def prepare_mimic(
                         else (str(split_files) if split_files is not None else None)),
     }
     inputs = {role: _stat(p) for role, p in files.items()}
-    inputs.update({f"split_file_{i}": _stat(p) for i, p in enumerate(_split_file_list(split_files))})
+    inputs.update({f"split_file_{i}": _stat(p) for i, p in enumerate(split_file_paths(split_files))})
     key = hashlib.sha256(json.dumps([params, sorted((k, v["path"]) for k, v in inputs.items())],
                                     sort_keys=True).encode()).hexdigest()[:12]
     out = Path(cache_dir).expanduser() / f"{variant}-{key}"
@@ -705,7 +505,7 @@ def _assign_splits(codes_of: dict[int, list[str]], subject_of: dict[int, int], s
                    test_size: float, val_size: float, seed: int, counts: dict[str, Any]) -> dict[int, str]:
     hadms = sorted(codes_of)
     if split_files is not None:
-        given = _read_split_files(split_files)
+        given = read_split_files(split_files)
         split_of = {h: given[h] for h in hadms if h in given}
         counts["admissions_not_in_split_files"] = len(hadms) - len(split_of)
         counts["split_file_ids_without_admission"] = len(set(given) - set(codes_of))
@@ -713,7 +513,7 @@ def _assign_splits(codes_of: dict[int, list[str]], subject_of: dict[int, int], s
             logger.info("mimic: %d admissions are not in the split files and are left out",
                         counts["admissions_not_in_split_files"])
         return split_of
-    names = stratified_patient_split([subject_of[h] for h in hadms], [codes_of[h] for h in hadms],
+    names = stratified_group_split([subject_of[h] for h in hadms], [codes_of[h] for h in hadms],
                                      test_size=test_size, val_size=val_size, seed=seed)
     return dict(zip(hadms, names, strict=True))
 

@@ -7,7 +7,7 @@ documented format, with errors that say which file, line and column to fix.
 * ``csv``: a header row; ``codes`` one cell with codes joined by ``codes_separator`` (``;``);
   an empty cell means no codes.
 
-Codes are stripped, upper-cased and de-duplicated (``normalize_code(code, None)``: no dot
+Codes are stripped, upper-cased and de-duplicated (``canonical_code(code, None)``: no dot
 insertion, because the code system of a user's corpus is unknown). Errors: a missing file, a
 missing column, a malformed JSON line (also one nested too deeply or with an integer too long for
 Python), a wrong value type, text that is not valid Unicode (invalid UTF-8, or an unpaired
@@ -38,7 +38,7 @@ from typing import IO
 import datasets
 
 from medcoder.data._common import build_dataset, check_on_error, is_empty_note
-from medcoder.data.codes import dedupe, normalize_code
+from medcoder.data.codes import canonical_code, dedupe
 from medcoder.data.report import LoadReport, SplitReport
 from medcoder.errors import ConfigError, DataError
 
@@ -151,7 +151,7 @@ def _to_dataset(rows: Iterator[_Row], on_error: str) -> tuple[datasets.Dataset, 
                 )
             report.empty_note_ids.append(doc_id)
             continue
-        norm = [normalize_code(c, None) for c in raw_codes if c.strip()]
+        norm = [canonical_code(c, None) for c in raw_codes if c.strip()]
         kept = dedupe(norm)
         report.n_duplicate_labels += len(norm) - len(kept)
         ids.append(doc_id)

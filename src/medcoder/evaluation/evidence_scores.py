@@ -289,7 +289,7 @@ def score_evidence(
 
     ``predictions``: ``{note id: [code row, ...]}`` (rows as in ``DocumentPrediction.to_dict()``:
     ``code``, ``decision``, ``evidence`` = ``[{"start", "end", "source", ...}]``); codes must be
-    spelled as in ``gold`` (both normalised by :func:`medcoder.data.codes.normalize_code`).
+    spelled as in ``gold`` (both normalised by :func:`medcoder.data.codes.canonical_code`).
     ``gold``: :data:`GoldSpans` of the same notes. ``gold_codes``: each note's gold codes, only to
     count predicted gold codes that have no spans (default: the codes in ``gold``). ``sources``:
     sources to report even where no span names them (e.g. every view of the coder); sources found

@@ -28,7 +28,7 @@ from medcoder.modeling.hybrid import HybridScorer, routing_flags
 from medcoder.modeling.neural import NeuralScorer
 from medcoder.modeling.scorer import Scorer
 from medcoder.modeling.scoring import sigmoid
-from medcoder.routing.policy import RoutingPolicy, document_decision
+from medcoder.routing.policy import RoutingInputs, RoutingPolicy, document_decision
 from medcoder.routing.reasons import AUTO_ACCEPT, HUMAN_REVIEW, NO_EVIDENCE
 
 log = logging.getLogger(__name__)
@@ -242,8 +242,8 @@ class Coder:
         probs = self.calibrator.transform(fused.logits)
         truncated = fused.truncated | np.array([len(n) > len(t) for n, t in zip(notes, texts, strict=True)])
         empty = np.array([not t.strip() for t in texts], dtype=bool)
-        routed = self.policy.route(probs, self.label_space.codes, self.label_space.frequency, truncated, empty,
-                                   flags=routing_flags(fused.views))
+        routed = self.policy.route(RoutingInputs(probs, self.label_space.codes, self.label_space.frequency,
+                                                 truncated, empty, routing_flags(fused.views)))
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         index = self.label_space.index
         out = []

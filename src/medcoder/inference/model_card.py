@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from medcoder.modeling.views import NEURAL
+
 _METRICS = ("map", "micro_f1", "macro_f1", "micro_precision", "micro_recall", "p_at_8", "r_at_15",
             "micro_auc", "ece", "label_coverage")
 _ROUTING = ("auto_accept_precision", "auto_accept_precision_lower", "auto_accept_coverage",
@@ -29,8 +31,8 @@ def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict
     policy = calibration.get("policy", {})
     targets = calibration.get("targets", {})
     tau = policy.get("tau_accept")
-    views = (stacker or {}).get("params", {}).get("views", ["neural"])
-    if "neural" in views:
+    views = (stacker or {}).get("params", {}).get("views", [NEURAL])
+    if NEURAL in views:
         name = model.get("name", "?")
         what = (f"- Multi-label ICD-10 coder: encoder `{model.get('encoder', '?')}` over "
                 f"{model.get('chunk_size', '?')}-token chunks (up to {model.get('max_chunks', '?')}) with label-wise attention.")

@@ -4,6 +4,10 @@ Importing this package registers :class:`MedCoderConfig` / :class:`MedCoderForIC
 transformers' ``AutoConfig`` / ``AutoModel``, so ``import medcoder.modeling`` followed by
 ``AutoModel.from_pretrained(bundle/"model")`` loads a bundle's model with plain transformers and
 *without* ``trust_remote_code``: bundles hold no code (schema 2), the installed package is the code.
+
+The views a fused coder can use are one explicit table, :data:`SCORERS` in
+:mod:`medcoder.modeling.views` (``NEURAL`` names the neural view); which of them a training fuses,
+and how, is that run's ``FusionPlan`` (:mod:`medcoder.workflows.fusion`).
 """
 
 from medcoder.modeling.configuration import MedCoderConfig
@@ -11,13 +15,15 @@ from medcoder.modeling.dictionary import DictionaryScorer
 from medcoder.modeling.hybrid import FusedScores, HybridScorer
 from medcoder.modeling.loading import load_medcoder_model, load_tokenizer, tokenizer_class_for
 from medcoder.modeling.model import MedCoderForICDCoding
-from medcoder.modeling.neural import NeuralScorer  # noqa: I001 (registers the view)
-from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, register_scorer
+from medcoder.modeling.neural import NeuralScorer
+from medcoder.modeling.scorer import Scorer, Scores
 from medcoder.modeling.stacker import Stacker
 from medcoder.modeling.tfidf import TfidfScorer
+from medcoder.modeling.views import NEURAL, SCORERS
 
 __all__ = [
-    "SCORER_REGISTRY",
+    "NEURAL",
+    "SCORERS",
     "DictionaryScorer",
     "FusedScores",
     "HybridScorer",
@@ -30,7 +36,6 @@ __all__ = [
     "TfidfScorer",
     "load_medcoder_model",
     "load_tokenizer",
-    "register_scorer",
     "tokenizer_class_for",
 ]
 

@@ -47,6 +47,8 @@ What it does
   was negated). **Evidence**: every matched span, ``source="dictionary"``, ``weight`` = what the
   span contributes to the score (its precision; for a negated span precision * ``neg_factor``),
   ``"negated": True`` on negated spans.
+* **Lexicon strings** (normalisation, stopwords, ICD-10-CM description variants) live in
+  :mod:`medcoder.modeling.lexicon`, re-exported here.
 * **save/load**: one JSON file (lexicon, precisions, counts, base rates, negation factor,
   triggers, settings); the automaton is rebuilt on load. No pickle.
 """
@@ -56,9 +58,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import unicodedata
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,14 @@ import ahocorasick
 import numpy as np
 
 from medcoder.errors import BundleError
-from medcoder.modeling.scorer import Scorer, Scores, Span, register_scorer
+from medcoder.modeling.lexicon import (
+    description_variants,
+    icd10cm_descriptions,
+    is_informative,
+    normalize,
+    normalize_with_offsets,
+)
+from medcoder.modeling.scorer import Scorer, Scores, Span
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +89,6 @@ __all__ = [
 FILE_NAME = "dictionary.json"
 SCHEMA_VERSION = 1
 
-# Stopwords used only to drop uninformative lexicon entries (a mention made of nothing else).
-STOPWORDS = frozenset(
-    ["a", "al", "ante", "bajo", "con", "contra", "de", "del", "desde", "el", "en", "entre", "hacia", "hasta", "la", "las", "le", "les", "lo", "los", "mas", "mi", "no", "o", "para", "por", "que", "se", "si", "sin", "sobre", "su", "sus", "tras", "un", "una", "uno", "unos", "unas", "y", "e", "u", "ni", "muy", "ya", "tipo", "the", "of", "and", "or", "in", "on", "at", "to", "for", "with", "without", "by", "from", "an", "as", "is", "are", "was", "were", "be", "been", "this", "that", "other", "others", "otro", "otra", "otros", "otras", "unspecified", "not", "nos"]
-)
 
 #: Trigger lists (normalised like notes: lower-case, no accents). ``pre`` negate what follows,
 #: ``post`` what precedes, ``pseudo`` look like triggers but do not negate, ``terminators`` end a
@@ -120,105 +124,6 @@ DEFAULT_TRIGGERS: dict[str, list[str]] = {
     ],
 }
 SENTENCE_END = re.compile(r"[.;!?\n\r]")
-
-
-# --------------------------------------------------------------------------- normalisation
-
-
-def normalize_with_offsets(text: str) -> tuple[str, list[int]]:
-    """Normalise ``text`` and map every output character to its original index.
-
-    Lower-case, NFKD without combining marks (accents), non-alphanumerics -> one space, no
-    leading/trailing space. ``offsets[i]`` is the index in ``text`` of the character that produced
-    normalised character ``i`` (a match ``norm[s:e]`` is ``text[offsets[s]:offsets[e-1] + 1]``).
-    """
-    out: list[str] = []
-    offsets: list[int] = []
-    pending_space = False
-    for i, ch in enumerate(text):
-        if ch.isascii():
-            pieces = ch.lower()
-        else:
-            pieces = "".join(
-                c for c in unicodedata.normalize("NFKD", ch.lower()) if not unicodedata.combining(c)
-            )
-        for c in pieces:
-            if c.isalnum():
-                if pending_space and out:
-                    out.append(" ")
-                    offsets.append(i)
-                pending_space = False
-                out.append(c)
-                offsets.append(i)
-            else:
-                pending_space = True
-    return "".join(out), offsets
-
-
-def normalize(text: str) -> str:
-    return normalize_with_offsets(text)[0]
-
-
-def _informative(norm: str, min_chars: int) -> bool:
-    if len(norm) < min_chars:
-        return False
-    return any(not (tok in STOPWORDS or tok.isdigit()) for tok in norm.split())
-
-
-# --------------------------------------------------------------------------- descriptions
-
-
-_PAREN = re.compile(r"\s*[\(\[][^\)\]]*[\)\]]")
-_LEAD = re.compile(r"^(other specified|other and unspecified|unspecified|other)\s+", re.I)
-_TAIL = re.compile(
-    r"\s*,?\s*(unspecified|not elsewhere classified|without complications?|nos|nec)\s*$", re.I
-)
-
-
-def description_variants(text: str) -> list[str]:
-    """A description plus cheap surface variants that notes actually contain.
-
-    ``"Essential (primary) hypertension"`` -> also ``"Essential hypertension"``;
-    ``"Pneumonia, unspecified organism"`` -> also ``"Pneumonia"``; leading "Other"/"Unspecified"
-    and trailing ", unspecified"/"without complications" are dropped. Generic leftovers are
-    removed later by the stopword / length filter.
-    """
-    out = [text]
-    no_paren = _PAREN.sub("", text).strip()
-    out.append(no_paren)
-    head = no_paren.split(",")[0].strip()
-    out.append(head)
-    for t in (no_paren, head):
-        out.append(_TAIL.sub("", _LEAD.sub("", t)).strip())
-    return list(dict.fromkeys(v for v in out if v))
-
-
-def icd10cm_descriptions(
-    codes: Sequence[str], *, fiscal_year: int = 2026, inclusion_terms: bool = True, variants: bool = True,
-    codeset: Any = None,
-) -> dict[str, list[str]]:
-    """English strings per diagnosis code from the code set of ``fiscal_year`` (or ``codeset``):
-    the code's own description (a parent's wording is too broad for a lexicon) and its
-    inclusion terms (:meth:`CodeSet.inclusion_terms`; one code-set truth).
-
-    For :meth:`DictionaryScorer.fit` ``descriptions=`` (English notes have no mention spans).
-    """
-    from medcoder.codesets import load_codeset
-
-    cs = codeset if codeset is not None else load_codeset(fiscal_year)
-    out: dict[str, list[str]] = {}
-    for code in codes:
-        strings: list[str] = []
-        desc = cs.description(code)
-        if desc:
-            strings.append(desc)
-        if inclusion_terms:
-            strings.extend(cs.inclusion_terms(code))
-        if variants:
-            strings = [v for s in strings for v in description_variants(s)]
-        if strings:
-            out[code] = list(dict.fromkeys(strings))
-    return out
 
 
 # --------------------------------------------------------------------------- the scorer
@@ -326,7 +231,6 @@ class _Matcher:
         return out
 
 
-@register_scorer
 class DictionaryScorer(Scorer):
     """Mention dictionary with cross-fitted precisions (see the module docstring).
 
@@ -336,6 +240,26 @@ class DictionaryScorer(Scorer):
     """
 
     name = "dictionary"
+    evidence_rank = 10  # exact mention matches first: what an auditor checks fastest
+    fit_resources = ("mentions", "descriptions", "language")  # the keyword arguments of fit
+
+    @classmethod
+    def fit_problems(cls, available: Collection[str]) -> list[str]:
+        """No lexicon without a source: CodiEsp-X train spans (``mentions``) or code wording
+        (``descriptions``); refused before anything trains, not after the neural view."""
+        if {"mentions", "descriptions"} & set(available):
+            return []
+        return ["the dictionary view has no lexicon (CodiEsp-X mentions exist for Spanish CodiEsp only, "
+                "ICD-10-CM descriptions for diagnosis codes only; fusion.use_mentions/use_descriptions "
+                "switch them on)"]
+
+    @classmethod
+    def routing_flags(cls, scores: Scores) -> dict[str, np.ndarray]:
+        """``negated_mention``: the code matched, and every match was negated or hypothetical
+        (its ``negated`` flag), so a human reads it before it is accepted."""
+        if "negated" not in scores.flags:
+            return {}
+        return {"negated_mention": np.asarray(scores.flags["negated"], dtype=bool)}
 
     def __init__(
         self,
@@ -384,7 +308,7 @@ class DictionaryScorer(Scorer):
                         continue
                     surface = " ".join(texts[i][s:e] for s, e in m.fragments) or m.text
                     norm = normalize(surface)
-                    if _informative(norm, self.min_chars):
+                    if is_informative(norm, self.min_chars):
                         lexicon[norm].add(m.code)
                         sources.setdefault(norm, "train")
         for code, value in (descriptions or {}).items():
@@ -392,7 +316,7 @@ class DictionaryScorer(Scorer):
                 continue
             for s in [value] if isinstance(value, str) else value:
                 norm = normalize(s)
-                if _informative(norm, self.min_chars):
+                if is_informative(norm, self.min_chars):
                     lexicon[norm].add(code)
                     sources.setdefault(norm, "description")
         return lexicon, sources

@@ -1,4 +1,5 @@
-"""The hybrid scorer: several views (neural, tfidf, dictionary, ...) fused by a :class:`Stacker`.
+"""The hybrid scorer: several views (the registered ones, :mod:`medcoder.modeling.views`) fused by a
+:class:`Stacker`.
 
 One object scores notes for training evaluation, calibration and the inference path, so a fused
 logit means the same everywhere. With one view and no stacker it is exactly that view (the
@@ -9,6 +10,10 @@ Folder layout (inside a run's outputs and a bundle)::
     model/                 the neural view (HF save_pretrained + tokenizer), when present
     scorers/<name>/        every other view, as written by its ``save`` (JSON / npz, no pickle)
     stacker.json           the fitted stacker (absent: a single view, used as is)
+
+Nothing here is about one particular view except the neural one's folder and inference options
+(``model/``, batch size, cache: :data:`~medcoder.modeling.views.NEURAL`): the evidence order and the
+routing flags come from each view's class (:attr:`Scorer.evidence_rank`, :meth:`Scorer.routing_flags`).
 """
 
 from __future__ import annotations
@@ -22,17 +27,16 @@ from typing import Any
 import numpy as np
 
 from medcoder.atomic import atomic_write_text
-from medcoder.modeling.scorer import SCORER_REGISTRY, Scorer, Scores, Span
+from medcoder.modeling import views as view_table
+from medcoder.modeling.scorer import Scorer, Scores, Span
 from medcoder.modeling.stacker import Stacker, rank_in_note
+from medcoder.modeling.views import NEURAL, routing_flags
 
 __all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "routing_flags", "view_names"]
 
 STACKER_FILE = "stacker.json"
 SCORERS_DIR = "scorers"
 NEURAL_DIR = "model"
-
-#: Evidence order: exact mention matches first (what an auditor checks fastest), then attention.
-_EVIDENCE_ORDER = ("dictionary", "neural", "tfidf")
 
 
 @dataclass
@@ -65,8 +69,9 @@ class FusedScores:
         return out
 
     def evidence_for(self, i: int, j: int) -> list[Span]:
-        """Every view's evidence spans for code ``j`` in note ``i`` (each span names its source)."""
-        names = sorted(self.views, key=lambda v: _EVIDENCE_ORDER.index(v) if v in _EVIDENCE_ORDER else 99)
+        """Every view's evidence spans for code ``j`` in note ``i`` (each span names its source), in
+        the views' ``evidence_rank`` order (exact mention matches first, then attention, ...)."""
+        names = sorted(self.views, key=view_table.evidence_rank)
         spans: list[Span] = []
         for name in names:
             spans += [{**sp, "source": sp.get("source", name)} for sp in self.views[name].evidence_for(i, j)]
@@ -78,24 +83,12 @@ class FusedScores:
         return None if s is None else s.flags.get(name)
 
 
-def routing_flags(views: Mapping[str, Scores]) -> dict[str, np.ndarray]:
-    """Per-(note, code) facts the routing rules may use, named by their reason: today the
-    dictionary's ``negated`` flag (every match of the code negated or hypothetical). The same
-    function feeds calibration (which certifies τ on the eligible codes) and inference, so both
-    route alike."""
-    out: dict[str, np.ndarray] = {}
-    dictionary = views.get("dictionary")
-    if dictionary is not None and "negated" in dictionary.flags:
-        out["negated_mention"] = np.asarray(dictionary.flags["negated"], dtype=bool)
-    return out
-
-
 def view_names(directory: str | Path) -> list[str]:
     """The views a run or bundle folder holds: those its ``stacker.json`` names (in the stacker's
     order; without ``neural`` the folder has no ``model/``), else the lone neural view."""
     path = Path(directory) / STACKER_FILE
     if not path.is_file():
-        return ["neural"]
+        return [NEURAL]
     return [str(v) for v in json.loads(path.read_text())["params"]["views"]]
 
 
@@ -125,7 +118,7 @@ class HybridScorer:
 
     @property
     def neural(self) -> Scorer | None:
-        return self.views.get("neural")
+        return self.views.get(NEURAL)
 
     def score_views(self, texts: Sequence[str], *, evidence: bool = False, exclude: Sequence[str] = (),
                     **neural_kw: Any) -> dict[str, Scores]:
@@ -134,7 +127,7 @@ class HybridScorer:
         out = {}
         for name, view in self.views.items():
             if name not in exclude:
-                out[name] = view.score(texts, evidence=evidence, **(neural_kw if name == "neural" else {}))
+                out[name] = view.score(texts, evidence=evidence, **(neural_kw if name == NEURAL else {}))
         return out
 
     def fuse(self, view_scores: Mapping[str, Scores]) -> np.ndarray:
@@ -155,7 +148,7 @@ class HybridScorer:
     # -- folders ------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         root = Path(directory)
-        neural = self.views.get("neural")
+        neural = self.views.get(NEURAL)
         if neural is not None:
             (root / NEURAL_DIR).mkdir(parents=True, exist_ok=True)
             neural.save(root / NEURAL_DIR)
@@ -165,7 +158,7 @@ class HybridScorer:
         """Everything but the neural view's ``model/`` (which training saves with its tokenizer)."""
         root = Path(directory)
         for name, view in self.views.items():
-            if name == "neural":
+            if name == NEURAL:
                 continue
             target = root / SCORERS_DIR / name
             target.mkdir(parents=True, exist_ok=True)
@@ -186,10 +179,10 @@ class HybridScorer:
             support_top_k = int(d.get("support_top_k", 15))
         views: dict[str, Scorer] = {}
         for name in view_names(root):
-            if name not in SCORER_REGISTRY:
-                raise ValueError(f"unknown view {name!r} (known: {sorted(SCORER_REGISTRY)})")
-            cls_ = SCORER_REGISTRY[name]
-            if name == "neural":
+            if not view_table.is_view(name):
+                raise ValueError(f"unknown view {name!r} (known: {sorted(view_table.registered_views())})")
+            cls_ = view_table.scorer_class(name)
+            if name == NEURAL:
                 views[name] = cls_.load(root / NEURAL_DIR, device=device)  # type: ignore[call-arg]
             else:
                 views[name] = cls_.load(root / SCORERS_DIR / name)

@@ -28,17 +28,17 @@ from medcoder.modeling.loading import (
     quantize_model,
 )
 from medcoder.modeling.model import MedCoderForICDCoding
-from medcoder.modeling.scorer import Scorer, Scores, Span, register_scorer
+from medcoder.modeling.scorer import Scorer, Scores, Span
 from medcoder.modeling.scoring import score_notes
 
 __all__ = ["NeuralScorer"]
 
 
-@register_scorer
 class NeuralScorer(Scorer):
     """A trained :class:`MedCoderForICDCoding` and its tokenizer, scored through :func:`score_notes`."""
 
     name = "neural"
+    evidence_rank = 20  # attended spans: after exact mention matches, before n-gram weights
 
     def __init__(self, model: MedCoderForICDCoding, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model.eval()

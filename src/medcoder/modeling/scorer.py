@@ -3,7 +3,15 @@
 Why one small interface: the coder fuses several views of a note (the neural label-attention
 model, a sparse TF-IDF model, a mention dictionary) and a stacker learns how much to trust each.
 Each view plugs in by implementing ``fit`` / ``score`` / ``save`` / ``load``; nothing above the
-modeling layer knows which views exist.
+modeling layer knows which views exist: the one table of views is :data:`medcoder.modeling.views.SCORERS`.
+
+Why per-view hooks on the class (:attr:`Scorer.evidence_rank`, :attr:`Scorer.fit_resources`,
+:meth:`Scorer.fit_problems`, :meth:`Scorer.routing_flags`): what used to be written about one view
+in the fusion workflow ("the dictionary's fit needs mentions and descriptions", "a dictionary
+without a lexicon is a config error") and in the hybrid scorer ("dictionary evidence first", "the
+dictionary's ``negated`` flag is the ``negated_mention`` reason") now lives with that view. Adding
+a view is its own module, one line in the registry and its parameter block in
+``configs/fusion/*.yaml``; the defaults below make a plain ``fit``/``score`` view need nothing else.
 
 Conventions every scorer follows:
 
@@ -20,17 +28,23 @@ Conventions every scorer follows:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["Scorer", "Scores", "Span", "SCORER_REGISTRY", "register_scorer"]
+__all__ = ["FIT_RESOURCES", "Scorer", "Scores", "Span"]
 
 Span = dict[str, Any]
 """``{"start": int, "end": int, "weight": float, "source": str}`` (+ optional ``"negated": bool``)."""
+
+#: What a training run can hand a view's ``fit`` beyond ``(texts, labels, codes)``, by keyword:
+#: ``mentions`` (gold mention spans per training note, aligned with ``texts``: cut to the fold in
+#: out-of-fold fits), ``descriptions`` (code -> wording of the code set), ``language`` (of the notes).
+#: The training workflow supplies whichever of them the corpus has (``medcoder.workflows.fusion``).
+FIT_RESOURCES = ("mentions", "descriptions", "language")
 
 
 @dataclass
@@ -75,7 +89,26 @@ class Scorer(ABC):
     #: Stable name: the ``source`` of its evidence spans, its folder in a bundle, the config key.
     name: ClassVar[str]
 
+    #: Where this view's evidence goes in a fused code's list (lower first): what an auditor checks
+    #: fastest comes first (exact mention matches before attention before n-gram weights).
+    evidence_rank: ClassVar[int] = 90
+
+    #: The :data:`FIT_RESOURCES` this view's ``fit`` takes as keyword arguments when the run has them.
+    fit_resources: ClassVar[tuple[str, ...]] = ()
+
     codes: list[str]
+
+    @classmethod
+    def fit_problems(cls, available: Collection[str]) -> list[str]:
+        """What makes this view unusable for a run offering the ``available`` fit resources, in
+        words (one clause each), checked before anything trains; empty: nothing."""
+        return []
+
+    @classmethod
+    def routing_flags(cls, scores: Scores) -> dict[str, np.ndarray]:
+        """Per-(note, code) facts from this view's :class:`Scores` that the routing rules use,
+        named by their reason (e.g. ``negated_mention``); empty: the view feeds no rule."""
+        return {}
 
     @abstractmethod
     def fit(self, texts: Sequence[str], labels: np.ndarray, codes: Sequence[str], **kwargs: Any) -> Scorer:
@@ -95,11 +128,3 @@ class Scorer(ABC):
     def load(cls, directory: str | Path) -> Scorer:
         """Read what :meth:`save` wrote (no code execution, no pickle)."""
 
-
-SCORER_REGISTRY: dict[str, type[Scorer]] = {}
-
-
-def register_scorer(cls: type[Scorer]) -> type[Scorer]:
-    """Class decorator: make a scorer loadable by its ``name`` (bundles name their scorers)."""
-    SCORER_REGISTRY[cls.name] = cls
-    return cls

@@ -27,9 +27,9 @@ from datasets import Dataset
 from scipy.special import expit
 from tqdm.auto import tqdm
 
-from medcoder.modeling import MedCoderForICDCoding
 from medcoder.modeling.batching import collate_chunks, collate_states
 from medcoder.modeling.loading import quantization_of
+from medcoder.modeling.model import MedCoderForICDCoding
 from medcoder.modeling.state_cache import cached_states
 
 

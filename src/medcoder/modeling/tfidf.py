@@ -50,7 +50,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from medcoder.atomic import AtomicFileSet
 from medcoder.errors import BundleError
-from medcoder.modeling.scorer import Scorer, Scores, Span, register_scorer
+from medcoder.modeling.scorer import Scorer, Scores, Span
 
 __all__ = ["TfidfScorer"]
 
@@ -68,7 +68,6 @@ _WORD_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 _NOT_VECTORIZER = ("alpha", "evidence_top_k", "evidence_max_spans")
 
 
-@register_scorer
 class TfidfScorer(Scorer):
     """TF-IDF n-grams -> multi-output ridge (dual form) over the codes given to :meth:`fit`.
 
@@ -85,6 +84,7 @@ class TfidfScorer(Scorer):
     """
 
     name: ClassVar[str] = "tfidf"
+    evidence_rank: ClassVar[int] = 30  # words weighted by the ridge: the least direct evidence
 
     def __init__(
         self,

@@ -3,10 +3,11 @@
 Plot helpers live in :mod:`medcoder.routing.plots` (imported on demand).
 """
 
-from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
+from medcoder.routing.evaluation import accept_frontier, precision_coverage_curve, routing_metrics
 from medcoder.routing.policy import (
     RULES,
     CodeDecision,
+    RoutingInputs,
     RoutingPolicy,
     document_decision,
 )
@@ -36,7 +37,9 @@ __all__ = [
     "TRUNCATED_NOTE",
     "CodeDecision",
     "RULES",
+    "RoutingInputs",
     "RoutingPolicy",
+    "accept_frontier",
     "document_decision",
     "precision_coverage_curve",
     "routing_metrics",

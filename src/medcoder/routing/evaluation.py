@@ -4,14 +4,51 @@ precision–coverage curve behind the τ plot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medcoder.calibration.risk_control import precision_lower_bound
 
-__all__ = ["precision_coverage_curve", "routing_metrics"]
+if TYPE_CHECKING:  # the policy module imports nothing from here; annotations only
+    from medcoder.routing.policy import RoutingInputs, RoutingPolicy
+
+__all__ = ["FRONTIER_TARGETS", "accept_frontier", "precision_coverage_curve", "routing_metrics"]
+
+#: The lower targets :func:`accept_frontier` reports next to the configured one.
+FRONTIER_TARGETS = (0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
+
+
+def accept_frontier(policy: RoutingPolicy, calibration: RoutingInputs, y_calibration: np.ndarray,
+                    evaluation: RoutingInputs, y_evaluation: np.ndarray, *, cal_name: str, eval_name: str,
+                    targets: Sequence[float] = FRONTIER_TARGETS) -> list[dict[str, Any]]:
+    """What other precision targets would certify (the policy's own LTT procedure on the same
+    calibration split, :meth:`RoutingPolicy.certify`), and what each would accept on the
+    evaluation split.
+
+    A diagnostic for whoever sets ``routing.target_precision``; it never changes the policy. The
+    evaluation columns are for reading only: choosing a target by looking at them would spend
+    the test split.
+    """
+    if policy.targets is None:
+        raise ValueError("accept_frontier needs a policy with targets")
+    eligible_eval = policy.eligible_mask(evaluation)
+    probs_eval = np.asarray(evaluation.probs, dtype=np.float64)
+    rows = []
+    for target in targets:
+        res = policy.certify(calibration, y_calibration, policy.targets.with_target(target))
+        accepted = eligible_eval & (probs_eval >= res.tau) if res.tau is not None else np.zeros_like(eligible_eval)
+        n = int(accepted.sum())
+        rows.append({
+            "target_precision": target,
+            "tau": None if res.tau is None else round(float(res.tau), 6),
+            f"{cal_name}_n_auto_accepted": int(res.n_calibration_accepted),
+            f"{eval_name}_n_auto_accepted": n,
+            f"{eval_name}_auto_accept_precision":
+                round(float((accepted & (np.asarray(y_evaluation) > 0)).sum() / n), 4) if n else None,
+        })
+    return rows
 
 
 def routing_metrics(

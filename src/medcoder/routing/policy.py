@@ -7,7 +7,7 @@ because the statistical guarantee on τ covers the typical case, not known failu
 codes (confidence not learnable), invalid codes, Excludes1 conflicts (one of the two is wrong),
 notes the model did not fully read, empty notes.
 
-The rules are a table, :data:`RULES`: one ``(reason, predicate)`` entry per code-level reason, in
+The rules are a table, :data:`RULES`: one ``reason -> predicate`` entry per code-level reason, in
 the order reasons are listed. Adding a rule is adding a reason name (:mod:`.reasons`) and an entry.
 Code-set facts (validity, Excludes1 partners, what is new this year) come from the policy's
 :class:`~medcoder.codesets.CodeSet`: one source of code-set truth for routing, migration and diffs.
@@ -22,14 +22,20 @@ Two entry points share one implementation (:meth:`RoutingPolicy._masks`):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
-from medcoder.calibration.risk_control import AcceptThresholdResult, select_accept_threshold
+from medcoder.calibration.risk_control import (
+    AcceptThresholdResult,
+    RiskTargets,
+    select_accept_threshold,
+)
 from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.codesets import CodeSet, is_available, load_codeset
+from medcoder.constraints import Constraint, int_at_least, is_bool, validate
+from medcoder.registry import Registry
 from medcoder.routing.reasons import (
     ALL_REASONS,
     AUTO_ACCEPT,
@@ -46,11 +52,27 @@ from medcoder.routing.reasons import (
     TRUNCATED_NOTE,
 )
 
-__all__ = ["DEFAULT_CODESET_FY", "RULES", "CodeDecision", "RoutingContext", "RoutingPolicy", "document_decision"]
+__all__ = ["DEFAULT_CODESET_FY", "RULES", "CodeDecision", "RoutingContext", "RoutingInputs", "RoutingPolicy",
+           "document_decision"]
 
 DEFAULT_CODESET_FY = 2026
 """Year whose validity and Excludes1 notes apply when a policy names no year (labels.json of
 bundles written before the code-set year was recorded)."""
+
+
+@dataclass(frozen=True)
+class RoutingInputs:
+    """What the policy routes: calibrated probabilities ``(n_docs, n_codes)`` over ``label_codes``,
+    each code's training frequency, and per note whether it was ``truncated`` / ``empty``, plus the
+    views' per-(note, code) ``flags`` named by reason. One type, so calibration (certifying τ),
+    its evaluation and ``Coder.predict`` hand the policy the same facts in the same shape."""
+
+    probs: np.ndarray
+    label_codes: Sequence[str]
+    train_frequency: Mapping[str, int]
+    truncated: np.ndarray | None = None
+    empty: np.ndarray | None = None
+    flags: Mapping[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,22 +156,23 @@ def _no_evidence(ctx: RoutingContext) -> np.ndarray:
     return np.zeros_like(ctx.predicted) if has is None else ctx.predicted & np.asarray(has, dtype=bool)
 
 
-Rule = tuple[str, Callable[[RoutingContext], np.ndarray]]
-RULES: tuple[Rule, ...] = (
-    (LOW_CONFIDENCE, _low_confidence),
-    (RARE_CODE, _rare_code),
-    (EXCLUDES1_CONFLICT, _excludes1_conflict),
-    (INVALID_CODE, _invalid_code),
-    (TRUNCATED_NOTE, _truncated_note),
-    (NEW_CODE, _new_code),
-    (NEGATED_MENTION, _negated_mention),
-    (SIBLING_CONFLICT, _sibling_conflict),
-    (NO_EVIDENCE, _no_evidence),
-)
-"""Code-level rules as ``(reason, predicate)``; each predicate returns the predicted codes the
-reason applies to. ``empty_note`` is document-level (an empty note predicts nothing)."""
+Rule = Callable[[RoutingContext], np.ndarray]
+RULES: Registry[Rule] = Registry("routing rule", {
+    LOW_CONFIDENCE: _low_confidence,
+    RARE_CODE: _rare_code,
+    EXCLUDES1_CONFLICT: _excludes1_conflict,
+    INVALID_CODE: _invalid_code,
+    TRUNCATED_NOTE: _truncated_note,
+    NEW_CODE: _new_code,
+    NEGATED_MENTION: _negated_mention,
+    SIBLING_CONFLICT: _sibling_conflict,
+    NO_EVIDENCE: _no_evidence,
+})
+"""Code-level rules, reason -> predicate (medcoder.registry: one registration style), in the order
+reasons are listed; each predicate returns the predicted codes the reason applies to.
+``empty_note`` is document-level (an empty note predicts nothing)."""
 
-_CODE_RULES: tuple[str, ...] = tuple(r for r, _ in RULES)
+_CODE_RULES: tuple[str, ...] = tuple(RULES)
 
 
 @dataclass
@@ -213,11 +236,23 @@ class RoutingPolicy:
     codeset:
         The :class:`CodeSet` itself, when the caller has it (e.g. loaded from an order file);
         otherwise it is loaded on first use with :func:`medcoder.codesets.load_codeset`.
+    targets:
+        The :class:`~medcoder.calibration.risk_control.RiskTargets` that :meth:`fit` certifies τ
+        at (recorded in ``calibration.json``).
     check_negated_mention, check_sibling_conflict:
         Switch on the ``negated_mention`` rule (needs the dictionary view's flag, passed as
         ``flags``) and the ``sibling_conflict`` rule. Off by default; README says what each was
         measured to do on CodiEsp.
     """
+
+    #: Valid ranges (read by the config checks too: one source per rule).
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "min_train_count": Constraint(int_at_least(0), "an integer >= 0"),
+        "check_excludes1": Constraint(is_bool, "true or false"),
+        "check_validity": Constraint(is_bool, "true or false"),
+        "check_negated_mention": Constraint(is_bool, "true or false"),
+        "check_sibling_conflict": Constraint(is_bool, "true or false"),
+    }
 
     def __init__(
         self,
@@ -231,6 +266,7 @@ class RoutingPolicy:
         codeset: CodeSet | None = None,
         check_negated_mention: bool = False,
         check_sibling_conflict: bool = False,
+        targets: RiskTargets | None = None,
     ) -> None:
         if decision_threshold is None:
             raise ValueError("RoutingPolicy needs a fitted decision_threshold")
@@ -245,6 +281,10 @@ class RoutingPolicy:
         self.codeset = codeset
         self.check_negated_mention = check_negated_mention
         self.check_sibling_conflict = check_sibling_conflict
+        self.targets = targets
+        validate("routing", {"min_train_count": min_train_count, "check_excludes1": check_excludes1,
+                             "check_validity": check_validity, "check_negated_mention": check_negated_mention,
+                             "check_sibling_conflict": check_sibling_conflict}, self.parameter_constraints)
 
     @property
     def threshold(self) -> float | None:
@@ -258,16 +298,10 @@ class RoutingPolicy:
         return self.codeset
 
     # --- core ----------------------------------------------------------------------------------
-    def _masks(
-        self,
-        probs: np.ndarray,
-        label_codes: Sequence[str],
-        train_frequency: Mapping[str, int],
-        truncated: np.ndarray | None,
-        empty: np.ndarray | None,
-        flags: Mapping[str, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    def _masks(self, inputs: RoutingInputs) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """Predicted mask, one mask per code-level reason (subset of predicted), empty rows."""
+        probs, label_codes, train_frequency = inputs.probs, inputs.label_codes, inputs.train_frequency
+        truncated, empty, flags = inputs.truncated, inputs.empty, inputs.flags
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(label_codes):
             raise ValueError(
@@ -295,7 +329,7 @@ class RoutingPolicy:
             check_sibling_conflict=self.check_sibling_conflict,
             flags=dict(flags or {}),
         )
-        return ctx.predicted, {reason: rule(ctx) for reason, rule in RULES}, empty_rows
+        return ctx.predicted, {reason: rule(ctx) for reason, rule in RULES.items()}, empty_rows
 
     def _new_code_columns(self, label_codes: Sequence[str]) -> np.ndarray:
         """Label columns whose code is new in ``codeset_fy`` (False everywhere when the year or the
@@ -306,21 +340,13 @@ class RoutingPolicy:
         current, previous = self.get_codeset(), load_codeset(self.codeset_fy - 1)
         return np.array([current.is_valid(c) and not previous.is_valid(c) for c in label_codes], dtype=bool)
 
-    def route_arrays(
-        self,
-        probs: np.ndarray,
-        label_codes: Sequence[str],
-        train_frequency: Mapping[str, int],
-        truncated: np.ndarray | None = None,
-        empty: np.ndarray | None = None,
-        flags: Mapping[str, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    def route_arrays(self, inputs: RoutingInputs) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """Vectorised routing for evaluation: ``(predicted_mask, accept_mask, reason_counts)``.
 
         ``reason_counts[name]`` is the number of predicted codes carrying that reason, except
         ``empty_note``, which counts notes (an empty note has no predicted codes).
         """
-        predicted, reasons, empty_rows = self._masks(probs, label_codes, train_frequency, truncated, empty, flags)
+        predicted, reasons, empty_rows = self._masks(inputs)
         blocked = np.zeros_like(predicted)
         for m in reasons.values():
             blocked |= m
@@ -329,71 +355,69 @@ class RoutingPolicy:
         counts[EMPTY_NOTE] = int(empty_rows.sum())
         return predicted, accept, {r: counts[r] for r in ALL_REASONS}
 
-    def eligible_mask(
-        self,
-        probs: np.ndarray,
-        label_codes: Sequence[str],
-        train_frequency: Mapping[str, int],
-        truncated: np.ndarray | None = None,
-        empty: np.ndarray | None = None,
-        flags: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def eligible_mask(self, inputs: RoutingInputs) -> np.ndarray:
         """Predicted codes that no rule other than ``low_confidence`` blocks.
 
         These are the codes τ decides about, so τ is calibrated on exactly this set and the
         precision guarantee is about what the policy will actually accept.
         """
-        predicted, reasons, _ = self._masks(probs, label_codes, train_frequency, truncated, empty, flags)
+        predicted, reasons, _ = self._masks(inputs)
         blocked = np.zeros_like(predicted)
         for r, m in reasons.items():
             if r != LOW_CONFIDENCE:
                 blocked |= m
         return predicted & ~blocked
 
-    def fit_accept_threshold(
-        self,
-        probs: np.ndarray,
-        y_true: np.ndarray,
-        label_codes: Sequence[str],
-        train_frequency: Mapping[str, int],
-        truncated: np.ndarray | None = None,
-        empty: np.ndarray | None = None,
-        *,
-        target_precision: float = 0.95,
-        delta: float = 0.1,
-        flags: Mapping[str, np.ndarray] | None = None,
-        min_coverage: float = 0.0,
-    ) -> AcceptThresholdResult:
+    def fit(self, inputs: RoutingInputs, y_true: np.ndarray) -> RoutingPolicy:
+        """Fit on the calibration split: the decision threshold (when not fitted yet), then τ by
+        Learn-then-Test at the policy's ``targets`` (:meth:`fit_accept_threshold`)."""
+        if not self.decision_threshold.is_fitted:
+            self.decision_threshold.fit(np.asarray(inputs.probs, dtype=np.float64), y_true)
+        self.fit_accept_threshold(inputs, y_true)
+        return self
+
+    def certify(self, inputs: RoutingInputs, y_true: np.ndarray, targets: RiskTargets | None = None
+                ) -> AcceptThresholdResult:
+        """The LTT outcome for ``targets`` (default: the policy's own) on the codes this policy
+        could accept (:meth:`eligible_mask`); changes nothing (the frontier asks other targets)."""
+        targets = targets or self.targets
+        if targets is None:
+            raise ValueError("RoutingPolicy.certify needs targets (RiskTargets)")
+        return select_accept_threshold(inputs.probs, y_true, self.eligible_mask(inputs), targets=targets)
+
+    def fit_accept_threshold(self, inputs: RoutingInputs, y_true: np.ndarray) -> AcceptThresholdResult:
         """Learn ``tau_accept_`` on the calibration split (LTT; see
-        :func:`medcoder.calibration.risk_control.select_accept_threshold`).
+        :func:`medcoder.calibration.risk_control.select_accept_threshold`) at ``targets``.
 
         Sets ``tau_accept_`` (None when infeasible) and ``accept_result_``; returns the result,
         whose ``message`` the calling script should log as is.
         """
-        elig = self.eligible_mask(probs, label_codes, train_frequency, truncated, empty, flags)
-        result = select_accept_threshold(probs, y_true, elig, target_precision=target_precision, delta=delta,
-                                         min_coverage=min_coverage)
+        result = self.certify(inputs, y_true)
         self.tau_accept_ = result.tau
         self.accept_result_ = result
         return result
 
-    def route(
-        self,
-        probs: np.ndarray,
-        label_codes: Sequence[str],
-        train_frequency: Mapping[str, int],
-        truncated: np.ndarray | None = None,
-        empty: np.ndarray | None = None,
-        flags: Mapping[str, np.ndarray] | None = None,
-    ) -> list[list[CodeDecision]]:
+    def unfitted(self) -> RoutingPolicy:
+        """The same rules, targets and decision-threshold settings, nothing fitted: what refits a
+        ``calibration.json``'s procedure on other scores (a quantised model's)."""
+        return RoutingPolicy(
+            tau_accept=None, decision_threshold=DecisionThreshold(**self.decision_threshold.get_params()),
+            min_train_count=self.min_train_count, check_excludes1=self.check_excludes1,
+            check_validity=self.check_validity, policy_version=self.policy_version, codeset_fy=self.codeset_fy,
+            codeset=self.codeset, check_negated_mention=self.check_negated_mention,
+            check_sibling_conflict=self.check_sibling_conflict, targets=self.targets)
+
+    def route(self, inputs: RoutingInputs) -> list[list[CodeDecision]]:
         """Per note, the predicted codes (highest probability first) with decision and reasons.
 
         Empty notes get an empty list; use :func:`document_decision` for the note's decision.
         """
-        p = np.asarray(probs, dtype=np.float64)
+        p = np.asarray(inputs.probs, dtype=np.float64)
         if p.ndim == 1:
             p = p[None, :]
-        predicted, reasons, _ = self._masks(p, label_codes, train_frequency, truncated, empty, flags)
+            inputs = replace(inputs, probs=p)
+        label_codes = inputs.label_codes
+        predicted, reasons, _ = self._masks(inputs)
         out: list[list[CodeDecision]] = []
         for i in range(p.shape[0]):
             cols = np.flatnonzero(predicted[i])
@@ -422,6 +446,8 @@ class RoutingPolicy:
             "check_negated_mention": bool(self.check_negated_mention),
             "check_sibling_conflict": bool(self.check_sibling_conflict),
         }
+        if self.targets is not None:
+            d["targets"] = self.targets.to_dict()
         if hasattr(self, "accept_result_"):
             d["accept_result"] = self.accept_result_.to_dict(include_grid=False)
         return d
@@ -439,6 +465,7 @@ class RoutingPolicy:
             codeset_fy=d.get("codeset_fy"),
             check_negated_mention=d.get("check_negated_mention", False),
             check_sibling_conflict=d.get("check_sibling_conflict", False),
+            targets=RiskTargets.from_dict(d["targets"]) if d.get("targets") else None,
         )
         if "accept_result" in d:
             obj.accept_result_ = AcceptThresholdResult.from_dict(dict(d["accept_result"]))

@@ -2,7 +2,7 @@
 
 from medcoder.tracking.mlflow_utils import (
     EpochMetricsCallback,
-    config_container,
+    TrackingSettings,
     flatten,
     git_sha,
     log_config,
@@ -13,11 +13,11 @@ from medcoder.tracking.mlflow_utils import (
 
 __all__ = [
     "EpochMetricsCallback",
-    "config_container",
     "flatten",
     "git_sha",
     "log_config",
     "log_environment",
+    "TrackingSettings",
     "setup_experiment",
     "tracking_uri",
 ]

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from medcoder.errors import ConfigError
+from medcoder.modeling import NEURAL
 from medcoder.modeling.hybrid import view_names
 
 
@@ -52,7 +53,7 @@ def download_run(run_id: str, dst: Path) -> RunArtifacts:
     for path in OPTIONAL_ARTIFACTS:
         if path in present:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
-    needs_model = "neural" in view_names(dst)
+    needs_model = NEURAL in view_names(dst)
     for path in ("model", "labels.json", "config.yaml") if needs_model else ("labels.json", "config.yaml"):
         try:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))

@@ -9,40 +9,62 @@ from __future__ import annotations
 import logging
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 import mlflow
-from omegaconf import DictConfig, OmegaConf
+import yaml
 from transformers import TrainerCallback
 
 MAX_PARAM_CHARS = 500
 log = logging.getLogger(__name__)
 
 
-def tracking_uri(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> str:
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where runs go (the ``tracking`` group, built once by the workflow that reads the config):
+    ``uri`` None = the embedded SQLite file ``<root_dir>/mlflow.db``; ``artifact_dir`` None =
+    ``<root_dir>/mlartifacts``. A plain value object, so nothing below the workflows sees a config."""
+
+    root_dir: Path
+    uri: str | None = None
+    experiment_name: str = "medcoder"
+    artifact_dir: Path | None = None
+    log_model: bool = True
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], root_dir: str | Path) -> TrackingSettings:
+        """From the ``tracking`` group's keys (unknown keys are the caller's to refuse)."""
+        artifact_dir = values.get("artifact_dir")
+        return cls(root_dir=Path(root_dir).resolve(), uri=str(values["uri"]) if values.get("uri") else None,
+                   experiment_name=str(values.get("experiment_name") or "medcoder"),
+                   artifact_dir=Path(artifact_dir) if artifact_dir else None,
+                   log_model=bool(values.get("log_model", True)))
+
+
+def tracking_uri(settings: TrackingSettings) -> str:
     """The configured URI, else the embedded SQLite file in the project root."""
-    uri = tracking_cfg.get("uri")
-    if uri:
-        return str(uri)
-    return f"sqlite:///{Path(root_dir).resolve() / 'mlflow.db'}"
+    if settings.uri:
+        return settings.uri
+    return f"sqlite:///{settings.root_dir / 'mlflow.db'}"
 
 
-def setup_experiment(tracking_cfg: Mapping[str, Any], root_dir: str | Path) -> str:
+def setup_experiment(settings: TrackingSettings) -> str:
     """Point MLflow at the store and return the experiment id (created with local artifacts)."""
-    mlflow.set_tracking_uri(tracking_uri(tracking_cfg, root_dir))
-    name = tracking_cfg.get("experiment_name", "medcoder")
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    name = settings.experiment_name
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        artifacts = Path(tracking_cfg.get("artifact_dir") or Path(root_dir) / "mlartifacts").resolve()
+        artifacts = Path(settings.artifact_dir or settings.root_dir / "mlartifacts").resolve()
         artifacts.mkdir(parents=True, exist_ok=True)
         experiment_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
     else:
         experiment_id = exp.experiment_id
-        if not tracking_cfg.get("uri"):
-            warn_if_artifacts_elsewhere(exp.artifact_location, root_dir, tracking_cfg.get("artifact_dir"))
+        if not settings.uri:
+            warn_if_artifacts_elsewhere(exp.artifact_location, settings.root_dir, settings.artifact_dir)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -92,18 +114,11 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def config_container(cfg: DictConfig) -> dict[str, Any]:
-    """The composed config as plain, resolved Python (without Hydra's own node)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(data, dict)
-    data.pop("hydra", None)
-    return data
-
-
-def log_config(cfg: DictConfig) -> None:
-    """``config.yaml`` artifact + flattened params."""
-    data = config_container(cfg)
-    mlflow.log_text(OmegaConf.to_yaml(OmegaConf.create(data)), "config.yaml")
+def log_config(config: Mapping[str, Any]) -> None:
+    """``config.yaml`` artifact + flattened params, from the composed config as plain Python
+    (the workflow resolves it: ``medcoder.workflows.factories.config_dict``)."""
+    data = dict(config)
+    mlflow.log_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), "config.yaml")
     params = flatten(data)
     items = list(params.items())
     for start in range(0, len(items), 100):  # MLflow caps a batch at 100 params

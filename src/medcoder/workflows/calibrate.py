@@ -4,10 +4,13 @@ Steps: load the run's model -> score the calibration split (dev) and the evaluat
 (test) -> fit calibrator -> decision threshold -> tau_accept with the precision guarantee (LTT)
 -> report ECE/Brier before/after and routing quality on test -> log all to the same MLflow run.
 
-Scoring (:func:`score_splits`) and fitting (:func:`fit_calibration`) are separate functions so that
-``scripts/export.py quantize=int8`` re-fits a quantised bundle's calibration with exactly these
-steps on its own scores (:func:`recalibration_settings` recovers the settings from the run's
-``calibration.json``), instead of a second copy of them.
+Every config group is turned into objects once, at the door (:func:`calibrate`): the calibrator,
+and a :class:`~medcoder.routing.RoutingPolicy` holding its decision-threshold settings, rules and
+:class:`~medcoder.calibration.RiskTargets` (``medcoder.workflows.factories``). Below it nothing
+reads the config. Scoring (:func:`score_splits`) and fitting (:func:`fit_calibration`) are separate
+functions so that ``scripts/export.py quantize=int8`` re-fits a quantised bundle's calibration with
+exactly these steps on its own scores (:meth:`CalibrationPlan.from_calibration_json` rebuilds the
+objects from the run's ``calibration.json`` with their own ``from_dict``), instead of a second copy.
 """
 
 from __future__ import annotations
@@ -23,29 +26,35 @@ from typing import Any
 import mlflow
 import numpy as np
 from datasets import DatasetDict
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from medcoder.atomic import atomic_write_text
+from medcoder.calibration.calibrators import BaseCalibrator, make_calibrator
 from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
-from medcoder.calibration.risk_control import AcceptThresholdResult, select_accept_threshold
-from medcoder.calibration.thresholds import DecisionThreshold
+from medcoder.calibration.risk_control import AcceptThresholdResult
 from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
 from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS
-from medcoder.modeling import HybridScorer, Scores
+from medcoder.modeling import NEURAL, HybridScorer, Scores
 from medcoder.modeling.hybrid import routing_flags
 from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.modeling.stacker import rank_in_note
-from medcoder.routing.evaluation import precision_coverage_curve, routing_metrics
+from medcoder.routing.evaluation import accept_frontier, precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
-from medcoder.routing.policy import RoutingPolicy
-from medcoder.tracking import config_container, flatten, setup_experiment
+from medcoder.routing.policy import RoutingInputs, RoutingPolicy
+from medcoder.tracking import flatten, setup_experiment
 from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.sweeps import current_sweep_job, start_child_or_run, update_sweep_summary
 from medcoder.workflows.config_checks import check_calibrate_config
-from medcoder.workflows.factories import build_calibrator, build_corpus
+from medcoder.workflows.factories import (
+    build_calibrator,
+    build_corpus,
+    build_routing,
+    build_tracking,
+    config_dict,
+)
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -75,38 +84,8 @@ def _split_arrays(split: Any, label_space: LabelSpace, truncated: np.ndarray) ->
     }
 
 
-FRONTIER_TARGETS = (0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5)
 #: Candidate codes per note for the decision-range calibration report.
 CANDIDATE_TOP_K = 15
-
-
-def _frontier(policy, probs, arrays, label_space, cal_name: str, eval_name: str, delta: float,
-              flags: dict | None = None, min_coverage: float = 0.0) -> list[dict]:
-    """What lower precision targets would certify (same LTT procedure, same calibration split).
-
-    A diagnostic for whoever sets ``routing.target_precision``; it never changes the policy. The
-    evaluation-split columns are for reading only: choosing a target by looking at them would
-    spend the test split.
-    """
-    cal, ev = arrays[cal_name], arrays[eval_name]
-    eligible = policy.eligible_mask(probs[cal_name], label_space.codes, label_space.frequency,
-                                    cal["truncated"], cal["empty"], (flags or {}).get(cal_name))
-    eligible_eval = policy.eligible_mask(probs[eval_name], label_space.codes, label_space.frequency,
-                                         ev["truncated"], ev["empty"], (flags or {}).get(eval_name))
-    rows = []
-    for target in FRONTIER_TARGETS:
-        res = select_accept_threshold(probs[cal_name], cal["y"], eligible, target_precision=target, delta=delta,
-                                      min_coverage=min_coverage)
-        accepted = eligible_eval & (probs[eval_name] >= res.tau) if res.tau is not None else eligible_eval & False
-        n = int(accepted.sum())
-        rows.append({
-            "target_precision": target,
-            "tau": None if res.tau is None else round(float(res.tau), 6),
-            f"{cal_name}_n_auto_accepted": int(res.n_calibration_accepted),
-            f"{eval_name}_n_auto_accepted": n,
-            f"{eval_name}_auto_accept_precision": round(float((accepted & (ev["y"] > 0)).sum() / n), 4) if n else None,
-        })
-    return rows
 
 
 @dataclass
@@ -119,10 +98,10 @@ class ScoredSplits:
     arrays: dict[str, dict[str, np.ndarray]]
 
 
-def score_splits(hybrid: HybridScorer, data_cfg: Any, names: tuple[str, str], label_space: LabelSpace, *,
+def score_splits(hybrid: HybridScorer, corpus: DatasetDict, names: tuple[str, str], label_space: LabelSpace, *,
                  limit: int | None = None, batch_size: int = 8, cache_dir: Path | None = None,
                  progress: bool = True) -> ScoredSplits:
-    """Load ``names`` (calibration, evaluation) of ``data_cfg`` (first ``limit`` notes each) and
+    """Take ``names`` (calibration, evaluation) of ``corpus`` (first ``limit`` notes each) and
     score them with every view of ``hybrid``, fused, plus the routing flags the inference path uses.
 
     ``cache_dir``: frozen-encoder states cached by training (identical scores, faster); ignored
@@ -134,7 +113,7 @@ def score_splits(hybrid: HybridScorer, data_cfg: Any, names: tuple[str, str], la
     the latter applies: tfidf and the dictionary read every note whole, and no tokenizer is loaded.
     """
     neural = hybrid.neural
-    splits = build_corpus(data_cfg)
+    splits = corpus
     for name in names:
         if name not in splits:
             raise ConfigError(f"calibration split {name!r} is not in the corpus", hint=f"have {list(splits)}")
@@ -150,10 +129,10 @@ def score_splits(hybrid: HybridScorer, data_cfg: Any, names: tuple[str, str], la
     logits, flags, arrays = {}, {}, {}
     for n in splits:
         texts = list(splits[n]["text"])
-        views = hybrid.score_views(texts, exclude=("neural",))
+        views = hybrid.score_views(texts, exclude=(NEURAL,))
         truncated = truncated_by_length(texts)
         if feats is not None:
-            views["neural"] = Scores(score_features(model, feats[n], batch_size=batch_size, cache_dir=cache_dir,
+            views[NEURAL] = Scores(score_features(model, feats[n], batch_size=batch_size, cache_dir=cache_dir,
                                                     progress=progress))
             truncated |= np.asarray(feats[n]["truncated"], dtype=bool)
         logits[n] = hybrid.fuse(views)
@@ -173,49 +152,39 @@ class FittedCalibration:
     reports: dict[str, dict[str, Any]]
 
 
-def recalibration_settings(calibration: dict[str, Any]) -> DictConfig:
-    """The ``calibration`` and ``routing`` settings a ``calibration.json`` was fitted with, as the
-    config nodes :func:`fit_calibration` reads: refitting with them on other scores (a quantised
-    model's) repeats the same procedure, not a default one.
+@dataclass
+class CalibrationPlan:
+    """What :func:`fit_calibration` fits, built once: an unfitted calibrator and an unfitted
+    routing policy (decision-threshold settings, rules, :class:`RiskTargets`)."""
 
-    Everything is recorded in the fitted objects (calibrator method + params, decision-threshold
-    params, the policy's rules, ``targets``) except ``routing.min_coverage``, recorded in
-    ``targets`` since it existed; older files did not use it (0.0, the value before it existed).
-    """
-    cal, policy, targets = calibration["calibrator"], calibration["policy"], calibration["targets"]
-    if "min_coverage" not in targets:
-        log.warning("calibration.json records no routing.min_coverage (written before it was recorded); "
-                    "refitting with 0.0")
-    return OmegaConf.create({
-        "calibration": {"method": cal["method"], "params": dict(cal.get("params") or {}),
-                        "decision_threshold": dict(policy["decision_threshold"]["params"])},
-        "routing": {
-            "target_precision": targets["target_precision"], "delta": targets["delta"],
-            "min_coverage": float(targets.get("min_coverage", 0.0)),
-            "min_train_count": policy.get("min_train_count", 10),
-            "check_excludes1": policy.get("check_excludes1", True),
-            "check_validity": policy.get("check_validity", True),
-            "check_negated_mention": policy.get("check_negated_mention", False),
-            "check_sibling_conflict": policy.get("check_sibling_conflict", False),
-            "policy_version": str(policy.get("policy_version", "1")),
-        },
-    })
+    calibrator: BaseCalibrator
+    policy: RoutingPolicy
+
+    @classmethod
+    def from_calibration_json(cls, calibration: dict[str, Any]) -> CalibrationPlan:
+        """The procedure a ``calibration.json`` was fitted with, unfitted again: refitting it on
+        other scores (a quantised model's) repeats the same procedure, not a default one. Files
+        written before ``min_coverage`` was recorded used none (0.0; a warning says so)."""
+        cal, targets = calibration["calibrator"], calibration["targets"]
+        if "min_coverage" not in targets:
+            log.warning("calibration.json records no routing.min_coverage (written before it was recorded); "
+                        "refitting with 0.0")
+        policy = RoutingPolicy.from_dict({**calibration["policy"], "targets": targets}).unfitted()
+        return cls(make_calibrator(cal["method"], **dict(cal.get("params") or {})), policy)
 
 
-def fit_calibration(settings: DictConfig, scored: ScoredSplits, label_space: LabelSpace, *, run_id: str,
-                    cal_name: str, eval_name: str, code_type: str = "D") -> FittedCalibration:
+def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: LabelSpace, *, run_id: str,
+                    cal_name: str, eval_name: str) -> FittedCalibration:
     """Fit calibrator, decision threshold and tau_accept (LTT) on ``cal_name``; report on ``eval_name``.
 
-    ``settings`` holds the ``calibration`` and ``routing`` config groups (``calibrate.yaml``, or
-    :func:`recalibration_settings`). Returns ``calibration.json``'s content and the metrics
-    :func:`calibrate` logs; nothing is written or logged here.
+    Returns ``calibration.json``'s content and the metrics :func:`calibrate` logs; nothing is
+    written or logged here. ``plan``'s calibrator and policy are fitted in place.
     """
     logits, flags, arrays = scored.logits, scored.flags, scored.arrays
     cal, ev = arrays[cal_name], arrays[eval_name]
 
     # -- calibrator ----------------------------------------------------------------------------
-    calibrator = build_calibrator(settings.calibration)
-    calibrator.fit(logits[cal_name], cal["y"])
+    calibrator = plan.calibrator.fit(logits[cal_name], cal["y"])
     probs = {n: calibrator.transform(logits[n]) for n in logits}
     before = calibration_report(sigmoid(logits[eval_name]), ev["y"])
     after = calibration_report(probs[eval_name], ev["y"])
@@ -225,33 +194,14 @@ def fit_calibration(settings: DictConfig, scored: ScoredSplits, label_space: Lab
     cand_before = calibration_report(sigmoid(logits[eval_name]), ev["y"], 10, strategy="uniform", mask=candidates)
     cand_after = calibration_report(probs[eval_name], ev["y"], 10, strategy="uniform", mask=candidates)
 
-    # -- decision threshold + routing policy -------------------------------------------------------
-    dt_cfg = settings.calibration.decision_threshold
-    decision = DecisionThreshold(mode=dt_cfg.mode, min_positives=dt_cfg.min_positives).fit(probs[cal_name], cal["y"])
-    r = settings.routing
-    icd10cm = code_type == "D"
-    if not icd10cm and (r.check_excludes1 or r.check_validity):
-        # Validity and Excludes1 come from the ICD-10-CM tables; procedure (PCS) codes are not in
-        # them, so every code would be flagged invalid. The rules are switched off, and said so.
-        log.warning("data.code_type=%s: the ICD-10-CM rules (invalid_code, excludes1_conflict) do not "
-                    "apply and are off", code_type)
-    policy = RoutingPolicy(
-        tau_accept=None, decision_threshold=decision, min_train_count=r.min_train_count,
-        check_excludes1=r.check_excludes1 and icd10cm, check_validity=r.check_validity and icd10cm,
-        policy_version=str(r.policy_version), codeset_fy=label_space.codeset_fy,
-        check_negated_mention=bool(r.get("check_negated_mention", False)),
-        check_sibling_conflict=bool(r.get("check_sibling_conflict", False)),
-    )
-    result = policy.fit_accept_threshold(
-        probs[cal_name], cal["y"], label_space.codes, label_space.frequency, cal["truncated"], cal["empty"],
-        target_precision=r.target_precision, delta=r.delta, flags=flags[cal_name],
-        min_coverage=float(r.get("min_coverage", 0.0)),
-    )
+    # -- decision threshold + routing policy (tau certified by Learn-then-Test) ---------------------
+    inputs = {n: RoutingInputs(probs[n], label_space.codes, label_space.frequency, arrays[n]["truncated"],
+                               arrays[n]["empty"], flags[n]) for n in (cal_name, eval_name)}
+    policy = plan.policy.fit(inputs[cal_name], cal["y"])
+    result, targets = policy.accept_result_, policy.targets
     log.info("%s", result.message)
-    predicted, accept, reasons = policy.route_arrays(
-        probs[eval_name], label_space.codes, label_space.frequency, ev["truncated"], ev["empty"], flags[eval_name]
-    )
-    routing = routing_metrics(accept, predicted, ev["y"], ev["n_gold"], delta=r.delta, reason_counts=reasons)
+    predicted, accept, reasons = policy.route_arrays(inputs[eval_name])
+    routing = routing_metrics(accept, predicted, ev["y"], ev["n_gold"], delta=targets.delta, reason_counts=reasons)
 
     metrics = {
         f"{eval_name}_ece_uncalibrated": before["ece"],
@@ -266,22 +216,23 @@ def fit_calibration(settings: DictConfig, scored: ScoredSplits, label_space: Lab
         **{f"{eval_name}_{k}": v for k, v in routing.items()},
     }
     metrics = {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
+    policy_dict = policy.to_dict()
+    policy_dict.pop("targets", None)  # recorded once, under "targets"
     calibration = {
         "schema_version": SCHEMA_VERSION,
         "run_id": str(run_id),
         "calibration_split": cal_name,
         "calibrator": calibrator.to_dict(),
-        "policy": policy.to_dict(),
-        "targets": {"target_precision": r.target_precision, "delta": r.delta,
-                    "min_coverage": float(r.get("min_coverage", 0.0))},
+        "policy": policy_dict,
+        "targets": targets.to_dict(),
         "guarantee": result.to_dict(include_grid=False),
         "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
                        "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"],
                        "candidates": {"top_k": CANDIDATE_TOP_K, "uncalibrated": cand_before,
                                       "calibrated": cand_after}},
     }
-    calibration["frontier"] = _frontier(policy, probs, arrays, label_space, cal_name, eval_name, r.delta, flags,
-                                        float(r.get("min_coverage", 0.0)))
+    calibration["frontier"] = accept_frontier(policy, inputs[cal_name], cal["y"], inputs[eval_name], ev["y"],
+                                              cal_name=cal_name, eval_name=eval_name)
     for row in calibration["frontier"]:
         log.info("if target_precision were %.2f: tau=%s, %s auto-accepted on %s (precision %s)",
                  row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,
@@ -296,8 +247,8 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     # Every model-free value first: a bad routing.target_precision must not cost a download and
     # two scored splits before it is reported (medcoder.workflows.config_checks).
     check_calibrate_config(cfg)
-    root = Path(cfg.paths.root_dir).resolve()
-    experiment_id = setup_experiment(cfg.tracking, root)
+    experiment_id = setup_experiment(build_tracking(cfg))
+    calibrator = build_calibrator(cfg.calibration)
     with tempfile.TemporaryDirectory() as tmp:
         run = download_run(str(cfg.run_id), Path(tmp))
         train_cfg = run.config()
@@ -307,16 +258,17 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
         hybrid = HybridScorer.load(run.root, frequency)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
-    cal_name, eval_name = cfg.calibration_split, cfg.evaluation_split  # checked distinct up front
-    scored = score_splits(hybrid, data_cfg, (cal_name, eval_name), label_space,
-                          limit=train_cfg.get("max_samples_per_split"), batch_size=cfg.batch_size,
+    plan = CalibrationPlan(calibrator, build_routing(cfg.routing, cfg.calibration, codeset_fy=label_space.codeset_fy,
+                                                     code_type=str(data_cfg.get("code_type", "D"))))
+    cal_name, eval_name = str(cfg.calibration_split), str(cfg.evaluation_split)  # checked distinct up front
+    scored = score_splits(hybrid, build_corpus(data_cfg), (cal_name, eval_name), label_space,
+                          limit=train_cfg.get("max_samples_per_split"), batch_size=int(cfg.batch_size),
                           cache_dir=Path(cfg.paths.cache_dir) if cfg.use_state_cache else None)
-    fitted = fit_calibration(cfg, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
-                             eval_name=eval_name, code_type=str(data_cfg.get("code_type", "D")))
+    fitted = fit_calibration(plan, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
+                             eval_name=eval_name)
     metrics, calibration, result, curve = fitted.metrics, fitted.calibration, fitted.result, fitted.curve
     before, after = fitted.reports["before"], fitted.reports["after"]
     cand_before, cand_after = fitted.reports["cand_before"], fitted.reports["cand_after"]
-    r = cfg.routing
     # Under `--multirun` (a sweep of e.g. routing.target_precision) every job logs to its own
     # child run of the sweep's parent and leaves the trained run's calibration alone; a single
     # calibration logs to the trained run itself (what export reads).
@@ -328,7 +280,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
             tags={"medcoder.calibrated_run": str(cfg.run_id), "medcoder.kind": "calibration"})
     with run_ctx as active:
         if sweep_parent is not None:
-            mlflow.log_params({"run_id": str(cfg.run_id), **flatten(config_container(cfg)["routing"], "routing."),
+            mlflow.log_params({"run_id": str(cfg.run_id), **flatten(config_dict(cfg)["routing"], "routing."),
                                "calibration.method": str(cfg.calibration.method)})
         # Undefined values (e.g. precision when nothing is accepted) are logged as NaN, not dropped
         # and never replaced by a made-up number.
@@ -340,8 +292,8 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         ), "reliability_diagram.png")
         mlflow.log_figure(plot_reliability(before, after, title=f"Reliability, all note x code pairs ({eval_name})"),
                           "reliability_diagram_all_pairs.png")
-        mlflow.log_figure(plot_precision_coverage(curve, result.tau, r.target_precision), "precision_coverage.png")
-        mlflow.set_tag("medcoder.calibration", cfg.calibration.method)
+        mlflow.log_figure(plot_precision_coverage(curve, result.tau, plan.policy.targets.target_precision), "precision_coverage.png")
+        mlflow.set_tag("medcoder.calibration", calibrator.name)
         mlflow.set_tag("medcoder.routing_message", result.message[:500])
     logged_to = active.info.run_id
     if sweep_parent is not None:

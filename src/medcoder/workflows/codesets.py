@@ -71,8 +71,9 @@ def _log_mlflow(cfg: DictConfig, result: MigrationResult, paths: dict[str, Path]
     import mlflow
 
     from medcoder.tracking.mlflow_utils import git_sha, log_config, setup_experiment
+    from medcoder.workflows.factories import build_tracking, config_dict
 
-    setup_experiment(cfg.tracking, cfg.paths.root_dir)
+    setup_experiment(build_tracking(cfg))
     s = result.summary()
     metrics = {f"codes_{k}": v for k, v in s["distinct_codes"].items()}
     metrics |= {f"occurrences_{k}": v for k, v in s["code_occurrences"].items()}
@@ -85,7 +86,7 @@ def _log_mlflow(cfg: DictConfig, result: MigrationResult, paths: dict[str, Path]
         "medcoder.git_sha": git_sha(Path(__file__).parent),
     }
     with mlflow.start_run(run_name=f"migrate-{tags['medcoder.data']}-fy{result.to_fy}", tags=tags):
-        log_config(cfg)
+        log_config(config_dict(cfg))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for key in ("report", "code_mapping", "flagged_documents"):
             mlflow.log_artifact(str(paths[key]), artifact_path="migration")

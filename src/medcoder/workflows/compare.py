@@ -44,6 +44,7 @@ from medcoder.evaluation.note_predictions import (
     read_note_predictions,
 )
 from medcoder.tracking import log_config, setup_experiment
+from medcoder.workflows.factories import build_tracking, config_dict
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +276,7 @@ def _label(run: Run) -> str:
 def compare(cfg: DictConfig) -> CompareResult:
     """Select runs, compute CIs and paired tests, log the comparison run, write its files."""
     check_compare_config(cfg)
-    root = Path(cfg.paths.root_dir).resolve()
-    experiment_id = setup_experiment(cfg.tracking, root)
+    experiment_id = setup_experiment(build_tracking(cfg))
     client = MlflowClient()
     runs, explicit = select_runs(client, cfg)
     baseline = str(cfg.baseline)
@@ -323,7 +323,7 @@ def compare(cfg: DictConfig) -> CompareResult:
         KIND_TAG: KIND, BASELINE_TAG: baseline,
         COMPARED_TAG: ids if len(ids) <= MAX_TAG_CHARS else ids[: MAX_TAG_CHARS - 3] + "...",
     }) as run:
-        log_config(cfg)
+        log_config(config_dict(cfg))
         mlflow.log_metrics({"n_runs": len(comp.systems), "n_notes": comp.n_notes})
         out = Path(cfg.output_dir) if cfg.output_dir else Path(cfg.paths.output_dir) / "comparisons" / run.info.run_id
         out.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,22 @@ guards and the message in one line.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from medcoder.constraints import (
+    Constraint,
+    in_open_unit,
+    int_at_least,
+    is_bool,
+    is_int,
+    is_num,
+    num_at_least,
+    one_of,
+    positive,
+    problem,
+)
 from medcoder.errors import ConfigError
 
 _MISSING = object()
@@ -36,36 +47,17 @@ class Rule:
     optional: bool = False  # the key may be absent or null
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+# The predicates live with the classes' own constraints (one implementation): medcoder.constraints.
+_is_int, _is_num = is_int, is_num
+open_unit = in_open_unit
 
 
-def _is_num(v: Any) -> bool:
-    return (isinstance(v, int | float) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def int_at_least(low: int) -> Callable[[Any], bool]:
-    return lambda v: _is_int(v) and v >= low
-
-
-def num_at_least(low: float) -> Callable[[Any], bool]:
-    return lambda v: _is_num(v) and v >= low
-
-
-def positive(v: Any) -> bool:
-    return _is_num(v) and v > 0
-
-
-def open_unit(v: Any) -> bool:
-    return _is_num(v) and 0 < v < 1
-
-
-def one_of(*allowed: Any) -> Callable[[Any], bool]:
-    return lambda v: v in allowed
-
-
-def is_bool(v: Any) -> bool:
-    return isinstance(v, bool)
+def rules_from(group: str, constraints: Mapping[str, Constraint], *, optional: bool = True) -> list[Rule]:
+    """The config-check rules of a class's ``parameter_constraints`` (the one source of its ranges):
+    ``<group>.<name>`` must satisfy the class's own check. ``optional``: an absent key keeps the
+    constructor's default."""
+    return [Rule(f"{group}.{name}", c.ok, c.expected, optional=optional or c.optional)
+            for name, c in constraints.items()]
 
 
 def _scheduler_names() -> tuple[str, ...]:
@@ -124,26 +116,26 @@ def labels_rules() -> list[Rule]:
 
 
 def routing_rules() -> list[Rule]:
-    return [
-        Rule("routing.target_precision", open_unit, "a number in (0, 1), e.g. 0.95"),
-        Rule("routing.delta", open_unit, "a number in (0, 1), e.g. 0.1 (confidence 1 - delta)"),
-        Rule("routing.min_train_count", int_at_least(0), "an integer >= 0"),
-        Rule("routing.min_coverage", lambda v: _is_num(v) and 0 <= v < 1,
-             "a number in [0, 1), e.g. 0.1 (where the Learn-then-Test sequence starts)", optional=True),
-        Rule("routing.check_excludes1", is_bool, "true or false"),
-        Rule("routing.check_validity", is_bool, "true or false"),
-    ]
+    """``routing.*``: the ranges declared by :class:`RiskTargets` and :class:`RoutingPolicy`."""
+    from medcoder.calibration.risk_control import RiskTargets
+    from medcoder.routing.policy import RoutingPolicy
+
+    return [*rules_from("routing", {k: v for k, v in RiskTargets.parameter_constraints.items()
+                                    if k != "min_coverage"}, optional=False),
+            *rules_from("routing", {"min_coverage": RiskTargets.parameter_constraints["min_coverage"]}),
+            *rules_from("routing", RoutingPolicy.parameter_constraints)]
 
 
 def calibration_rules() -> list[Rule]:
-    from medcoder.calibration.calibrators import CALIBRATOR_NAMES
+    """``calibration.*``: the method (the calibrators' registry), Platt's parameters and the decision
+    threshold's, as the classes declare them."""
+    from medcoder.calibration.calibrators import CALIBRATOR_NAMES, PlattCalibrator
+    from medcoder.calibration.thresholds import DecisionThreshold
 
     return [
         Rule("calibration.method", one_of(*CALIBRATOR_NAMES), f"one of {', '.join(CALIBRATOR_NAMES)}"),
-        Rule("calibration.params.min_positives", int_at_least(1), "an integer >= 1", optional=True),
-        Rule("calibration.params.C", positive, "a number > 0", optional=True),
-        Rule("calibration.decision_threshold.mode", one_of("global", "per_code"), "global or per_code"),
-        Rule("calibration.decision_threshold.min_positives", int_at_least(1), "an integer >= 1"),
+        *rules_from("calibration.params", PlattCalibrator.parameter_constraints),
+        *rules_from("calibration.decision_threshold", DecisionThreshold.parameter_constraints, optional=False),
     ]
 
 
@@ -160,12 +152,9 @@ def _problems(cfg: Mapping[str, Any], rules: Iterable[Rule]) -> list[str]:
     out = []
     for rule in rules:
         value = _lookup(cfg, rule.key)
-        if value is _MISSING or value is None:
-            if not rule.optional:
-                out.append(f"{rule.key} is not set (expected {rule.expected})")
-            continue
-        if not rule.ok(value):
-            out.append(f"{rule.key}={value!r} is not valid (expected {rule.expected})")
+        found = problem(rule.key, None if value is _MISSING else value, rule.ok, rule.expected, rule.optional)
+        if found is not None:
+            out.append(found)
     return out
 
 
@@ -229,45 +218,84 @@ def check_chunk_size(model_cfg: Mapping[str, Any]) -> None:
 def fusion_views(cfg: Mapping[str, Any]) -> Any:
     """``fusion.views`` as a list of names (no ``fusion`` group: the neural view alone; a value that
     is not a list is returned as is, for :func:`fusion_problems` to report)."""
+    from medcoder.modeling.views import NEURAL
+
     fusion = cfg.get("fusion")
     if fusion is None:
-        return ["neural"]
+        return [NEURAL]
     views = fusion.get("views")
     return [str(v) for v in views] if isinstance(views, Sequence) and not isinstance(views, str) else views
 
 
-def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
-    """``fusion.views``: a non-empty list of known, distinct views, in any order (the stacker's
-    feature order follows it); with more than the neural view alone, ``fusion.folds`` >= 2."""
-    from medcoder.modeling import SCORER_REGISTRY
+def view_list_problems(views: Any) -> list[str]:
+    """What is wrong with the ``fusion.views`` list itself: it must be a non-empty list of
+    registered, distinct views (:data:`medcoder.modeling.views.SCORERS`), in any order (the
+    stacker's feature order follows it); one line, empty when fine. Each name is looked up on its
+    own: nothing below the workflows is handed the list to judge it."""
+    from medcoder.modeling import views as view_table
 
-    views = fusion_views(cfg)
-    known = sorted(SCORER_REGISTRY)
-    if not isinstance(views, list) or not views:
+    known = sorted(view_table.registered_views())
+    if not isinstance(views, list | tuple) or not views:
         return [f"fusion.views={views!r} is not valid (expected a non-empty list of views from {known}, "
                 "e.g. [tfidf,dictionary])"]
-    unknown = [v for v in views if v not in SCORER_REGISTRY]
+    views = list(views)
+    unknown = [v for v in views if not view_table.is_view(v)]
     if unknown:
         return [f"fusion.views={views} is not valid (unknown view(s) {unknown}; expected views from {known})"]
     if len(set(views)) != len(views):
         return [f"fusion.views={views} is not valid (expected each view once)"]
-    if views == ["neural"]:
-        return []
-    problems = _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
-    if "dictionary" in views and not dictionary_sources(cfg):
-        data = cfg.get("data") or {}
-        problems.append(
-            f"fusion.views={views}: the dictionary view has no lexicon for data={data.get('name')} (CodiEsp-X "
-            "mentions exist for Spanish CodiEsp only, ICD-10-CM descriptions for diagnosis codes only); "
-            "drop 'dictionary' from fusion.views or set fusion.use_mentions/use_descriptions")
-    return problems
+    return []
+
+
+def view_fit_problems(views: Sequence[str], *, available: Sequence[str], corpus: str | None = None) -> list[str]:
+    """What each of the (valid) ``views`` says it lacks among the ``available`` fit resources (its
+    class's ``fit_problems``, e.g. a dictionary without a lexicon), one line each; ``corpus`` names
+    the data in the complaint. With :func:`view_list_problems`, the rules of the config checks (all
+    problems at once, before anything loads) and of ``medcoder.workflows.fusion.FusionPlan`` (its
+    invariant)."""
+    from medcoder.modeling import views as view_table
+
+    where = f"fusion.views={list(views)}" + (f", data={corpus}" if corpus else "")
+    return [f"{where}: {problem}; drop {name!r} from fusion.views"
+            for name in views for problem in view_table.scorer_class(name).fit_problems(available)]
+
+
+def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """``fusion.views``: a non-empty list of registered, distinct views, in any order, each of which
+    has the fit resources it needs (:func:`view_list_problems`, :func:`view_fit_problems`); with
+    more than the neural view alone, ``fusion.folds`` >= 2. All problems at once (one line),
+    before anything loads."""
+    from medcoder.modeling.views import NEURAL
+
+    views = fusion_views(cfg)
+    problems = view_list_problems(views)
+    if problems:
+        return problems
+    if views != [NEURAL]:
+        problems = _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
+    data = cfg.get("data") or {}
+    return [*problems, *view_fit_problems(views, available=offered_resources(dictionary_sources(cfg)),
+                                          corpus=data.get("name"))]
+
+
+#: Lexicon sources a corpus can offer the views (see :func:`dictionary_sources`).
+LEXICON_SOURCES = ("mentions", "descriptions")
+
+
+def offered_resources(lexicon_sources: Sequence[str]) -> tuple[str, ...]:
+    """The fit resources (``medcoder.modeling.scorer.FIT_RESOURCES``) a run offers its views: its
+    lexicon sources and the notes' language."""
+    return (*lexicon_sources, "language")
 
 
 def dictionary_sources(cfg: Mapping[str, Any]) -> list[str]:
-    """Where the dictionary view's lexicon comes from for this config: ``mentions`` (CodiEsp-X train
-    spans: Spanish CodiEsp corpora) and/or ``descriptions`` (ICD-10-CM wording: diagnosis codes).
-    The one rule :mod:`medcoder.workflows.fusion` applies, checked before anything trains: without
-    it an English procedure corpus failed only after the neural view had trained."""
+    """The lexicon sources this config offers the views (fit resources, see
+    :data:`medcoder.modeling.scorer.FIT_RESOURCES`): ``mentions`` (CodiEsp-X train spans: Spanish
+    CodiEsp corpora) and/or ``descriptions`` (ICD-10-CM wording: diagnosis codes), each unless
+    switched off (``fusion.use_mentions`` / ``use_descriptions``). The one rule, applied by the
+    config checks before anything trains and by ``factories.build_fusion_plan`` (the plan's
+    ``lexicon_sources``): without it an English procedure corpus failed only after the neural view
+    had trained."""
     data, fusion = cfg.get("data") or {}, cfg.get("fusion") or {}
     sources = []
     if data.get("format") == "codiesp" and data.get("language") == "es" and fusion.get("use_mentions", True):
@@ -280,13 +308,15 @@ def dictionary_sources(cfg: Mapping[str, Any]) -> list[str]:
 def check_train_config(cfg: Any) -> None:
     """Every model-free check of ``scripts/train.py``'s config; raises one-line ``ConfigError``.
 
-    Without the neural view (``fusion.views`` omits ``neural``) no encoder is loaded or trained, so
+    Without the neural view (``fusion.views`` omits it) no encoder is loaded or trained, so
     the ``trainer``/``model`` groups are not used and not checked (nor is the encoder's config.json
     read); a warm start, which copies an encoder and its label rows, is refused.
     """
+    from medcoder.modeling.views import NEURAL
+
     plain = _as_plain(cfg)
     problems = fusion_problems(plain)
-    neural = not problems and "neural" in fusion_views(plain)
+    neural = not problems and NEURAL in fusion_views(plain)
     problems += _problems(plain, [*(trainer_rules() + model_rules() if neural else []), *labels_rules()])
     problems += _problems(plain, [
         Rule("max_samples_per_split", int_at_least(1), "an integer >= 1, or null (all)", optional=True),
@@ -315,6 +345,10 @@ def check_calibrate_config(cfg: Any) -> None:
         Rule("batch_size", int_at_least(1), "an integer >= 1"),
         Rule("use_state_cache", is_bool, "true or false"),
     ])
+    from medcoder.workflows.factories import calibration_key_problems
+
+    problems += calibration_key_problems(plain.get("calibration") or {}, plain.get("routing") or {},
+                                         plain.get("tracking") or {})
     cal, ev = plain.get("calibration_split"), plain.get("evaluation_split")
     if cal == ev or "train" in (cal, ev):
         problems.append(

@@ -53,7 +53,7 @@ from omegaconf import DictConfig
 from medcoder.atomic import atomic_write_text
 from medcoder.calibration.calibrators import calibrator_from_dict
 from medcoder.data import LabelSpace, resolve_codiesp_root
-from medcoder.data.codes import normalize_code
+from medcoder.data.codes import canonical_code
 from medcoder.data.mentions import load_codiesp_mentions
 from medcoder.errors import ConfigError
 from medcoder.evaluation.codiesp_x import (
@@ -71,7 +71,7 @@ from medcoder.modeling import HybridScorer
 from medcoder.routing.policy import RoutingPolicy
 from medcoder.tracking import setup_experiment
 from medcoder.tracking.artifacts import download_run
-from medcoder.workflows.factories import build_corpus, plain
+from medcoder.workflows.factories import build_corpus, build_tracking, plain
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +169,7 @@ def evaluate_evidence(cfg: DictConfig) -> EvidenceResult:
     check_evidence_config(cfg)
     started = time.perf_counter()
     run_id, split = str(cfg.run_id), str(cfg.split)
-    root = Path(cfg.paths.root_dir).resolve()
-    setup_experiment(cfg.tracking, root)
+    setup_experiment(build_tracking(cfg))
     with tempfile.TemporaryDirectory() as tmp:
         run = download_run(run_id, Path(tmp))
         train_cfg = run.config()
@@ -203,7 +202,7 @@ def evaluate_evidence(cfg: DictConfig) -> EvidenceResult:
     wanted = set(ids)
     mentions = {d: m for d, m in load_codiesp_mentions(release, split, code_type).items() if d in wanted}
     gold = gold_spans_from_mentions(mentions)
-    gold_codes = {str(i): [normalize_code(c, code_type) for c in codes]
+    gold_codes = {str(i): [canonical_code(c, code_type) for c in codes]
                   for i, codes in zip(notes["id"], notes["codes"], strict=True)}
     report = score_evidence(rows, gold, gold_codes=gold_codes, sources=list(coder.scorer.views))
 

@@ -50,10 +50,11 @@ from medcoder.inference.coder import Coder
 from medcoder.inference.model_card import render_model_card
 from medcoder.modeling import HybridScorer
 from medcoder.modeling.scoring import sigmoid
-from medcoder.tracking import setup_experiment, tracking_uri
+from medcoder.tracking import TrackingSettings, setup_experiment, tracking_uri
 from medcoder.tracking.artifacts import OPTIONAL_ARTIFACTS, download_run
 from medcoder.tracking.registry import CANDIDATE, CHAMPION, set_alias, tag_version
-from medcoder.workflows.calibrate import fit_calibration, recalibration_settings, score_splits
+from medcoder.workflows.calibrate import CalibrationPlan, fit_calibration, score_splits
+from medcoder.workflows.factories import build_corpus, build_tracking
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,8 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
                           batch_size: int = 8, max_map_drop: float | None = None) -> tuple[dict, dict[str, float]]:
     """``(calibration.json, metrics.json)`` of the staged bundle ``bundle_dir`` quantised with ``quantization``.
 
-    The run's fp32 calibration is refitted, with its own settings (:func:`recalibration_settings`),
+    The run's fp32 calibration is refitted, with its own settings
+    (:meth:`~medcoder.workflows.calibrate.CalibrationPlan.from_calibration_json`),
     on the same calibration split, scored by the quantised scorer (no state cache: those are the fp32
     encoder's states); the evaluation split is scored too, for the routing report and the metrics.
     Why refit: a calibrator, decision threshold and τ fitted to fp32 scores are not certified for
@@ -165,10 +167,10 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
     data_cfg = run_cfg.data
     log.info("quantize: scoring %s and %s with the %s model to refit the calibration", cal_name, eval_name,
              quantization)
-    scored = score_splits(hybrid, data_cfg, (cal_name, eval_name), label_space,
+    scored = score_splits(hybrid, build_corpus(data_cfg), (cal_name, eval_name), label_space,
                           limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size, cache_dir=None)
-    fitted = fit_calibration(recalibration_settings(calibration), scored, label_space, run_id=src["run_id"],
-                             cal_name=cal_name, eval_name=eval_name, code_type=str(data_cfg.get("code_type", "D")))
+    fitted = fit_calibration(CalibrationPlan.from_calibration_json(calibration), scored, label_space,
+                             run_id=src["run_id"], cal_name=cal_name, eval_name=eval_name)
     fp32_policy = calibration.get("policy", {})
     refit = {**fitted.calibration, "quantization": quantization,
              # what the refit replaced, for the record (never applied: Coder.load reads the top level)
@@ -237,17 +239,17 @@ def _local_path(uri: str | None) -> Path | None:
     return None
 
 
-def _protected_inputs(cfg: DictConfig, root: Path, run_id: str) -> tuple[list[Path], list[Path]]:
+def _protected_inputs(tracking: TrackingSettings, root: Path, run_id: str) -> tuple[list[Path], list[Path]]:
     """What ``output_dir`` must not be or contain (project root, tracking database) and the MLflow
     stores it must not overlap (``mlruns``/``mlartifacts``, the run's and experiment's artifact
     locations): an export must never replace, or write into, what it reads."""
     protected = [root]
     trees = [root / "mlruns", root / "mlartifacts"]
-    store = _local_path(tracking_uri(cfg.tracking, root))
+    store = _local_path(tracking_uri(tracking))
     if store is not None:  # a sqlite file must not be replaced; a file store (folder) not entered either
         (trees if store.is_dir() else protected).append(store)
-    if cfg.tracking.get("artifact_dir"):
-        trees.append(Path(cfg.tracking.artifact_dir))
+    if tracking.artifact_dir is not None:
+        trees.append(tracking.artifact_dir)
     try:
         run = mlflow.get_run(run_id)
         trees.append(_local_path(run.info.artifact_uri))
@@ -266,10 +268,11 @@ def export_run(cfg: DictConfig) -> ExportResult:
     before anything is downloaded.
     """
     quantization = _quantization(cfg)
-    root = Path(cfg.paths.root_dir).resolve()
-    setup_experiment(cfg.tracking, root)
+    tracking = build_tracking(cfg)
+    root = tracking.root_dir
+    setup_experiment(tracking)
     run_id = str(cfg.run_id)
-    protected, trees = _protected_inputs(cfg, root, run_id)
+    protected, trees = _protected_inputs(tracking, root, run_id)
     # The bundle must load through the one inference path before it is renamed into place; the
     # Coder loaded for that check then computes the MLflow signature (no second load).
     loaded: list[Coder] = []

@@ -27,6 +27,7 @@ from medcoder.inference.batch import (
     predict_notes,
 )
 from medcoder.tracking import setup_experiment
+from medcoder.workflows.factories import build_tracking
 
 __all__ = ["BatchResult", "check_settings", "predict_from_config"]
 
@@ -70,7 +71,7 @@ def predict_from_config(cfg: Any) -> BatchResult:
     notes = NoteSource(cfg.input, id_column=cfg.id_column, text_column=cfg.text_column,
                        max_note_chars=cfg.max_note_chars, parquet_batch_rows=cfg.block_size).scan()
     if str(cfg.bundle).startswith(REMOTE_BUNDLE_PREFIXES):
-        setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
+        setup_experiment(build_tracking(cfg))
     coder = Coder.load(cfg.bundle)
     if coder.bundle_dir is not None:  # a models:/ bundle is only known once downloaded
         check_paths(outputs, cfg.input, coder.bundle_dir)

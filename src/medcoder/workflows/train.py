@@ -1,6 +1,11 @@
 """Train one model end to end: data -> label space -> features -> fit -> evaluate -> MLflow.
 
 This is what ``scripts/train.py`` calls; it reads top to bottom like an HF example script.
+
+The config is read at the door only: :func:`train` checks it (one line, before anything loads)
+and turns every group into plain values and domain objects once (:class:`TrainSettings`: the
+tracking settings, the :class:`~medcoder.workflows.fusion.FusionPlan`, the corpus facts, ...); every
+function below takes those, and nothing under ``workflows/`` ever sees the ``DictConfig``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from medcoder.evaluation.note_predictions import (
     note_predictions_filename,
     write_note_predictions,
 )
-from medcoder.modeling import Scores
+from medcoder.modeling import NEURAL, Scores
 from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
 from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
@@ -44,7 +49,7 @@ from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.modeling.state_cache import get_states
 from medcoder.tracking import (
     EpochMetricsCallback,
-    config_container,
+    TrackingSettings,
     git_sha,
     log_config,
     log_environment,
@@ -63,8 +68,24 @@ from medcoder.training.warm_start import (
 )
 from medcoder.workflows.calibrate import truncated_by_length
 from medcoder.workflows.config_checks import check_train_config
-from medcoder.workflows.factories import build_corpus, build_model, training_arguments
-from medcoder.workflows.fusion import FusionResult, NeuralInputs, fit_fusion, views_of
+from medcoder.workflows.factories import (
+    CODESET_KEYS,
+    LABELS_KEYS,
+    build_corpus,
+    build_fusion_plan,
+    build_model,
+    build_tracking,
+    check_keys,
+    config_dict,
+    training_arguments,
+)
+from medcoder.workflows.fusion import (
+    FusionPlan,
+    FusionResult,
+    NeuralInputs,
+    TrainingCorpus,
+    fit_fusion,
+)
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
@@ -78,13 +99,87 @@ class TrainResult:
     wall_seconds: float
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every config group of ``scripts/train.py`` as plain values and domain objects, built once by
+    :func:`train` (:func:`train_settings`).
+
+    ``config``: the composed config, plain (``config.yaml``, the flattened params, the resume
+    hash); ``data``: the ``data`` group (the corpus loader's keys); ``model`` / ``trainer``: those
+    groups, plain (passed by name to ``build_model`` / ``training_arguments``, read only with the
+    neural view); ``corpus``: where the views' fit resources live; ``fusion``: the views and how
+    they are fused; ``model_name``: tag ``medcoder.model`` (the encoder config's name, or the views
+    where there is no encoder); paths as configured (``root_dir`` resolved).
+    """
+
+    config: Mapping[str, Any]
+    seed: int
+    run_name: str
+    max_samples: int | None
+    warm_start: str | None
+    data: Mapping[str, Any]
+    label_min_count: int
+    label_top_k: int | None
+    codeset_fy: int
+    corpus: TrainingCorpus
+    model: Mapping[str, Any]
+    trainer: Mapping[str, Any]
+    tracking: TrackingSettings
+    fusion: FusionPlan
+    model_name: str
+    root_dir: Path
+    output_dir: Path
+    checkpoint_dir: Path
+    cache_dir: Path
+
+    @property
+    def data_name(self) -> str:
+        return str(self.data["name"])
+
+
+def train_settings(cfg: DictConfig) -> TrainSettings:
+    """The door: ``scripts/train.py``'s composed config -> :class:`TrainSettings` (a group that does
+    not fit is a one-line ``ConfigError`` here, e.g. an unknown key of ``fusion`` or ``tracking``)."""
+    config = config_dict(cfg)
+    data, labels, codeset, paths = (dict(config.get(k) or {}) for k in ("data", "labels", "codeset", "paths"))
+    check_keys("labels", labels, LABELS_KEYS)
+    check_keys("codeset", codeset, CODESET_KEYS)
+    max_samples = config.get("max_samples_per_split")
+    model = dict(config.get("model") or {})
+    tracking = build_tracking(cfg)
+    plan = build_fusion_plan(cfg)
+    return TrainSettings(
+        config=config,
+        seed=int(config["seed"]),
+        run_name=str(config["run_name"]),
+        max_samples=int(max_samples) if max_samples else None,
+        warm_start=str(config["warm_start"]) if config.get("warm_start") else None,
+        data=data,
+        label_min_count=labels["min_count"],
+        label_top_k=labels["top_k"],
+        codeset_fy=codeset["fiscal_year"],
+        corpus=TrainingCorpus(language=str(data.get("language", "en")), code_type=str(data.get("code_type", "D")),
+                              root=data.get("root"), cache_dir=data.get("cache_dir"),
+                              codeset_fy=int(codeset["fiscal_year"]), codeset_order_file=codeset.get("order_file")),
+        model=model,
+        trainer=dict(config.get("trainer") or {}),
+        tracking=tracking,
+        fusion=plan,
+        model_name=plan.model_name(str(model.get("name"))),
+        root_dir=Path(paths["root_dir"]).resolve(),
+        output_dir=Path(paths["output_dir"]),
+        checkpoint_dir=Path(paths["checkpoint_dir"]),
+        cache_dir=Path(paths["cache_dir"]),
+    )
+
+
 # Settings that do not change what is trained: a resume may differ in them.
 _NOT_TRAINING = ("resume", "disable_tqdm", "dataloader_num_workers", "per_device_eval_batch_size",
                  "encode_batch_chunks", "cache_states_on_disk")
 
 
-def _config_hash(cfg: DictConfig) -> str:
-    data = config_container(cfg)
+def _config_hash(config: Mapping[str, Any]) -> str:
+    data = copy.deepcopy(dict(config))
     for key in _NOT_TRAINING:
         data.get("trainer", {}).pop(key, None)
     for key in ("paths", "tracking"):
@@ -99,19 +194,20 @@ def _last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def _checkpoint_to_resume(ckpt_dir: Path, cfg: DictConfig) -> str | None:
+def _checkpoint_to_resume(ckpt_dir: Path, settings: TrainSettings) -> str | None:
     """The last checkpoint of an interrupted run with the *same* config, if resuming is on."""
-    mode = cfg.trainer.resume
+    mode = settings.trainer["resume"]
     stamp = ckpt_dir / "config_hash.txt"
+    config_hash = _config_hash(settings.config)
     if mode == "never" and ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
-    if ckpt_dir.exists() and stamp.exists() and stamp.read_text() != _config_hash(cfg):
+    if ckpt_dir.exists() and stamp.exists() and stamp.read_text() != config_hash:
         raise ConfigError(
-            f"{ckpt_dir} holds checkpoints of run_name={cfg.run_name!r} with a different config",
+            f"{ckpt_dir} holds checkpoints of run_name={settings.run_name!r} with a different config",
             hint="pick another run_name=..., or trainer.resume=never to discard them",
         )
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(_config_hash(cfg))
+    stamp.write_text(config_hash)
     return _last_complete_checkpoint(ckpt_dir) if mode == "auto" else None
 
 
@@ -140,19 +236,23 @@ def _validate(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> TrainResult:
-    """Train, evaluate on dev/test and log one MLflow run; returns its id and metrics."""
+    """Train, evaluate on dev/test and log one MLflow run; returns its id and metrics.
+
+    The door: the config is checked (:func:`_validate`), then turned into :class:`TrainSettings`
+    once (:func:`train_settings`); nothing below takes it."""
     _validate(cfg)
     started = time.time()
-    set_seed(cfg.seed)
-    views = views_of(cfg)
-    if views != ["neural"] and world_size() > 1:
-        raise ConfigError(f"fusion.views={views} under torchrun (WORLD_SIZE={world_size()})",
+    settings = train_settings(cfg)
+    set_seed(settings.seed)
+    plan = settings.fusion
+    if not plan.neural_only and world_size() > 1:
+        raise ConfigError(f"fusion.views={list(plan.views)} under torchrun (WORLD_SIZE={world_size()})",
                           hint="the out-of-fold heads of the stacked fusion train in one process: run it "
                                "without torchrun, or fusion=none")
-    data = _load_data(cfg)
-    if "neural" not in views:
-        return _train_views_only(cfg, data, started)
-    return _train_with_neural(cfg, data, started)
+    data = _load_data(settings)
+    if not plan.has_neural:
+        return _train_views_only(settings, data, started)
+    return _train_with_neural(settings, data, started)
 
 
 @dataclass
@@ -168,53 +268,47 @@ class _Data:
         return self.label_space.encode(self.splits[name]["codes"])
 
 
-def _load_data(cfg: DictConfig) -> _Data:
-    splits = build_corpus(cfg.data)
+def _load_data(settings: TrainSettings) -> _Data:
+    splits = build_corpus(settings.data)
     for name in SPLITS:
         if name not in splits:
             raise ConfigError(f"data.{name}: the corpus has no {name!r} split", hint="train, dev and test are needed")
-    if cfg.get("max_samples_per_split"):
+    if settings.max_samples:
         # Like HF examples' max_train_samples: quick smoke runs and tests on a real corpus.
-        limit = int(cfg.max_samples_per_split)
+        limit = settings.max_samples
         splits = DatasetDict({n: splits[n].select(range(min(len(splits[n]), limit))) for n in SPLITS})
     label_space = LabelSpace.from_codes(
         splits["train"]["codes"],
-        min_count=cfg.labels.min_count,
-        top_k=cfg.labels.top_k,
-        codeset_fy=cfg.codeset.fiscal_year,
+        min_count=settings.label_min_count,
+        top_k=settings.label_top_k,
+        codeset_fy=settings.codeset_fy,
     )
     if len(label_space) == 0:
         raise ConfigError("the label space is empty", hint="lower labels.min_count or check data.code_type")
-    label_space.descriptions = code_descriptions(label_space.codes, code_type=cfg.data.get("code_type", "D"),
-                                                 fiscal_year=cfg.codeset.fiscal_year)
+    label_space.descriptions = code_descriptions(label_space.codes, code_type=settings.corpus.code_type,
+                                                 fiscal_year=settings.codeset_fy)
     coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
     log.info("label space: %d codes; coverage %s", len(label_space), coverage)
     return _Data(splits, label_space, coverage)
 
 
-def _model_name(cfg: DictConfig) -> str:
-    """Tag ``medcoder.model``: the encoder config's name, or the views where there is no encoder."""
-    views = views_of(cfg)
-    return str(cfg.model.name) if "neural" in views else "+".join(views)
-
-
 @contextlib.contextmanager
-def _training_run(cfg: DictConfig, experiment_id: str, data: _Data, truncated: dict[str, Any], *,
+def _training_run(settings: TrainSettings, experiment_id: str, data: _Data, truncated: dict[str, Any], *,
                   tags: dict[str, str], continue_run_id: str | None = None) -> Iterator[Any]:
     """The training's MLflow run (under ``--multirun`` a child of the sweep's parent run,
     medcoder.tracking.sweeps) with what every training logs first: config and environment (not
     again for a continued run), tags, the label count and each split's share of truncated notes."""
     run_ctx, sweep_parent = start_child_or_run(experiment_id, "train", run_id=continue_run_id,
-                                               run_name=None if continue_run_id else str(cfg.run_name))
+                                               run_name=None if continue_run_id else settings.run_name)
     with run_ctx as run:
         if not continue_run_id:
-            log_config(cfg)
+            log_config(settings.config)
             log_environment()
         mlflow.set_tags({
-            "medcoder.data": cfg.data.name,
-            "medcoder.model": _model_name(cfg),
-            "medcoder.codeset_fy": str(cfg.codeset.fiscal_year),
-            "medcoder.git_sha": git_sha(Path(cfg.paths.root_dir).resolve()),
+            "medcoder.data": settings.data_name,
+            "medcoder.model": settings.model_name,
+            "medcoder.codeset_fy": str(settings.codeset_fy),
+            "medcoder.git_sha": git_sha(settings.root_dir),
             "medcoder.world_size": str(world_size()),
             **tags,
         })
@@ -225,8 +319,8 @@ def _training_run(cfg: DictConfig, experiment_id: str, data: _Data, truncated: d
         update_sweep_summary(sweep_parent)
 
 
-def _train_views_only(cfg: DictConfig, data: _Data, started: float) -> TrainResult:
-    """``fusion.views`` without ``neural`` (e.g. ``[tfidf,dictionary]``): no encoder, tokenizer,
+def _train_views_only(settings: TrainSettings, data: _Data, started: float) -> TrainResult:
+    """``fusion.views`` without the neural view (e.g. ``[tfidf,dictionary]``): no encoder, tokenizer,
     Trainer or encoder-state cache, nothing downloaded.
 
     Every view is fitted on train and its K-fold out-of-fold scores over train fit the stacker
@@ -235,50 +329,50 @@ def _train_views_only(cfg: DictConfig, data: _Data, started: float) -> TrainResu
     ``trainer.resume`` do not apply here: nothing trains in epochs (a few closed-form fits), so an
     interrupted run is simply started again, as a new MLflow run.
     """
-    experiment_id = setup_experiment(cfg.tracking, Path(cfg.paths.root_dir).resolve())
+    experiment_id = setup_experiment(settings.tracking)
     # These views read every note whole: a note counts as truncated only where the inference path
     # cuts it (longer than Coder.max_note_chars), as calibration counts it (truncated_by_length).
     truncated = {n: truncated_by_length(data.splits[n]["text"]) for n in SPLITS}
-    with _training_run(cfg, experiment_id, data, truncated, tags={"medcoder.encoder_mode": "none"}) as run:
-        fusion = fit_fusion(cfg, data.splits, data.label_space, data.labels("train"))
-        result = _evaluate_and_save(cfg, run.info.run_id, data, started, fusion=fusion)
+    with _training_run(settings, experiment_id, data, truncated, tags={"medcoder.encoder_mode": "none"}) as run:
+        fusion = fit_fusion(settings.fusion, settings.corpus, data.splits, data.label_space, data.labels("train"))
+        result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion)
     return result
 
 
-def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainResult:
+def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> TrainResult:
     """The neural label-attention model (HF Trainer, checkpoints, resume, torchrun), alone or as
     one of the fused views."""
-    root = Path(cfg.paths.root_dir).resolve()
     splits, label_space = data.splits, data.label_space
+    model_group, trainer_group = settings.model, settings.trainer  # the two groups, plain
 
     # -- model and features ----------------------------------------------------------------
-    encoder_path = resolve_encoder(cfg.model.encoder)
+    encoder_path = resolve_encoder(model_group["encoder"])
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     feats = featurize(
-        splits, tokenizer, label_space, chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks
+        splits, tokenizer, label_space, chunk_size=model_group["chunk_size"], max_chunks=model_group["max_chunks"]
     )
-    model = build_model(cfg.model, encoder_path, label_space.codes, codeset_fy=cfg.codeset.fiscal_year)
-    if cfg.model.label_init == "description":
+    model = build_model(model_group, encoder_path, label_space.codes, codeset_fy=settings.codeset_fy)
+    if model_group["label_init"] == "description":
         n_init = init_from_descriptions(model, tokenizer, [label_space.descriptions.get(c, "") for c in label_space.codes])
         log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
 
     init_bias_from_frequency(model, [label_space.frequency[c] for c in label_space.codes], len(splits["train"]))
     warm: WarmStartReport | None = None
-    if cfg.get("warm_start"):
+    if settings.warm_start:
         # After the cold init: carried rows are overwritten with the source's, added codes keep
         # theirs unless they inherit an ancestor's (medcoder.training.warm_start).
         warm_started = time.time()
-        setup_experiment(cfg.tracking, root)  # a run id is looked up in the tracking store
+        setup_experiment(settings.tracking)  # a run id is looked up in the tracking store
         with tempfile.TemporaryDirectory(prefix="medcoder-warm-start-") as tmp:
-            warm = apply_warm_start(model, str(cfg.warm_start), label_space.codes, Path(tmp),
+            warm = apply_warm_start(model, settings.warm_start, label_space.codes, Path(tmp),
                                     fetch_run=_fetch_run)
         warm_seconds = time.time() - warm_started
 
-    mode = cfg.trainer.encoder_mode
-    cache_dir = Path(cfg.paths.cache_dir) if cfg.trainer.cache_states_on_disk else None
-    fused = len(views_of(cfg)) > 1
+    mode = trainer_group["encoder_mode"]
+    cache_dir = settings.cache_dir if trainer_group["cache_states_on_disk"] else None
+    fused = not settings.fusion.neural_only
     # torchrun: one process per rank; rank 0 alone logs, evaluates and saves (training.distributed).
-    dist = distributed_state(cpu=bool(cfg.trainer.get("use_cpu", False)))
+    dist = distributed_state(cpu=bool(trainer_group.get("use_cpu", False)))
     # The out-of-fold heads start where the final model starts (same description/prevalence init).
     initial_model = copy.deepcopy(model) if fused else None
     if mode == "cached":
@@ -288,16 +382,16 @@ def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainRes
             with main_first(dist):  # rank 0 encodes and writes the cache; the other ranks then read it
                 states = get_states(
                     model.encoder, feats[name],
-                    chunk_size=cfg.model.chunk_size, max_chunks=cfg.model.max_chunks,
-                    cache_dir=cache_dir, batch_chunks=cfg.trainer.encode_batch_chunks, desc=f"encoding {name}",
+                    chunk_size=model_group["chunk_size"], max_chunks=model_group["max_chunks"],
+                    cache_dir=cache_dir, batch_chunks=trainer_group["encode_batch_chunks"], desc=f"encoding {name}",
                 )
             # dev is evaluated every epoch in item order: sorted by length it pads far less.
             order = np.argsort(states.lengths(), kind="stable") if name == "dev" else None
             datasets[name] = StatesDataset(states, np.asarray(feats[name]["labels"], dtype=np.float32), order)
         collator = collate_states
     else:
-        if cfg.trainer.train_top_layers >= 0:
-            model.freeze_encoder(cfg.trainer.train_top_layers)
+        if trainer_group["train_top_layers"] >= 0:
+            model.freeze_encoder(trainer_group["train_top_layers"])
         datasets = {name: ChunksDataset(feats[name]) for name in SPLITS}
         collator = collate_chunks
 
@@ -310,23 +404,23 @@ def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainRes
         return {"map": codiesp_map(sigmoid(pred.predictions), label_space.codes, dev_gold)}
 
     # -- fit -------------------------------------------------------------------------------
-    ckpt_dir = Path(cfg.paths.checkpoint_dir) / str(cfg.run_name)
+    ckpt_dir = settings.checkpoint_dir / settings.run_name
     with main_first(dist):  # rank 0 checks/creates the checkpoint folder; the others only read it
         if is_main_process(dist):
-            resume_from = _checkpoint_to_resume(ckpt_dir, cfg)
+            resume_from = _checkpoint_to_resume(ckpt_dir, settings)
         else:
-            resume_from = _last_complete_checkpoint(ckpt_dir) if cfg.trainer.resume == "auto" else None
+            resume_from = _last_complete_checkpoint(ckpt_dir) if trainer_group["resume"] == "auto" else None
 
     def fit() -> MedCoderTrainer:
         trainer = MedCoderTrainer(
             model=model,
-            args=training_arguments(cfg.trainer, output_dir=ckpt_dir, seed=cfg.seed),
+            args=training_arguments(trainer_group, output_dir=ckpt_dir, seed=settings.seed),
             train_dataset=datasets["train"],
             eval_dataset=datasets["dev"],
             data_collator=collator,
             compute_metrics=dev_metrics,
-            callbacks=[EarlyStoppingCallback(cfg.trainer.early_stopping_patience), EpochMetricsCallback()],
-            head_learning_rate=cfg.trainer.head_learning_rate,
+            callbacks=[EarlyStoppingCallback(trainer_group["early_stopping_patience"]), EpochMetricsCallback()],
+            head_learning_rate=trainer_group.get("head_learning_rate"),
         )
         if resume_from:
             log.info("resuming from %s", resume_from)
@@ -335,12 +429,12 @@ def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainRes
 
     if not is_main_process(dist):
         fit()  # this rank trains its shard of every batch; rank 0 holds the MLflow run
-        return TrainResult("", {}, Path(cfg.paths.output_dir), time.time() - started)
-    experiment_id = setup_experiment(cfg.tracking, root)
+        return TrainResult("", {}, settings.output_dir, time.time() - started)
+    experiment_id = setup_experiment(settings.tracking)
     continued = _mlflow_run_to_continue(ckpt_dir, resume_from)
     truncated = {n: feats[n]["truncated"] for n in SPLITS}
     tags = {"medcoder.encoder_mode": mode, "medcoder.resumed_from": Path(resume_from).name if resume_from else ""}
-    with _training_run(cfg, experiment_id, data, truncated, tags=tags, continue_run_id=continued) as run:
+    with _training_run(settings, experiment_id, data, truncated, tags=tags, continue_run_id=continued) as run:
         (ckpt_dir / "mlflow_run_id.txt").write_text(run.info.run_id)
         if warm is not None:
             _log_warm_start(warm)
@@ -350,7 +444,7 @@ def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainRes
             # Belt and braces behind check_train_config: metrics of an untrained model must never
             # end up in a FINISHED run that can be calibrated and exported (the run is marked FAILED).
             raise ConfigError(
-                f"training ran 0 optimizer steps (trainer.num_train_epochs={cfg.trainer.num_train_epochs}, "
+                f"training ran 0 optimizer steps (trainer.num_train_epochs={trainer_group['num_train_epochs']}, "
                 f"{len(datasets['train'])} training notes)",
                 hint="set trainer.num_train_epochs >= 1 and check the training split",
             )
@@ -359,24 +453,25 @@ def _train_with_neural(cfg: DictConfig, data: _Data, started: float) -> TrainRes
         # Through the shared inference path (identical to the Trainer's own logits; tested).
         score_cache = cache_dir if mode == "cached" else None
         neural_logits = {
-            n: score_features(trainer.model, feats[n], batch_size=cfg.trainer.per_device_eval_batch_size,
+            n: score_features(trainer.model, feats[n], batch_size=trainer_group["per_device_eval_batch_size"],
                               cache_dir=score_cache)
             for n in ("dev", "test")
         }
         fusion = None
         if fused:
             # Extra views + stacker (medcoder.workflows.fusion): out-of-fold over train only.
-            fusion = fit_fusion(cfg, splits, label_space, data.labels("train"), NeuralInputs(
-                trainer.model, initial_model, tokenizer, getattr(datasets["train"], "states", None),
-                _best_epoch(trainer)))
+            fusion = fit_fusion(settings.fusion, settings.corpus, splits, label_space, data.labels("train"),
+                                NeuralInputs(trainer.model, initial_model, tokenizer,
+                                             getattr(datasets["train"], "states", None), _best_epoch(trainer),
+                                             trainer_group))
 
         def save_model(out: Path) -> None:
             trainer.model.save_pretrained(out / NEURAL_DIR)
             tokenizer.save_pretrained(out / NEURAL_DIR)
-            if cfg.tracking.log_model:
+            if settings.tracking.log_model:
                 mlflow.log_artifacts(str(out / NEURAL_DIR), NEURAL_DIR)
 
-        result = _evaluate_and_save(cfg, run.info.run_id, data, started, fusion=fusion, neural_logits=neural_logits,
+        result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion, neural_logits=neural_logits,
                                     save_model=save_model)
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the model now lives in MLflow
     return result
@@ -387,15 +482,15 @@ def _score_dev_test(fusion: FusionResult, splits: DatasetDict, neural_logits: di
     """Fused logits of dev and test, and each view's own scores (the neural view's already scored)."""
     logits, view_scores = {}, {}
     for n in ("dev", "test"):
-        views = fusion.scorer.score_views(list(splits[n]["text"]), exclude=("neural",))
+        views = fusion.scorer.score_views(list(splits[n]["text"]), exclude=(NEURAL,))
         if neural_logits is not None:
-            views["neural"] = Scores(neural_logits[n])
+            views[NEURAL] = Scores(neural_logits[n])
         logits[n] = fusion.scorer.fuse(views)
         view_scores[n] = views
     return logits, view_scores
 
 
-def _evaluate_and_save(cfg: DictConfig, run_id: str, data: _Data, started: float, *,
+def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, started: float, *,
                        fusion: FusionResult | None = None, neural_logits: dict[str, np.ndarray] | None = None,
                        save_model: Callable[[Path], None] | None = None) -> TrainResult:
     """Everything after fitting, the same with or without the neural view: score dev and test, tune
@@ -437,7 +532,7 @@ def _evaluate_and_save(cfg: DictConfig, run_id: str, data: _Data, started: float
     mlflow.log_metrics(metrics)
 
     # -- artifacts ---------------------------------------------------------------------------
-    out = Path(cfg.paths.output_dir) / "runs" / run_id
+    out = settings.output_dir / "runs" / run_id
     out.mkdir(parents=True, exist_ok=True)
     if save_model is not None:
         save_model(out)
@@ -473,7 +568,7 @@ def _evaluate_and_save(cfg: DictConfig, run_id: str, data: _Data, started: float
     freq = np.array([label_space.frequency[c] for c in label_space.codes], dtype=float)
     fig = plot_f1_vs_frequency(
         per_code_f1(y["test"], (probs["test"] >= threshold).astype(float)), freq,
-        title=f"{cfg.data.name} / {_model_name(cfg)}: per-code test F1",
+        title=f"{settings.data_name} / {settings.model_name}: per-code test F1",
     )
     mlflow.log_figure(fig, "per_code_f1_vs_frequency.png")
     return TrainResult(run_id, metrics, out, time.time() - started)

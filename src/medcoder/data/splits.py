@@ -1,0 +1,259 @@
+"""Train/dev/test splits of a multi-label corpus: computed by iterative stratification, or read
+from published split files.
+
+Why a module of its own: how documents are divided is independent of where they come from. The
+MIMIC loader (:mod:`medcoder.data.mimic`) was the first to need it, but nothing here knows about
+MIMIC: a corpus gives groups (e.g. patients) and their labels, or a split file, and gets back a
+split name per document.
+
+**Stratified splits** (:func:`stratified_group_split`): a random split of a multi-label corpus can
+leave rare codes entirely out of dev or test, which makes their metrics undefined and the
+comparison between systems noisy; iterative stratification (Sechidis, Tsoumakas, Vlahavas 2011,
+"On the stratification of multi-label data") keeps each label's share in every split close to the
+split's share of documents. Splitting by *group* (all admissions of a patient in one split) keeps
+a patient's notes from leaking between train and test.
+
+The algorithm is iterative-stratification's ``MultilabelStratifiedShuffleSplit`` (version 0.1.9),
+same tie-breaking and same random stream, re-implemented on sparse label sets: the package scans a
+dense samples x labels matrix once per label (MIMIC-IV ICD-9: ~10^5 x ~10^4, once per each of
+~10^4 codes), hours and GBs; this runs in seconds. A test checks the two give identical splits
+(``tests/unit/test_data_splits.py``), so published splits made with the package are reproduced.
+
+**Split files** (:func:`read_split_files`): a table with a document id column (``_id``,
+``hadm_id``, ``HADM_ID`` or ``id``) and a ``split`` column (``train``, ``val``/``dev``, ``test``)
+as feather, parquet or CSV (Edin et al.'s ``*_split(s).feather``), or a mapping ``{train, dev,
+test}`` of headerless id lists (Mullenbach et al.'s files). Ids are integers (the databases that
+publish such files number their documents).
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medcoder.errors import ConfigError, DataError
+
+__all__ = [
+    "SPLITS",
+    "multilabel_shuffle_split",
+    "read_split_files",
+    "split_file_paths",
+    "stratified_group_split",
+]
+
+SPLITS = ("train", "dev", "test")
+#: Other spellings of a split name found in published split files.
+_ALIASES = {"val": "dev"}
+
+
+# --------------------------------------------------------------------------------------------
+# Iterative stratification (Sechidis et al. 2011) as iterative-stratification 0.1.9
+
+
+def _argmax_ties(values: Sequence[float], candidates: Sequence[int]) -> list[int]:
+    best = max(values[c] for c in candidates)
+    return [c for c in candidates if values[c] == best]
+
+
+def _iterative_stratification(label_sets: Sequence[Sequence[int]], n_labels: int,
+                              r: Sequence[float], rng: np.random.RandomState) -> np.ndarray:
+    """Fold (0 = train, 1 = test) per sample: iterstrat's ``IterativeStratification`` step by
+    step (same float arithmetic, same order of random draws), on sparse label sets.
+
+    Each round takes the label with the fewest unassigned samples (ties: a random one among the
+    lowest label indices, as ``np.where`` lists them) and gives each of its samples to the fold
+    that most wants that label, then the fold that most wants samples, then at random."""
+    n = len(label_sets)
+    folds = np.zeros(n, dtype=np.int64)
+    n_folds = len(r)
+    c_folds = [float(r_f) * n for r_f in r]
+    counts = [0] * n_labels
+    members: list[list[int]] = [[] for _ in range(n_labels)]
+    for i, labels in enumerate(label_sets):
+        for lab in labels:
+            counts[lab] += 1
+            members[lab].append(i)
+    c_labels = [[float(r_f) * c for c in counts] for r_f in r]
+    remaining = counts[:]
+    buckets: dict[int, list[int]] = {}  # remaining count -> sorted labels with that count
+    for lab, c in enumerate(remaining):
+        if c:
+            buckets.setdefault(c, []).append(lab)
+    heap = list(buckets)
+    heapq.heapify(heap)
+    done = np.zeros(n, dtype=bool)
+    all_folds = range(n_folds)
+
+    def move(lab: int) -> None:
+        c = remaining[lab]
+        bucket = buckets[c]
+        del bucket[bisect.bisect_left(bucket, lab)]
+        remaining[lab] = c - 1
+        if c > 1:
+            if c - 1 not in buckets or not buckets[c - 1]:
+                buckets[c - 1] = [lab]
+                heapq.heappush(heap, c - 1)
+            else:
+                bisect.insort(buckets[c - 1], lab)
+
+    while True:
+        while heap and not buckets.get(heap[0]):
+            buckets.pop(heapq.heappop(heap), None)
+        if not heap:
+            break
+        ties = buckets[heap[0]]
+        label = ties[rng.choice(len(ties))] if len(ties) > 1 else ties[0]
+        for i in members[label]:
+            if done[i]:
+                continue
+            col = [c_labels[f][label] for f in all_folds]
+            cands = _argmax_ties(col, all_folds)
+            if len(cands) > 1:
+                sub = _argmax_ties(c_folds, cands)
+                fold = sub[rng.choice(len(sub))] if len(sub) > 1 else sub[0]
+            else:
+                fold = cands[0]
+            folds[i] = fold
+            done[i] = True
+            row = c_labels[fold]
+            for lab in label_sets[i]:
+                row[lab] -= 1
+                move(lab)
+            c_folds[fold] -= 1
+    # samples without any label: to the fold that wants samples most (ties at random)
+    for i in np.flatnonzero(~done):
+        cands = _argmax_ties(c_folds, all_folds)
+        fold = cands[rng.choice(len(cands))] if len(cands) > 1 else cands[0]
+        folds[i] = fold
+        c_folds[fold] -= 1
+    return folds
+
+
+def multilabel_shuffle_split(label_sets: Sequence[Sequence[int]], n_labels: int, *,
+                             test_size: float, seed: int) -> np.ndarray:
+    """Boolean test mask equal to ``MultilabelStratifiedShuffleSplit(n_splits=1,
+    test_size=test_size, random_state=seed)`` of iterative-stratification 0.1.9 on the
+    indicator matrix of ``label_sets`` (label indices in ``range(n_labels)``)."""
+    n = len(label_sets)
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    if n_train <= 0 or n_test <= 0:
+        raise DataError(f"cannot split {n} samples with test_size={test_size}",
+                        hint="the corpus is too small for a train/dev/test split; give data.split_files")
+    rng = np.random.RandomState(seed)
+    indices = np.arange(n)
+    rng.shuffle(indices)
+    r = [n_train / (n_train + n_test), n_test / (n_train + n_test)]
+    folds = _iterative_stratification([label_sets[i] for i in indices], n_labels, r, rng)
+    return folds[np.argsort(indices)] == 1
+
+
+def stratified_group_split(groups: Sequence[Any], labels: Sequence[Sequence[str]], *,
+                           test_size: float, val_size: float, seed: int) -> list[str]:
+    """Split name (``train``/``dev``/``test``) per document, keeping every group in one split.
+
+    ``groups[i]`` is document i's group (a patient), ``labels[i]`` its labels (codes). Groups,
+    sorted by id (so the result does not depend on document order) and labelled with the union of
+    their documents' labels, are split by :func:`multilabel_shuffle_split` into test
+    (``test_size`` of the groups) and the rest, the rest into dev (``val_size`` of the whole, so
+    ``val_size / (1 - test_size)`` of the rest) and train, both with ``seed``."""
+    if not 0 < test_size < 1 or not 0 < val_size < 1 or test_size + val_size >= 1:
+        raise ConfigError(f"test_size={test_size}, val_size={val_size} are not valid fractions",
+                          hint="both in (0, 1) with a sum below 1 (Edin et al.: 0.15 and 0.10)")
+    per_group: dict[Any, set[str]] = {}
+    for group, ls in zip(groups, labels, strict=True):
+        per_group.setdefault(group, set()).update(ls)
+    ordered = sorted(per_group)
+    vocab = {c: i for i, c in enumerate(sorted(set().union(*per_group.values())))}
+    label_sets = [sorted(vocab[c] for c in per_group[g]) for g in ordered]
+    is_test = multilabel_shuffle_split(label_sets, len(vocab), test_size=test_size, seed=seed)
+    rest = np.flatnonzero(~is_test)
+    is_dev = multilabel_shuffle_split([label_sets[i] for i in rest], len(vocab),
+                                      test_size=val_size / (1 - test_size), seed=seed)
+    split_of = dict.fromkeys(ordered, "test")
+    for i, dev in zip(rest, is_dev, strict=True):
+        split_of[ordered[i]] = "dev" if dev else "train"
+    return [split_of[g] for g in groups]
+
+
+# --------------------------------------------------------------------------------------------
+# Split files
+
+
+def read_split_files(split_files: str | Path | Mapping[str, Any]) -> dict[int, str]:
+    """Document id -> split name from one split table, or from a ``{train, dev, test}`` mapping of
+    headerless id lists (see the module docstring). ``val`` is read as ``dev``."""
+    out: dict[int, str] = {}
+    if isinstance(split_files, Mapping):
+        for split, file in split_files.items():
+            name = _ALIASES.get(str(split), str(split))
+            if name not in SPLITS:
+                raise ConfigError(f"data.split_files.{split}: unknown split", hint="use train, dev, test")
+            path = _existing(file)
+            try:
+                ids = pd.read_csv(path, header=None, dtype=str)[0].str.strip()
+            except (ValueError, OSError, EOFError) as exc:
+                raise _read_error(path, exc) from exc
+            for i in ids:
+                out[_split_id(i, path)] = name
+        return out
+    path = _existing(split_files)
+    try:
+        if path.suffix == ".feather":
+            table = pd.read_feather(path)
+        elif path.suffix == ".parquet":
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, dtype=str)
+    except (ValueError, OSError, EOFError, ImportError) as exc:
+        raise _read_error(path, exc) from exc
+    id_col = next((c for c in ("_id", "hadm_id", "HADM_ID", "id") if c in table.columns), None)
+    if id_col is None or "split" not in table.columns:
+        missing = "split" if id_col else "_id"
+        raise DataError(f"{path}: column {missing!r} not found (columns: {', '.join(map(str, table.columns))})",
+                        hint="a split file has a document id column (_id or hadm_id) and a split column")
+    for i, split in zip(table[id_col].tolist(), table["split"].astype(str).tolist(), strict=True):
+        name = _ALIASES.get(split.strip(), split.strip())
+        if name not in SPLITS:
+            raise DataError(f"{path}: column 'split': unknown value {split!r}",
+                            hint="expected train, val/dev or test")
+        out[_split_id(i, path)] = name
+    return out
+
+
+def split_file_paths(split_files: str | Path | Mapping[str, Any] | None) -> list[Path]:
+    """The files ``split_files`` names (checked to exist), in a fixed order: what a cache must
+    watch for changes."""
+    if split_files is None:
+        return []
+    if isinstance(split_files, Mapping):
+        return [_existing(v) for _, v in sorted(split_files.items())]
+    return [_existing(split_files)]
+
+
+def _read_error(path: Path, exc: Exception) -> DataError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return DataError(f"{path}: cannot be read as a split file ({type(exc).__name__}: {first})",
+                     hint="a feather/parquet/CSV table with an id and a split column, or headerless id lists")
+
+
+def _split_id(value: Any, path: Path) -> int:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: document id {value!r} is not an integer",
+                        hint="split files list integer document ids (MIMIC: hadm_id)") from None
+
+
+def _existing(file: Any) -> Path:
+    path = Path(str(file)).expanduser()
+    if not path.is_file():
+        raise DataError(f"data.split_files={path}: file not found", hint="check the path, or set it to null")
+    return path
