@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import difflib
 import math
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from medcoder.errors import ConfigError
 
-__all__ = ["Constraint", "check_keys", "in_open_unit", "in_unit_interval_right_open", "int_at_least", "is_bool", "is_int",
-           "is_num", "num_at_least", "one_of", "positive", "problem", "problems", "validate"]
+__all__ = ["MAX_PATH_PART_BYTES", "MAX_PATH_PART_CHARS", "Constraint", "check_keys", "check_path_part", "in_open_unit",
+           "in_unit_interval_right_open", "int_at_least", "is_bool", "is_int", "is_num", "num_at_least", "one_of",
+           "path_part_problem", "positive", "problem", "problems", "validate"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,53 @@ def validate(group: str, values: Mapping[str, Any], constraints: Mapping[str, Co
     found = problems(group, values, constraints)
     if found:
         raise ConfigError("; ".join(found), hint="fix it on the command line, e.g. key=value")
+
+
+#: A path part's limits: file systems allow 255 bytes per name, and medcoder adds prefixes and
+#: suffixes to some (``.<name>.<random>.partial`` staging folders, ``<data.name>_fy2026``).
+MAX_PATH_PART_CHARS = 128
+MAX_PATH_PART_BYTES = 200
+#: Unicode categories a name may not hold: controls (NUL, newline, ESC ...), lone surrogates (not
+#: writable as UTF-8) and line/paragraph separators (they break one-line logs and messages).
+_BAD_NAME_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
+
+
+def path_part_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be one folder or file name, or None when it can."""
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+        return f"it is {type(value).__name__}, not a name"
+    text = str(value)
+    if not text.strip():
+        return "it is empty"
+    if "/" in text or "\\" in text:
+        return "it holds a path separator (/ or \\)"
+    if text in (".", ".."):
+        return "it names the current or the parent folder"
+    bad = next((c for c in text if unicodedata.category(c) in _BAD_NAME_CATEGORIES), None)
+    if bad is not None:
+        return f"it holds the non-printing character {ascii(bad)}"
+    if text != text.strip():
+        return "it starts or ends with white space"
+    if len(text) > MAX_PATH_PART_CHARS or len(text.encode("utf-8")) > MAX_PATH_PART_BYTES:
+        return f"it is longer than {MAX_PATH_PART_CHARS} characters ({MAX_PATH_PART_BYTES} bytes)"
+    return None
+
+
+def check_path_part(key: str, value: Any) -> str:
+    """``value`` of config key ``key`` as ONE folder or file name (``run_name``, ``data.name``, an
+    MLflow alias...), or a one-line ``ConfigError`` naming the key, the value (``ascii()``: a
+    control character cannot break the line) and what to do.
+
+    Why one check for every such value: a config value joined onto a folder (``checkpoint_dir /
+    run_name``) is a path, and the folder it names may be written into or deleted.
+    ``run_name=../../precious``, an empty ``run_name`` (the parent: every run's checkpoints) or an
+    absolute path each made training delete a folder it never created (issue 22). So: non-empty,
+    no ``/`` or ``\\``, not ``.``/``..``, no control characters, no surrounding white space, at
+    most :data:`MAX_PATH_PART_CHARS` characters. An integer (``run_name=7`` on the command line) is
+    a name too. Returns the value as text.
+    """
+    why = path_part_problem(value)
+    if why is not None:
+        raise ConfigError(f"{key}={ascii(value)} cannot be used as a folder or file name: {why}",
+                          hint=f"give {key} a single name of letters, digits, '-', '_' or '.' (e.g. {key}=my-run-1)")
+    return str(value)

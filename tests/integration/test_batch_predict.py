@@ -15,7 +15,7 @@ from medcoder.errors import DataError
 from medcoder.inference.batch import predict_file, read_notes
 from medcoder.inference.coder import Coder
 
-from ..helpers.paths import REPO_ROOT
+from ..helpers.paths import REPO_ROOT, TINY_MODEL_NAME
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +210,7 @@ def _temps(folder: Path) -> list[Path]:
 
 def test_outputs_are_all_or_nothing_when_a_rename_fails(coder, tmp_path, monkeypatch) -> None:
     import medcoder.atomic as atomic
+    from medcoder.ownership import OWNER_MARKER
 
     src = _notes_jsonl(tmp_path / "in" / "notes.jsonl") if (tmp_path / "in").mkdir() is None else None
     out = tmp_path / "out" / "p.jsonl"
@@ -221,7 +222,8 @@ def test_outputs_are_all_or_nothing_when_a_rename_fails(coder, tmp_path, monkeyp
     calls = []
 
     def flaky_replace(a, b):
-        calls.append(Path(b).name)
+        if Path(b).name != OWNER_MARKER:  # the partial folder's ownership marker is written first
+            calls.append(Path(b).name)
         if Path(b).name == "p.summary.json" and Path(a).name.endswith(".tmp") and "bak" not in Path(a).name:
             raise OSError(28, "No space left on device")
         return real_replace(a, b)
@@ -408,3 +410,39 @@ def test_parquet_in_parquet_out_through_the_script(tiny_bundle, tmp_path) -> Non
     codes = pf.schema_arrow.field("codes").type
     assert pa.types.is_list(codes) and pa.types.is_struct(codes.value_type)
     assert [r["id"] for r in pf.read(columns=["id"]).to_pylist()] == [n["id"] for n in notes]
+
+
+# -- issue 22: outputs in the registry's bundle, note text in errors -------------------------------------------
+def test_output_into_the_registered_models_bundle_is_refused_and_loads_stay_fresh(tiny_bundle, tmp_path) -> None:
+    """`predict output=<the artifact store's registered bundle>/p.jsonl` was accepted, and every later
+    fresh load of that model failed its hash check. Refused as inside the artifact store (from the
+    store's own experiment record) before anything is loaded or written."""
+    root = Path(tiny_bundle["root"])
+    manifests = [m for m in (root / "mlartifacts").rglob("manifest.json") if (m.parent / "labels.json").is_file()]
+    assert manifests, "the registered model keeps its bundle in the artifact store"
+    registered = manifests[0].parent
+    before = sorted(p.name for p in registered.iterdir())
+    src = _notes_jsonl(tmp_path / "notes.jsonl")
+    for extra in ([f"output={registered / 'p.jsonl'}"],
+                  [f"output={tmp_path / 'p.jsonl'}", f"audit.path={registered / 'model' / 'a.jsonl'}"]):
+        res = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "predict.py"),
+                              f"bundle=models:/{TINY_MODEL_NAME}@candidate", f"input={src}", *extra,
+                              f"paths.root_dir={root}"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"})
+        assert res.returncode == 2, res.stderr[-2000:]
+        last = res.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and "inside an MLflow artifact store" in last, last
+    assert sorted(p.name for p in registered.iterdir()) == before and not (registered / "p.jsonl").exists()
+
+
+def test_predict_cli_never_prints_a_headerless_csvs_note(tiny_bundle, tmp_path) -> None:
+    secret = "Mrs Jane Roe QUOKKA-5521 admitted with chest pain"
+    src = tmp_path / "notes.csv"
+    src.write_text(f'1,"{secret}"\n2,"fever"\n')
+    res = _predict_cli(f"bundle={tiny_bundle['result'].bundle_dir}", f"input={src}", f"output={tmp_path / 'p.jsonl'}",
+                       cwd=tmp_path)
+    assert res.returncode == 2 and "missing column 'id'" in res.stderr, res.stderr[-2000:]
+    assert "QUOKKA" not in res.stderr + res.stdout and "Jane Roe" not in res.stderr + res.stdout
+    res = _predict_cli(f"bundle={tiny_bundle['result'].bundle_dir}", f"input={src}", f"output={tmp_path / 'p.jsonl'}",
+                       "id_column=text", cwd=tmp_path)
+    assert res.returncode == 2 and "name the same column" in res.stderr.strip().splitlines()[-1]

@@ -398,3 +398,56 @@ def test_remove_stale_staging_only_removes_dead_processes_folders(tmp_path) -> N
     (not_staging / bundle_mod.STAGING_MARKER).write_text(json.dumps({**marker, "pid": dead_pid}))
     assert bundle_mod.remove_stale_staging(tmp_path) == [dead]
     assert {p.name for p in tmp_path.iterdir()} == {other_host.name, live.name, unmarked.name, "results"}
+
+
+# -- 5. issue 22: calibration.json values are checked at load; a symlinked bundle file is refused -----
+def _edit_calibration(exported, dst: Path, edit) -> Path:
+    """A copy of the bundle whose calibration.json is edited and whose manifest is recomputed (so
+    only the value checks, not the hashes, stand between it and a loaded coder)."""
+    bundle = shutil.copytree(exported["result"].bundle_dir, dst)
+    calibration = json.loads((bundle / "calibration.json").read_text())
+    edit(calibration)
+    (bundle / "calibration.json").write_text(json.dumps(calibration))  # NaN is written as NaN
+    _rewrite_manifest(bundle)
+    return bundle
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c["policy"].update(tau_accept=float("nan")), r"calibration\.json: policy\.tau_accept=nan is not valid"),
+    (lambda c: c["policy"].update(tau_accept=-1), r"calibration\.json: policy\.tau_accept=-1 is not valid"),
+    (lambda c: c["policy"]["decision_threshold"]["state"].update(
+        thresholds=c["policy"]["decision_threshold"]["state"]["thresholds"][:2],
+        per_code=c["policy"]["decision_threshold"]["state"]["per_code"][:2]),
+     r"calibration\.json: policy\.decision_threshold\.state\.thresholds has 2 entries, expected \d+"),
+    (lambda c: c["calibrator"]["state"].update(temperature=float("inf")),
+     r"calibration\.json: calibrator\.state\.temperature=inf is not valid"),
+    (lambda c: c.update(policy=[1]), r"calibration\.json: policy is a list"),
+])
+def test_calibration_values_are_checked_when_a_bundle_loads(exported, tmp_path, edit, match) -> None:
+    """Before: a NaN τ loaded (and auto-accepted codes below the certified τ: ``p < nan`` is
+    false), a shortened thresholds list loaded and crashed at the first predict."""
+    calibrator = json.loads((exported["result"].bundle_dir / "calibration.json").read_text())["calibrator"]
+    if "temperature" in match and calibrator["method"] != "temperature":
+        pytest.skip(f"the tiny bundle's calibrator is {calibrator['method']}")
+    bundle = _edit_calibration(exported, tmp_path / "b", edit)
+    for verify in (True, False):
+        with pytest.raises(BundleError, match=match) as info:
+            Coder.load(bundle, verify=verify)
+        assert "\n" not in str(info.value)
+
+
+def test_a_bundle_file_symlinked_outside_is_refused_at_load(exported, tmp_path) -> None:
+    """Before: verification followed the link (hash of the outside file) and the bundle loaded."""
+    bundle = shutil.copytree(exported["result"].bundle_dir, tmp_path / "b")
+    outside = tmp_path / "metrics-elsewhere.json"
+    (bundle / "metrics.json").rename(outside)
+    (bundle / "metrics.json").symlink_to(outside)
+    with pytest.raises(BundleError, match="symlink") as info:
+        Coder.load(bundle)
+    assert "\n" not in str(info.value)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["../metrics-elsewhere.json"] = manifest["files"].pop("metrics.json")
+    (bundle / "metrics.json").unlink()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not a relative path inside the bundle"):
+        Coder.load(bundle)

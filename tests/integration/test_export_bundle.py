@@ -161,6 +161,45 @@ def test_pyfunc_model_from_registry_gives_the_same_output(exported, tiny_corpus)
     pd.testing.assert_frame_equal(got[cols].reset_index(drop=True), want[cols].reset_index(drop=True))
 
 
+def test_the_mlflow_model_is_logged_from_code_and_holds_no_pickle(exported, tmp_path, monkeypatch) -> None:
+    """Issue 22: the model was a CloudPickle ``python_model.pkl`` that every registry load
+    unpickled. Now it is MLflow "models from code": the model folder holds ``pyfunc_model.py`` and
+    no pickle, and it loads with MLflow's pickle loading switched off."""
+    import pandas as pd
+    import yaml
+
+    from medcoder.tracking.pyfunc import (
+        INPUT_EXAMPLE,
+        OUTPUT_SCHEMA_VERSION,
+        SCHEMA_VERSION_KEY,
+        model_signature,
+    )
+
+    mlflow.set_tracking_uri(exported["tracking_uri"])
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{MODEL_NAME}@candidate",
+                                                     dst_path=str(tmp_path / "model")))
+    pickles = [p.relative_to(local).as_posix() for p in local.rglob("*")
+               if p.suffix in (".pkl", ".pickle", ".cloudpickle", ".joblib")]
+    assert not pickles, pickles
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["python_function"]
+    assert "python_model" not in flavor and flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert Path(flavor["model_code_path"]).name == "pyfunc_model.py" and (local / "pyfunc_model.py").is_file()
+    assert mlmodel["metadata"][SCHEMA_VERSION_KEY] == OUTPUT_SCHEMA_VERSION
+    assert mlflow.models.Model.load(str(local)).signature == model_signature()
+    from medcoder.workflows.export import _requirements
+
+    assert set(_requirements(None)) <= set((local / "requirements.txt").read_text().splitlines())
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    loaded = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@candidate")
+    got = loaded.predict(INPUT_EXAMPLE)
+    want = Coder.load(exported["result"].bundle_dir).predict(list(INPUT_EXAMPLE["text"]), ["example-1", "1"])
+    assert list(got["id"]) == ["example-1", "1"]
+    assert [[c["code"] for c in codes] for codes in got["codes"]] == [[c.code for c in p.codes] for p in want]
+    assert isinstance(got, pd.DataFrame)
+
+
 def test_promote_moves_champion(exported) -> None:
     from medcoder.tracking.registry import promote
 

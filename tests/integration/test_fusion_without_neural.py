@@ -119,6 +119,19 @@ def test_bundle_has_no_model_verifies_and_serves_the_runs_calibrated_scores(run)
     accepted = [c for c in codes if c.decision == "auto_accept"]
     assert accepted, "the lax target should auto-accept some codes"
     assert all(c.evidence for c in accepted)  # no auto-accept without a span to check
+    # ... by the no_evidence rule of the routing table (not an override after routing, which made
+    # the line above true by construction): it fires on exactly the codes without a span, and
+    # without evidence at all (evidence_top_k=0) on every predicted code, so nothing is accepted
+    assert all(("no_evidence" in c.reasons) == (not c.evidence) for c in codes)
+    bare = [c for p in coder.predict(texts, ids, evidence_top_k=0) for c in p.codes]
+    assert [c.code for c in bare] == [c.code for c in codes]
+    assert all(c.decision == "human_review" and "no_evidence" in c.reasons and not c.evidence for c in bare)
+    # the rule acts before Learn-then-Test: the bundle accepts on dev what certification counted
+    dev = load_codiesp(CODIESP_DIR, language="es", code_type="P", splits=("dev",))["dev"]
+    dev = dev.select(range(min(len(dev), N_NOTES)))
+    on_dev = coder.predict(list(dev["text"]), list(dev["id"]))
+    n_dev = sum(c.decision == "auto_accept" for p in on_dev for c in p.codes)
+    assert n_dev == calibration["guarantee"]["n_calibration_accepted"] == calibration["certified_accepted"]["n"]
     # sources: the views that support a code (a non-negated dictionary match, a view's top 15)
     assert all(set(c.sources) <= set(VIEWS) for c in codes) and any(c.sources == VIEWS for c in accepted)
     spans = [(p, e) for p, text in zip(preds, texts, strict=True) for c in p.codes for e in c.evidence]

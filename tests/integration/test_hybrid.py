@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from medcoder import Coder
+from medcoder.evaluation.note_predictions import note_predictions_filename, read_note_predictions
+from medcoder.routing.reasons import ALL_REASONS
 from medcoder.workflows.calibrate import calibrate
 from medcoder.workflows.export import export_run
 from medcoder.workflows.train import train
@@ -68,6 +70,15 @@ def test_bundle_carries_every_view_without_pickle_and_predicts_with_sources(fuse
     # every auto-accepted code can be checked against the note: at least one evidence span
     assert all(c.evidence for c in codes if c.decision == "auto_accept")
     assert any(c.decision == "auto_accept" for c in codes)
+    # ... because no_evidence is a rule of the routing table (not an override after routing, which
+    # made the line above true by construction): without evidence (evidence_top_k=0) it fires on
+    # every predicted code, next to the reasons the code already had, and nothing is accepted.
+    bare = coder.predict(texts, evidence_top_k=0)
+    assert [[c.code for c in p.codes] for p in bare] == [[c.code for c in p.codes] for p in preds]
+    for p, q in zip(preds, bare, strict=True):
+        for c, d in zip(p.codes, q.codes, strict=True):
+            assert d.decision == "human_review" and not d.evidence
+            assert d.reasons == [r for r in ALL_REASONS if r in {*c.reasons, "no_evidence"}], (c.reasons, d.reasons)
     for p, text in zip(preds, texts, strict=True):
         for c in p.codes:
             assert all(0 <= e["start"] < e["end"] <= len(text) and e["source"] for e in c.evidence)
@@ -85,9 +96,30 @@ def test_run_file_gives_the_logged_test_map_under_trectools(fused) -> None:
     assert ev.get_map(depth=1000, trec_eval=False) == pytest.approx(fused["run"].metrics["test_map"], abs=1e-6)
 
 
-def test_hybrid_probabilities_equal_the_calibrated_fused_scores(fused) -> None:
+def test_hybrid_probabilities_are_what_predict_reports_and_what_training_scored(fused) -> None:
+    """``Coder.probabilities`` against two other paths (not its own formula again): the
+    probabilities ``Coder.predict`` reports for its codes, and, uncalibrated, the fused test scores
+    the training run stored (``note_predictions``, scored by the workflow, not by the bundle)."""
     coder = Coder.load(fused["bundle"])
-    texts = ["diabetes glucose insulin metformin", "pneumonia cough fever consolidation"]
+    rows = [json.loads(line) for line in _lines(fused["corpus"]["test"])]
+    ids, texts = [r["id"] for r in rows], [r["text"] for r in rows]
     probs = coder.probabilities(texts)
-    fused_logits = coder.scorer.score(texts).logits
-    np.testing.assert_allclose(probs, coder.calibrator.transform(fused_logits), rtol=1e-6)
+    index = coder.label_space.index
+    preds = coder.predict(texts, ids)
+    reported = [(i, index[c.code], c.probability) for i, p in enumerate(preds) for c in p.codes]
+    assert reported
+    for i, j, probability in reported:
+        assert probability == pytest.approx(float(probs[i, j]), abs=1e-6)
+    raw = coder.probabilities(texts, calibrated=False)
+    run_dir = fused["root"] / "outputs" / "runs" / fused["run"].run_id
+    stored = read_note_predictions(run_dir / note_predictions_filename("test")).by_id()
+    for i, note_id in enumerate(ids):
+        note = stored[note_id]
+        # the run scored the neural view from cached float16 encoder states: close, not equal
+        np.testing.assert_allclose([raw[i, index[c]] for c in note.codes], note.probs, atol=2e-3)
+    # the calibrator was applied (a fitted temperature moves the probabilities) and, one temperature
+    # for every code, kept each note's order (ties aside: high scores saturate at 1.0)
+    assert np.abs(probs - raw).max() > 1e-3
+    for i in range(len(texts)):
+        order = np.lexsort((probs[i], raw[i]))  # by raw score; raw ties by probability
+        assert np.all(np.diff(probs[i, order]) >= 0), i

@@ -158,3 +158,38 @@ def test_guard_returns_413_and_withholds_mlflow_messages(monkeypatch) -> None:
             server.invocations(data, "application/json", None, None)
         assert SECRET not in info.value.serialize_as_json()
         assert info.value.get_http_status_code() == 400
+
+
+def test_guard_turns_unparseable_bodies_into_400s(monkeypatch) -> None:
+    """Issue 22: MLflow parses the body with json.loads and catches only JSONDecodeError, so a body
+    nested 100,000 deep (RecursionError) or with a 5,000-digit integer (ValueError) was a 500."""
+    server = types.ModuleType("mlflow.pyfunc.scoring_server")
+    server.InvocationsResponse = lambda response, status, mimetype: (status, response)  # type: ignore[attr-defined]
+
+    def invocations(data, content_type, model, input_schema):
+        json.loads(data)  # what MLflow 3 does first; the errors below escape it
+        raise ValueError("a bug after parsing")
+
+    server.invocations = invocations  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow.pyfunc.scoring_server", server)
+    assert guard_scoring_server(RequestLimits(max_bytes=10_000_000))
+    for body, match in ((b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+                        (b'{"id": ' + b"9" * 5000 + b', "text": "' + SECRET.encode() + b'"}', "integer too long")):
+        with pytest.raises(RequestRejected, match=match) as info:
+            server.invocations(body, "application/json", None, None)
+        assert info.value.get_http_status_code() == 400 and SECRET not in info.value.serialize_as_json()
+    with pytest.raises(ValueError, match="a bug after parsing"):  # not from the body: keeps its traceback
+        server.invocations(b'{"text": "x"}', "application/json", None, None)
+
+
+def test_nested_ids_and_texts_are_refused_by_row(loaded_model) -> None:
+    model = loaded_model()
+    nested = [[[[SECRET]]]]
+    for frame, match in ((pd.DataFrame({"id": [nested, "b"], "text": ["cough", "fever"]}), "'id' must be a string"),
+                         (pd.DataFrame({"id": [{"a": SECRET}], "text": ["cough"]}), "'id' must be a string"),
+                         (pd.DataFrame({"text": ["cough", {"a": nested}]}), "'text' must be a string")):
+        with pytest.raises(RequestRejected, match=match) as info:
+            model.predict(None, frame)
+        assert "row " in info.value.message and SECRET not in info.value.serialize_as_json()
+    ids = [7, None, "c"]  # plain values (numbers, nulls) are still served as before
+    assert list(model.predict(None, pd.DataFrame({"id": ids, "text": ["cough", "fever", "x"]}))["id"]) == ["7", "1", "c"]

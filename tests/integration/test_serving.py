@@ -162,3 +162,20 @@ def test_malformed_requests_never_echo_note_text(server, body) -> None:
     assert SECRET not in answer, answer
     _assert_answers_normally(server["url"])
     assert SECRET not in server["log"].read_text(errors="ignore")
+
+
+@pytest.mark.parametrize("body, match", [
+    ("[" * 90_000 + "]" * 90_000, "nested too deeply"),  # issue 22: was HTTP 500 + RecursionError traceback
+    ('{"dataframe_split": {"columns": ["text"], "data": ' + "[" * 90_000 + "]" * 90_000 + "}}", "nested too deeply"),
+    ('{"dataframe_split": {"columns": ["id", "text"], "data": [[' + "9" * 5000 + ', "' + SECRET + '"]]}}',
+     "integer too long"),
+])
+def test_deeply_nested_or_unparseable_json_is_a_400_not_a_500(server, body, match) -> None:
+    start = server["log"].stat().st_size
+    status, answer = _post(server["url"], body)
+    assert status == 400 and match in answer and SECRET not in answer, (status, answer[:500])
+    _assert_answers_normally(server["url"])
+    with server["log"].open(errors="ignore") as fh:
+        fh.seek(start)
+        log = fh.read()
+    assert "Traceback" not in log and "RecursionError" not in log and SECRET not in log, log[-2000:]

@@ -24,6 +24,8 @@ from medcoder.calibration import (
 from medcoder.errors import ConfigError
 from medcoder.evaluation import ece as _ece
 
+from ..helpers.plots import assert_png
+
 
 def ece(probs, y_true, n_bins: int = 15) -> float:
     """The project's ECE over pooled pairs (any shape), as the calibration report computes it."""
@@ -175,7 +177,16 @@ def test_reliability_plot_writes_png(tmp_path):
     before = calibration_report(expit(z), y)
     after = calibration_report(TemperatureCalibrator().fit(z, y).transform(z), y)
     json.dumps(before)  # plain JSON
-    fig = plot_reliability(before, after)
+    fig = plot_reliability(before, after, show_counts=True)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 3  # the diagonal, before, after
+    for line, rep in zip(ax.lines[1:], (before, after), strict=True):
+        np.testing.assert_allclose(line.get_xdata(), rep["reliability"]["mean_predicted"])
+        np.testing.assert_allclose(line.get_ydata(), rep["reliability"]["fraction_positive"])
+        assert f"ECE {rep['ece']:.4f}" in line.get_label()
+    # show_counts: one count per bin of each curve, the bins' own counts
+    counts = [int(t.get_text()) for t in ax.texts]
+    assert counts == [*before["reliability"]["count"], *after["reliability"]["count"]]
     out = tmp_path / "reliability.png"
     fig.savefig(out)
-    assert out.stat().st_size > 0
+    assert_png(out, tuple(fig.get_size_inches()), fig.dpi)

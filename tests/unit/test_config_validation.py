@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -22,15 +23,41 @@ def _compose(name: str, overrides: list[str]):
         return compose(config_name=name, overrides=overrides)
 
 
-@pytest.mark.parametrize("experiment", [None, "quickstart", "quickstart_es", "quickstart_p_es"])
-def test_shipped_train_configs_pass(experiment, tmp_path) -> None:
-    extra = [f"experiment={experiment}"] if experiment else []
-    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", *extra]))
+#: One out-of-range value per group each shipped experiment's check reads (neural experiments: the
+#: trainer and model groups too); ``quickstart_p_es`` trains no encoder, so its trainer/model values
+#: are not used and must not be refused.
+_NEURAL_BREAKS = ("trainer.num_train_epochs=0", "model.max_chunks=0", "labels.min_count=0", "seed=x")
+_NO_NEURAL_BREAKS = ("labels.min_count=0", "fusion.folds=1", "max_samples_per_split=0")
+
+
+@pytest.mark.parametrize(("experiment", "neural"), [(None, True), ("quickstart", True), ("quickstart_es", True),
+                                                    ("quickstart_p_es", False)])
+def test_shipped_train_configs_pass(experiment, neural, tmp_path) -> None:
+    """Each shipped experiment passes, and the same experiment with one value out of range is
+    refused naming it: a check that stopped reading a group for that experiment (or at all) would
+    still pass the shipped config, but not this."""
+    extra = [f"paths.root_dir={tmp_path}", *([f"experiment={experiment}"] if experiment else [])]
+    check_train_config(_compose("train", extra))
+    for bad in _NEURAL_BREAKS if neural else _NO_NEURAL_BREAKS:
+        with pytest.raises(ConfigError, match=rf"^{re.escape(bad.split('=')[0])}="):
+            check_train_config(_compose("train", [*extra, bad]))
+    if not neural:  # the unused trainer group is not checked (nor its encoder's config.json read)
+        check_train_config(_compose("train", [*extra, "trainer.num_train_epochs=0", "model.chunk_size=100000"]))
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
 def test_shipped_calibrate_configs_pass(method, tmp_path) -> None:
-    check_calibrate_config(_compose("calibrate", ["run_id=x", f"calibration={method}", f"paths.root_dir={tmp_path}"]))
+    """Each shipped calibration passes; with one value out of range (routing, the decision
+    threshold, the method's own params, the evidence the no_evidence rule reads) or a key the method
+    does not take, the same config is refused naming the key."""
+    base = ["run_id=x", f"calibration={method}", f"paths.root_dir={tmp_path}"]
+    check_calibrate_config(_compose("calibrate", base))
+    breaks = ["routing.min_train_count=-1", "calibration.decision_threshold.min_positives=0",
+              "+routing.evidence_top_k=-1",
+              "calibration.params.min_positives=0" if method == "platt" else "+calibration.params.min_positives=3"]
+    for bad in breaks:
+        with pytest.raises(ConfigError, match=re.escape(bad.lstrip("+").split("=")[0])):
+            check_calibrate_config(_compose("calibrate", [*base, bad]))
 
 
 @pytest.mark.parametrize(("override", "key"), [

@@ -52,6 +52,9 @@ def test_ltt_threshold_meets_target_on_fresh_samples(power, min_coverage):
             valid += 1  # accepting nothing never violates the precision target
             continue
         found += 1
+        # the sequence started where it was told to (label-free): at least min_coverage of the
+        # eligible codes, and never below the one-error minimum (77 at 0.95, 0.1)
+        assert res.n_calibration_accepted >= max(77, int(np.ceil(min_coverage * n_cal)))
         n_acc = int(np.searchsorted(neg_sorted, -res.tau, side="right"))
         fresh_precision = cum_ok[n_acc - 1] / n_acc
         valid += fresh_precision >= TARGET
@@ -64,8 +67,13 @@ def test_ltt_threshold_meets_target_on_fresh_samples(power, min_coverage):
     # finds a threshold in 0.59 (calibrated) and 0.06 (over-confident) of repetitions against 0.81
     # and 0.53 from the 50-code start, because these models meet 0.95 only on their top ~10 %;
     # it pays where errors sit among the very top codes (the test below, docs/auto-accept.md).
-    expected_power = {(1.0, 0.0): 0.7, (2.0, 0.0): 0.4, (1.0, 0.1): 0.5, (2.0, 0.1): 0.0}
-    assert found / n_reps >= expected_power[(power, min_coverage)]
+    # Bands, not floors: the seeds are fixed, so the measured shares (0.81, 0.525, 0.59, 0.055) are
+    # exact; the upper bounds of the 10 % start fail if min_coverage stops moving the start (then
+    # these shares are those of the 50-code start), the lower ones if the test stops certifying.
+    expected_power = {(1.0, 0.0): (0.7, 1.0), (2.0, 0.0): (0.4, 1.0), (1.0, 0.1): (0.5, 0.7),
+                      (2.0, 0.1): (0.02, 0.2)}
+    low, high = expected_power[(power, min_coverage)]
+    assert low <= found / n_reps <= high, found / n_reps
 
 
 def test_infeasible_target_gives_no_threshold_and_says_so():

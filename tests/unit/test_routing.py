@@ -29,7 +29,9 @@ from medcoder.routing import (
     precision_coverage_curve,
     routing_metrics,
 )
-from medcoder.routing.reasons import NEGATED_MENTION, SIBLING_CONFLICT
+from medcoder.routing.reasons import NEGATED_MENTION, NO_EVIDENCE, SIBLING_CONFLICT
+
+from ..helpers.plots import assert_png
 
 CODES = ["E11.9", "E10.9", "N44.8", "I10", "E11.99", "R69"]
 #          0        1        2       3      4 (invalid) 5 (rare)
@@ -77,12 +79,18 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
             [0.0, 0.0, 0.99, 0.0, 0.0, 0.0],  # truncated note
             [0.99, 0.0, 0.0, 0.0, 0.0, 0.0],  # empty note: nothing predicted
             [0.99, 0.99, 0.0, 0.0, 0.0, 0.0],  # excludes1 conflict
+            [0.0, 0.0, 0.99, 0.97, 0.0, 0.0],  # I10: no evidence span (flag); N44.8 has one
         ]
     )
-    truncated = np.array([False, False, True, False, False])
-    empty = np.array([False, False, False, True, False])
+    truncated = np.array([False, False, True, False, False, False])
+    empty = np.array([False, False, False, True, False, False])
+    # The no_evidence flag as the views' evidence gives it: on I10 of note 5, and on a code no
+    # note predicts (E10.9 of note 0), where it must not fire.
+    no_evidence = np.zeros(probs.shape, bool)
+    no_evidence[5, 3] = no_evidence[0, 1] = True
+    flags = {NO_EVIDENCE: no_evidence}
     pol = _policy()
-    rows = pol.route(RoutingInputs(probs, CODES, FREQ, truncated=truncated, empty=empty))
+    rows = pol.route(RoutingInputs(probs, CODES, FREQ, truncated=truncated, empty=empty, flags=flags))
     assert [(d.code, d.decision, d.reasons) for d in rows[0]] == [
         ("E11.9", AUTO_ACCEPT, []),
         ("N44.8", HUMAN_REVIEW, [LOW_CONFIDENCE]),
@@ -92,6 +100,10 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
     assert rows[2][0].reasons == [TRUNCATED_NOTE]
     assert rows[3] == []
     assert {d.code for d in rows[4] if EXCLUDES1_CONFLICT in d.reasons} == {"E11.9", "E10.9"}
+    assert [(d.code, d.decision, d.reasons) for d in rows[5]] == [
+        ("N44.8", AUTO_ACCEPT, []),
+        ("I10", HUMAN_REVIEW, [NO_EVIDENCE]),  # above τ, no other rule: no_evidence alone decides
+    ]
 
     docs = [document_decision(r, bool(e)) for r, e in zip(rows, empty, strict=True)]
     assert docs[0] == (HUMAN_REVIEW, [LOW_CONFIDENCE])
@@ -101,9 +113,10 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
         r for _, rs in docs for r in rs
     }
     # new_code needs codeset_fy (test_routing_codesets.py); the switchable rules are tested below
-    assert produced == set(ALL_REASONS) - {"new_code", "negated_mention", "sibling_conflict", "no_evidence"}
+    assert produced == set(ALL_REASONS) - {"new_code", "negated_mention", "sibling_conflict"}
 
-    predicted, accept, counts = pol.route_arrays(RoutingInputs(probs, CODES, FREQ, truncated, empty))
+    inputs = RoutingInputs(probs, CODES, FREQ, truncated, empty, flags)
+    predicted, accept, counts = pol.route_arrays(inputs)
     assert set(counts) == set(ALL_REASONS)
     assert counts == {
         LOW_CONFIDENCE: 1,
@@ -115,8 +128,10 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
         "new_code": 0,
         "negated_mention": 0,
         "sibling_conflict": 0,
-        "no_evidence": 0,
+        "no_evidence": 1,
     }
+    # the code without evidence is not among the codes τ is certified on (one population)
+    assert not pol.eligible_mask(inputs)[5, 3] and pol.eligible_mask(inputs)[5, 2]
     routed = {(i, CODES.index(d.code)) for i, r in enumerate(rows) for d in r}
     assert routed == set(zip(*np.nonzero(predicted), strict=True))
     accepted = {
@@ -213,9 +228,22 @@ def test_precision_coverage_curve_and_plot(tmp_path):
     json.dumps(curve)
     for tau in (0.8, None):
         fig = plot_precision_coverage(curve, tau, 0.95)
+        ax = fig.axes[0]
+        # the curve itself, the dashed target line, and the operating point only where a τ exists
+        line, target = ax.lines[0], ax.lines[1]
+        np.testing.assert_allclose(line.get_xdata(), curve["coverage"])
+        np.testing.assert_allclose(line.get_ydata(), curve["precision"])
+        assert list(target.get_ydata()) == [0.95, 0.95] and target.get_linestyle() == "--"
+        if tau is not None:
+            assert len(ax.lines) == 3
+            i = int(np.flatnonzero(np.asarray(curve["tau"]) >= tau)[-1])  # lowest curve point with τ' >= τ
+            point = ax.lines[2]
+            assert (list(point.get_xdata()), list(point.get_ydata())) == ([curve["coverage"][i]], [curve["precision"][i]])
+        else:
+            assert len(ax.lines) == 2 and any("nothing auto-accepted" in t.get_text() for t in ax.texts)
         out = tmp_path / f"pc_{tau}.png"
         fig.savefig(out)
-        assert out.stat().st_size > 0
+        assert_png(out, tuple(fig.get_size_inches()), fig.dpi)
 
 
 def test_conflict_matrix_agrees_with_pairwise_check():

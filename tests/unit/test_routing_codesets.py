@@ -33,8 +33,20 @@ def test_new_code_reason_is_appended_not_renamed():
 def test_new_and_invalid_codes_in_fy2026():
     r = _reasons(_policy(2026))
     assert r["G35.A"] == [RARE_CODE, NEW_CODE]  # new in FY2026 and barely trained
-    assert r["E11.A"] == []  # new, but learned from 50 notes
     assert r["I10"] == [] and r["G35"] == []  # G35 is a valid (header) code in FY2026
+
+
+def test_a_frequent_new_code_is_routed_by_new_code_alone():
+    """E11.A is new in FY2026 yet learned from 50 notes: no other rule fires, so new_code alone
+    changes its decision. (When new_code fired as ``new & rare`` it always came with rare_code and
+    E11.A, well above τ, was auto-accepted.)"""
+    policy = _policy(2026)
+    row = {d.code: d for d in policy.route(RoutingInputs(np.full((1, len(CODES)), 0.9), CODES, FREQ))[0]}
+    assert row["E11.A"].reasons == [NEW_CODE] and row["E11.A"].decision == "human_review"
+    assert row["I10"].decision == "auto_accept"  # same probability, not new: accepted
+    # and it is not certified: the codes Learn-then-Test counts exclude it
+    probs = np.full((4, len(CODES)), 0.9)
+    assert not policy.eligible_mask(RoutingInputs(probs, CODES, FREQ))[:, CODES.index("E11.A")].any()
 
 
 def test_validity_follows_the_policy_year():
@@ -47,7 +59,8 @@ def test_validity_follows_the_policy_year():
 def test_counts_and_serialisation():
     policy = _policy(2026)
     _, accept, counts = policy.route_arrays(RoutingInputs(np.full((2, len(CODES)), 0.9), CODES, FREQ))
-    assert counts[NEW_CODE] == 2 and accept.sum() == 6
+    # G35.A (rare and new) and E11.A (frequent and new) in both notes; G35 and I10 accepted
+    assert counts[NEW_CODE] == 4 and counts[RARE_CODE] == 2 and accept.sum() == 4
     restored = RoutingPolicy.from_dict(json.loads(json.dumps(policy.to_dict())))
     assert restored.codeset_fy == 2026
     old = policy.to_dict()

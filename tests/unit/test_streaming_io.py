@@ -153,7 +153,7 @@ def test_reading_stays_within_one_block_of_predicting(coder, tmp_path, kind, mon
 def test_scan_refuses_duplicates_empty_input_and_bad_parquet(tmp_path) -> None:
     p = tmp_path / "d.jsonl"
     p.write_text("".join(json.dumps({"id": i, "text": "x"}) + "\n" for i in ["a", "b", "c", "b"]))
-    with pytest.raises(DataError, match=r"d\.jsonl:4: duplicate id 'b' \(first at .*d\.jsonl:2\)"):
+    with pytest.raises(DataError, match=r"d\.jsonl:4: duplicate id \(first at .*d\.jsonl:2\)"):
         NoteSource(p).scan()
     (tmp_path / "e.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(DataError, match=r"e\.parquet: not a readable Parquet file"):

@@ -21,8 +21,16 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
+from medcoder.calibration.stored import (
+    HINT,
+    stored_bools,
+    stored_mapping,
+    stored_number,
+    stored_numbers,
+    stored_params,
+)
 from medcoder.constraints import Constraint, int_at_least, positive, validate
-from medcoder.errors import ConfigError
+from medcoder.errors import BundleError, ConfigError
 from medcoder.registry import Registry
 
 __all__ = [
@@ -86,13 +94,16 @@ class BaseCalibrator:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BaseCalibrator:
+        """Inverse of :meth:`to_dict`; every stored parameter is checked by ``_set_state`` (finite,
+        in range, one per code where per code), a bad one is a ``BundleError`` naming the field."""
+        d = stored_mapping("calibrator", d)
         if d.get("method") != cls.name:
             raise ConfigError(
                 f"calibration.method: expected {cls.name!r}, got {d.get('method')!r}",
                 hint="use medcoder.calibration.calibrator_from_dict to dispatch on the method",
             )
-        obj = cls(**d.get("params", {}))
-        obj._set_state(d.get("state", {}))
+        obj = stored_params("calibrator.params", cls, d.get("params", {}))
+        obj._set_state(dict(stored_mapping("calibrator.state", d.get("state", {}))))
         return obj
 
     def _check_fitted(self, attr: str) -> None:
@@ -168,9 +179,19 @@ class TemperatureCalibrator(BaseCalibrator):
         return {"temperature": self.temperature_, "nll": self.nll_}
 
     def _set_state(self, state: dict[str, Any]) -> None:
+        # The stored params are refitted from (calibrate's CalibrationPlan), so they are checked too.
+        bounds = stored_numbers("calibrator.params.log_t_bounds", list(self.log_t_bounds)
+                                if isinstance(self.log_t_bounds, list | tuple) else self.log_t_bounds, length=2, per="")
+        if bounds[0] >= bounds[1]:
+            raise BundleError(f"calibrator.params.log_t_bounds={list(self.log_t_bounds)!r} is not valid "
+                              "(expected low < high)", hint=HINT)
         if "temperature" in state:
-            self.temperature_ = float(state["temperature"])
-            self.nll_ = float(state.get("nll", float("nan")))
+            self.temperature_ = stored_number("calibrator.state.temperature", state["temperature"], low=0.0,
+                                              above=True)
+            nll = state.get("nll")  # a record of the fit, not used to transform; NaN when unknown
+            if nll is not None and (isinstance(nll, bool) or not isinstance(nll, int | float)):
+                raise BundleError(f"calibrator.state.nll={nll!r} is not valid (expected a number)", hint=HINT)
+            self.nll_ = float("nan") if nll is None else float(nll)
 
 
 def _fit_logistic(z: np.ndarray, y: np.ndarray, c: float) -> tuple[float, float]:
@@ -247,12 +268,18 @@ class PlattCalibrator(BaseCalibrator):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         if "coef" in state:
-            self.coef_ = np.asarray(state["coef"], dtype=np.float64)
-            self.intercept_ = np.asarray(state["intercept"], dtype=np.float64)
-            self.per_code_ = np.asarray(state["per_code"], dtype=bool)
-            self.pooled_coef_ = float(state["pooled_coef"])
-            self.pooled_intercept_ = float(state["pooled_intercept"])
-            self.n_labels_ = int(self.coef_.shape[0])
+            where = "calibrator.state"
+            for key in ("intercept", "per_code", "pooled_coef", "pooled_intercept"):
+                if key not in state:
+                    raise BundleError(f"{where}.{key} is missing", hint=HINT)
+            self.coef_ = stored_numbers(f"{where}.coef", state["coef"])
+            n = int(self.coef_.shape[0])
+            self.intercept_ = stored_numbers(f"{where}.intercept", state["intercept"], length=n)
+            self.per_code_ = stored_bools(f"{where}.per_code", state["per_code"], length=n)
+            self.pooled_coef_ = float(stored_number(f"{where}.pooled_coef", state["pooled_coef"]))  # type: ignore[arg-type]
+            self.pooled_intercept_ = float(stored_number(f"{where}.pooled_intercept",  # type: ignore[arg-type]
+                                                         state["pooled_intercept"]))
+            self.n_labels_ = n
 
 
 class IsotonicCalibrator(BaseCalibrator):
@@ -292,8 +319,14 @@ class IsotonicCalibrator(BaseCalibrator):
 
     def _set_state(self, state: dict[str, Any]) -> None:
         if "X_thresholds" in state:
-            self.X_thresholds_ = np.asarray(state["X_thresholds"], dtype=np.float64)
-            self.y_thresholds_ = np.asarray(state["y_thresholds"], dtype=np.float64)
+            # np.interp needs increasing breakpoints, and an isotonic map never decreases.
+            self.X_thresholds_ = stored_numbers("calibrator.state.X_thresholds", state["X_thresholds"],
+                                                nondecreasing=True)
+            if "y_thresholds" not in state:
+                raise BundleError("calibrator.state.y_thresholds is missing", hint=HINT)
+            self.y_thresholds_ = stored_numbers("calibrator.state.y_thresholds", state["y_thresholds"], low=0.0,
+                                                high=1.0, length=int(self.X_thresholds_.shape[0]),
+                                                nondecreasing=True)
 
 
 #: ``calibration.method`` -> calibrator class (medcoder.registry: one registration style).
@@ -313,5 +346,8 @@ def make_calibrator(name: str, **kw: Any) -> BaseCalibrator:
 
 
 def calibrator_from_dict(d: dict[str, Any]) -> BaseCalibrator:
-    """Rebuild a fitted calibrator from :meth:`BaseCalibrator.to_dict` output."""
+    """Rebuild a fitted calibrator from :meth:`BaseCalibrator.to_dict` output (a stored value
+    out of range is a one-line ``BundleError`` naming the field; an unknown method, as for the
+    config value, a ``ConfigError`` listing the known ones)."""
+    d = stored_mapping("calibrator", d)
     return CALIBRATORS.lookup(d.get("method")).from_dict(d)

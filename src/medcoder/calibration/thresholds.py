@@ -12,7 +12,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from medcoder.calibration.stored import (
+    HINT,
+    stored_bools,
+    stored_mapping,
+    stored_number,
+    stored_numbers,
+    stored_params,
+)
 from medcoder.constraints import Constraint, int_at_least, one_of, validate
+from medcoder.errors import BundleError
 from medcoder.evaluation.metrics import f1_optimal_threshold
 
 __all__ = ["DecisionThreshold", "f1_optimal_threshold"]
@@ -91,13 +100,23 @@ class DecisionThreshold:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DecisionThreshold:
-        obj = cls(**d.get("params", {}))
+    def from_dict(cls, d: dict[str, Any], *, field: str = "decision_threshold") -> DecisionThreshold:
+        """Inverse of :meth:`to_dict`. Every stored value is checked (:mod:`.stored`): thresholds
+        are probabilities, finite and in [0, 1], with one ``per_code`` flag each; anything else is
+        a one-line ``BundleError`` naming ``field`` (e.g. ``policy.decision_threshold.state.thresholds[3]``)."""
+        d = stored_mapping(field, d)
+        obj = stored_params(f"{field}.params", cls, d.get("params", {}))
         state = d.get("state")
         if state:
-            obj.global_threshold_ = float(state["global_threshold"])
-            obj.thresholds_ = np.asarray(state["thresholds"], dtype=np.float64)
-            obj.per_code_ = np.asarray(state["per_code"], dtype=bool)
+            state = stored_mapping(f"{field}.state", state)
+            where = f"{field}.state"
+            for key in ("global_threshold", "thresholds", "per_code"):
+                if key not in state:
+                    raise BundleError(f"{where}.{key} is missing", hint=HINT)
+            obj.global_threshold_ = stored_number(f"{where}.global_threshold", state["global_threshold"], low=0.0,
+                                                  high=1.0)
+            obj.thresholds_ = stored_numbers(f"{where}.thresholds", state["thresholds"], low=0.0, high=1.0)
+            obj.per_code_ = stored_bools(f"{where}.per_code", state["per_code"], length=obj.thresholds_.shape[0])
         return obj
 
     @classmethod

@@ -32,6 +32,7 @@ from typing import Any
 
 from medcoder.atomic import atomic_write_text
 from medcoder.codesets.base import CodeSet
+from medcoder.ownership import claim_outputs
 
 __all__ = ["CHANGES", "CodeChange", "CodeSetDiff", "diff_codesets", "write_diff"]
 
@@ -132,7 +133,11 @@ def diff_codesets(old: CodeSet, new: CodeSet) -> CodeSetDiff:
 
 
 def write_diff(diff: CodeSetDiff, output_dir: str | Path) -> dict[str, Path]:
-    """``codeset_diff.csv`` (one row per change), ``summary.json`` and ``summary.txt``, atomically."""
+    """``codeset_diff.csv`` (one row per change), ``summary.json`` and ``summary.txt``, atomically.
+
+    ``output_dir`` may be a user's folder: a file of those names there that medcoder did not write
+    is never replaced (one-line ``ConfigError`` before anything is written; :mod:`medcoder.ownership`).
+    """
     out = Path(output_dir)
     buf = io.StringIO()
     fields = list(CodeChange.__dataclass_fields__)
@@ -141,6 +146,7 @@ def write_diff(diff: CodeSetDiff, output_dir: str | Path) -> dict[str, Path]:
     for change in diff.changes:
         writer.writerow(asdict(change))
     paths = {"csv": out / "codeset_diff.csv", "summary": out / "summary.json", "text": out / "summary.txt"}
+    claim_outputs(out, [p.name for p in paths.values()], kind="codeset_diff")
     atomic_write_text(paths["csv"], buf.getvalue())
     atomic_write_text(paths["summary"], json.dumps(diff.summary(), indent=1) + "\n")
     atomic_write_text(paths["text"], diff.summary_text() + "\n")

@@ -52,10 +52,12 @@ import datasets
 from medcoder.atomic import atomic_write_text
 from medcoder.codesets.base import CodeSet
 from medcoder.codesets.normalise import AS_IS
+from medcoder.constraints import path_part_problem
 from medcoder.data._common import build_dataset
 from medcoder.data.codes import dedupe
 from medcoder.data.codiesp import RELEASE_DIRNAME, TEXT_DIRS
 from medcoder.errors import ConfigError, DataError
+from medcoder.ownership import claim_outputs
 
 __all__ = [
     "CATEGORIES",
@@ -75,6 +77,8 @@ UNCHANGED, NORMALISED, REMAPPED, FLAGGED, UNMAPPABLE = CATEGORIES = (
     "unmappable",
 )
 ON_UNMAPPABLE = ("keep", "drop")
+#: The report files :func:`write_migration` writes beside the corpus.
+REPORT_FILES = ("code_mapping.csv", "flagged_documents.csv", "migration_report.json")
 SPLITS_ORDER = ("train", "dev", "test")
 
 
@@ -249,10 +253,14 @@ def _write_codiesp(data: Mapping[str, datasets.Dataset], out: Path, language: st
             text_dir.mkdir(parents=True)
             rows = []
             for r in ds:
+                why = path_part_problem(r["id"])
+                if why is not None:  # the id becomes a file name: never a path out of the release
+                    raise DataError(f"split {split!r}: note id {ascii(r['id'])} cannot be a file name: {why}",
+                                    hint="write the migrated corpus as jsonl or csv, or fix the ids")
                 (text_dir / f"{r['id']}.txt").write_text(r["text"], encoding="utf-8")
                 rows += [f"{r['id']}\t{c}" for c in r["codes"]]
             (tmp / split / f"{split}D.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        if release.exists():
+        if release.exists():  # medcoder's own, earlier migration: claim_outputs checked it
             shutil.rmtree(release)
         os.replace(tmp, release)
     finally:
@@ -268,16 +276,26 @@ def write_migration(
     ``code_mapping.csv``, ``flagged_documents.csv``), each atomically.
 
     The report files hold codes, ids and counts only; the note text is only in the corpus files.
+    ``output_dir`` may be a user's folder: an entry of those names there that medcoder did not
+    write (a CodiEsp release, a ``train.jsonl``) is never replaced or deleted (one-line
+    ``ConfigError`` before anything is written; :mod:`medcoder.ownership`).
     """
     if fmt not in ("jsonl", "csv", "codiesp"):
         raise ConfigError(f"output format {fmt!r} is not supported", hint="use jsonl, csv or codiesp")
     out = Path(output_dir)
+    splits = sorted(result.data, key=lambda s: (SPLITS_ORDER.index(s) if s in SPLITS_ORDER else 9, s))
+    for split in splits:  # a split name becomes a file name
+        why = path_part_problem(split)
+        if why is not None:
+            raise DataError(f"split {ascii(split)} cannot be a file name: {why}", hint="name the splits train, dev, test")
+    corpus = [RELEASE_DIRNAME] if fmt == "codiesp" else [f"{split}.{fmt}" for split in splits]
+    claim_outputs(out, [*corpus, *REPORT_FILES], kind="migrate_labels")
     paths: dict[str, Path] = {}
     if fmt == "codiesp":
         release = _write_codiesp(result.data, out, language)
         paths.update({split: release / split for split in result.data})
     else:
-        for split in sorted(result.data, key=lambda s: (SPLITS_ORDER.index(s) if s in SPLITS_ORDER else 9, s)):
+        for split in splits:
             paths[split] = out / f"{split}.{fmt}"
             _write_split(result.data[split], paths[split], fmt)
 
@@ -286,14 +304,14 @@ def write_migration(
          "target_billable": m.target_billable, "n_documents": result.occurrences[m.code], "candidates": " ".join(m.candidates)}
         for m in sorted(result.mappings.values(), key=lambda m: (CATEGORIES.index(m.category), m.code))
     ]
-    paths["code_mapping"] = out / "code_mapping.csv"
+    paths["code_mapping"] = out / REPORT_FILES[0]
     atomic_write_text(paths["code_mapping"], _csv_text(mapping_rows, list(mapping_rows[0]) if mapping_rows else ["code"]))
-    paths["flagged_documents"] = out / "flagged_documents.csv"
+    paths["flagged_documents"] = out / REPORT_FILES[1]
     atomic_write_text(paths["flagged_documents"],
                       _csv_text(result.review_rows, ["split", "id", "code", "category", "rule", "candidates"]))
     report = {**result.summary(), "data_override": data_override(paths, fmt, language=language, fy=result.to_fy),
               "files": {k: str(v) for k, v in paths.items()}}
-    paths["report"] = out / "migration_report.json"
+    paths["report"] = out / REPORT_FILES[2]
     atomic_write_text(paths["report"], json.dumps(report, indent=1) + "\n")
     return paths
 

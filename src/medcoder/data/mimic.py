@@ -81,6 +81,7 @@ import pyarrow as pa
 from medcoder.atomic import atomic_open, atomic_write_text, make_temp, remove_stale_temps
 from medcoder.data._common import FEATURES
 from medcoder.data.splits import SPLITS, read_split_files, split_file_paths, stratified_group_split
+from medcoder.data.tabular import missing_column
 from medcoder.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,16 @@ def _find(root: Path, spec: _Input, root_key: str) -> Path:
 
 
 def _read_error(path: Path, exc: Exception) -> DataError:
-    return DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+    """A one-line error without the reader's message where that could quote the file: pandas'
+    parser and I/O errors name lines and positions, other ``ValueError`` texts may hold a cell."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, UnicodeDecodeError):
+        text = f"not valid UTF-8 at byte {exc.start}"
+    elif isinstance(exc, OSError):
+        text = exc.strerror or text
+    elif not isinstance(exc, pd.errors.ParserError | pd.errors.EmptyDataError | EOFError | zlib.error):
+        text = "message withheld: it may quote the file"
+    return DataError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {text})",
                      hint="re-download the file from PhysioNet (a truncated .gz or a non-CSV file)")
 
 
@@ -198,12 +208,10 @@ def _chunks(path: Path, spec: _Input, chunksize: int) -> Iterator[pd.DataFrame]:
     except (ValueError, OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
         raise _read_error(path, exc) from exc
     for column in spec.columns:
-        if column not in header:
-            raise DataError(
-                f"{path}: column {column!r} not found (columns: {', '.join(map(str, header[:12]))})",
-                hint=f"expected the published {spec.schema} schema with "
-                     f"{', '.join(spec.columns)}; use the unmodified PhysioNet file",
-            )
+        if column not in header:  # the file's own header is not quoted: a headerless file's is a note
+            raise missing_column(f"{path}:1", column, header, spec.columns,
+                                 hint=f"expected the published {spec.schema} schema with a header row; "
+                                      "use the unmodified PhysioNet file")
     try:
         reader = pd.read_csv(path, usecols=list(spec.columns), dtype=str, keep_default_na=False,
                              chunksize=chunksize)
@@ -221,7 +229,8 @@ def _int_column(chunk: pd.DataFrame, column: str, path: Path, *, allow_missing: 
         bad |= raw == ""
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{path}: data row {chunk.index[pos] + 1}, column {column!r}: {raw.iloc[pos]!r} is not an integer",
+        raise DataError(f"{path}: data row {chunk.index[pos] + 1}, column {column!r}: "
+                        f"{'empty' if raw.iloc[pos] == '' else 'not an integer'} (the value is not shown)",
                         hint="the file is corrupt or not the published schema; re-download it")
     return values.fillna(-1).astype(np.int64).to_numpy()
 
@@ -247,7 +256,7 @@ def _read_codes(path: Path, spec: _Input, *, is_diag: bool, version: int | None,
             odd = ~np.isin(versions, (9, 10))
             if odd.any():
                 pos = int(np.flatnonzero(odd)[0])
-                raise DataError(f"{path}: data row {chunk.index[pos] + 1}, column 'icd_version': {versions[pos]} is not 9 or 10",
+                raise DataError(f"{path}: data row {chunk.index[pos] + 1}, column 'icd_version': neither 9 nor 10",
                                 hint="the file is corrupt or not the published MIMIC-IV schema")
             keep = versions == version
         else:
@@ -310,10 +319,11 @@ def _read_notes(path: Path, spec: _Input, *, mimic3: bool, wanted: set[int] | No
             writer.write_batch(pa.record_batch(
                 [pa.array(hadm), pa.array(seq), pa.array(row), pa.array(text.tolist(), pa.large_string())],
                 schema=_NOTE_SCHEMA))
-            for h, s in zip(hadm.tolist(), subj.tolist(), strict=True):
+            for h, s, r in zip(hadm.tolist(), subj.tolist(), row.tolist(), strict=True):
                 if subject_of.setdefault(h, s) != s:
-                    raise DataError(f"{path}: column {subj_col!r}: admission {h} belongs to patients "
-                                    f"{subject_of[h]} and {s}", hint="the file is corrupt; re-download it")
+                    raise DataError(f"{path}: data row {r + 1}: its {hadm_col} names an admission that an earlier "
+                                    f"row gives another {subj_col} (ids not shown)",
+                                    hint="the file is corrupt; re-download it")
             for key, values in (("hadm", hadm), ("seq", seq), ("row", row),
                                 ("batch", np.full(len(hadm), n_batches, dtype=np.int64)),
                                 ("offset", np.arange(len(hadm), dtype=np.int64))):

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from medcoder.data.codiesp import RELEASE_DIRNAME, find_release_dir
 from medcoder.errors import DataError
+from medcoder.ownership import mark_owned, remove_owned_dir
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +151,10 @@ def _download(cache: Path) -> Path:
                 hint=f"check {CODIESP_URL} or provide the data yourself",
             )
         final = cache / EXTRACTED_NAME
-        if final.exists():
-            shutil.rmtree(final)  # an earlier, invalid extraction (a valid one returned earlier)
-        os.replace(tmp_dir, final)
+        # An earlier, invalid extraction (a valid one returned earlier) is replaced only if medcoder
+        # made it (its marker): paths.data_cache_dir may name a folder of the user's (issue 22).
+        remove_owned_dir(final, "codiesp_extraction", key="paths.data_cache_dir")
+        os.replace(mark_owned(tmp_dir, "codiesp_extraction"), final)
     finally:
         if tmp_dir.exists():
             shutil.rmtree(tmp_dir, ignore_errors=True)

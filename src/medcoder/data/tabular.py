@@ -15,6 +15,13 @@ surrogate escape such as ``"\\ud800"`` in JSON) or a duplicate id -> ``DataError
 line and column. Empty/whitespace-only notes follow ``on_error`` exactly like CodiEsp: ``"skip"``
 (counted and logged by id) or ``"raise"``.
 
+**No value of the file is ever put into an error** (note text is PHI): errors name the file, the
+line or row, the column and what was expected, never a cell. Why: a headerless CSV's first row is
+a note, so even its "header" is quoted only where a cell equals the expected column name up to
+case and spaces; an id, a wrong-typed cell or a duplicate is located by line, not quoted. One
+column may not serve two roles (:func:`check_column_roles`): ``id_column=text`` would copy the
+note into every id, hence into predictions, audit logs and messages.
+
 JSONL lines are split on ``\\n`` only (``\\r\\n`` works too): JSON allows U+2028, U+0085 ... raw
 inside strings, so ``str.splitlines`` would cut valid lines apart.
 
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -73,6 +80,7 @@ def load_tabular(
             f"data.format={format!r} is not a tabular format", hint=f"use one of {', '.join(FORMATS)}"
         )
     check_on_error(on_error)
+    check_column_roles(id_column, text_column, codes_column, prefix="data.")
     columns = (id_column, text_column, codes_column)
     out = datasets.DatasetDict()
     report = LoadReport()
@@ -86,6 +94,41 @@ def load_tabular(
         out[split], report.splits[split] = _to_dataset(rows, on_error)
     report.log(f"tabular[{format}]")
     return out
+
+
+def check_column_roles(id_column: object, text_column: object, codes_column: object = None, *,
+                       prefix: str = "") -> None:
+    """Refuse one column named for two roles (``id_column == text_column``, or the codes column
+    being either): the id is copied into predictions, audit logs and error messages, so an id
+    column that is the note text would put clinical text into all of them."""
+    roles = [(f"{prefix}id_column", id_column), (f"{prefix}text_column", text_column)]
+    if codes_column is not None:
+        roles.append((f"{prefix}codes_column", codes_column))
+    for i, (key, value) in enumerate(roles):
+        for other, other_value in roles[:i]:
+            if value == other_value:
+                raise ConfigError(f"{other} and {key} name the same column ({value!r})",
+                                  hint="each role needs its own column: the id column is copied into predictions "
+                                       "and audit logs, so it must never be the note text")
+
+
+def missing_column(where: str, column: str, names: Sequence[object], expected: Sequence[str], *,
+                   hint: str, what: str = "header") -> DataError:
+    """The error for a column the file lacks, naming none of the file's own cells.
+
+    Why not list the columns the file has: a headerless CSV's first row is a note (``header has
+    ['1', 'Mrs Jane Roe ...']`` once leaked one), and a JSON object's keys or a Parquet schema
+    converted from such a CSV are no safer. Only a name equal to ``column`` up to case and
+    surrounding spaces is pointed at, by position, since that is the likely typo.
+    """
+    want = column.strip().casefold()
+    near = [i for i, n in enumerate(names) if isinstance(n, str) and n.strip().casefold() == want]
+    detail = f"the {what} has {len(names)} column(s), none named {column!r}"
+    if near:
+        detail += f"; column {near[0] + 1} differs from it only in case or spaces"
+    shown = ", ".join(repr(c) for c in expected)
+    return DataError(f"{where}: missing column {column!r} ({detail}; expected columns {shown})",
+                     hint=f"{hint} (the file's values are not shown: they may be note text)")
 
 
 def max_row_size(max_note_chars: int | None) -> int | None:
@@ -114,6 +157,7 @@ def iter_unlabeled(
                                        or max_note_chars < 1):
         raise ConfigError(f"max_note_chars={max_note_chars!r} is not valid", hint="a positive number of characters")
     path = Path(path)
+    check_column_roles(id_column, text_column)
     if not path.is_file():
         raise DataError(f"{path}: no such file", hint="check the input path")
     columns: _Columns = (id_column, text_column, None)
@@ -122,8 +166,7 @@ def iter_unlabeled(
     seen: dict[str, str] = {}
     for where, doc_id, text, _ in rows:
         if doc_id in seen:
-            raise DataError(f"{where}: duplicate id {doc_id!r} (first at {seen[doc_id]})",
-                            hint="ids must be unique within a file")
+            raise DataError(f"{where}: duplicate id (first at {seen[doc_id]})", hint="ids must be unique within a file")
         seen[doc_id] = where
         if max_note_chars is not None and len(text) > max_note_chars + 1:
             text = text[: max_note_chars + 1]
@@ -138,17 +181,12 @@ def _to_dataset(rows: Iterator[_Row], on_error: str) -> tuple[datasets.Dataset, 
     codes: list[list[str]] = []
     for where, doc_id, text, raw_codes in rows:
         if doc_id in seen:
-            raise DataError(
-                f"{where}: duplicate id {doc_id!r} (first at {seen[doc_id]})",
-                hint="ids must be unique within a file",
-            )
+            raise DataError(f"{where}: duplicate id (first at {seen[doc_id]})", hint="ids must be unique within a file")
         seen[doc_id] = where
         if is_empty_note(text):
             if on_error == "raise":
-                raise DataError(
-                    f"{where}: empty note (id {doc_id!r})",
-                    hint="remove the row, or set data.on_error=skip to skip empty notes",
-                )
+                raise DataError(f"{where}: empty note",
+                                hint="remove the row, or set data.on_error=skip to skip empty notes")
             report.empty_note_ids.append(doc_id)
             continue
         norm = [canonical_code(c, None) for c in raw_codes if c.strip()]
@@ -165,9 +203,19 @@ def _to_dataset(rows: Iterator[_Row], on_error: str) -> tuple[datasets.Dataset, 
 
 
 def _id(value: object, where: str, column: str) -> str:
+    """The id as a string; a wrong one is described by its type, never quoted (it may be text)."""
     if isinstance(value, bool) or not isinstance(value, str | int) or str(value).strip() == "":
-        raise DataError(f"{where}: column {column!r} must be a non-empty string or integer, got {value!r}")
+        got = "an empty string" if isinstance(value, str) else _kind(value)
+        raise DataError(f"{where}: column {column!r} must be a non-empty string or integer, got {got}")
     return str(value)
+
+
+def _kind(value: object) -> str:
+    """A value's JSON-ish type for a message (``null``, ``a list``, ...), never the value itself."""
+    if value is None:
+        return "null"
+    names = {bool: "true/false", float: "a number", list: "a list", dict: "an object", str: "a string"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _check_unicode(value: str, where: str, column: str) -> None:
@@ -231,16 +279,17 @@ def _read_jsonl(path: Path, columns: _Columns, max_line_bytes: int | None = None
             raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         missing = [c for c in columns if c is not None and c not in obj]
         if missing:
-            raise DataError(
-                f"{where}: missing column {missing[0]!r} (has {sorted(obj)})",
-                hint="set data.id_column / data.text_column / data.codes_column to your field names",
-            )
+            expected = [c for c in columns if c is not None]
+            raise missing_column(where, missing[0], list(obj), expected, what="object",
+                                 hint="each line needs these fields; or set id_column / text_column / codes_column "
+                                      "to your field names")
         text, codes = obj[text_col], (obj[codes_col] if codes_col is not None else [])
         if not isinstance(text, str):
-            raise DataError(f"{where}: column {text_col!r} must be a string, got {type(text).__name__}")
+            raise DataError(f"{where}: column {text_col!r} must be a string, got {_kind(text)}")
         if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+            got = _kind(codes) if not isinstance(codes, list) else "a list with an item that is not a string"
             raise DataError(
-                f"{where}: column {codes_col!r} must be a list of strings, got {codes!r}",
+                f"{where}: column {codes_col!r} must be a list of strings, got {got}",
                 hint='write codes as a JSON list, e.g. ["E11.9", "I10"]',
             )
         doc_id = _id(obj[id_col], where, id_col)
@@ -303,11 +352,13 @@ def _read_csv(path: Path, columns: _Columns, sep: str, max_row_chars: int | None
 
         try:
             header = next_row() or []
-            for col in columns:
-                if col is not None and col not in header:
-                    raise DataError(
-                        f"{path}:1: missing column {col!r} (header has {header})",
-                        hint="set data.id_column / data.text_column / data.codes_column to your column names",
+            expected = [c for c in columns if c is not None]
+            for col in expected:
+                if col not in header:
+                    raise missing_column(
+                        f"{path}:1", col, header, expected,
+                        hint=f"the first line must be a header row naming the columns (e.g. {','.join(expected)}); "
+                             "add one, or set id_column / text_column / codes_column to your column names",
                     )
             while (cells := next_row()) is not None:
                 if not cells:  # a blank line (csv.DictReader skips these too)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -21,15 +22,14 @@ from transformers import PreTrainedTokenizerBase
 from medcoder.calibration.calibrators import BaseCalibrator, calibrator_from_dict
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, ConfigError, DataError
-from medcoder.inference.bundle import Manifest, verify_bundle
+from medcoder.inference.bundle import Manifest, read_manifest, verify_bundle
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
 from medcoder.modeling import MedCoderForICDCoding
-from medcoder.modeling.hybrid import HybridScorer, routing_flags
+from medcoder.modeling.hybrid import FusedScores, HybridScorer, note_flags
 from medcoder.modeling.neural import NeuralScorer
 from medcoder.modeling.scorer import Scorer
 from medcoder.modeling.scoring import sigmoid
 from medcoder.routing.policy import RoutingInputs, RoutingPolicy, document_decision
-from medcoder.routing.reasons import AUTO_ACCEPT, HUMAN_REVIEW, NO_EVIDENCE
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,52 @@ def _resolve_bundle(ref: str | Path, download_dir: str | Path | None = None) -> 
     return path, None
 
 
+@dataclass
+class ScoredNotes:
+    """Notes scored as the inference path scores them (:func:`score_for_routing`): the fused scores
+    with every view's evidence, the texts that were scored (each note cut at ``max_note_chars``),
+    and per note whether it was read in part (``truncated``) or is ``empty``."""
+
+    fused: FusedScores
+    texts: list[str]
+    truncated: np.ndarray
+    empty: np.ndarray
+
+
+def score_for_routing(scorer: HybridScorer, notes: Sequence[str], *, evidence_top_k: int, batch_size: int = 8,
+                      progress: bool = False, max_note_chars: int | None = DEFAULT_MAX_NOTE_CHARS) -> ScoredNotes:
+    """Score ``notes`` the one way routing sees them: cut at ``max_note_chars``, every view with its
+    evidence (``evidence_top_k`` attended positions for the neural view; none at all for 0).
+
+    ``Coder.predict`` and calibration (``medcoder.workflows.calibrate.score_splits``) both call it,
+    so the scores, the truncation facts and the evidence behind ``no_evidence`` are the same when τ is
+    certified and when the bundle decides. (No frozen-encoder state cache here: its float16 states
+    give other scores than the inference path, by up to ~2e-3 in a logit, enough to move a code
+    across τ.)
+    """
+    notes = list(notes)
+    texts = [t[:max_note_chars] if max_note_chars is not None else t for t in notes]
+    fused = scorer.score(texts, evidence=evidence_top_k > 0, evidence_top_k=evidence_top_k, batch_size=batch_size,
+                         progress=progress)
+    cut = np.array([len(n) > len(t) for n, t in zip(notes, texts, strict=True)], dtype=bool)
+    truncated = np.asarray(fused.truncated, dtype=bool) | cut
+    return ScoredNotes(fused, texts, truncated, np.array([not t.strip() for t in texts], dtype=bool))
+
+
+def routing_inputs(policy: RoutingPolicy, label_space: LabelSpace, scored: ScoredNotes,
+                   probs: np.ndarray) -> RoutingInputs:
+    """What ``policy`` routes for scored notes with calibrated ``probs``: the one builder of
+    :class:`RoutingInputs` for Learn-then-Test, calibration's test evaluation and ``Coder.predict``.
+
+    The flags (:func:`~medcoder.modeling.hybrid.note_flags`: the views' own and ``no_evidence``) are
+    computed for the policy's predicted codes (:meth:`RoutingPolicy.predicted_mask`). That set is
+    fixed once the decision threshold is fitted, before τ is certified; every code the policy can
+    accept is in it, so the flag is exact for the accepted set whatever τ certification picks.
+    """
+    flags = note_flags(scored.fused, policy.predicted_mask(probs, scored.empty))
+    return RoutingInputs(probs, label_space.codes, label_space.frequency, scored.truncated, scored.empty, flags)
+
+
 class Coder:
     """A calibrated, routed ICD coder built from a bundle (or from in-memory parts, for tests).
 
@@ -114,6 +160,7 @@ class Coder:
         if list(scorer.codes) != list(label_space.codes):
             raise BundleError("the model's labels and labels.json differ (order or content)",
                               hint="re-export the bundle from one training run")
+        _check_calibration_fits(calibrator, policy, len(label_space), bundle_dir)
         self.scorer = scorer
         self.label_space = label_space
         self.calibrator = calibrator
@@ -155,16 +202,15 @@ class Coder:
         root, manifest = _resolve_bundle(bundle)
         if verify and manifest is None:
             manifest = verify_bundle(root)
+        # Unverified loads still parse the manifest with its checks (one-line errors, no hashing).
+        parsed = manifest or read_manifest(root)
         try:
             label_space = LabelSpace.from_json(root / "labels.json")
-            calibration = json.loads((root / "calibration.json").read_text())
-            calibrator = calibrator_from_dict(calibration["calibrator"])
-            policy = RoutingPolicy.from_dict(calibration["policy"])
-        except (OSError, KeyError, ValueError, TypeError) as exc:
-            raise BundleError(f"{root}: labels.json/calibration.json unreadable ({exc})",
+        except OSError as exc:
+            raise BundleError(f"{root}: labels.json unreadable ({exc})",
                               hint="re-export the bundle with scripts/export.py") from exc
-        raw_manifest = None if manifest else json.loads((root / "manifest.json").read_text())
-        quantization = manifest.quantization if manifest else raw_manifest.get("quantization")
+        calibration, calibrator, policy = _read_calibration(root / "calibration.json")
+        quantization = parsed.quantization
         if calibration.get("quantization") != quantization:
             # The calibration was fitted on the scores of one scorer (fp32 or quantised): never apply
             # it to the other's.
@@ -180,8 +226,8 @@ class Coder:
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"{root}: cannot load the model ({str(exc).splitlines()[0]})",
                               hint="re-export the bundle") from exc
-        bundle_id = manifest.bundle_id if manifest else raw_manifest["bundle_id"]
-        return cls(scorer, label_space, calibrator, policy, bundle_id=bundle_id, manifest=manifest, bundle_dir=root)
+        return cls(scorer, label_space, calibrator, policy, bundle_id=parsed.bundle_id, manifest=manifest,
+                   bundle_dir=root)
 
     @property
     def quantization(self) -> str | None:
@@ -201,7 +247,7 @@ class Coder:
         *,
         batch_size: int = 8,
         progress: bool | None = None,
-        evidence_top_k: int = 3,
+        evidence_top_k: int | None = None,
         max_note_chars: int | None | str = "default",
     ) -> list[DocumentPrediction]:
         """Predict, calibrate and route every note; one :class:`DocumentPrediction` each.
@@ -213,7 +259,15 @@ class Coder:
         than the model's chunks; its ``input_sha256`` and evidence offsets refer to the text that
         was scored (a prefix of the note). A text that is not valid Unicode (an unpaired
         surrogate) is a ``DataError``: it cannot be tokenized nor written back as UTF-8.
+
+        ``evidence_top_k`` (default: the policy's, i.e. what calibration certified τ with) is the
+        number of attended positions per code turned into evidence. Every rule, ``no_evidence``
+        included, is applied by the policy on inputs from :func:`routing_inputs`, the builder
+        calibration certifies with; ``evidence_top_k=0`` computes no evidence, so nothing is
+        auto-accepted.
         """
+        if evidence_top_k is None:
+            evidence_top_k = self.policy.evidence_top_k
         texts = list(texts)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -237,13 +291,11 @@ class Coder:
                                     f"U+{ord(value[exc.start]):04X} at character {exc.start})",
                                     hint="decode the note from UTF-8 before sending it") from exc
         show = len(texts) >= PROGRESS_MIN_NOTES if progress is None else progress
-        fused = self.scorer.score(texts, evidence=evidence_top_k > 0, evidence_top_k=evidence_top_k,
-                                  batch_size=batch_size, progress=show)
+        scored = score_for_routing(self.scorer, notes, evidence_top_k=evidence_top_k, batch_size=batch_size,
+                                   progress=show, max_note_chars=limit)
+        fused, truncated, empty = scored.fused, scored.truncated, scored.empty
         probs = self.calibrator.transform(fused.logits)
-        truncated = fused.truncated | np.array([len(n) > len(t) for n, t in zip(notes, texts, strict=True)])
-        empty = np.array([not t.strip() for t in texts], dtype=bool)
-        routed = self.policy.route(RoutingInputs(probs, self.label_space.codes, self.label_space.frequency,
-                                                 truncated, empty, routing_flags(fused.views)))
+        routed = self.policy.route(routing_inputs(self.policy, self.label_space, scored, probs))
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         index = self.label_space.index
         out = []
@@ -251,11 +303,7 @@ class Coder:
             codes = []
             for d in decisions:
                 j = index[d.code]
-                evidence = fused.evidence_for(i, j) if evidence_top_k > 0 else []
-                if d.decision == AUTO_ACCEPT and not evidence:
-                    # An accepted code must come with a span an auditor can check; without one it is
-                    # reviewed (evidence_top_k=0 therefore routes every code to review).
-                    d.decision, d.reasons = HUMAN_REVIEW, [NO_EVIDENCE]
+                evidence = fused.evidence_for(i, j)  # what no_evidence was decided on (routing_inputs)
                 codes.append(CodePrediction(d.code, self.label_space.descriptions.get(d.code, ""), d.probability,
                                             d.decision, list(d.reasons), evidence, fused.sources_for(i, j)))
             decision, reasons = document_decision(decisions, bool(empty[i]))
@@ -289,6 +337,48 @@ class Coder:
                 f"codeset_fy={self.codeset_fy}, policy_version={self.policy.policy_version!r}, "
                 f"views={list(self.scorer.views)}, tau_accept={self.policy.threshold}"
                 + (f", quantization={self.quantization!r})" if self.quantization else ")"))
+
+
+def _read_calibration(path: Path) -> tuple[dict[str, Any], BaseCalibrator, RoutingPolicy]:
+    """``calibration.json`` with its calibrator and policy, every stored value range-checked by
+    their ``from_dict`` (a NaN τ or a shortened threshold list once loaded and auto-accepted more,
+    or crashed at predict); any problem is one :class:`BundleError` line naming the file and field."""
+    hint = "re-export the bundle with scripts/export.py"
+    try:
+        calibration = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(calibration, dict):
+            raise TypeError(f"a JSON {type(calibration).__name__}, expected an object")
+        return calibration, calibrator_from_dict(calibration["calibrator"]), RoutingPolicy.from_dict(calibration["policy"])
+    except (BundleError, ConfigError) as exc:  # a stored value out of range, named by its field
+        raise BundleError(f"{path}: {exc.message}", hint=exc.hint or hint) from exc
+    except KeyError as exc:
+        raise BundleError(f"{path}: field {exc} is missing", hint=hint) from exc
+    except (OSError, ValueError, TypeError, RecursionError) as exc:  # ValueError: not UTF-8 / not JSON
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"{path}: unreadable ({type(exc).__name__}: {detail[:200]})", hint=hint) from exc
+
+
+def _check_calibration_fits(calibrator: BaseCalibrator, policy: RoutingPolicy, n_codes: int,
+                            bundle_dir: Path | None) -> None:
+    """The calibrator and the decision thresholds are fitted, one value per code of the label
+    space: a shortened ``thresholds`` list once loaded fine and crashed at the first predict.
+    Checked here so every reader (``Coder.load``, the evidence evaluation's run coder) gets it."""
+    where = f"{bundle_dir / 'calibration.json'}: " if bundle_dir is not None else "calibration: "
+    hint = "calibrate and export the bundle from one training run (scripts/calibrate.py, scripts/export.py)"
+    thresholds = getattr(policy.decision_threshold, "thresholds_", None)
+    if thresholds is None:
+        raise BundleError(f"{where}policy.decision_threshold has no fitted thresholds", hint=hint)
+    if len(thresholds) != n_codes:
+        raise BundleError(f"{where}policy.decision_threshold.state.thresholds has {len(thresholds)} entries, "
+                          f"expected {n_codes} (one per code of labels.json)", hint=hint)
+    fitted_codes = getattr(calibrator, "n_labels_", None)
+    if fitted_codes is not None and fitted_codes != n_codes:
+        raise BundleError(f"{where}calibrator.state has {fitted_codes} per-code parameters, expected {n_codes} "
+                          f"(one per code of labels.json)", hint=hint)
+    try:
+        calibrator.transform(np.zeros((1, n_codes)))
+    except RuntimeError as exc:  # not fitted (an empty ``state``)
+        raise BundleError(f"{where}calibrator ({calibrator.name}) has no fitted state", hint=hint) from exc
 
 
 def _frequencies(label_space: LabelSpace) -> np.ndarray:

@@ -14,6 +14,11 @@ Folder layout (inside a run's outputs and a bundle)::
 Nothing here is about one particular view except the neural one's folder and inference options
 (``model/``, batch size, cache: :data:`~medcoder.modeling.views.NEURAL`): the evidence order and the
 routing flags come from each view's class (:attr:`Scorer.evidence_rank`, :meth:`Scorer.routing_flags`).
+
+:func:`note_flags` is every per-(note, code) fact the routing rules read for fused scores: the views'
+own flags and :func:`evidence_flags` (``no_evidence``). Calibration and ``Coder.predict`` both call it
+(through :func:`medcoder.inference.coder.routing_inputs`), so τ is certified on the codes the bundle
+will accept.
 """
 
 from __future__ import annotations
@@ -32,11 +37,17 @@ from medcoder.modeling.scorer import Scorer, Scores, Span
 from medcoder.modeling.stacker import Stacker, rank_in_note
 from medcoder.modeling.views import NEURAL, routing_flags
 
-__all__ = ["FusedScores", "HybridScorer", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "routing_flags", "view_names"]
+__all__ = ["FusedScores", "HybridScorer", "NO_EVIDENCE_FLAG", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR",
+           "evidence_flags", "note_flags", "routing_flags", "view_names"]
 
 STACKER_FILE = "stacker.json"
 SCORERS_DIR = "scorers"
 NEURAL_DIR = "model"
+
+#: The routing reason the evidence flag feeds (``medcoder.routing.reasons.NO_EVIDENCE``; spelled
+#: here because modeling sits below routing, as the dictionary's ``negated_mention``; a unit test
+#: checks both names agree).
+NO_EVIDENCE_FLAG = "no_evidence"
 
 
 @dataclass
@@ -48,6 +59,7 @@ class FusedScores:
     truncated: np.ndarray
     support_top_k: int = 15
     _ranks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _evidence: dict[tuple[int, int], list[Span]] = field(default_factory=dict, repr=False)
 
     def _rank(self, view: str) -> np.ndarray:
         if view not in self._ranks:
@@ -70,17 +82,55 @@ class FusedScores:
 
     def evidence_for(self, i: int, j: int) -> list[Span]:
         """Every view's evidence spans for code ``j`` in note ``i`` (each span names its source), in
-        the views' ``evidence_rank`` order (exact mention matches first, then attention, ...)."""
-        names = sorted(self.views, key=view_table.evidence_rank)
-        spans: list[Span] = []
-        for name in names:
-            spans += [{**sp, "source": sp.get("source", name)} for sp in self.views[name].evidence_for(i, j)]
-        return spans
+        the views' ``evidence_rank`` order (exact mention matches first, then attention, ...).
+
+        Computed once per (note, code) (the routing flag and the prediction both ask); each call
+        returns fresh span dicts, so a caller may change its copy."""
+        key = (int(i), int(j))
+        if key not in self._evidence:
+            names = sorted(self.views, key=view_table.evidence_rank)
+            spans: list[Span] = []
+            for name in names:
+                spans += [{**sp, "source": sp.get("source", name)} for sp in self.views[name].evidence_for(i, j)]
+            self._evidence[key] = spans
+        return [dict(sp) for sp in self._evidence[key]]
 
     def flag(self, view: str, name: str) -> np.ndarray | None:
         """A view's flag matrix, or None when the view or flag is absent."""
         s = self.views.get(view)
         return None if s is None else s.flags.get(name)
+
+
+def evidence_flags(fused: FusedScores, candidates: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"no_evidence": (n_notes, n_codes) bool}``: the ``candidates`` for which no view gave a span.
+
+    Why only candidates: evidence is costly for some views (attention spans are built per code on
+    demand), and a rule only ever fires on predicted codes. Callers pass the policy's predicted
+    codes (:meth:`~medcoder.routing.RoutingPolicy.predicted_mask`); every code the policy can
+    auto-accept is predicted, so the flag is exact for the accepted set (not an estimate on a
+    superset of it). Outside ``candidates`` the flag is False: no decision reads it there.
+    Evidence comes from :meth:`FusedScores.evidence_for` (the spans ``Coder.predict`` shows), so a
+    code is flagged exactly when its prediction would carry no evidence; scores computed without
+    evidence (``evidence=False``) flag every candidate.
+    """
+    mask = np.asarray(candidates, dtype=bool)
+    if mask.shape != fused.logits.shape:
+        raise ValueError(f"candidates have shape {mask.shape}, the fused scores {fused.logits.shape}")
+    missing = np.zeros_like(mask)
+    for i, j in zip(*np.nonzero(mask), strict=True):
+        missing[i, j] = not fused.evidence_for(int(i), int(j))
+    return {NO_EVIDENCE_FLAG: missing}
+
+
+def note_flags(fused: FusedScores, candidates: np.ndarray) -> dict[str, np.ndarray]:
+    """Every per-(note, code) flag the routing rules read for fused scores, named by reason: the
+    views' own (:func:`routing_flags`, e.g. ``negated_mention``) and :func:`evidence_flags` for
+    ``candidates``. The one source of flags for calibration and ``Coder.predict``; a reason flagged
+    twice is OR-ed (either one sends the code to a human)."""
+    out = routing_flags(fused.views)
+    for reason, flag in evidence_flags(fused, candidates).items():
+        out[reason] = out[reason] | flag if reason in out else flag
+    return out
 
 
 def view_names(directory: str | Path) -> list[str]:

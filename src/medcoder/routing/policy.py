@@ -12,6 +12,13 @@ the order reasons are listed. Adding a rule is adding a reason name (:mod:`.reas
 Code-set facts (validity, Excludes1 partners, what is new this year) come from the policy's
 :class:`~medcoder.codesets.CodeSet`: one source of code-set truth for routing, migration and diffs.
 
+One population: every rule, ``no_evidence`` included, is a row of :data:`RULES`, and every caller
+routes through :meth:`RoutingPolicy._masks`: Learn-then-Test certifies τ on :meth:`eligible_mask`,
+calibration evaluates with :meth:`route_arrays`, ``Coder.predict`` decides with :meth:`route`. For
+scored notes the inputs (flags included) come from one builder,
+:func:`medcoder.inference.coder.routing_inputs`, so the codes certification counts are the codes the
+bundle accepts (``tests/integration/test_one_population.py`` checks the equality).
+
 Two entry points share one implementation (:meth:`RoutingPolicy._masks`):
 
 * :meth:`RoutingPolicy.route` — per-note :class:`CodeDecision` lists for the inference path;
@@ -32,9 +39,12 @@ from medcoder.calibration.risk_control import (
     RiskTargets,
     select_accept_threshold,
 )
+from medcoder.calibration.stored import HINT as STORED_HINT
+from medcoder.calibration.stored import stored_mapping, stored_number, stored_params
 from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.codesets import CodeSet, is_available, load_codeset
 from medcoder.constraints import Constraint, int_at_least, is_bool, validate
+from medcoder.errors import BundleError
 from medcoder.registry import Registry
 from medcoder.routing.reasons import (
     ALL_REASONS,
@@ -52,12 +62,18 @@ from medcoder.routing.reasons import (
     TRUNCATED_NOTE,
 )
 
-__all__ = ["DEFAULT_CODESET_FY", "RULES", "CodeDecision", "RoutingContext", "RoutingInputs", "RoutingPolicy",
+__all__ = ["DEFAULT_CODESET_FY", "DEFAULT_EVIDENCE_TOP_K", "RULES", "CodeDecision", "RoutingContext", "RoutingInputs", "RoutingPolicy",
            "document_decision"]
 
 DEFAULT_CODESET_FY = 2026
 """Year whose validity and Excludes1 notes apply when a policy names no year (labels.json of
 bundles written before the code-set year was recorded)."""
+
+DEFAULT_EVIDENCE_TOP_K = 3
+"""Attended positions per code the neural view turns into evidence spans (``evidence_top_k``): what
+the ``no_evidence`` rule looks at, so calibration certifies τ with it and ``Coder.predict`` uses it
+by default (recorded in ``calibration.json``'s policy). 3 is the value ``Coder.predict`` always
+used; policies written before it was recorded were certified (and predicted) with it."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,10 @@ def _truncated_note(ctx: RoutingContext) -> np.ndarray:
 
 
 def _new_code(ctx: RoutingContext) -> np.ndarray:
-    return ctx.predicted & (ctx.new_cols & ctx.rare_cols)[None, :]
+    # Every predicted code new in the policy's year, rare or not: coders (and the labels the model
+    # learned from) are only starting to use it. Before issue 19 it fired as ``new & rare``, so
+    # ``rare_code`` always fired with it and it could never change a decision.
+    return ctx.predicted & ctx.new_cols[None, :]
 
 
 def _negated_mention(ctx: RoutingContext) -> np.ndarray:
@@ -150,10 +169,13 @@ def _sibling_conflict(ctx: RoutingContext) -> np.ndarray:
 
 
 def _no_evidence(ctx: RoutingContext) -> np.ndarray:
-    has = ctx.flags.get(NO_EVIDENCE)
-    # The flag, when given, marks codes WITH no evidence span (the inference path computes it for
-    # the codes it would accept; see Coder.predict).
-    return np.zeros_like(ctx.predicted) if has is None else ctx.predicted & np.asarray(has, dtype=bool)
+    # The flag marks the predicted codes for which no view gave a span of the note
+    # (medcoder.modeling.hybrid.evidence_flags, computed for every predicted code by the one builder
+    # of scored notes' inputs, medcoder.inference.coder.routing_inputs: Coder.predict, calibration's
+    # certification and its test evaluation alike). Inputs built without it (unit tests, arrays of
+    # bare probabilities) carry no evidence facts, and the rule has nothing to say about them.
+    missing = ctx.flags.get(NO_EVIDENCE)
+    return np.zeros_like(ctx.predicted) if missing is None else ctx.predicted & np.asarray(missing, dtype=bool)
 
 
 Rule = Callable[[RoutingContext], np.ndarray]
@@ -230,9 +252,8 @@ class RoutingPolicy:
     codeset_fy:
         ICD-10-CM fiscal year of the label space (the bundle's ``labels.json``). ``invalid_code``
         and ``excludes1_conflict`` ask that year's :class:`CodeSet`, and ``new_code`` fires for
-        codes added that year (absent in ``codeset_fy - 1``, when both years are available) with
-        fewer than ``min_train_count`` training examples. ``None``: FY2026's rules
-        (:data:`DEFAULT_CODESET_FY`), no ``new_code``.
+        codes added that year (absent in ``codeset_fy - 1``, when both years are available), rare
+        or frequent. ``None``: FY2026's rules (:data:`DEFAULT_CODESET_FY`), no ``new_code``.
     codeset:
         The :class:`CodeSet` itself, when the caller has it (e.g. loaded from an order file);
         otherwise it is loaded on first use with :func:`medcoder.codesets.load_codeset`.
@@ -243,6 +264,11 @@ class RoutingPolicy:
         Switch on the ``negated_mention`` rule (needs the dictionary view's flag, passed as
         ``flags``) and the ``sibling_conflict`` rule. Off by default; README says what each was
         measured to do on CodiEsp.
+    evidence_top_k:
+        How many attended positions per code the neural view turns into evidence when notes are
+        scored for routing (:data:`DEFAULT_EVIDENCE_TOP_K`): the evidence the ``no_evidence`` rule
+        sees. Calibration scores its splits with it and records it; ``Coder.predict`` uses it
+        unless told otherwise (another value routes another population than the certified one).
     """
 
     #: Valid ranges (read by the config checks too: one source per rule).
@@ -252,6 +278,7 @@ class RoutingPolicy:
         "check_validity": Constraint(is_bool, "true or false"),
         "check_negated_mention": Constraint(is_bool, "true or false"),
         "check_sibling_conflict": Constraint(is_bool, "true or false"),
+        "evidence_top_k": Constraint(int_at_least(0), "an integer >= 0 (0: no evidence, nothing auto-accepted)"),
     }
 
     def __init__(
@@ -267,6 +294,7 @@ class RoutingPolicy:
         check_negated_mention: bool = False,
         check_sibling_conflict: bool = False,
         targets: RiskTargets | None = None,
+        evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K,
     ) -> None:
         if decision_threshold is None:
             raise ValueError("RoutingPolicy needs a fitted decision_threshold")
@@ -282,9 +310,11 @@ class RoutingPolicy:
         self.check_negated_mention = check_negated_mention
         self.check_sibling_conflict = check_sibling_conflict
         self.targets = targets
+        self.evidence_top_k = evidence_top_k
         validate("routing", {"min_train_count": min_train_count, "check_excludes1": check_excludes1,
                              "check_validity": check_validity, "check_negated_mention": check_negated_mention,
-                             "check_sibling_conflict": check_sibling_conflict}, self.parameter_constraints)
+                             "check_sibling_conflict": check_sibling_conflict, "evidence_top_k": evidence_top_k},
+                 self.parameter_constraints)
 
     @property
     def threshold(self) -> float | None:
@@ -298,6 +328,14 @@ class RoutingPolicy:
         return self.codeset
 
     # --- core ----------------------------------------------------------------------------------
+    def predicted_mask(self, probs: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
+        """The codes the policy routes at all: at or above the decision threshold, on non-empty
+        notes. Every auto-accepted code is among them, so a per-code fact computed for exactly these
+        codes (the ``no_evidence`` flag) is complete for every decision the rules take."""
+        p = np.asarray(probs, dtype=np.float64)
+        predicted = self.decision_threshold.predict(p)
+        return predicted if empty is None else predicted & ~np.asarray(empty, dtype=bool)[:, None]
+
     def _masks(self, inputs: RoutingInputs) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
         """Predicted mask, one mask per code-level reason (subset of predicted), empty rows."""
         probs, label_codes, train_frequency = inputs.probs, inputs.label_codes, inputs.train_frequency
@@ -315,7 +353,7 @@ class RoutingPolicy:
         needs_codeset = self.check_validity or self.check_excludes1 or self.codeset_fy is not None
         ctx = RoutingContext(
             probs=p,
-            predicted=self.decision_threshold.predict(p) & ~empty_rows[:, None],
+            predicted=self.predicted_mask(p, empty_rows),
             label_codes=tuple(label_codes),
             rare_cols=np.array([int(train_frequency.get(c, 0)) < self.min_train_count for c in label_codes],
                                dtype=bool),
@@ -405,7 +443,8 @@ class RoutingPolicy:
             min_train_count=self.min_train_count, check_excludes1=self.check_excludes1,
             check_validity=self.check_validity, policy_version=self.policy_version, codeset_fy=self.codeset_fy,
             codeset=self.codeset, check_negated_mention=self.check_negated_mention,
-            check_sibling_conflict=self.check_sibling_conflict, targets=self.targets)
+            check_sibling_conflict=self.check_sibling_conflict, targets=self.targets,
+            evidence_top_k=self.evidence_top_k)
 
     def route(self, inputs: RoutingInputs) -> list[list[CodeDecision]]:
         """Per note, the predicted codes (highest probability first) with decision and reasons.
@@ -445,6 +484,7 @@ class RoutingPolicy:
             "codeset_fy": self.codeset_fy,
             "check_negated_mention": bool(self.check_negated_mention),
             "check_sibling_conflict": bool(self.check_sibling_conflict),
+            "evidence_top_k": int(self.evidence_top_k),
         }
         if self.targets is not None:
             d["targets"] = self.targets.to_dict()
@@ -454,22 +494,43 @@ class RoutingPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RoutingPolicy:
-        """Inverse of :meth:`to_dict`; a fitted policy comes back with ``tau_accept_`` set."""
-        obj = cls(
-            tau_accept=d["tau_accept"],
-            decision_threshold=DecisionThreshold.from_dict(d["decision_threshold"]),
+        """Inverse of :meth:`to_dict`; a fitted policy comes back with ``tau_accept_`` set.
+
+        Every stored value is checked where it is read (:mod:`medcoder.calibration.stored`): τ is
+        null or a finite probability (a NaN τ compared false with every probability, so codes
+        below the certified τ were auto-accepted), the decision thresholds are finite
+        probabilities with one flag each, switches are booleans, targets in range; anything else
+        is a one-line ``BundleError`` naming ``policy.<field>``.
+        """
+        d = stored_mapping("policy", d)
+        for key in ("tau_accept", "decision_threshold"):
+            if key not in d:
+                raise BundleError(f"policy.{key} is missing", hint=STORED_HINT)
+        tau = stored_number("policy.tau_accept", d["tau_accept"], low=0.0, high=1.0, optional=True)
+        codeset_fy = d.get("codeset_fy")
+        if codeset_fy is not None and (isinstance(codeset_fy, bool) or not isinstance(codeset_fy, int)):
+            raise BundleError(f"policy.codeset_fy={codeset_fy!r} is not valid (expected null or a year)",
+                              hint=STORED_HINT)
+        targets = d.get("targets")
+        obj = stored_params("policy", cls, dict(
+            tau_accept=tau,
+            decision_threshold=DecisionThreshold.from_dict(d["decision_threshold"],
+                                                           field="policy.decision_threshold"),
             min_train_count=d.get("min_train_count", 10),
             check_excludes1=d.get("check_excludes1", True),
             check_validity=d.get("check_validity", True),
             policy_version=d.get("policy_version", "1"),
-            codeset_fy=d.get("codeset_fy"),
+            codeset_fy=codeset_fy,
             check_negated_mention=d.get("check_negated_mention", False),
             check_sibling_conflict=d.get("check_sibling_conflict", False),
-            targets=RiskTargets.from_dict(d["targets"]) if d.get("targets") else None,
-        )
+            targets=stored_params("policy.targets", lambda **t: RiskTargets.from_dict(t), targets)
+            if targets else None,
+            evidence_top_k=d.get("evidence_top_k", DEFAULT_EVIDENCE_TOP_K),
+        ))
         if "accept_result" in d:
-            obj.accept_result_ = AcceptThresholdResult.from_dict(dict(d["accept_result"]))
-            obj.tau_accept_ = d["tau_accept"]
+            result = dict(stored_mapping("policy.accept_result", d["accept_result"]))
+            obj.accept_result_ = stored_params("policy.accept_result", AcceptThresholdResult, result)
+            obj.tau_accept_ = tau
         return obj
 
     def __repr__(self) -> str:

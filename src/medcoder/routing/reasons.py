@@ -23,8 +23,10 @@ EMPTY_NOTE = "empty_note"
 """The note has no text: no codes are predicted and the document goes to a coder."""
 
 NEW_CODE = "new_code"
-"""Added in the policy's code-set year (absent the year before) and fewer than ``min_train_count``
-training examples: the model has barely seen a code coders are only starting to use."""
+"""Added in the policy's code-set year (absent the year before), however often it was trained on:
+coders are only starting to use it, and the notes the model learned it from were coded while its
+usage settled. (Until issue 19 it also required ``rare_code``, which always fired with it, so it
+never changed a decision.)"""
 
 NEGATED_MENTION = "negated_mention"
 """Every dictionary match of the code in the note is negated or hypothetical ("no fever", "se
@@ -35,8 +37,10 @@ SIBLING_CONFLICT = "sibling_conflict"
 R31.0): usually only one is right."""
 
 NO_EVIDENCE = "no_evidence"
-"""The code would be auto-accepted but no view gave a span of the note to show for it: an
-auditor must always be able to check an accepted code against the text."""
+"""No view gave a span of the note for the predicted code: an auditor must always be able to check
+an accepted code against the text, so such a code is never auto-accepted. A rule like the others
+(it fires with ``low_confidence`` where both apply), applied before Learn-then-Test, in calibration's
+evaluation and in ``Coder.predict`` alike."""
 
 ALL_REASONS: tuple[str, ...] = (
     LOW_CONFIDENCE,

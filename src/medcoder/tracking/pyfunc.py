@@ -3,7 +3,9 @@
 Why a wrapper and not ``mlflow.transformers``: the transformers flavour would serve raw logits;
 the product is a *calibrated, routed* prediction with an audit trail, which only ``Coder`` makes.
 The bundle travels as the model's ``bundle`` artifact, so ``models:/name@alias`` resolves to the
-same verified directory that ``scripts/predict.py`` reads.
+same verified directory that ``scripts/predict.py`` reads. The model is logged from code
+(:data:`MODEL_CODE_PATH`, :mod:`.pyfunc_model`), never as a pickle: loading it from the registry
+runs that short file and ``Coder.load``, nothing unpickled.
 
 Output schema (:data:`OUTPUT_SCHEMA`, version :data:`OUTPUT_SCHEMA_VERSION`, recorded in the
 MLmodel's ``metadata`` as ``medcoder_output_schema_version`` and as the model's signature): one
@@ -32,6 +34,12 @@ Serving safety (``mlflow models serve``):
   50 characters of every note), including MLflow's own schema-enforcement errors. Our errors
   (:class:`RequestRejected`) keep their own, text-free message, and :func:`guard_scoring_server`
   replaces MLflow's messages by text-free ones.
+* **Malformed bodies are client errors.** MLflow's scoring server parses the body with
+  ``json.loads`` and catches only ``JSONDecodeError``: a body nested 100,000 deep raised
+  ``RecursionError`` (and an integer of 5,000 digits ``ValueError``) out of it, an HTTP 500 with a
+  traceback in the log. :func:`guard_scoring_server` turns both into a 400
+  (``INVALID_PARAMETER_VALUE``); ``predict`` refuses ids and texts that are not plain values
+  (a nested list or object), by row, before any of them reaches ``Coder``.
 """
 
 from __future__ import annotations
@@ -42,9 +50,11 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -109,6 +119,12 @@ def model_signature() -> ModelSignature:
     """The signature ``scripts/export.py`` logs: written out, not inferred from an example, so it
     does not depend on what a tiny example happens to predict (an empty evidence list, say)."""
     return ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA, params=PARAMS_SCHEMA)
+
+
+#: The file logged as the model's code (MLflow "models from code"; see :mod:`.pyfunc_model`): it
+#: builds :class:`MedCoderModel` with ``mlflow.models.set_model``, so no ``python_model.pkl``
+#: (a CloudPickle, unpickled on load) is ever written.
+MODEL_CODE_PATH = Path(__file__).with_name("pyfunc_model.py")
 
 
 def model_metadata() -> dict[str, Any]:
@@ -250,7 +266,7 @@ class MedCoderModel(mlflow.pyfunc.PythonModel):
             raise RequestRejected(f"input needs a 'text' column (and optionally 'id'); got "
                                   f"{len(model_input.columns)} other column(s) — {REQUEST_FORMAT_HINT}")
         column = model_input["text"]
-        bad = [i for i, t in enumerate(column) if not (isinstance(t, str) or pd.isna(t))]
+        bad = [i for i, t in enumerate(column) if not (isinstance(t, str) or _is_null(t))]
         if bad:
             raise RequestRejected(f"'text' must be a string in every row; row {bad[0]} is not "
                                   f"({len(bad)} row(s) in all)")
@@ -258,14 +274,56 @@ class MedCoderModel(mlflow.pyfunc.PythonModel):
         (getattr(self, "limits", None) or RequestLimits.from_env()).check(texts)
         ids = None
         if "id" in model_input.columns:
+            _check_ids(model_input["id"])
             # A missing id (null in JSON) gets the row number, as Coder does when no ids are given.
-            ids = [str(row) if pd.isna(i) else str(i) for row, i in enumerate(model_input["id"])]
+            ids = [str(row) if _is_null(i) else str(i) for row, i in enumerate(model_input["id"])]
         batch_size = (params or {}).get("batch_size", 8)
         try:
             preds = self.coder.predict(texts, ids, batch_size=batch_size, progress=False)
         except MedcoderError as exc:  # e.g. batch_size=0, an unpaired surrogate: named by row, no text
             raise RequestRejected(str(exc)) from None
         return predictions_frame(preds)
+
+
+def _is_null(value: Any) -> bool:
+    """A missing value (None, NaN, NA). ``pd.isna`` of a list or dict is an array, not a bool: a
+    nested value is never null (it is refused by the caller instead of crashing here)."""
+    if isinstance(value, str | list | tuple | dict | set | np.ndarray):
+        return False
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_ids(column: pd.Series) -> None:
+    """Ids are plain values (a string or a number, or null): a nested list or object
+    (``{"id": [[[...]]]}``) would otherwise be turned into a string, deep recursion included.
+    Numbers stay accepted (an id column of integers and nulls arrives as floats). Named by row,
+    never quoted."""
+    bad = [row for row, i in enumerate(column) if isinstance(i, list | tuple | dict | set | np.ndarray)]
+    if bad:
+        raise RequestRejected(f"'id' must be a string or a number in every row, not a list or object; row {bad[0]} "
+                              f"is not ({len(bad)} row(s) in all) — {REQUEST_FORMAT_HINT}")
+
+
+def _body_error(exc: RecursionError | ValueError, data: Any) -> RequestRejected | None:
+    """A 400 for a body that ``json.loads`` itself cannot take (MLflow catches only
+    ``JSONDecodeError``): nested too deeply, or an integer too long for Python. None when the
+    error did not come from parsing the body (then it is a bug and keeps its traceback)."""
+    if isinstance(exc, RecursionError):
+        return RequestRejected(f"request body is nested too deeply to parse (more than "
+                               f"{sys.getrecursionlimit()} levels) — {REQUEST_FORMAT_HINT}")
+    if not isinstance(data, bytes | str):
+        return None
+    try:
+        json.loads(data)
+    except RecursionError:
+        return _body_error(RecursionError(), data)
+    except ValueError as err:
+        reason = "an integer too long" if "digits" in str(err) else type(err).__name__
+        return RequestRejected(f"request body is not valid JSON for Python ({reason}) — {REQUEST_FORMAT_HINT}")
+    return None
 
 
 def _safe_error(exc: MlflowException, data: Any, content_type: str | None) -> RequestRejected:
@@ -320,6 +378,12 @@ def guard_scoring_server(limits: RequestLimits) -> bool:
                 log.warning("rejected a request: %s (MLflow's message withheld; raised at %s)", safe.message,
                             "".join(traceback.format_tb(exc.__traceback__)[-1:]).strip().replace("\n", " "))
             raise safe from None
+        except (RecursionError, ValueError) as exc:
+            body_error = _body_error(exc, data)
+            if body_error is None:
+                raise
+            log.warning("rejected a request: %s", body_error.message)
+            raise body_error from None
 
     invocations._medcoder_guard = True  # type: ignore[attr-defined]
     invocations._medcoder_limits = limits  # type: ignore[attr-defined]
@@ -329,7 +393,7 @@ def guard_scoring_server(limits: RequestLimits) -> bool:
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_REQUEST_CHARS", "DEFAULT_MAX_REQUEST_ROWS", "INPUT_EXAMPLE",
-    "INPUT_SCHEMA", "OUTPUT_COLUMNS", "OUTPUT_SCHEMA", "OUTPUT_SCHEMA_VERSION", "SCHEMA_VERSION_KEY",
+    "INPUT_SCHEMA", "MODEL_CODE_PATH", "OUTPUT_COLUMNS", "OUTPUT_SCHEMA", "OUTPUT_SCHEMA_VERSION", "SCHEMA_VERSION_KEY",
     "MedCoderModel", "RequestLimits", "RequestRejected", "guard_scoring_server", "model_metadata",
     "model_signature", "predictions_frame",
 ]

@@ -11,14 +11,24 @@ reads the config. Scoring (:func:`score_splits`) and fitting (:func:`fit_calibra
 functions so that ``scripts/export.py quantize=int8`` re-fits a quantised bundle's calibration with
 exactly these steps on its own scores (:meth:`CalibrationPlan.from_calibration_json` rebuilds the
 objects from the run's ``calibration.json`` with their own ``from_dict``), instead of a second copy.
+
+One population (issue 19): the splits are scored by the inference path's own function
+(:func:`~medcoder.inference.coder.score_for_routing`, with the policy's ``evidence_top_k``), and the
+routing inputs of both splits come from :func:`~medcoder.inference.coder.routing_inputs`, as in
+``Coder.predict``. So every rule, ``no_evidence`` included, removes the same codes before
+Learn-then-Test, in the test evaluation and in the bundle; ``calibration.json`` records the set of
+(note, code) pairs certification counted (``certified_accepted``: count and digest,
+:func:`accepted_pairs_sha256`) so a bundle's predictions on the calibration notes can be checked
+against it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +44,19 @@ from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
 from medcoder.calibration.risk_control import AcceptThresholdResult
 from medcoder.data import LabelSpace
-from medcoder.data.features import featurize
 from medcoder.errors import ConfigError
-from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS
-from medcoder.modeling import NEURAL, HybridScorer, Scores
-from medcoder.modeling.hybrid import routing_flags
-from medcoder.modeling.scoring import score_features, sigmoid
+from medcoder.inference.coder import (
+    DEFAULT_MAX_NOTE_CHARS,
+    ScoredNotes,
+    routing_inputs,
+    score_for_routing,
+)
+from medcoder.modeling import HybridScorer
+from medcoder.modeling.scoring import sigmoid
 from medcoder.modeling.stacker import rank_in_note
 from medcoder.routing.evaluation import accept_frontier, precision_coverage_curve, routing_metrics
 from medcoder.routing.plots import plot_precision_coverage
-from medcoder.routing.policy import RoutingInputs, RoutingPolicy
+from medcoder.routing.policy import DEFAULT_EVIDENCE_TOP_K, RoutingPolicy
 from medcoder.tracking import flatten, setup_experiment
 from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.sweeps import current_sweep_job, start_child_or_run, update_sweep_summary
@@ -74,14 +87,22 @@ def truncated_by_length(texts: Sequence[str]) -> np.ndarray:
     return np.array([len(t) > DEFAULT_MAX_NOTE_CHARS for t in texts], dtype=bool)
 
 
-def _split_arrays(split: Any, label_space: LabelSpace, truncated: np.ndarray) -> dict[str, np.ndarray]:
+def _split_arrays(split: Any, label_space: LabelSpace, notes: ScoredNotes) -> dict[str, np.ndarray]:
     codes = list(split["codes"])
     return {
         "y": label_space.encode(codes),
-        "truncated": np.asarray(truncated, dtype=bool),
-        "empty": np.array([not t.strip() for t in split["text"]], dtype=bool),
+        "truncated": notes.truncated,
+        "empty": notes.empty,
         "n_gold": np.array([len(set(c)) for c in codes], dtype=float),
     }
+
+
+def accepted_pairs_sha256(pairs: Iterable[tuple[str, str]]) -> str:
+    """A digest of a set of auto-accepted ``(note id, code)`` pairs (order and repeats ignored):
+    what ``calibration.json`` records of the set certification counted, so the set a bundle
+    accepts on the same notes can be compared with it without storing note ids in the file."""
+    lines = sorted({f"{note_id}\t{code}" for note_id, code in pairs})
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
 
 
 #: Candidate codes per note for the decision-range calibration report.
@@ -94,25 +115,32 @@ class ScoredSplits:
 
     splits: DatasetDict
     logits: dict[str, np.ndarray]
-    flags: dict[str, dict[str, np.ndarray]]
+    notes: dict[str, ScoredNotes]
     arrays: dict[str, dict[str, np.ndarray]]
+    evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K
 
 
 def score_splits(hybrid: HybridScorer, corpus: DatasetDict, names: tuple[str, str], label_space: LabelSpace, *,
                  limit: int | None = None, batch_size: int = 8, cache_dir: Path | None = None,
-                 progress: bool = True) -> ScoredSplits:
+                 progress: bool = True, evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K) -> ScoredSplits:
     """Take ``names`` (calibration, evaluation) of ``corpus`` (first ``limit`` notes each) and
-    score them with every view of ``hybrid``, fused, plus the routing flags the inference path uses.
+    score them as ``Coder.predict`` scores notes (:func:`~medcoder.inference.coder.score_for_routing`):
+    every view of ``hybrid``, fused, with the evidence ``evidence_top_k`` gives (the policy's; the
+    ``no_evidence`` rule reads it), each note cut at ``Coder.max_note_chars``'s default.
 
-    ``cache_dir``: frozen-encoder states cached by training (identical scores, faster); ignored
-    for a quantised neural view, whose states differ (:func:`~medcoder.modeling.scoring.score_notes`).
+    ``cache_dir`` is ignored (kept for callers): the frozen-encoder states cached by training are
+    float16, so their scores differ from the inference path's (by up to ~2e-3 in a logit), and a
+    τ certified on them would not be certified for the bundle's. ``batch_size`` should be the one
+    the bundle predicts with (``Coder.predict``'s default, 8): the encoder's float results may
+    depend on which chunks share a batch.
 
     A note is ``truncated`` (routed to review, so never among the codes that certify τ) where the
     inference path flags it: the neural view read only its first ``max_chunks`` chunks, or it is
-    longer than ``Coder.max_note_chars`` (:func:`truncated_by_length`). Without a neural view only
-    the latter applies: tfidf and the dictionary read every note whole, and no tokenizer is loaded.
+    longer than ``Coder.max_note_chars`` (:func:`truncated_by_length`).
     """
-    neural = hybrid.neural
+    if cache_dir is not None:
+        log.warning("calibration scores notes as the bundle will (no state cache: cached float16 states give "
+                    "other scores); ignoring cache_dir=%s", cache_dir)
     splits = corpus
     for name in names:
         if name not in splits:
@@ -121,24 +149,13 @@ def score_splits(hybrid: HybridScorer, corpus: DatasetDict, names: tuple[str, st
         n: splits[n].select(range(min(len(splits[n]), int(limit)))) if limit else splits[n]
         for n in names
     })
-    feats = None
-    if neural is not None:
-        model = neural.model  # type: ignore[attr-defined]
-        feats = featurize(splits, neural.tokenizer, label_space,  # type: ignore[attr-defined]
-                          chunk_size=model.config.chunk_size, max_chunks=model.config.max_chunks)
-    logits, flags, arrays = {}, {}, {}
+    logits, notes, arrays = {}, {}, {}
     for n in splits:
-        texts = list(splits[n]["text"])
-        views = hybrid.score_views(texts, exclude=(NEURAL,))
-        truncated = truncated_by_length(texts)
-        if feats is not None:
-            views[NEURAL] = Scores(score_features(model, feats[n], batch_size=batch_size, cache_dir=cache_dir,
-                                                    progress=progress))
-            truncated |= np.asarray(feats[n]["truncated"], dtype=bool)
-        logits[n] = hybrid.fuse(views)
-        flags[n] = routing_flags(views)  # the same rule inputs as the inference path
-        arrays[n] = _split_arrays(splits[n], label_space, truncated)
-    return ScoredSplits(splits, logits, flags, arrays)
+        notes[n] = score_for_routing(hybrid, list(splits[n]["text"]), evidence_top_k=evidence_top_k,
+                                     batch_size=batch_size, progress=progress, max_note_chars=DEFAULT_MAX_NOTE_CHARS)
+        logits[n] = notes[n].fused.logits
+        arrays[n] = _split_arrays(splits[n], label_space, notes[n])
+    return ScoredSplits(splits, logits, notes, arrays, evidence_top_k)
 
 
 @dataclass
@@ -150,6 +167,9 @@ class FittedCalibration:
     result: AcceptThresholdResult
     curve: Any
     reports: dict[str, dict[str, Any]]
+    #: ``(n_notes, n_codes)`` of the calibration split: the pairs Learn-then-Test counted as accepted
+    #: at the certified τ (all False when none was certified); what the bundle accepts on those notes.
+    certified: np.ndarray | None = None
 
 
 @dataclass
@@ -179,9 +199,18 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
 
     Returns ``calibration.json``'s content and the metrics :func:`calibrate` logs; nothing is
     written or logged here. ``plan``'s calibrator and policy are fitted in place.
+
+    Order matters for one population: the decision threshold is fitted first, which fixes the
+    predicted codes; the flags (``no_evidence`` included) are computed for exactly those codes
+    (:func:`~medcoder.inference.coder.routing_inputs`); only then is τ certified on the codes no
+    rule blocks. ``Coder.predict`` builds its inputs with the same function and the same policy.
     """
-    logits, flags, arrays = scored.logits, scored.flags, scored.arrays
+    logits, arrays = scored.logits, scored.arrays
     cal, ev = arrays[cal_name], arrays[eval_name]
+    if scored.evidence_top_k != plan.policy.evidence_top_k:
+        raise ValueError(f"the splits were scored with evidence_top_k={scored.evidence_top_k} but the policy "
+                         f"routes with {plan.policy.evidence_top_k}: score_splits(..., evidence_top_k="
+                         "plan.policy.evidence_top_k)")
 
     # -- calibrator ----------------------------------------------------------------------------
     calibrator = plan.calibrator.fit(logits[cal_name], cal["y"])
@@ -195,11 +224,19 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
     cand_after = calibration_report(probs[eval_name], ev["y"], 10, strategy="uniform", mask=candidates)
 
     # -- decision threshold + routing policy (tau certified by Learn-then-Test) ---------------------
-    inputs = {n: RoutingInputs(probs[n], label_space.codes, label_space.frequency, arrays[n]["truncated"],
-                               arrays[n]["empty"], flags[n]) for n in (cal_name, eval_name)}
-    policy = plan.policy.fit(inputs[cal_name], cal["y"])
+    policy = plan.policy
+    if not policy.decision_threshold.is_fitted:  # as RoutingPolicy.fit would, before the flags need it
+        policy.decision_threshold.fit(np.asarray(probs[cal_name], dtype=np.float64), cal["y"])
+    inputs = {n: routing_inputs(policy, label_space, scored.notes[n], probs[n]) for n in (cal_name, eval_name)}
+    policy.fit(inputs[cal_name], cal["y"])  # τ by LTT on policy.eligible_mask(inputs): every rule applied
     result, targets = policy.accept_result_, policy.targets
     log.info("%s", result.message)
+    _, certified, _ = policy.route_arrays(inputs[cal_name])
+    if int(certified.sum()) != result.n_calibration_accepted:  # the same rules and τ: cannot differ
+        raise RuntimeError(f"routing accepts {int(certified.sum())} calibration codes, Learn-then-Test counted "
+                             f"{result.n_calibration_accepted}")
+    cal_ids = [str(i) for i in scored.splits[cal_name]["id"]]
+    certified_pairs = [(cal_ids[i], label_space.codes[j]) for i, j in zip(*np.nonzero(certified), strict=True)]
     predicted, accept, reasons = policy.route_arrays(inputs[eval_name])
     routing = routing_metrics(accept, predicted, ev["y"], ev["n_gold"], delta=targets.delta, reason_counts=reasons)
 
@@ -226,6 +263,10 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
         "policy": policy_dict,
         "targets": targets.to_dict(),
         "guarantee": result.to_dict(include_grid=False),
+        # The (note id, code) pairs the guarantee counted: Coder.predict on these notes accepts
+        # exactly them (tests/integration/test_one_population.py).
+        "certified_accepted": {"split": cal_name, "n": len(certified_pairs),
+                               "sha256": accepted_pairs_sha256(certified_pairs)},
         "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
                        "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"],
                        "candidates": {"top_k": CANDIDATE_TOP_K, "uncalibrated": cand_before,
@@ -239,7 +280,8 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
                  row[f"{eval_name}_auto_accept_precision"])
     curve = precision_coverage_curve(probs[eval_name], ev["y"], predicted)
     return FittedCalibration(calibration, metrics, result, curve,
-                             {"before": before, "after": after, "cand_before": cand_before, "cand_after": cand_after})
+                             {"before": before, "after": after, "cand_before": cand_before, "cand_after": cand_after},
+                             certified)
 
 
 def calibrate(cfg: DictConfig) -> CalibrationResult:
@@ -261,9 +303,12 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     plan = CalibrationPlan(calibrator, build_routing(cfg.routing, cfg.calibration, codeset_fy=label_space.codeset_fy,
                                                      code_type=str(data_cfg.get("code_type", "D"))))
     cal_name, eval_name = str(cfg.calibration_split), str(cfg.evaluation_split)  # checked distinct up front
+    if cfg.use_state_cache:
+        log.info("use_state_cache=true is ignored: calibration scores notes as the bundle will (float16 cached "
+                 "states give other scores)")
     scored = score_splits(hybrid, build_corpus(data_cfg), (cal_name, eval_name), label_space,
                           limit=train_cfg.get("max_samples_per_split"), batch_size=int(cfg.batch_size),
-                          cache_dir=Path(cfg.paths.cache_dir) if cfg.use_state_cache else None)
+                          evidence_top_k=plan.policy.evidence_top_k)
     fitted = fit_calibration(plan, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
                              eval_name=eval_name)
     metrics, calibration, result, curve = fitted.metrics, fitted.calibration, fitted.result, fitted.curve

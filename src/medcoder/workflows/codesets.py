@@ -17,15 +17,37 @@ from medcoder.codesets.base import CodeSet
 from medcoder.codesets.diff import CodeSetDiff, diff_codesets, write_diff
 from medcoder.codesets.migration import MigrationResult, migrate_dataset, write_migration
 from medcoder.codesets.registry import is_available, load_codeset
+from medcoder.constraints import check_path_part
 from medcoder.errors import ConfigError
 
-__all__ = ["run_codeset_diff", "run_migrate_labels"]
+__all__ = ["check_codeset_diff_config", "check_migrate_labels_config", "run_codeset_diff", "run_migrate_labels"]
 
 logger = logging.getLogger(__name__)
 
 
+def _check_year(key: str, value: Any, *, optional: bool = False) -> None:
+    """A fiscal year is an integer: it is also part of the default ``output_dir``
+    (``fy2025_to_fy2026``, ``<data.name>_fy2026``), so ``to_fy=../../x`` must stop here."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1000 <= value <= 9999:
+        raise ConfigError(f"{key}={ascii(value)} is not a fiscal year", hint=f"e.g. {key}=2026")
+
+
+def check_codeset_diff_config(cfg: Mapping[str, Any]) -> None:
+    """What ``scripts/codeset_diff.py`` can check before loading or writing anything (one line)."""
+    _check_year("from_fy", cfg.get("from_fy"))
+    _check_year("to_fy", cfg.get("to_fy"))
+    if cfg.get("output_dir") in (None, ""):
+        raise ConfigError("output_dir is not set", hint="output_dir=<a new folder>")
+
+
 def run_codeset_diff(cfg: Mapping[str, Any]) -> tuple[CodeSetDiff, dict[str, Path]]:
-    """Diff ``from_fy`` -> ``to_fy`` (each optionally from an order file) and write the outputs."""
+    """Diff ``from_fy`` -> ``to_fy`` (each optionally from an order file) and write the outputs.
+
+    An existing ``output_dir`` is fine, but a file there that medcoder did not write is never
+    replaced (:func:`~medcoder.codesets.diff.write_diff`)."""
+    check_codeset_diff_config(cfg)
     old = load_codeset(cfg["from_fy"], order_file=cfg.get("from_order_file"))
     new = load_codeset(cfg["to_fy"], order_file=cfg.get("to_order_file"))
     diff = diff_codesets(old, new)
@@ -44,10 +66,28 @@ def _reference(cfg: Mapping[str, Any], to_fy: int) -> CodeSet | None:
     return None
 
 
+def check_migrate_labels_config(cfg: DictConfig) -> None:
+    """What ``scripts/migrate_labels.py`` can check before loading or writing anything (one line).
+
+    ``data.name`` and ``to_fy`` name the default output folder
+    (``outputs/migrated/<data.name>_fy<to_fy>``): ``data.name=../../..`` wrote note text outside
+    the outputs (issue 22), so each is checked as one folder name / a year first.
+    """
+    check_path_part("data.name", cfg.data.get("name"))
+    _check_year("to_fy", cfg.get("to_fy"))
+    _check_year("from_fy", cfg.get("from_fy"), optional=True)
+    if cfg.get("output_dir") in (None, ""):
+        raise ConfigError("output_dir is not set", hint="output_dir=<a new folder>")
+
+
 def run_migrate_labels(cfg: DictConfig) -> tuple[MigrationResult, dict[str, Path]]:
-    """Load ``cfg.data``, migrate it to ``cfg.to_fy``, write corpus + report, log to MLflow."""
+    """Load ``cfg.data``, migrate it to ``cfg.to_fy``, write corpus + report, log to MLflow.
+
+    An existing ``output_dir`` is fine, but an entry there that medcoder did not write is never
+    replaced (:func:`~medcoder.codesets.migration.write_migration`)."""
     from medcoder.workflows.factories import build_corpus
 
+    check_migrate_labels_config(cfg)
     # Same format as the input: CodiEsp's release layout, CSV or JSONL.
     fmt = {"csv": "csv", "codiesp": "codiesp"}.get(cfg.data.get("format"), "jsonl")
     if cfg.data.get("code_type", "D") != "D":

@@ -1,6 +1,6 @@
 """Compare training runs with uncertainty; what ``scripts/compare.py`` calls.
 
-Steps: select runs (experiment / tags / sweep parent / explicit ids) -> fetch each run's per-note
+Steps: select runs (``experiment_name`` / tags / sweep parent / explicit ids) -> fetch each run's per-note
 predictions (:mod:`medcoder.evaluation.note_predictions`; older runs: rebuilt from their TREC
 ranking + the corpus) -> bootstrap CIs and paired permutation tests against the baseline
 (:mod:`medcoder.evaluation.comparison`) -> one MLflow run of kind ``comparison`` holding the
@@ -123,9 +123,12 @@ def check_compare_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.random_state, int):
         raise ConfigError(f"random_state={cfg.random_state!r} must be an integer", hint="random_state=0")
     _tag_filters(cfg.tags)
-    if not (cfg.experiment or cfg.tags or cfg.parent or cfg.run_ids):
+    if "experiment" in cfg:  # e.g. ++experiment=<name>: the key's old name
+        raise ConfigError("experiment is not a key of scripts/compare.py (Hydra's experiment group holds the "
+                          "training presets)", hint="select the runs of an MLflow experiment with experiment_name=<name>")
+    if not (cfg.experiment_name or cfg.tags or cfg.parent or cfg.run_ids):
         raise ConfigError("no runs selected",
-                          hint="give run_ids=[<id>,<id>], parent=<sweep run id>, experiment=<name> "
+                          hint="give run_ids=[<id>,<id>], parent=<sweep run id>, experiment_name=<name> "
                                "or tags={key:value}")
 
 
@@ -155,7 +158,7 @@ def _is_training_run(run: Run) -> bool:
 def select_runs(client: MlflowClient, cfg: DictConfig) -> tuple[list[Run], set[str]]:
     """The runs to compare, in a stable order, and the ids that were named explicitly.
 
-    Filters (``experiment``, ``tags``, ``parent``) combine with AND and select FINISHED training
+    Filters (``experiment_name``, ``tags``, ``parent``) combine with AND and select FINISHED training
     runs; ``run_ids`` are added as given (any status: the user asked for them by name).
     """
     explicit = [str(r) for r in (cfg.run_ids or [])]
@@ -163,14 +166,15 @@ def select_runs(client: MlflowClient, cfg: DictConfig) -> tuple[list[Run], set[s
     for rid in explicit:
         runs[rid] = _get_run(client, rid, "run_ids")
     tags = _tag_filters(cfg.tags)
-    if cfg.experiment or tags or cfg.parent:
+    if cfg.experiment_name or tags or cfg.parent:
         clauses = [f"tags.`{k}` = {_quote(v)}" for k, v in tags.items()]
         clauses.append("attributes.status = 'FINISHED'")
-        if cfg.experiment:
-            exp = client.get_experiment_by_name(str(cfg.experiment))
+        if cfg.experiment_name:
+            exp = client.get_experiment_by_name(str(cfg.experiment_name))
             if exp is None:
                 names = sorted(e.name for e in client.search_experiments())
-                raise ConfigError(f"experiment={cfg.experiment!r}: no such experiment in {mlflow.get_tracking_uri()}",
+                raise ConfigError(f"experiment_name={cfg.experiment_name!r}: no such experiment in "
+                                  f"{mlflow.get_tracking_uri()}",
                                   hint=f"have {names}")
             experiment_ids = [exp.experiment_id]
         else:
@@ -178,13 +182,13 @@ def select_runs(client: MlflowClient, cfg: DictConfig) -> tuple[list[Run], set[s
         if cfg.parent:
             parent = _get_run(client, str(cfg.parent), "parent")
             clauses.append(f"tags.`{PARENT_RUN_TAG}` = '{parent.info.run_id}'")
-            if not cfg.experiment:
+            if not cfg.experiment_name:
                 experiment_ids = [parent.info.experiment_id]
         found = client.search_runs(experiment_ids, " and ".join(clauses), max_results=10_000,
                                    order_by=["attributes.start_time ASC"])
         matched = [r for r in found if _is_training_run(r)]
         if not matched:
-            what = ", ".join(f"{k}={v}" for k, v in (("experiment", cfg.experiment), ("tags", tags or None),
+            what = ", ".join(f"{k}={v}" for k, v in (("experiment_name", cfg.experiment_name), ("tags", tags or None),
                                                      ("parent", cfg.parent)) if v)
             raise ConfigError(f"no FINISHED training runs match {what} in {mlflow.get_tracking_uri()}",
                               hint="check the names in `mlflow ui`, or list runs with run_ids=[...]")

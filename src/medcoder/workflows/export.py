@@ -42,6 +42,7 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
+from medcoder.constraints import check_path_part
 from medcoder.data import LabelSpace
 from medcoder.errors import ConfigError
 from medcoder.evaluation.metrics import compute_all, tune_global_threshold
@@ -52,7 +53,14 @@ from medcoder.modeling import HybridScorer
 from medcoder.modeling.scoring import sigmoid
 from medcoder.tracking import TrackingSettings, setup_experiment, tracking_uri
 from medcoder.tracking.artifacts import OPTIONAL_ARTIFACTS, download_run
-from medcoder.tracking.registry import CANDIDATE, CHAMPION, set_alias, tag_version
+from medcoder.tracking.registry import (
+    CANDIDATE,
+    CHAMPION,
+    check_alias,
+    check_registered_model_name,
+    set_alias,
+    tag_version,
+)
 from medcoder.workflows.calibrate import CalibrationPlan, fit_calibration, score_splits
 from medcoder.workflows.factories import build_corpus, build_tracking
 
@@ -167,10 +175,12 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
     data_cfg = run_cfg.data
     log.info("quantize: scoring %s and %s with the %s model to refit the calibration", cal_name, eval_name,
              quantization)
+    plan = CalibrationPlan.from_calibration_json(calibration)
     scored = score_splits(hybrid, build_corpus(data_cfg), (cal_name, eval_name), label_space,
-                          limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size, cache_dir=None)
-    fitted = fit_calibration(CalibrationPlan.from_calibration_json(calibration), scored, label_space,
-                             run_id=src["run_id"], cal_name=cal_name, eval_name=eval_name)
+                          limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size, cache_dir=None,
+                          evidence_top_k=plan.policy.evidence_top_k)
+    fitted = fit_calibration(plan, scored, label_space, run_id=src["run_id"], cal_name=cal_name,
+                             eval_name=eval_name)
     fp32_policy = calibration.get("policy", {})
     refit = {**fitted.calibration, "quantization": quantization,
              # what the refit replaced, for the record (never applied: Coder.load reads the top level)
@@ -260,6 +270,22 @@ def _protected_inputs(tracking: TrackingSettings, root: Path, run_id: str) -> tu
     return protected, [t for t in trees if t is not None]
 
 
+def check_export_names(cfg: DictConfig) -> None:
+    """The names an export uses, checked before anything is opened, downloaded or written (one line).
+
+    ``run_id`` is a folder name in the default ``output_dir`` (``outputs/bundles/<run_id>``); the
+    registered model name and the alias were checked by MLflow only after the bundle was written
+    and a version registered (``mlflow_model.alias=../../x`` was a traceback after half the work).
+    """
+    check_path_part("run_id", cfg.run_id)
+    if not cfg.mlflow_model.log:
+        return
+    name = cfg.mlflow_model.registered_model_name
+    if name:
+        check_registered_model_name("mlflow_model.registered_model_name", name)
+        check_alias("mlflow_model.alias", cfg.mlflow_model.alias)
+
+
 def export_run(cfg: DictConfig) -> ExportResult:
     """Write the bundle of ``cfg.run_id`` to ``cfg.output_dir`` and (optionally) register it.
 
@@ -267,6 +293,7 @@ def export_run(cfg: DictConfig) -> ExportResult:
     may not overlap the project root or the MLflow store (:class:`BundleWriter`); both are checked
     before anything is downloaded.
     """
+    check_export_names(cfg)
     quantization = _quantization(cfg)
     tracking = build_tracking(cfg)
     root = tracking.root_dir
@@ -323,7 +350,7 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
                       labels: dict, calibration: dict, metrics: dict[str, float], coder: Coder) -> ExportResult:
     from medcoder.tracking.pyfunc import (
         INPUT_EXAMPLE,
-        MedCoderModel,
+        MODEL_CODE_PATH,
         model_metadata,
         model_signature,
         predictions_frame,
@@ -337,7 +364,7 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=MLFLOW_MODEL_NAME,
-            python_model=MedCoderModel(),
+            python_model=str(MODEL_CODE_PATH),  # models from code: the model holds no pickle
             artifacts={"bundle": str(bundle_dir)},
             signature=signature,
             metadata=model_metadata(),
@@ -364,4 +391,5 @@ def _log_and_register(cfg: DictConfig, run_id: str, bundle_dir: Path, manifest: 
     return ExportResult(bundle_dir, manifest, info.model_uri, name, version)
 
 
-__all__ = ["CANDIDATE", "CHAMPION", "QUANTIZATION_REQUIREMENTS", "QUANTIZE_OPTIONS", "ExportResult", "export_run", "recalibrate_quantized"]
+__all__ = ["CANDIDATE", "CHAMPION", "QUANTIZATION_REQUIREMENTS", "QUANTIZE_OPTIONS", "ExportResult", "check_export_names",
+           "export_run", "recalibrate_quantized"]

@@ -18,8 +18,10 @@ Guarantees, and why each exists (the same as batch prediction, ``medcoder.infere
 * **Checked before Spark starts:** every setting; the input's format and, for Parquet and CSV,
   that its ``id``/``text`` columns exist (a one-line ``ConfigError`` naming the file and the
   column, exit 2, nothing written); the output paths: none may be the input, inside it or hold it,
-  nor the local model folder; and an existing output is refused unless ``overwrite=true`` *and*
-  this job wrote it (its marker file :data:`MARKER` and nothing but Spark's own files in it).
+  nor the local model folder, nor inside an MLflow artifact store, bundle, MLflow model or the
+  bundle cache; and an existing output is refused unless ``overwrite=true`` *and* this job wrote
+  it (its marker file :data:`MARKER` and nothing but Spark's own files in it). Errors name files,
+  rows and the expected columns, never an input value (a headerless CSV's header is a note).
 * **The model is checked before scoring:** its MLmodel must record output schema version
   :data:`~medcoder.tracking.pyfunc.OUTPUT_SCHEMA_VERSION` and that schema as its signature; a
   version-1 model (codes as JSON strings) is refused with the command that re-exports it. An alias
@@ -53,8 +55,10 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from medcoder.data.tabular import check_column_roles
 from medcoder.errors import ConfigError
 from medcoder.inference.batch import check_positive
+from medcoder.inference.batch.protect import artifact_stores
 from medcoder.inference.batch.spark import (
     INPUT_FORMATS,
     JOB_NAME,
@@ -105,8 +109,7 @@ def check_settings(cfg: Any) -> None:
     for key in ("id_column", "text_column"):
         if not isinstance(cfg[key], str) or not cfg[key]:
             raise ConfigError(f"{key}={cfg[key]!r} is not valid", hint="the column name in the input")
-    if cfg.id_column == cfg.text_column:
-        raise ConfigError(f"id_column and text_column are both {cfg.id_column!r}", hint="two different columns")
+    check_column_roles(cfg.id_column, cfg.text_column)  # an id column that is the text puts notes in the audit
     check_positive("batch_size", cfg.batch_size)
     check_positive("max_note_chars", cfg.max_note_chars)
     check_positive("spark.records_per_batch", cfg.spark.records_per_batch)
@@ -282,9 +285,11 @@ def spark_predict_from_config(cfg: Any, spark: SparkSession | None = None) -> Sp
     fmt = input_format(input_path, cfg.input_format)
     outputs = SparkOutputs.beside(cfg.output, cfg.audit_path, cfg.summary_path)
     local_model = None if cfg.model_uri.startswith(MLFLOW_PREFIXES) else Path(cfg.model_uri).expanduser().resolve()
-    check_output_paths(outputs, input_path, local_model, overwrite=cfg.overwrite)
+    tracking = build_tracking(cfg)
+    stores = artifact_stores(tracking_uri(tracking), tracking.root_dir, tracking.artifact_dir)
+    check_output_paths(outputs, input_path, local_model, overwrite=cfg.overwrite, protected=stores)
     check_input_columns(input_path, fmt, cfg.id_column, cfg.text_column)
-    model = resolve_model(cfg.model_uri, build_tracking(cfg))
+    model = resolve_model(cfg.model_uri, tracking)
     own = spark is None
     session = spark_session(cfg.spark) if spark is None else spark
     try:

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -67,6 +65,13 @@ from medcoder.training.warm_start import (
     check_warm_start_ref,
 )
 from medcoder.workflows.calibrate import truncated_by_length
+from medcoder.workflows.checkpoints import (
+    checkpoint_folder,
+    checkpoint_to_resume,
+    last_complete_checkpoint,
+    mlflow_run_to_continue,
+    remove_checkpoints,
+)
 from medcoder.workflows.config_checks import check_train_config
 from medcoder.workflows.factories import (
     CODESET_KEYS,
@@ -173,57 +178,6 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
     )
 
 
-# Settings that do not change what is trained: a resume may differ in them.
-_NOT_TRAINING = ("resume", "disable_tqdm", "dataloader_num_workers", "per_device_eval_batch_size",
-                 "encode_batch_chunks", "cache_states_on_disk")
-
-
-def _config_hash(config: Mapping[str, Any]) -> str:
-    data = copy.deepcopy(dict(config))
-    for key in _NOT_TRAINING:
-        data.get("trainer", {}).pop(key, None)
-    for key in ("paths", "tracking"):
-        data.pop(key, None)
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """Newest ``checkpoint-N`` whose save finished (``trainer_state.json`` is written last), so a
-    kill in the middle of a save never leaves a checkpoint that cannot be loaded."""
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
-
-
-def _checkpoint_to_resume(ckpt_dir: Path, settings: TrainSettings) -> str | None:
-    """The last checkpoint of an interrupted run with the *same* config, if resuming is on."""
-    mode = settings.trainer["resume"]
-    stamp = ckpt_dir / "config_hash.txt"
-    config_hash = _config_hash(settings.config)
-    if mode == "never" and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    if ckpt_dir.exists() and stamp.exists() and stamp.read_text() != config_hash:
-        raise ConfigError(
-            f"{ckpt_dir} holds checkpoints of run_name={settings.run_name!r} with a different config",
-            hint="pick another run_name=..., or trainer.resume=never to discard them",
-        )
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(config_hash)
-    return _last_complete_checkpoint(ckpt_dir) if mode == "auto" else None
-
-
-def _mlflow_run_to_continue(ckpt_dir: Path, resume_from: str | None) -> str | None:
-    """The MLflow run of the interrupted training, so one training is one run even across a kill."""
-    stamp = ckpt_dir / "mlflow_run_id.txt"
-    if not resume_from or not stamp.exists():
-        return None
-    run_id = stamp.read_text().strip()
-    try:
-        mlflow.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return None
-    return run_id
-
-
 def _validate(cfg: DictConfig) -> None:
     """Fail on bad settings before any data is read or model loaded (one line, exit 2).
 
@@ -231,6 +185,7 @@ def _validate(cfg: DictConfig) -> None:
     training has (the warm-start reference).
     """
     check_train_config(cfg)
+    checkpoint_folder(Path(cfg.paths.checkpoint_dir), cfg.get("run_name"))  # a folder name, never a path
     if cfg.get("warm_start"):
         check_warm_start_ref(str(cfg.warm_start))
 
@@ -404,12 +359,13 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
         return {"map": codiesp_map(sigmoid(pred.predictions), label_space.codes, dev_gold)}
 
     # -- fit -------------------------------------------------------------------------------
-    ckpt_dir = settings.checkpoint_dir / settings.run_name
+    ckpt_dir = checkpoint_folder(settings.checkpoint_dir, settings.run_name)
     with main_first(dist):  # rank 0 checks/creates the checkpoint folder; the others only read it
         if is_main_process(dist):
-            resume_from = _checkpoint_to_resume(ckpt_dir, settings)
+            resume_from = checkpoint_to_resume(ckpt_dir, settings.config, mode=trainer_group["resume"],
+                                               run_name=settings.run_name)
         else:
-            resume_from = _last_complete_checkpoint(ckpt_dir) if trainer_group["resume"] == "auto" else None
+            resume_from = last_complete_checkpoint(ckpt_dir) if trainer_group["resume"] == "auto" else None
 
     def fit() -> MedCoderTrainer:
         trainer = MedCoderTrainer(
@@ -431,7 +387,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
         fit()  # this rank trains its shard of every batch; rank 0 holds the MLflow run
         return TrainResult("", {}, settings.output_dir, time.time() - started)
     experiment_id = setup_experiment(settings.tracking)
-    continued = _mlflow_run_to_continue(ckpt_dir, resume_from)
+    continued = mlflow_run_to_continue(ckpt_dir, resume_from)
     truncated = {n: feats[n]["truncated"] for n in SPLITS}
     tags = {"medcoder.encoder_mode": mode, "medcoder.resumed_from": Path(resume_from).name if resume_from else ""}
     with _training_run(settings, experiment_id, data, truncated, tags=tags, continue_run_id=continued) as run:
@@ -473,7 +429,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
 
         result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion, neural_logits=neural_logits,
                                     save_model=save_model)
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # finished: the model now lives in MLflow
+        remove_checkpoints(ckpt_dir)  # finished: the model now lives in MLflow (only a folder medcoder made)
     return result
 
 

@@ -6,7 +6,12 @@ What ``scripts/predict.py`` calls. Guarantees, and why each exists:
   and :func:`check_paths`): sizes, formats, and the output paths. An output (predictions, audit log,
   summary) may not resolve (following symlinks) to the input file, into the input folder, to a
   note file read, to the bundle directory or into it, to another output, or to an existing
-  folder: any of these used to overwrite the notes or the model, or fail after predicting.
+  folder: any of these used to overwrite the notes or the model, or fail after predicting. Nor
+  may it lie inside an MLflow artifact store, any bundle or MLflow model, or the bundle cache, and
+  an existing file is replaced only if medcoder wrote it (:mod:`~medcoder.inference.batch.protect`).
+* **No input value in any error** (note text is PHI): errors name the file, line/row, column and
+  the expected columns, never a cell or a header cell (a headerless CSV's first row is a note);
+  the id column may not be the text column.
 * **The input is checked whole before the bundle loads, without holding it** (:meth:`NoteSource.scan`):
   one streaming pass parses every note, refuses duplicate ids and counts the notes (the progress
   bar's total), so bad input is still one line and exit 2 with nothing written, as when the input
@@ -28,8 +33,8 @@ What ``scripts/predict.py`` calls. Guarantees, and why each exists:
   exclusive ``flock`` while a run writes) and ``state.json``. After every block the parts are
   flushed and fsynced, then ``state.json`` is replaced atomically with the number of notes done,
   the last id, the byte length of each part, the summary counters, and the fingerprints of the
-  bundle (its id), the input (sha256 of the file; for a folder, of its file names, sizes and
-  mtimes), the settings that shape the output, the output paths and medcoder's version. A killed
+  bundle (its id), the input (sha256 of the file; for a folder, of its file names and each
+  note's sha256: an edit that keeps size and mtime is still a change), the settings that shape the output, the output paths and medcoder's version. A killed
   run (SIGKILL, power loss) is continued by the same command: the parts are cut back to the
   lengths ``state.json`` records (this drops a half-written last line and any block not yet
   recorded: those notes are predicted again), the first ``notes_done`` notes are skipped (the

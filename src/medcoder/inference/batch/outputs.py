@@ -5,7 +5,10 @@
   (predictions, audit log, summary) may not resolve (following symlinks) to the input file, into
   the input folder, to a note file read, to the bundle directory or into it, to another output,
   or to an existing folder: any of these used to overwrite the notes or the model, or fail after
-  predicting.
+  predicting. Nor may it lie inside an MLflow artifact store, any bundle or MLflow model, or the
+  bundle cache, and an existing file is replaced only if medcoder wrote it
+  (:mod:`~medcoder.inference.batch.protect`): a file in the registry's bundle broke every later
+  load of it, and ``summary_path=mlflow.db`` replaced the tracking store.
 * **All-or-nothing outputs** (:func:`commit_outputs`): at the end the parts are hard-linked (or
   copied, across file systems) to temp files beside each output, Parquet blocks are merged into
   one file (one row group per block), and the three files are renamed together, the summary last
@@ -27,13 +30,14 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from medcoder.atomic import AtomicFileSet, existing_ancestor, fsync_file, is_inside, make_temp
-from medcoder.errors import ConfigError
+from medcoder.errors import ConfigError, DataError
+from medcoder.inference.batch.protect import Protected, check_replaceable, protected_place, resolve
 from medcoder.inference.batch.sources import _pyarrow
 from medcoder.inference.prediction import AUDIT_FIELDS, CodePrediction, DocumentPrediction
 
@@ -144,24 +148,29 @@ def check_outputs(output_path: Path, audit_path: Path, granularity: str) -> str:
     return fmt
 
 
-def check_paths(outputs: OutputPaths, input_path: str | Path, bundle: str | Path | None = None) -> None:
-    """Refuse outputs that would destroy the input, the bundle or each other, or cannot be written.
+def check_paths(outputs: OutputPaths, input_path: str | Path, bundle: str | Path | None = None, *,
+                protected: Sequence[Protected] = ()) -> None:
+    """Refuse outputs that would destroy the input, the bundle, the model registry or each other,
+    replace a file medcoder did not write, or cannot be written.
 
-    Compared after ``Path.resolve()`` (symlinks followed) and, for files that exist, by inode
-    (hard links): predictions, audit log and summary must be three different files, none of them
-    the input file, inside the input folder, one of the notes read, or inside the bundle. A
-    folder's notes are compared one by one as they are listed (nothing kept per note).
+    Compared after ``Path.resolve()`` (symlinks followed; a link loop is a ``ConfigError``) and,
+    for files that exist, by inode (hard links): predictions, audit log and summary must be three
+    different files, none of them the input file, inside the input folder, one of the notes read,
+    inside the bundle, inside any other bundle or MLflow model, the bundle cache or one of the
+    ``protected`` folders (the MLflow artifact stores: :func:`~medcoder.inference.batch.protect.artifact_stores`).
+    An existing output must be a file medcoder wrote. A folder's notes are compared one by one as
+    they are listed (nothing kept per note).
     """
     inp = Path(input_path).expanduser()
-    inp_r = inp.resolve()
-    resolved = {key: path.resolve() for key, path in outputs.named()}
+    inp_r = resolve(inp, "input", DataError)
+    resolved = {key: resolve(path, key) for key, path in outputs.named()}
     note_paths: set[Path] = set()    # outputs that resolve to a note file (symlinked note)
     note_inodes: set[Path] = set()   # outputs that are a note file by inode (hard link)
     if inp.is_dir():
         out_r = set(resolved.values())
         out_ino = {_inode(path): path for _, path in outputs.named() if _inode(path) is not None}
         for f in inp.glob("*.txt"):
-            r = f.resolve()
+            r = resolve(f, "input", DataError)
             if r in out_r:
                 note_paths.add(r)
             ino = _inode(f)
@@ -169,7 +178,7 @@ def check_paths(outputs: OutputPaths, input_path: str | Path, bundle: str | Path
                 note_inodes.add(out_ino[ino])
     bundle_r = None
     if bundle is not None and not str(bundle).startswith(REMOTE_BUNDLE_PREFIXES):
-        bundle_r = Path(bundle).expanduser().resolve()
+        bundle_r = resolve(Path(bundle).expanduser(), "bundle")
     seen: dict[Path, str] = {}
     for key, path in outputs.named():
         res = resolved[key]
@@ -188,7 +197,13 @@ def check_paths(outputs: OutputPaths, input_path: str | Path, bundle: str | Path
         if bundle_r is not None and is_inside(res, bundle_r):
             raise ConfigError(f"{where} is inside the bundle ({bundle})",
                               hint="a bundle is verified by the hash of every file: write outputs elsewhere")
+        place = protected_place(res, protected)
+        if place is not None:
+            raise ConfigError(f"{where} is {place}",
+                              hint="bundles, MLflow models and artifact stores are verified or managed by MLflow "
+                                   "and medcoder: write outputs elsewhere")
         _check_writable(where, res)
+    check_replaceable(outputs.named(), OUTPUT_FORMATS.get(outputs.predictions.suffix.lower(), "jsonl"))
     partial = outputs.partial
     if partial.exists() and (partial.is_symlink() or not partial.is_dir()):
         raise ConfigError(f"output={outputs.predictions}: {partial} exists and is not a partial-run folder",
@@ -331,7 +346,9 @@ def _stage(src: Path, target: Path) -> Path:
 def commit_outputs(outputs: OutputPaths, pred: Path, audit: Path, summary_text: str, *, schema: Any) -> None:
     """Stage the parts (``pred``: the predictions part, a folder of Parquet blocks when ``schema``
     is given; ``audit``: the audit part) beside their targets, then rename the three together,
-    the summary last."""
+    the summary last. The outputs are checked again first: a file someone else put there while
+    the run predicted is not replaced either."""
+    check_replaceable(outputs.named(), OUTPUT_FORMATS.get(outputs.predictions.suffix.lower(), "jsonl"))
     staged: dict[Path, Path] = {}
     try:
         if schema is not None:

@@ -31,10 +31,15 @@ from typing import IO, Any
 from medcoder.atomic import atomic_write_text, remove_stale_temps
 from medcoder.errors import ConfigError
 from medcoder.inference.batch.outputs import BatchSummary, OutputPaths
+from medcoder.ownership import OWNER_MARKER, create_owned_dir, remove_owned_dir
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+
+
+#: The ownership marker's kind of a partial run's folder (medcoder.ownership).
+PARTIAL_KIND = "batch-partial"
 
 
 class _Partial:
@@ -55,11 +60,8 @@ class _Partial:
 
     # locking
     def acquire(self) -> None:
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except FileExistsError as exc:
-            raise ConfigError(f"output={self.outputs.predictions}: {self.dir} exists and is not a folder",
-                              hint="remove it or choose another output name") from exc
+        # Marked as medcoder's own: only a folder this program made is ever cleared or removed.
+        create_owned_dir(self.dir, PARTIAL_KIND, key="output")
         self._lock = open(self.dir / "lock", "a+b")  # noqa: SIM115 - held for the whole run
         try:
             import fcntl
@@ -80,20 +82,23 @@ class _Partial:
 
     # state
     def read_state(self) -> dict[str, Any] | None:
-        if not self.state_path.is_file():
+        """The recorded state, checked field by field: a damaged ``state.json`` (truncated, edited,
+        nested a million deep, numbers of the wrong type) is one ``ConfigError``, never a traceback
+        later in :meth:`restore` or the summary, and the partial is left as it is for the user."""
+        if not self.state_path.is_file() and not self.state_path.is_symlink():
             return None
         try:
-            state = json.loads(self.state_path.read_text("utf-8"))
-            if state.get("version") != STATE_VERSION:
-                raise ValueError(f"unknown partial state version {state.get('version')!r}")
-            missing = {"fingerprint", "notes_done", "last_id", "blocks", "bytes", "summary"} - set(state)
-            if missing or not isinstance(state["notes_done"], int) or \
-                    not {"predictions", "audit"} <= set(state["bytes"]):
-                raise ValueError(f"state.json lacks {sorted(missing) or 'byte counts'}")
+            if self.state_path.is_symlink() or self.state_path.stat().st_size > _MAX_STATE_BYTES:
+                raise ValueError("not a state file medcoder wrote (a link, or too large)")
+            state = json.loads(self.state_path.read_bytes())
+            _check_state(state)
             return state
-        except (OSError, ValueError, AttributeError, TypeError) as exc:
-            raise ConfigError(f"output={self.outputs.predictions}: the partial run in {self.dir} is unreadable ({exc})",
-                              hint=f"delete {self.dir} to start over") from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+            if isinstance(exc, RecursionError):
+                reason = "nested too deeply"
+            raise ConfigError(f"output={self.outputs.predictions}: the partial run in {self.dir} is unreadable "
+                              f"(state.json: {reason})", hint=f"delete {self.dir} to start over") from None
 
     def write_state(self, state: dict[str, Any]) -> None:
         atomic_write_text(self.state_path, json.dumps(state, indent=1, allow_nan=False) + "\n")
@@ -101,7 +106,7 @@ class _Partial:
     def clear(self) -> None:
         """Remove every part (not the lock we hold): a fresh start."""
         for entry in self.dir.iterdir():
-            if entry.name == "lock":
+            if entry.name in ("lock", OWNER_MARKER):
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -109,7 +114,7 @@ class _Partial:
                 entry.unlink()
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_owned_dir(self.dir, PARTIAL_KIND, key="output", strict=False)
 
     # resuming
     def restore(self, state: dict[str, Any]) -> None:
@@ -127,6 +132,9 @@ class _Partial:
         if self.fmt == "parquet":
             kept = 0
             for block in sorted(self.pred.glob("*.parquet")) if self.pred.is_dir() else []:
+                if block.is_symlink() or not block.is_file():
+                    raise ConfigError(f"output={self.outputs.predictions}: the partial run in {self.dir} is damaged "
+                                      f"({block.name} is not a block file)", hint=f"delete {self.dir} to start over")
                 if not block.stem.isdigit() or int(block.stem) >= state["notes_done"]:
                     block.unlink()  # written after the last recorded block
                 else:
@@ -135,6 +143,45 @@ class _Partial:
                 raise ConfigError(f"output={self.outputs.predictions}: the partial run in {self.dir} is damaged "
                                   f"({kept} Parquet blocks, {state['blocks']} recorded)",
                                   hint=f"delete {self.dir} to start over")
+
+
+#: A state.json is a few kB; a larger one was not written by this module.
+_MAX_STATE_BYTES = 1 << 20
+_COUNTERS = ("notes", "codes", "auto_accepted", "notes_fully_auto", "empty_notes", "truncated_notes", "resumed_notes")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state(state: Any) -> None:
+    """Raise ``ValueError`` naming the first field of ``state`` that is not what
+    :func:`_start` and :meth:`_Partial.write_state` record."""
+    if not isinstance(state, dict):
+        raise ValueError(f"a JSON {type(state).__name__}, not an object")
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"unknown version (this medcoder writes {STATE_VERSION})")
+    missing = {"fingerprint", "notes_done", "last_id", "blocks", "bytes", "summary"} - set(state)
+    if missing:
+        raise ValueError(f"lacks {sorted(missing)}")
+    if not isinstance(state["fingerprint"], dict):
+        raise ValueError("fingerprint is not an object")
+    for key in ("notes_done", "blocks"):
+        if not _count(state[key]):
+            raise ValueError(f"{key} is not a count")
+    if not (state["last_id"] is None if state["notes_done"] == 0 else isinstance(state["last_id"], str)):
+        raise ValueError("last_id does not match notes_done")
+    counts = state["bytes"]
+    if not isinstance(counts, dict) or not all(_count(counts.get(k)) for k in ("predictions", "audit")):
+        raise ValueError("bytes lacks the byte counts")
+    summary = state["summary"]
+    if not isinstance(summary, dict) or not all(_count(summary.get(k, 0)) for k in _COUNTERS):
+        raise ValueError("summary lacks its counts")
+    reasons = summary.get("reasons", {})
+    if not isinstance(reasons, dict) or not all(isinstance(k, str) and _count(v) for k, v in reasons.items()):
+        raise ValueError("summary.reasons is not a table of counts")
+    if not isinstance(summary.get("wall_seconds", 0.0), int | float) or isinstance(summary.get("wall_seconds"), bool):
+        raise ValueError("summary.wall_seconds is not a number")
 
 
 def _fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -154,9 +201,9 @@ def _skip(notes: Iterator[tuple[str, str]], n: int, last_id: str | None, partial
     doc_id = None
     for note in islice(notes, n):
         doc_id = note[0]
-    if doc_id != last_id:
-        raise ConfigError(f"the partial run in {partial} does not match the input (note {n} is {doc_id!r}, "
-                          f"the partial ends at {last_id!r})", hint=f"delete {partial} to start over")
+    if doc_id != last_id:  # ids are not quoted: an error message must not carry input values
+        raise ConfigError(f"the partial run in {partial} does not match the input (note {n} of the input is not "
+                          f"the note the partial ends with)", hint=f"delete {partial} to start over")
 
 
 def _start(part: _Partial, fingerprint: dict[str, Any], resume: bool) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def predict_notes(
     include_text: bool = False,
     batch_size: int = 8,
     block_size: int = 256,
-    evidence_top_k: int = 3,
+    evidence_top_k: int | None = None,
     max_note_chars: int | None = DEFAULT_MAX_NOTE_CHARS,
     progress: bool = True,
     resume: bool = False,
@@ -171,7 +171,7 @@ class _BlockRun:
     the parts, then (``durable``: resumable runs) fsync them and record the block in the state."""
 
     def __init__(self, coder: Coder, part: _Partial, *, granularity: str, include_text: bool, batch_size: int,
-                 evidence_top_k: int, max_note_chars: int | None, durable: bool) -> None:
+                 evidence_top_k: int | None, max_note_chars: int | None, durable: bool) -> None:
         self.coder, self.part, self.granularity = coder, part, granularity
         self.include_text, self.batch_size, self.evidence_top_k = include_text, batch_size, evidence_top_k
         self.max_note_chars, self.durable = max_note_chars, durable

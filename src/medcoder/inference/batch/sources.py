@@ -10,13 +10,20 @@ Parquet is read with ``ParquetFile.iter_batches``: one batch of the id and text 
 a text cut to the limit in Arrow before Python sees it. A note longer than ``max_note_chars`` comes
 back cut to ``max_note_chars + 1`` characters (no ``.txt`` file is read further), so
 ``Coder.predict`` with the same limit cuts it and flags it ``truncated``.
+
+Errors never quote the input (note text is PHI): they name the file, the line or row and the
+column, and a duplicate id by where it occurs first, not by its value; one column may not be both
+the id and the text (:func:`medcoder.data.tabular.check_column_roles`).
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import hashlib
+import os
+import stat
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from medcoder.data.tabular import _id, _read_csv, _read_jsonl, max_row_size
+from medcoder.data.tabular import (
+    _id,
+    _read_csv,
+    _read_jsonl,
+    check_column_roles,
+    max_row_size,
+    missing_column,
+)
 from medcoder.errors import ConfigError, DataError
 from medcoder.inference.coder import DEFAULT_MAX_NOTE_CHARS
 
@@ -63,6 +77,7 @@ class NoteSource:
                  max_note_chars: int | None = DEFAULT_MAX_NOTE_CHARS, parquet_batch_rows: int = 256) -> None:
         check_positive("max_note_chars", max_note_chars, allow_none=True)
         check_positive("parquet_batch_rows", parquet_batch_rows)
+        check_column_roles(id_column, text_column)
         p = Path(path).expanduser()
         if p.is_dir():
             self.kind = "txt"
@@ -141,13 +156,18 @@ class NoteSource:
             if _id_hash(doc_id) not in candidates:
                 continue
             if doc_id in first:
-                raise DataError(f"{where}: duplicate id {doc_id!r} (first at {first[doc_id]})",
-                                hint="ids must be unique within a file")
+                raise DataError(f"{where}: duplicate id (first at {first[doc_id]})", hint="ids must be unique within a file")
             first[doc_id] = where
 
     def current_fingerprint(self) -> str:
-        """The input's identity now: sha256 of the file's bytes; for a folder, sha256 of its
-        ``*.txt`` names, sizes and modification times (touching a note changes it)."""
+        """The input's identity now: sha256 of the file's bytes; for a folder, sha256 over its
+        ``*.txt`` names and the sha256 of each one's bytes.
+
+        Why content and not name/size/mtime: a note edited to the same size within the file
+        system's timestamp resolution (or restored with its old mtime by a copy tool) kept its
+        fingerprint, so a resumed run silently skipped the edited note. Hashing reads every note
+        once more; touching a note no longer counts as a change.
+        """
         digest = hashlib.sha256()
         if self.kind != "txt":
             try:
@@ -159,12 +179,8 @@ class NoteSource:
                                 hint="check permissions") from exc
             return f"sha256:{digest.hexdigest()}"
         for name in _note_names(self.path):
-            try:
-                st = (self.path / name).stat()
-            except OSError as exc:
-                raise DataError(f"{_show(self.path / name)}: cannot read ({exc.strerror or exc})") from exc
-            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-        return f"stat-sha256:{digest.hexdigest()}"
+            digest.update(f"{name}\0{_file_sha256(self.path / name)}\n".encode("utf-8", "surrogateescape"))
+        return f"content-sha256:{digest.hexdigest()}"
 
 
 def iter_notes(path: str | Path, *, id_column: str = "id", text_column: str = "text",
@@ -190,12 +206,37 @@ def _id_hash(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
+def _file_sha256(f: Path) -> str:
+    """sha256 of a note file's bytes; opened non-blocking and checked to be a regular file, so a
+    note replaced by a FIFO since it was listed cannot hang the run."""
+    try:
+        fd = os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataError(f"{_show(f)}: cannot read ({exc.strerror or exc})", hint="check the file") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(f"{_show(f)}: not a regular file", hint="one note per <id>.txt file")
+        digest = hashlib.sha256()
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _note_names(folder: Path) -> list[str]:
-    """The sorted ``*.txt`` names of ``folder``; a folder, broken symlink or special file named
-    ``*.txt`` is a ``DataError`` (reading it would crash, or block forever on a FIFO)."""
-    names = sorted(f.name for f in folder.glob("*.txt"))
+    """The sorted ``*.txt`` names of ``folder``; a folder, broken symlink, symlink loop or special
+    file named ``*.txt`` is a ``DataError`` (reading it would crash, or block forever on a FIFO)."""
+    try:
+        names = sorted(f.name for f in folder.glob("*.txt"))
+    except (OSError, RuntimeError) as exc:  # the folder itself a link loop, unreadable
+        raise DataError(f"input={_show(folder)}: cannot list the folder ({exc})", hint="check the path") from None
     for name in names:
         f = folder / name
+        try:
+            os.stat(f)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataError(f"{_show(f)}: a symbolic link loop (the link points back to itself)",
+                                hint="remove the link or point it at a real note file") from None
         if f.is_dir():
             raise DataError(f"{_show(f)}: a folder, not a note file",
                             hint="the input folder holds one note per <id>.txt file; move or rename this folder")
@@ -274,8 +315,8 @@ def _read_parquet(path: Path, id_col: str, text_col: str, limit: int | None, bat
         schema = pf.schema_arrow
         for col in (id_col, text_col):
             if col not in schema.names:
-                raise DataError(f"{path}: missing column {col!r} (has {schema.names})",
-                                hint="set id_column / text_column to your column names")
+                raise missing_column(str(path), col, schema.names, (id_col, text_col), what="Parquet schema",
+                                     hint="set id_column / text_column to your column names")
         text_type, id_type = schema.field(text_col).type, schema.field(id_col).type
         if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)):
             raise DataError(f"{path}: column {text_col!r} must be text (string), got {text_type}")

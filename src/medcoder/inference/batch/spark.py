@@ -24,16 +24,23 @@ keeps what needs the config and MLflow (the model, the UDF). pyspark is an optio
   the written predictions, not a second scoring pass.
 * **Bounded notes:** text is cut in Spark to ``max_note_chars + 1`` characters before it reaches
   Python (:func:`read_notes`).
+* **No input values in errors:** a missing column is named with the expected ones, never with the
+  file's own header (a headerless CSV's first row is a note); a duplicate id is counted, not
+  quoted; Spark's read errors are reduced to their error class (their messages may quote a row).
+* **Outputs stay out of MLflow's and medcoder's managed places:** not inside an artifact store,
+  a bundle, an MLflow model or the bundle cache (:mod:`medcoder.inference.batch.protect`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +54,9 @@ from medcoder.atomic import (
     signals_raise,
     sweep_stale,
 )
+from medcoder.data.tabular import missing_column
 from medcoder.errors import ConfigError, DataError
+from medcoder.inference.batch.protect import Protected, protected_place, resolve
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -84,9 +93,12 @@ def input_format(path: Path, fmt: str = "auto") -> str:
     return found
 
 
-def _missing_column(where: Path | str, fmt: str, column: str, key: str, columns: list[str]) -> ConfigError:
-    return ConfigError(f"input={where}: the {fmt} input has no {column!r} column (columns: {columns[:20]})",
-                       hint=f"name the column with {key}=<name>")
+def _missing_column(where: Path | str, fmt: str, column: str, key: str, columns: list[str],
+                    expected: tuple[str, str]) -> ConfigError:
+    """A ``ConfigError`` naming the expected columns, never the input's own (they may be a note)."""
+    hint = f"name the column with {key}=<name>" + ("; the CSV needs a header row" if fmt.lower() == "csv" else "")
+    err = missing_column(f"input={where}", column, columns, expected, what=f"{fmt} input", hint=hint)
+    return ConfigError(err.message, hint=err.hint)
 
 
 def check_input_columns(path: Path, fmt: str, id_column: str, text_column: str) -> None:
@@ -99,14 +111,14 @@ def check_input_columns(path: Path, fmt: str, id_column: str, text_column: str) 
         try:
             schema = pads.dataset(str(path), format="parquet").schema
         except (OSError, ValueError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-            raise DataError(f"input={path}: not a readable Parquet file ({str(exc).splitlines()[0]})",
+            raise DataError(f"input={path}: not a readable Parquet file ({type(exc).__name__})",
                             hint="write the notes with pyarrow, pandas or Spark") from exc
         import pyarrow as pa
 
         names = list(schema.names)
         for column, key in ((text_column, "text_column"), (id_column, "id_column")):
             if column not in names:
-                raise _missing_column(path, "Parquet", column, key, names)
+                raise _missing_column(path, "Parquet", column, key, names, (id_column, text_column))
         kind = schema.field(text_column).type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
                 or getattr(pa.types, "is_string_view", lambda _: False)(kind)):
@@ -117,10 +129,13 @@ def check_input_columns(path: Path, fmt: str, id_column: str, text_column: str) 
             with path.open(encoding="utf-8-sig", newline="") as fh:
                 header = next(csv.reader(fh), [])
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise DataError(f"input={path}: cannot read the CSV header ({exc})", hint="a UTF-8 CSV with a header row") from exc
+            reason = f"not valid UTF-8 at byte {exc.start}" if isinstance(exc, UnicodeDecodeError) else (
+                getattr(exc, "strerror", None) or type(exc).__name__)
+            raise DataError(f"input={path}: cannot read the CSV header ({reason})",
+                            hint="a UTF-8 CSV with a header row") from None
         for column, key in ((text_column, "text_column"), (id_column, "id_column")):
             if column not in header:
-                raise _missing_column(path, "CSV", column, key, header)
+                raise _missing_column(path, "CSV", column, key, header, (id_column, text_column))
 
 
 def read_notes(spark: SparkSession, path: Path, fmt: str, id_column: str, text_column: str,
@@ -142,11 +157,12 @@ def read_notes(spark: SparkSession, path: Path, fmt: str, id_column: str, text_c
             df = spark.read.json(str(path), mode="FAILFAST", multiLine=False)
         columns = df.columns
     except PySparkException as exc:
-        raise DataError(f"input={path}: Spark cannot read it as {fmt} ({first_line(exc)})",
-                        hint="check the file and input_format") from exc
+        _raise_data_error(exc, path)
+        raise DataError(f"input={path}: Spark cannot read it as {fmt} ({_error_class(exc)})",
+                        hint="check the file and input_format") from None
     for column, key in ((text_column, "text_column"), (id_column, "id_column")):
         if column not in columns:
-            raise _missing_column(path, fmt, column, key, columns)
+            raise _missing_column(path, fmt, column, key, columns, (id_column, text_column))
     kind = df.schema[text_column].dataType
     if not isinstance(kind, StringType):
         raise ConfigError(f"input={path}: column {text_column!r} is {kind.simpleString()}, not a string",
@@ -171,10 +187,10 @@ def check_ids(notes: DataFrame, path: Path) -> int:
         raise DataError(f"input={path}: no notes in input", hint="one note per row")
     if null:
         raise DataError(f"input={path}: {null} note(s) without an id", hint="every note needs a unique id")
-    if distinct != n:
-        dup = notes.groupBy("id").count().where("count > 1").limit(1).collect()[0]
-        raise DataError(f"input={path}: duplicate id {dup['id']!r} ({dup['count']} rows)",
-                        hint="ids must be unique within the input")
+    if distinct != n:  # counted, not quoted: the id column's values stay out of messages
+        raise DataError(f"input={path}: duplicate ids ({n - distinct} of {n} rows repeat an id of another row)",
+                        hint="ids must be unique within the input; find them with "
+                             "df.groupBy(<id column>).count().where('count > 1')")
     return n
 
 
@@ -221,17 +237,20 @@ def _our_summary(path: Path) -> bool:
     return path.is_file() and not path.is_symlink() and isinstance(data, dict) and data.get("job") == JOB_NAME
 
 
-def check_output_paths(outputs: SparkOutputs, input_path: Path, model_dir: Path | None, *, overwrite: bool) -> None:
+def check_output_paths(outputs: SparkOutputs, input_path: Path, model_dir: Path | None, *, overwrite: bool,
+                       protected: Sequence[Protected] = ()) -> None:
     """Refuse outputs that would destroy the input, the model or each other, or an earlier result.
 
-    Compared after ``Path.resolve()`` (symlinks followed), in both directions: an output may not
-    be the input, inside it, or hold it (replacing a folder deletes what is inside). An existing
-    output is replaced only with ``overwrite=true`` and only if this job wrote it.
+    Compared after ``Path.resolve()`` (symlinks followed; a loop is a ``ConfigError``), in both
+    directions: an output may not be the input, inside it, or hold it (replacing a folder deletes
+    what is inside). Nor may it lie inside an MLflow artifact store (``protected``), a bundle, an
+    MLflow model or the bundle cache, or hold one of the ``protected`` stores. An existing output
+    is replaced only with ``overwrite=true`` and only if this job wrote it.
     """
-    inp = input_path.expanduser().resolve()
+    inp = resolve(input_path.expanduser(), "input")
     seen: dict[Path, str] = {}
     for key, path in outputs.named():
-        resolved = path.resolve()
+        resolved = resolve(path, key)
         where = f"{key}={path}"
         for other, other_key in seen.items():
             if is_inside(resolved, other) or is_inside(other, resolved):
@@ -242,6 +261,12 @@ def check_output_paths(outputs: SparkOutputs, input_path: Path, model_dir: Path 
                               hint="write outputs outside the input file/folder")
         if model_dir is not None and (is_inside(resolved, model_dir) or is_inside(model_dir, resolved)):
             raise ConfigError(f"{where} overlaps the model folder ({model_dir})", hint="write outputs elsewhere")
+        place = protected_place(resolved, protected)
+        held = [folder for _, folder in protected if is_inside(folder, resolved)]
+        if place is not None or held:
+            raise ConfigError(f"{where} is {place or f'a folder holding an MLflow artifact store ({held[0]})'}",
+                              hint="bundles, MLflow models and artifact stores are managed by MLflow and medcoder: "
+                                   "write outputs elsewhere")
         if path.exists() or path.is_symlink():
             if not overwrite:
                 raise ConfigError(f"{where} already exists",
@@ -351,6 +376,18 @@ def first_line(exc: BaseException) -> str:
 #: Only our own errors are shown: their messages name notes by id and never quote text (MLflow's
 #: schema errors may quote the input, so they keep Spark's traceback instead of becoming one line).
 _MEDCODER_ERROR = re.compile(r"(medcoder\.errors\.\w+|RequestRejected): (.+)")
+
+
+def _error_class(exc: BaseException) -> str:
+    """Spark's error class (``PATH_NOT_FOUND``, ``UNABLE_TO_INFER_SCHEMA`` ...), not its message,
+    which may quote a row of the input."""
+    for name in ("getCondition", "getErrorClass"):
+        with contextlib.suppress(Exception):
+            found = getattr(exc, name)()
+            if found:
+                return str(found)
+    match = re.match(r"\s*\[([A-Z0-9_.]+)\]", str(exc))
+    return match.group(1) if match else type(exc).__name__
 
 
 def _raise_data_error(exc: BaseException, path: Path) -> None:

@@ -19,7 +19,7 @@ One module per job, each with its own why:
 * :mod:`~medcoder.inference.bundle.staging`: where a bundle may be written, the staging folder,
   permissions and the rename into place (:class:`BundleWriter`, :func:`write_bundle`);
 * :mod:`~medcoder.inference.bundle.verify`: a bundle loads only if its files are exactly those
-  its manifest hashes, and it holds no code;
+  its manifest hashes, and it holds no code, no symlink and no manifest path outside itself;
 * :mod:`~medcoder.inference.bundle.cache`: bundles downloaded from MLflow, kept and reused.
 """
 
@@ -43,6 +43,8 @@ from medcoder.inference.bundle.manifest import (
     REQUIRED_FILES,
     Manifest,
     bundle_id_from_hashes,
+    bundle_symlinks,
+    check_listed_path,
     read_manifest,
     required_files,
     sha256_file,
@@ -58,7 +60,7 @@ from medcoder.inference.bundle.staging import (
     remove_stale_staging,
     write_bundle,
 )
-from medcoder.inference.bundle.verify import check_bundle_id, verify_bundle
+from medcoder.inference.bundle.verify import check_bundle_id, refuse_symlinks, verify_bundle
 
 __all__ = [
     "AUTO_MAP_FILES",
@@ -79,14 +81,17 @@ __all__ = [
     "apply_default_permissions",
     "bundle_cache_root",
     "bundle_id_from_hashes",
+    "bundle_symlinks",
     "cache_key_part",
     "cached_bundle",
     "check_bundle_id",
+    "check_listed_path",
     "check_output_dir",
     "check_replaceable",
     "new_staging_dir",
     "prune_bundle_cache",
     "read_manifest",
+    "refuse_symlinks",
     "remove_stale_staging",
     "required_files",
     "sha256_file",

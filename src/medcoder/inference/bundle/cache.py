@@ -57,8 +57,9 @@ def _cache_max_entries() -> int:
 
 
 def _discard(path: Path) -> None:
-    """Remove a cache entry: first renamed to a staging name, so no reader sees half of it."""
-    if not path.exists():
+    """Remove a cache entry: first renamed to a staging name, so no reader sees half of it (a
+    symlink put in its place is moved and unlinked, never followed)."""
+    if not (path.is_symlink() or path.exists()):
         return
     trash = make_staging_dir(path.parent, path.name)
     with contextlib.suppress(OSError):
@@ -69,12 +70,15 @@ def _discard(path: Path) -> None:
 def prune_bundle_cache(root: Path, *, keep: int, current: Path | None = None) -> list[Path]:
     """Keep the ``keep`` most recently used cache entries (plus ``current`` and any used in the
     last :data:`CACHE_GRACE_S` seconds); remove the rest. Entries sit at depth 4 under ``root``."""
-    entries = sorted((p.parent for p in root.glob("*/*/*/*/" + MANIFEST)), key=lambda p: p.stat().st_mtime,
-                     reverse=True)
+    # Entries are folders this module renamed into place: a symlink in the cache (or on the way to
+    # an entry) is never followed to prune what it points at.
+    found = [p.parent for p in root.glob("*/*/*/*/" + MANIFEST)]
+    entries = sorted((e for e in found if not any(q.is_symlink() for q in (e, *e.parents) if root in q.parents)),
+                     key=lambda p: p.lstat().st_mtime, reverse=True)
     now = time.time()
     removed = []
     for entry in entries[keep:]:
-        if entry == current or now - entry.stat().st_mtime < CACHE_GRACE_S:
+        if entry == current or now - entry.lstat().st_mtime < CACHE_GRACE_S:
             continue
         _discard(entry)
         removed.append(entry)
@@ -104,7 +108,7 @@ def cached_bundle(key: Sequence[str], download: Callable[[Path], Path], *, sourc
     cache = (root or bundle_cache_root()).expanduser()
     entry = cache.joinpath(*(cache_key_part(k) for k in key))
     entry.parent.mkdir(parents=True, exist_ok=True)
-    if reuse and (entry / MANIFEST).is_file():
+    if reuse and not entry.is_symlink() and (entry / MANIFEST).is_file():  # a link is not our entry
         try:
             manifest = verify_bundle(entry)
         except BundleError as exc:

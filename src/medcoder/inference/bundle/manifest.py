@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from medcoder.errors import BundleError
@@ -56,10 +58,63 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def _bundle_files(root: Path) -> list[str]:
-    """Every regular file under ``root`` except the manifest, as sorted POSIX paths."""
-    return sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST
-    )
+    """Every entry under ``root`` that is not a real folder (files, symlinks, anything else) except
+    the top-level manifest, as sorted POSIX paths.
+
+    Why ``os.walk`` without following links: ``rglob`` + ``is_file`` followed a symlink to a file
+    outside the bundle (listing, then hashing, whatever it pointed at) and silently skipped
+    links that point nowhere; a bundle's content is what lies *in* its folder.
+    """
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        linked = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = [d for d in dirnames if d not in linked]  # never descend through a link
+        out.extend((rel_dir / name).as_posix() for name in [*linked, *filenames])
+    return sorted(rel for rel in out if rel != MANIFEST)
+
+
+def bundle_symlinks(root: Path) -> list[str]:
+    """Symlinks inside the bundle folder ``root`` (files or folders), as sorted POSIX paths.
+
+    Why a bundle may hold none: a link's target is not part of the bundle's bytes, so the
+    manifest's hashes would vouch for whatever the link points at when it is read (another
+    user's file, ``/dev/zero``, a folder that changes after verification).
+    """
+    return sorted(rel for rel in _bundle_files(root) if (root / rel).is_symlink()) + (
+        [MANIFEST] if (root / MANIFEST).is_symlink() else [])
+
+
+#: What a path listed in ``files`` may look like: relative POSIX parts, none empty, ``.`` or ``..``.
+_PLAIN_PART = re.compile(r"[^/\\\x00]+")
+
+
+def check_listed_path(root: Path, rel: Any, *, source: Path) -> str:
+    """``rel`` (a key of the manifest's ``files``), refused unless it names a file inside ``root``.
+
+    Why: ``verify_bundle`` opens ``root / rel``; ``../../etc/passwd`` or ``/etc/passwd`` (``/``
+    replaces ``root`` in a join) made it read and hash files outside the bundle, and a bundle
+    listing them verified wherever those files matched. Refused: non-strings, absolute paths
+    (POSIX or Windows), empty, ``.`` or ``..`` parts, backslashes, NUL, the manifest itself, and
+    anything that resolves outside ``root`` (through a symlinked folder).
+    """
+    hint = "a manifest lists relative paths inside its bundle only; re-export the bundle with scripts/export.py"
+    if not isinstance(rel, str):
+        raise BundleError(f"{source}: files has a key {rel!r} that is not a path", hint=hint)
+    parts = rel.split("/")
+    plain = (bool(rel) and not PureWindowsPath(rel).drive and rel != MANIFEST
+             and all(_PLAIN_PART.fullmatch(p) and p not in (".", "..") for p in parts))
+    if not plain:
+        raise BundleError(f"{source}: files lists {rel!r}, which is not a relative path inside the bundle",
+                          hint=hint)
+    try:
+        inside = root.resolve() in (root / rel).resolve().parents
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise BundleError(f"{source}: files lists {rel!r}, which cannot be resolved ({type(exc).__name__})",
+                          hint=hint) from exc
+    if not inside:
+        raise BundleError(f"{source}: files lists {rel!r}, which resolves outside the bundle", hint=hint)
+    return rel
 
 
 def bundle_id_from_hashes(files: dict[str, str], quantization: str | None = None) -> str:
@@ -120,14 +175,13 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     if not path.is_file():
         raise BundleError(f"{path}: no manifest.json, so this is not a medcoder bundle",
                           hint="export one with scripts/export.py run_id=<id> output_dir=<dir>")
-    try:
-        data = json.loads(path.read_text())
-        version = data["schema_version"]
-        files = data["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path}: unreadable manifest ({exc})", hint="re-export the bundle") from exc
+    if path.is_symlink():
+        raise BundleError(f"{path}: manifest.json is a symlink, and a bundle holds none",
+                          hint="copy the bundle with its files (cp -rL) or re-export it")
+    data = _parse_manifest(path)
+    version = data["schema_version"]
     if version == 1:
-        run = data.get("source_run_id") if isinstance(data, dict) else None
+        run = data.get("source_run_id")
         raise BundleError(
             f"{path}: schema_version=1 bundles carry a trust_remote_code loader (model/modeling_medcoder.py) "
             f"and are no longer loaded",
@@ -142,6 +196,15 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     if quantization is not None and (version < QUANTIZED_SCHEMA_VERSION or not isinstance(quantization, str)):
         raise BundleError(f"{path}: quantization={quantization!r} is not valid in a schema-{version} manifest",
                           hint="re-export the bundle with scripts/export.py")
+    files = data["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"{path}: files is a {type(files).__name__}, expected an object of path -> sha256",
+                          hint="re-export the bundle with scripts/export.py")
+    for rel, digest in files.items():
+        check_listed_path(root, rel, source=path)
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise BundleError(f"{path}: files[{rel!r}] is {digest!r}, not a sha256 (64 lowercase hex digits)",
+                              hint="re-export the bundle with scripts/export.py")
     return Manifest(
         schema_version=version,
         medcoder_version=str(data.get("medcoder_version", "?")),
@@ -151,3 +214,34 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         files=dict(files),
         quantization=quantization,
     )
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _parse_manifest(path: Path) -> dict[str, Any]:
+    """``manifest.json`` as a dict with ``schema_version`` and ``files``; any other content (not
+    UTF-8, not JSON, nested too deep, not an object, keys missing) is one :class:`BundleError`
+    line, never a ``UnicodeDecodeError`` or ``RecursionError`` traceback."""
+    hint = "re-export the bundle with scripts/export.py"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{path}: unreadable manifest (not UTF-8: byte {exc.start})", hint=hint) from exc
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: unreadable manifest (not JSON: {exc.msg} at line {exc.lineno} column "
+                          f"{exc.colno})", hint=hint) from exc
+    except RecursionError as exc:
+        raise BundleError(f"{path}: unreadable manifest (nested too deep)", hint=hint) from exc
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable manifest ({type(exc).__name__}: {exc.strerror})", hint=hint) from exc
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: unreadable manifest (a JSON {type(data).__name__}, expected an object)",
+                          hint=hint)
+    missing = [key for key in ("schema_version", "files") if key not in data]
+    if missing:
+        raise BundleError(f"{path}: unreadable manifest (no {', '.join(missing)})", hint=hint)
+    version = data["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise BundleError(f"{path}: schema_version={version!r} is not an integer", hint=hint)
+    return data

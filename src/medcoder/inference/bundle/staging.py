@@ -38,6 +38,7 @@ from medcoder.inference.bundle.manifest import (
     Manifest,
     _bundle_files,
     bundle_id_from_hashes,
+    bundle_symlinks,
     required_files,
     sha256_file,
 )
@@ -88,7 +89,7 @@ def check_replaceable(out: Path) -> None:
     try:
         listed = json.loads(manifest.read_text())["files"]
         allowed = {str(rel) for rel in dict(listed)} | {MANIFEST}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
         raise BundleError(f"output_dir={out}: {MANIFEST} is unreadable ({exc}), so it is not a medcoder bundle",
                           hint=hint) from exc
     extra: list[str] = []
@@ -161,6 +162,10 @@ class BundleWriter:
         missing = [f for f in required_files(tmp) if not (tmp / f).is_file()]
         if missing:
             raise BundleError(f"bundle for {self.out} is incomplete: missing {missing}")
+        links = bundle_symlinks(tmp)
+        if links:  # verify_bundle refuses them; never hash what a link points at into a manifest
+            raise BundleError(f"bundle for {self.out} holds symlinks ({links[:3]})",
+                              hint="write files, not links, into the bundle")
         files = {rel: sha256_file(tmp / rel) for rel in _bundle_files(tmp)}
         manifest = Manifest(
             schema_version=BUNDLE_SCHEMA_VERSION if quantization is None else QUANTIZED_SCHEMA_VERSION,

@@ -5,7 +5,13 @@ Why schema 2 holds no code: schema 1 shipped ``model/modeling_medcoder.py`` and 
 that route runs whatever ``.py`` a bundle holds, so a bundle became a way to run code. Schema 2
 bundles carry no ``.py`` and no ``auto_map`` (``verify_bundle`` refuses both); plain transformers
 loads ``model/`` after ``import medcoder.modeling`` (which registers the classes).
+
+Why no symlinks and only plain relative paths: a bundle is moved around by ops teams and loaded
+by others; a symlink (or a manifest path such as ``../x`` or ``/etc/x``) made verification read
+and hash files outside the bundle, so the manifest vouched for bytes that were never in it. Such
+bundles are refused before any file is opened.
 """
+
 
 from __future__ import annotations
 
@@ -21,9 +27,18 @@ from medcoder.inference.bundle.manifest import (
     Manifest,
     _bundle_files,
     bundle_id_from_hashes,
+    bundle_symlinks,
     read_manifest,
     sha256_file,
 )
+
+
+def refuse_symlinks(root: Path) -> None:
+    """A bundle holds no symlink (module docstring): checked before any file is opened."""
+    links = bundle_symlinks(root)
+    if links:
+        raise BundleError(f"{root}: the bundle holds symlinks ({links[:3]}), whose targets are not part of it",
+                          hint="copy the bundle with its files (cp -rL) or re-export it with scripts/export.py")
 
 
 def _refuse_code(root: Path, files: Iterable[str]) -> None:
@@ -38,23 +53,24 @@ def _refuse_code(root: Path, files: Iterable[str]) -> None:
             continue
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"{root}: {rel} is unreadable ({exc})", hint="re-export the bundle") from exc
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BundleError(f"{root}: {rel} is unreadable ({type(exc).__name__})", hint="re-export the bundle") from exc
         if isinstance(data, dict) and "auto_map" in data:
             raise BundleError(f"{root}: {rel} has an auto_map (a pointer to code to run)", hint=hint)
 
 
 def verify_bundle(bundle_dir: str | Path) -> Manifest:
-    """Refuse a bundle whose files differ from its manifest (missing, changed, or added) or that
-    holds code (a ``.py``/native file or an ``auto_map``).
+    """Refuse a bundle whose files differ from its manifest (missing, changed, or added), that
+    holds code (a ``.py``/native file or an ``auto_map``), a symlink, or a manifest path outside it.
 
     Hashing ~90 MB of MiniLM weights takes well under a second; an auditor's guarantee is worth it.
     """
     root = Path(bundle_dir)
-    manifest = read_manifest(root)
+    manifest = read_manifest(root)  # refuses absolute, ``..`` and outside-resolving paths
+    refuse_symlinks(root)
     for rel, digest in manifest.files.items():
         path = root / rel
-        if not path.is_file():
+        if path.is_symlink() or not path.is_file():
             raise BundleError(f"{root}: file {rel!r} listed in the manifest is missing",
                               hint="the bundle is incomplete; copy it again or re-export it")
         if sha256_file(path) != digest:
