@@ -75,6 +75,19 @@ def find_release_dir(path: str | Path, *, max_depth: int = 3) -> Path | None:
     return None
 
 
+def require_release_dir(root: str | Path, *, key: str | None = None) -> Path:
+    """The CodiEsp release folder at ``root`` (or its release subfolder); a one-line ``DataError``
+    otherwise, telling the user which folder to point ``key`` at."""
+    release = find_release_dir(root, max_depth=0)
+    if release is None:
+        raise DataError(
+            f"{root}: not a CodiEsp release folder (expected train/trainD.tsv in it or in "
+            f"{RELEASE_DIRNAME}/ below it)",
+            hint=f"point {key + ' ' if key else ''}at the unzipped 'final_dataset_v4_to_publish' folder",
+        )
+    return release
+
+
 def _read_utf8(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8").removeprefix("\ufeff")
@@ -177,13 +190,7 @@ def load_codiesp_with_report(
     check_on_error(on_error)
     if isinstance(splits, str):
         splits = (splits,)
-    release = find_release_dir(root, max_depth=0)
-    if release is None:
-        raise DataError(
-            f"{root}: not a CodiEsp release folder (expected train/trainD.tsv in it or in "
-            f"{RELEASE_DIRNAME}/ below it)",
-            hint="point data.root at the unzipped 'final_dataset_v4_to_publish' folder",
-        )
+    release = require_release_dir(root, key="data.root")
     out = datasets.DatasetDict()
     report = LoadReport()
     for split in splits:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medcoder.data.codes import canonical_code, check_code_type
-from medcoder.data.codiesp import RELEASE_DIRNAME, _read_utf8, find_release_dir
+from medcoder.data.codiesp import _read_utf8, require_release_dir
 from medcoder.errors import ConfigError, DataError
 
 __all__ = ["KINDS", "Mention", "load_codiesp_mentions", "parse_spans"]
@@ -72,14 +72,7 @@ def parse_spans(value: str) -> tuple[tuple[int, int], ...]:
 
 
 def _release(root: str | Path) -> Path:
-    release = find_release_dir(root, max_depth=0)
-    if release is None:
-        raise DataError(
-            f"{root}: not a CodiEsp release folder (expected train/trainD.tsv in it or in "
-            f"{RELEASE_DIRNAME}/ below it)",
-            hint="point at the unzipped 'final_dataset_v4_to_publish' folder",
-        )
-    return release
+    return require_release_dir(root)
 
 
 def read_mentions_file(path: str | Path, code_type: str | None = None) -> dict[str, list[Mention]]:
