@@ -64,6 +64,17 @@ def _finished_run(root: Path, name: str) -> str | None:
     return run_id if (root / "outputs" / "runs" / run_id / "metrics.json").is_file() else None
 
 
+def _dev_map_by_epoch(root: Path, name: str) -> list[list[float]]:
+    """``[[epoch, dev MAP], ...]`` from the newest checkpoint's trainer_state.json (the Trainer's
+    per-epoch evaluation on dev): what an unfinished run has measured so far."""
+    states = sorted((root / "outputs" / "checkpoints" / name).glob("checkpoint-*/trainer_state.json"),
+                    key=lambda p: int(p.parent.name.split("-")[1]))
+    if not states:
+        return []
+    history = json.loads(states[-1].read_text()).get("log_history", [])
+    return [[h["epoch"], round(h["eval_map"], 4)] for h in history if "eval_map" in h]
+
+
 def run_levers(workdir: Path, only: list[str] | None, *, root_per_run: bool = False, no_run: bool = False) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **ENV}
@@ -73,7 +84,7 @@ def run_levers(workdir: Path, only: list[str] | None, *, root_per_run: bool = Fa
             continue
         # --root-per-run: own paths.root_dir (own MLflow store: runs may go in parallel), one shared
         # encoder-state cache; otherwise every run under workdir, as a single sequence.
-        root = workdir / "runs" / name if root_per_run else workdir
+        root = workdir / "runs" / name if root_per_run or (workdir / "runs" / name).is_dir() else workdir
         done = None
         for cand in (workdir / "runs" / name, workdir):  # a finished run of either layout is reused
             done = _finished_run(cand, name)
@@ -98,6 +109,7 @@ def run_levers(workdir: Path, only: list[str] | None, *, root_per_run: bool = Fa
             run_id = next((line.split("=", 1)[1].strip() for line in proc.stdout.splitlines()
                            if line.startswith("run_id=")), None)
             row.update({"rc": proc.returncode, "wall_s": round(time.time() - t0, 1), "run_id": run_id})
+        row["dev_map_by_epoch"] = _dev_map_by_epoch(root, name)
         if row["run_id"]:
             metrics = json.loads((root / "outputs" / "runs" / row["run_id"] / "metrics.json").read_text())
             row.update({k: metrics.get(k) for k in DEV_KEYS + TEST_KEYS})
