@@ -55,6 +55,20 @@ def _git_sha() -> str:
                           text=True, check=True).stdout.strip()
 
 
+def lever_decisions(rows: list[dict]) -> list[dict]:
+    """Each alternative against the shipped baseline: the higher dev MAP wins."""
+    base = next((r for r in rows if r["name"] == "baseline"), None)
+    out = []
+    for r in rows:
+        if r["name"] == "baseline" or base is None or r.get("dev_map") is None or base.get("dev_map") is None:
+            continue
+        winner = r["name"] if r["dev_map"] > base["dev_map"] else "baseline"
+        out.append({"choice": r["what"], "baseline_dev_map": base["dev_map"],
+                    "alternative_dev_map": r["dev_map"], "winner_on_dev_map": winner,
+                    "agrees_with_shipped": winner == "baseline"})
+    return out
+
+
 def _finished_run(root: Path, name: str) -> str | None:
     """The run id of a finished run ``name`` under ``root`` (its metrics.json written), else None."""
     id_file = root / "outputs" / "checkpoints" / name / "mlflow_run_id.txt"
@@ -115,15 +129,7 @@ def run_levers(workdir: Path, only: list[str] | None, *, root_per_run: bool = Fa
             row.update({k: metrics.get(k) for k in DEV_KEYS + TEST_KEYS})
         rows.append(row)
         print(json.dumps(row), flush=True)
-    by = {r["name"]: r for r in rows}
-    decisions = []
-    base = by.get("baseline")
-    for r in rows:
-        if r["name"] == "baseline" or base is None or r.get("dev_map") is None or base.get("dev_map") is None:
-            continue
-        winner = r["name"] if r["dev_map"] > base["dev_map"] else "baseline"
-        decisions.append({"choice": r["what"], "baseline_dev_map": base["dev_map"],
-                          "alternative_dev_map": r["dev_map"], "winner_on_dev_map": winner})
+    decisions = lever_decisions(rows)
     return {"rule": "higher dev MAP wins; test numbers printed, never deciding",
             "rows": rows, "decisions": decisions}
 
@@ -235,6 +241,8 @@ def write_report(levers: dict | None, routing: dict | None, prefix: Path, comman
                          f"| {_f(r.get('test_map'))} | {r['wall_s']:.0f} | `{(r.get('run_id') or 'failed')[:8]}` |")
         lines += [""] + [f"- {d['choice']}: dev MAP {d['baseline_dev_map']:.4f} (shipped) vs "
                          f"{d['alternative_dev_map']:.4f} → **{d['winner_on_dev_map']}**" for d in levers["decisions"]]
+        if levers.get("not_run"):
+            lines.append(f"- not run: {', '.join(levers['not_run'])}")
         lines.append("")
     if routing:
         t = routing["targets"]
@@ -277,15 +285,23 @@ def main() -> None:
     rt.add_argument("--targets", type=float, nargs="*", default=[0.90, 0.85])
     rt.add_argument("--out", type=Path, required=True)
     rp = sub.add_parser("report", help="merge levers/routing JSON into <prefix>.json and .md")
-    rp.add_argument("--levers", type=Path, default=None)
+    rp.add_argument("--levers", type=Path, nargs="*", default=None,
+                    help="one or more `levers` outputs (e.g. runs made in parallel with --only); rows merged")
     rp.add_argument("--routing", type=Path, default=None)
     rp.add_argument("--prefix", type=Path, required=True, help="e.g. benchmarks/results/2026-12-03-dev-choices")
     args = ap.parse_args()
     if args.what == "report":
-        def load(p: Path | None) -> dict | None:
-            return json.loads(p.read_text()) if p else None
-        write_report(load(args.levers), load(args.routing), args.prefix, "python benchmarks/dev_choices.py " +
-                     " ".join(sys.argv[1:]))
+        levers = None
+        if args.levers:
+            parts = [json.loads(p.read_text()) for p in args.levers]
+            order = [name for name, _, _ in LEVERS]
+            rows = sorted((r for part in parts for r in part["rows"] if r.get("run_id")),
+                          key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+            levers = {"commit": ",".join(sorted({p["commit"] for p in parts})), "rule": parts[0]["rule"],
+                      "rows": rows, "decisions": lever_decisions(rows),
+                      "not_run": [n for n in order if n not in {r["name"] for r in rows}]}
+        routing = json.loads(args.routing.read_text()) if args.routing else None
+        write_report(levers, routing, args.prefix, "python benchmarks/dev_choices.py " + " ".join(sys.argv[1:]))
         return
     sha = _git_sha()
     if args.what == "levers":
