@@ -41,7 +41,10 @@ import pandas as pd
 from medcoder.errors import ConfigError, DataError
 
 __all__ = [
+    "CERTIFICATION_DESIGNS",
+    "CERTIFY_SPLIT",
     "SPLITS",
+    "carve_certification",
     "multilabel_shuffle_split",
     "read_split_files",
     "split_file_paths",
@@ -257,3 +260,71 @@ def _existing(file: Any) -> Path:
     if not path.is_file():
         raise DataError(f"data.split_files={path}: file not found", hint="check the path, or set it to null")
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Certification split: labels that nothing was tuned on
+
+#: How the labels that certify the auto-accept threshold are kept apart from every tuning job.
+#: ``none``: dev tunes and certifies (runs trained before issue 19; the guarantee is weaker than
+#: stated). ``dev_halves``: a seeded, stratified, note-grouped share of dev becomes ``certify``; the
+#: rest stays ``dev`` and tunes (early stopping, out-of-fold epochs, calibrator, decision
+#: threshold). ``inner_train``: a share of train becomes the tuning ``dev``; the original dev,
+#: whole, becomes ``certify``.
+CERTIFICATION_DESIGNS = ("none", "dev_halves", "inner_train")
+#: The split that holds the certification labels when a design carved one.
+CERTIFY_SPLIT = "certify"
+
+
+def carve_certification(splits: Mapping[str, Any], design: str, *, fraction: float, seed: int) -> dict[str, Any]:
+    """Re-partition ``splits`` (``train``/``dev``/``test`` datasets with ``codes``) so that a
+    ``certify`` split holds labels that no tuning job reads (see :data:`CERTIFICATION_DESIGNS`).
+
+    ``fraction`` is the share of the carved split that moves: of dev into ``certify``
+    (``dev_halves``), of train into the tuning ``dev`` (``inner_train``). The carve is
+    :func:`stratified_group_split`'s: iterative stratification over the notes' codes with
+    ``seed``, grouped by the ``group`` column where a corpus has one (a patient's notes stay
+    together), else by note ``id``. Test is never touched. Why here and not in each workflow:
+    train, calibrate and export's re-fit must see the same partition, so it is a pure function of
+    the corpus and three settings, recorded in the run's config.
+    """
+    if design not in CERTIFICATION_DESIGNS:
+        raise ConfigError(f"certification.design={design!r} is not a design",
+                          hint=f"one of {', '.join(CERTIFICATION_DESIGNS)}")
+    if design == "none":
+        return dict(splits)
+    if not 0 < float(fraction) < 1:
+        raise ConfigError(f"certification.fraction={fraction} is not in (0, 1)",
+                          hint="the share of the carved split that moves, e.g. 0.5")
+    if CERTIFY_SPLIT in splits:
+        raise ConfigError(f"the corpus already has a {CERTIFY_SPLIT!r} split",
+                          hint="set certification.design=none to use it as is")
+    source = "dev" if design == "dev_halves" else "train"
+    for name in ("train", "dev"):
+        if name not in splits:
+            raise ConfigError(f"certification.design={design}: the corpus has no {name!r} split",
+                              hint="train and dev are needed")
+    data = splits[source]
+    columns = data.column_names
+    groups = list(data["group"]) if "group" in columns else [str(i) for i in data["id"]]
+    moves = np.array(_carve_mask(groups, list(data["codes"]), fraction=float(fraction), seed=int(seed)))
+    stay, move = np.flatnonzero(~moves).tolist(), np.flatnonzero(moves).tolist()
+    out = dict(splits)
+    if design == "dev_halves":
+        out["dev"], out[CERTIFY_SPLIT] = data.select(stay), data.select(move)
+    else:
+        out["train"], out["dev"], out[CERTIFY_SPLIT] = data.select(stay), data.select(move), splits["dev"]
+    return out
+
+
+def _carve_mask(groups: Sequence[Any], labels: Sequence[Sequence[str]], *, fraction: float, seed: int) -> list[bool]:
+    """Per document: does it move (its group is in the stratified ``fraction`` share)?"""
+    per_group: dict[Any, set[str]] = {}
+    for group, ls in zip(groups, labels, strict=True):
+        per_group.setdefault(group, set()).update(ls)
+    ordered = sorted(per_group, key=str)
+    vocab = {c: i for i, c in enumerate(sorted(set().union(*per_group.values())))}
+    label_sets = [sorted(vocab[c] for c in per_group[g]) for g in ordered]
+    moved = multilabel_shuffle_split(label_sets, max(len(vocab), 1), test_size=fraction, seed=seed)
+    moving = {g for g, m in zip(ordered, moved, strict=True) if m}
+    return [g in moving for g in groups]

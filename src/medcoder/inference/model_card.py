@@ -48,7 +48,8 @@ def render_model_card(*, run_id: str, train_config: dict[str, Any], labels: dict
         f"- {len(labels.get('codes', []))} codes; code set: ICD-10-CM fiscal year {labels.get('codeset_fy')}.",
         f"- Trained in MLflow run `{run_id}` on `{data.get('name', '?')}` (code type {data.get('code_type', '?')}).",
         f"- Calibrator: `{calibration.get('calibrator', {}).get('method', '?')}` fitted on the "
-        f"`{calibration.get('calibration_split', '?')}` split.",
+        f"`{calibration.get('calibration_split', '?')}` split; the auto-accept threshold certified on the "
+        f"`{calibration.get('certification_split', calibration.get('calibration_split', '?'))}` split.",
         "",
         "## Intended use",
         "An assistant to medical coders, not a replacement. Every predicted code is tagged `auto_accept` or",

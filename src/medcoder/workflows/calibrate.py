@@ -44,6 +44,7 @@ from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
 from medcoder.calibration.risk_control import AcceptThresholdResult
 from medcoder.data import LabelSpace
+from medcoder.data.splits import CERTIFY_SPLIT
 from medcoder.errors import ConfigError
 from medcoder.inference.coder import (
     DEFAULT_MAX_NOTE_CHARS,
@@ -120,7 +121,7 @@ class ScoredSplits:
     evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K
 
 
-def score_splits(hybrid: HybridScorer, corpus: DatasetDict, names: tuple[str, str], label_space: LabelSpace, *,
+def score_splits(hybrid: HybridScorer, corpus: DatasetDict, names: tuple[str, ...], label_space: LabelSpace, *,
                  limit: int | None = None, batch_size: int = 8, cache_dir: Path | None = None,
                  progress: bool = True, evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K) -> ScoredSplits:
     """Take ``names`` (calibration, evaluation) of ``corpus`` (first ``limit`` notes each) and
@@ -194,8 +195,15 @@ class CalibrationPlan:
 
 
 def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: LabelSpace, *, run_id: str,
-                    cal_name: str, eval_name: str) -> FittedCalibration:
-    """Fit calibrator, decision threshold and tau_accept (LTT) on ``cal_name``; report on ``eval_name``.
+                    cal_name: str, eval_name: str, cert_name: str | None = None) -> FittedCalibration:
+    """Fit calibrator and decision threshold on ``cal_name``, certify tau_accept (LTT) on
+    ``cert_name`` (default ``cal_name``: the design ``none`` of runs trained before issue 19);
+    report on ``eval_name``.
+
+    Why two splits: labels that tuned the calibrator or the decision threshold (which fixes the
+    predicted codes and so LTT's start) are not untouched, and a guarantee certified on them is
+    weaker than stated. The training run's ``certification`` design carves ``certify`` out of
+    dev or moves tuning to an inner train split (:func:`medcoder.data.splits.carve_certification`).
 
     Returns ``calibration.json``'s content and the metrics :func:`calibrate` logs; nothing is
     written or logged here. ``plan``'s calibrator and policy are fitted in place.
@@ -206,7 +214,8 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
     rule blocks. ``Coder.predict`` builds its inputs with the same function and the same policy.
     """
     logits, arrays = scored.logits, scored.arrays
-    cal, ev = arrays[cal_name], arrays[eval_name]
+    cert_name = cert_name or cal_name
+    cal, cert, ev = arrays[cal_name], arrays[cert_name], arrays[eval_name]
     if scored.evidence_top_k != plan.policy.evidence_top_k:
         raise ValueError(f"the splits were scored with evidence_top_k={scored.evidence_top_k} but the policy "
                          f"routes with {plan.policy.evidence_top_k}: score_splits(..., evidence_top_k="
@@ -227,15 +236,16 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
     policy = plan.policy
     if not policy.decision_threshold.is_fitted:  # as RoutingPolicy.fit would, before the flags need it
         policy.decision_threshold.fit(np.asarray(probs[cal_name], dtype=np.float64), cal["y"])
-    inputs = {n: routing_inputs(policy, label_space, scored.notes[n], probs[n]) for n in (cal_name, eval_name)}
-    policy.fit(inputs[cal_name], cal["y"])  # τ by LTT on policy.eligible_mask(inputs): every rule applied
+    inputs = {n: routing_inputs(policy, label_space, scored.notes[n], probs[n])
+              for n in dict.fromkeys((cal_name, cert_name, eval_name))}
+    policy.fit(inputs[cert_name], cert["y"])  # τ by LTT on policy.eligible_mask(inputs): every rule applied
     result, targets = policy.accept_result_, policy.targets
-    log.info("%s", result.message)
-    _, certified, _ = policy.route_arrays(inputs[cal_name])
+    log.info("certified on %s: %s", cert_name, result.message)
+    _, certified, _ = policy.route_arrays(inputs[cert_name])
     if int(certified.sum()) != result.n_calibration_accepted:  # the same rules and τ: cannot differ
         raise RuntimeError(f"routing accepts {int(certified.sum())} calibration codes, Learn-then-Test counted "
                              f"{result.n_calibration_accepted}")
-    cal_ids = [str(i) for i in scored.splits[cal_name]["id"]]
+    cal_ids = [str(i) for i in scored.splits[cert_name]["id"]]
     certified_pairs = [(cal_ids[i], label_space.codes[j]) for i, j in zip(*np.nonzero(certified), strict=True)]
     predicted, accept, reasons = policy.route_arrays(inputs[eval_name])
     routing = routing_metrics(accept, predicted, ev["y"], ev["n_gold"], delta=targets.delta, reason_counts=reasons)
@@ -249,7 +259,7 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
         f"{eval_name}_brier_calibrated": after["brier"],
         "tau_accept": float("nan") if result.tau is None else float(result.tau),
         "tau_feasible": float(result.feasible),
-        f"{cal_name}_auto_accept_precision_calibration": result.calibration_precision,
+        f"{cert_name}_auto_accept_precision_calibration": result.calibration_precision,
         **{f"{eval_name}_{k}": v for k, v in routing.items()},
     }
     metrics = {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
@@ -259,21 +269,23 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
         "schema_version": SCHEMA_VERSION,
         "run_id": str(run_id),
         "calibration_split": cal_name,
+        # The labels Learn-then-Test read; nothing was tuned on them unless it equals calibration_split.
+        "certification_split": cert_name,
         "calibrator": calibrator.to_dict(),
         "policy": policy_dict,
         "targets": targets.to_dict(),
         "guarantee": result.to_dict(include_grid=False),
         # The (note id, code) pairs the guarantee counted: Coder.predict on these notes accepts
         # exactly them (tests/integration/test_one_population.py).
-        "certified_accepted": {"split": cal_name, "n": len(certified_pairs),
+        "certified_accepted": {"split": cert_name, "n": len(certified_pairs),
                                "sha256": accepted_pairs_sha256(certified_pairs)},
         "evaluation": {"split": eval_name, **{k: float(v) for k, v in routing.items()},
                        "ece_uncalibrated": before["ece"], "ece_calibrated": after["ece"],
                        "candidates": {"top_k": CANDIDATE_TOP_K, "uncalibrated": cand_before,
                                       "calibrated": cand_after}},
     }
-    calibration["frontier"] = accept_frontier(policy, inputs[cal_name], cal["y"], inputs[eval_name], ev["y"],
-                                              cal_name=cal_name, eval_name=eval_name)
+    calibration["frontier"] = accept_frontier(policy, inputs[cert_name], cert["y"], inputs[eval_name], ev["y"],
+                                              cal_name=cert_name, eval_name=eval_name)
     for row in calibration["frontier"]:
         log.info("if target_precision were %.2f: tau=%s, %s auto-accepted on %s (precision %s)",
                  row["target_precision"], row["tau"], row[f"{eval_name}_n_auto_accepted"], eval_name,
@@ -282,6 +294,18 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
     return FittedCalibration(calibration, metrics, result, curve,
                              {"before": before, "after": after, "cand_before": cand_before, "cand_after": cand_after},
                              certified)
+
+
+def certification_split(corpus: DatasetDict, cal_name: str, eval_name: str) -> str:
+    """The split whose labels certify τ: the training run's ``certify`` split where its
+    ``certification`` design carved one, else ``cal_name`` (a run trained with design ``none`` or
+    before issue 19: dev both tuned and certifies, and a warning says the guarantee is weaker)."""
+    if CERTIFY_SPLIT in corpus and CERTIFY_SPLIT not in (cal_name, eval_name):
+        return CERTIFY_SPLIT
+    log.warning("certifying tau on %s, the split the calibrator and decision threshold are fitted on (the "
+                "training run's certification.design is none): the precision guarantee is weaker than "
+                "stated; train with certification.design=dev_halves", cal_name)
+    return cal_name
 
 
 def calibrate(cfg: DictConfig) -> CalibrationResult:
@@ -306,11 +330,13 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     if cfg.use_state_cache:
         log.info("use_state_cache=true is ignored: calibration scores notes as the bundle will (float16 cached "
                  "states give other scores)")
-    scored = score_splits(hybrid, build_corpus(data_cfg), (cal_name, eval_name), label_space,
+    corpus = build_corpus(data_cfg, train_cfg.get("certification"))
+    cert_name = certification_split(corpus, cal_name, eval_name)
+    scored = score_splits(hybrid, corpus, tuple(dict.fromkeys((cal_name, cert_name, eval_name))), label_space,
                           limit=train_cfg.get("max_samples_per_split"), batch_size=int(cfg.batch_size),
                           evidence_top_k=plan.policy.evidence_top_k)
     fitted = fit_calibration(plan, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
-                             eval_name=eval_name)
+                             eval_name=eval_name, cert_name=cert_name)
     metrics, calibration, result, curve = fitted.metrics, fitted.calibration, fitted.result, fitted.curve
     before, after = fitted.reports["before"], fitted.reports["after"]
     cand_before, cand_after = fitted.reports["cand_before"], fitted.reports["cand_after"]

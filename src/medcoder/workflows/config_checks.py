@@ -115,6 +115,18 @@ def labels_rules() -> list[Rule]:
     ]
 
 
+def certification_rules() -> list[Rule]:
+    """The ``certification`` group (configs/train.yaml): which labels certify tau."""
+    from medcoder.data.splits import CERTIFICATION_DESIGNS
+
+    return [
+        Rule("certification.design", one_of(*CERTIFICATION_DESIGNS), f"one of {', '.join(CERTIFICATION_DESIGNS)}",
+             optional=True),
+        Rule("certification.fraction", in_open_unit, "a number in (0, 1)", optional=True),
+        Rule("certification.seed", _is_int, "an integer", optional=True),
+    ]
+
+
 def routing_rules() -> list[Rule]:
     """``routing.*``: the ranges declared by :class:`RiskTargets` and :class:`RoutingPolicy`."""
     from medcoder.calibration.risk_control import RiskTargets
@@ -321,6 +333,7 @@ def check_train_config(cfg: Any) -> None:
     problems += _problems(plain, [
         Rule("max_samples_per_split", int_at_least(1), "an integer >= 1, or null (all)", optional=True),
         Rule("seed", _is_int, "an integer"),
+        *certification_rules(),
     ])
     if not problems and not neural and plain.get("warm_start"):
         problems.append(f"warm_start={plain['warm_start']!r} needs the neural view (fusion.views="

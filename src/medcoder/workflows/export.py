@@ -176,11 +176,13 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
     log.info("quantize: scoring %s and %s with the %s model to refit the calibration", cal_name, eval_name,
              quantization)
     plan = CalibrationPlan.from_calibration_json(calibration)
-    scored = score_splits(hybrid, build_corpus(data_cfg), (cal_name, eval_name), label_space,
+    cert_name = str(calibration.get("certification_split", cal_name))
+    scored = score_splits(hybrid, build_corpus(data_cfg, run_cfg.get("certification")),
+                          tuple(dict.fromkeys((cal_name, cert_name, eval_name))), label_space,
                           limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size, cache_dir=None,
                           evidence_top_k=plan.policy.evidence_top_k)
     fitted = fit_calibration(plan, scored, label_space, run_id=src["run_id"], cal_name=cal_name,
-                             eval_name=eval_name)
+                             eval_name=eval_name, cert_name=cert_name)
     fp32_policy = calibration.get("policy", {})
     refit = {**fitted.calibration, "quantization": quantization,
              # what the refit replaced, for the record (never applied: Coder.load reads the top level)

@@ -26,6 +26,7 @@ from medcoder.calibration.risk_control import RiskTargets
 from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.constraints import check_keys
 from medcoder.data import load_corpus
+from medcoder.data.splits import carve_certification
 from medcoder.errors import ConfigError
 from medcoder.modeling import MedCoderForICDCoding
 from medcoder.modeling import views as view_table
@@ -37,9 +38,9 @@ from medcoder.workflows.config_checks import dictionary_sources, fusion_views
 if TYPE_CHECKING:  # FusionPlan's module imports this one (training_arguments): imported where used
     from medcoder.workflows.fusion import FusionPlan
 
-__all__ = ["LABELS_KEYS", "CODESET_KEYS", "build_calibrator", "build_corpus", "build_decision_threshold",
-           "build_fusion_plan", "build_model", "build_risk_targets", "build_routing", "build_tracking", "check_keys",
-           "config_dict", "kwargs_for", "plain", "training_arguments"]
+__all__ = ["CERTIFICATION_KEYS", "LABELS_KEYS", "CODESET_KEYS", "build_calibrator", "build_corpus", "build_decision_threshold",
+           "build_fusion_plan", "build_model", "build_risk_targets", "build_routing", "build_tracking", "certification_settings",
+           "check_keys", "config_dict", "kwargs_for", "plain", "training_arguments"]
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,31 @@ def build_tracking(cfg: DictConfig) -> TrackingSettings:
     return TrackingSettings.from_mapping(values, Path(str(cfg.paths.root_dir)))
 
 
-def build_corpus(data_cfg: Any) -> datasets.DatasetDict:
+#: Keys of the ``certification`` group (``configs/train.yaml``).
+CERTIFICATION_KEYS = ("design", "fraction", "seed")
+
+
+def certification_settings(certification_cfg: Any) -> dict[str, Any]:
+    """The ``certification`` group as plain values; a run trained before it existed (``None``)
+    used design ``none`` (dev tuned and certified)."""
+    values = plain(certification_cfg, "certification") or {"design": "none"}
+    check_keys("certification", values, CERTIFICATION_KEYS)
+    return {"design": str(values.get("design", "none")), "fraction": float(values.get("fraction", 0.5)),
+            "seed": int(values.get("seed", 0))}
+
+
+def build_corpus(data_cfg: Any, certification_cfg: Any = None) -> datasets.DatasetDict:
     """The ``data`` group -> ``DatasetDict`` (``data.format`` picks the loader in
-    :func:`medcoder.data.load_corpus`, the one format table)."""
-    return load_corpus(plain(data_cfg, "data"))
+    :func:`medcoder.data.load_corpus`, the one format table), re-partitioned by the
+    ``certification`` group when given (:func:`medcoder.data.splits.carve_certification`: a
+    ``certify`` split that no tuning job reads). Train, calibrate and export's re-fit pass the
+    training run's group, so all three see the same partition."""
+    corpus = load_corpus(plain(data_cfg, "data"))
+    if certification_cfg is None:
+        return corpus
+    settings = certification_settings(certification_cfg)
+    return datasets.DatasetDict(carve_certification(corpus, settings["design"], fraction=settings["fraction"],
+                                                    seed=settings["seed"]))
 
 
 def build_calibrator(calibration_cfg: Any) -> BaseCalibrator:

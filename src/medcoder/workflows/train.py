@@ -80,6 +80,7 @@ from medcoder.workflows.factories import (
     build_fusion_plan,
     build_model,
     build_tracking,
+    certification_settings,
     check_keys,
     config_dict,
     training_arguments,
@@ -129,6 +130,8 @@ class TrainSettings:
     corpus: TrainingCorpus
     model: Mapping[str, Any]
     trainer: Mapping[str, Any]
+    #: ``certification`` group (design, fraction, seed): which labels are kept for certifying tau
+    certification: Mapping[str, Any]
     tracking: TrackingSettings
     fusion: FusionPlan
     model_name: str
@@ -168,6 +171,7 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
                               codeset_fy=int(codeset["fiscal_year"]), codeset_order_file=codeset.get("order_file")),
         model=model,
         trainer=dict(config.get("trainer") or {}),
+        certification=certification_settings(config.get("certification")),
         tracking=tracking,
         fusion=plan,
         model_name=plan.model_name(str(model.get("name"))),
@@ -224,7 +228,8 @@ class _Data:
 
 
 def _load_data(settings: TrainSettings) -> _Data:
-    splits = build_corpus(settings.data)
+    # The certify split (if the design carves one) is never read here: its labels certify tau.
+    splits = build_corpus(settings.data, settings.certification)
     for name in SPLITS:
         if name not in splits:
             raise ConfigError(f"data.{name}: the corpus has no {name!r} split", hint="train, dev and test are needed")
