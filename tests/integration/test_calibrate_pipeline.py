@@ -1,7 +1,8 @@
 """scripts/calibrate.py's pipeline on a tiny trained run: it certifies τ at the default target on a
-calibration split big enough (120 dev notes), the certified precision is that of the codes the
-fitted policy accepts on dev, the routing contract is logged, and an unreachable target is refused
-in plain words."""
+certification split big enough (the shipped ``certification.design=dev_halves``: about 60 of 120 dev
+notes, which nothing was tuned on), the certified precision is that of the codes the fitted policy
+accepts on those notes, the routing contract is logged, and an unreachable target is refused in
+plain words."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from medcoder.inference.coder import routing_inputs, score_for_routing
 from medcoder.modeling import HybridScorer
 from medcoder.routing.policy import RoutingPolicy
 from medcoder.workflows.calibrate import calibrate
+from medcoder.workflows.factories import build_corpus
 from medcoder.workflows.train import train
 
 from ..helpers.configs import compose_cfg, compose_named, tiny_overrides
@@ -32,8 +34,9 @@ def test_calibrate_certifies_and_logs_routing_contract_to_the_training_run(tmp_p
     # tfidf + dictionary: no encoder to train, so 120 dev notes cost seconds; the notes are noisy
     # (write_noisy_corpus), so τ falls inside the score range rather than at a saturated 1.0
     corpus = write_noisy_corpus(tmp_path / "corpus", n_train=60, n_dev=120, n_test=16)
-    run = train(compose_cfg(tiny_overrides(tmp_path, corpus, str(tmp_path / "no-encoder"), "fusion=stacked",
-                                           "fusion.views=[tfidf,dictionary]")))
+    train_cfg = compose_cfg(tiny_overrides(tmp_path, corpus, str(tmp_path / "no-encoder"), "fusion=stacked",
+                                           "fusion.views=[tfidf,dictionary]"))
+    run = train(train_cfg)
     base = [f"run_id={run.run_id}", f"paths.root_dir={tmp_path}", "routing.min_train_count=1"]
 
     # An unreachable target is said in plain words, not relaxed, and accepts nothing.
@@ -63,13 +66,20 @@ def test_calibrate_certifies_and_logs_routing_contract_to_the_training_run(tmp_p
     g = cal["guarantee"]
     assert g["feasible"] and g["tau"] is not None, result.message
     assert g["calibration_precision"] >= 0.90 and g["precision_lower_bound"] <= g["calibration_precision"]
-    assert m["tau_accept"] == g["tau"] and m["dev_auto_accept_precision_calibration"] == g["calibration_precision"]
+    assert m["tau_accept"] == g["tau"] and m["certify_auto_accept_precision_calibration"] == g["calibration_precision"]
+    assert (cal["calibration_split"], cal["certification_split"]) == ("dev", "certify")
     # ... and is the precision of what the fitted policy (as calibration.json stores it) accepts on
-    # the dev notes, rescored from the run's folder by the inference path's functions.
+    # the certify notes (half of dev, none of them among the dev notes that tuned), rescored from
+    # the run's folder by the inference path's functions.
+    splits = build_corpus(train_cfg.data, train_cfg.certification)
+    certify_ids, tune_ids = set(splits["certify"]["id"]), set(splits["dev"]["id"])
+    # about half (iterative stratification balances codes, not the exact count), disjoint
+    assert len(certify_ids) + len(tune_ids) == 120 and 50 <= len(certify_ids) <= 70 and not certify_ids & tune_ids
     labels = LabelSpace.from_json(run_dir / "labels.json")
     frequency = np.array([labels.frequency.get(c, 0) for c in labels.codes], dtype=np.float32)
     policy = RoutingPolicy.from_dict(cal["policy"])
-    dev = [json.loads(line) for line in Path(corpus["dev"]).read_text(encoding="utf-8").splitlines()]
+    dev = [r for r in map(json.loads, Path(corpus["dev"]).read_text(encoding="utf-8").splitlines())
+           if r["id"] in certify_ids]
     scored = score_for_routing(HybridScorer.load(run_dir, frequency), [r["text"] for r in dev],
                                evidence_top_k=policy.evidence_top_k)
     probs = calibrator_from_dict(cal["calibrator"]).transform(scored.fused.logits)

@@ -80,7 +80,7 @@ def _main_job(root: Path, corpus: dict[str, str], encoder: str) -> dict:
 @pytest.fixture(scope="module")
 def twice(tmp_path_factory, tiny_encoder) -> tuple[dict, dict]:
     # noisy notes: probabilities do not saturate at 1.0, so a float difference would move them
-    corpus = write_noisy_corpus(tmp_path_factory.mktemp("repro_corpus"), n_dev=80)
+    corpus = write_noisy_corpus(tmp_path_factory.mktemp("repro_corpus"), n_dev=160)
     return (_main_job(tmp_path_factory.mktemp("repro_a"), corpus, tiny_encoder),
             _main_job(tmp_path_factory.mktemp("repro_b"), corpus, tiny_encoder))
 
