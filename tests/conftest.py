@@ -56,8 +56,8 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def export_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Enough dev notes (160: the shipped certification.design=dev_halves certifies on ~80 of them)
-    for the precision guarantee to certify a lax target on a tiny model."""
+    """Enough dev notes (160; the shipped certification.design=inner_train certifies on all of them,
+    dev_halves on about half) for the precision guarantee to certify a lax target on a tiny model."""
     return write_corpus(tmp_path_factory.mktemp("export_corpus"), n_train=60, n_dev=160, n_test=16, seed=3)
 
 

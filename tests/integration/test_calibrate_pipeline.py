@@ -1,8 +1,8 @@
 """scripts/calibrate.py's pipeline on a tiny trained run: it certifies τ at the default target on a
-certification split big enough (the shipped ``certification.design=dev_halves``: about 60 of 120 dev
-notes, which nothing was tuned on), the certified precision is that of the codes the fitted policy
-accepts on those notes, the routing contract is logged, and an unreachable target is refused in
-plain words."""
+certification split big enough (the shipped ``certification.design=inner_train``: all 120 dev
+notes certify; the tuning jobs read a fifth of train, so nothing was tuned on them), the certified
+precision is that of the codes the fitted policy accepts on those notes, the routing contract is
+logged, and an unreachable target is refused in plain words."""
 
 from __future__ import annotations
 
@@ -69,12 +69,12 @@ def test_calibrate_certifies_and_logs_routing_contract_to_the_training_run(tmp_p
     assert m["tau_accept"] == g["tau"] and m["certify_auto_accept_precision_calibration"] == g["calibration_precision"]
     assert (cal["calibration_split"], cal["certification_split"]) == ("dev", "certify")
     # ... and is the precision of what the fitted policy (as calibration.json stores it) accepts on
-    # the certify notes (half of dev, none of them among the dev notes that tuned), rescored from
-    # the run's folder by the inference path's functions.
+    # the certify notes (all of dev; the tuning dev is a fifth of train), rescored from the run's
+    # folder by the inference path's functions.
     splits = build_corpus(train_cfg.data, train_cfg.certification)
     certify_ids, tune_ids = set(splits["certify"]["id"]), set(splits["dev"]["id"])
-    # about half (iterative stratification balances codes, not the exact count), disjoint
-    assert len(certify_ids) + len(tune_ids) == 120 and 50 <= len(certify_ids) <= 70 and not certify_ids & tune_ids
+    train_ids = {json.loads(line)["id"] for line in Path(corpus["train"]).read_text(encoding="utf-8").splitlines()}
+    assert len(certify_ids) == 120 and tune_ids < train_ids and not tune_ids & set(splits["train"]["id"])
     labels = LabelSpace.from_json(run_dir / "labels.json")
     frequency = np.array([labels.frequency.get(c, 0) for c in labels.codes], dtype=np.float32)
     policy = RoutingPolicy.from_dict(cal["policy"])

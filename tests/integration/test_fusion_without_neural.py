@@ -129,7 +129,7 @@ def test_bundle_has_no_model_verifies_and_serves_the_runs_calibrated_scores(run)
     assert [c.code for c in bare] == [c.code for c in codes]
     assert all(c.decision == "human_review" and "no_evidence" in c.reasons and not c.evidence for c in bare)
     # the rule acts before Learn-then-Test: the bundle accepts on the certify notes (the run's
-    # half of dev that nothing was tuned on) what certification counted
+    # certification split, which nothing was tuned on) what certification counted
     dev = build_corpus(run["cfg"].data, run["cfg"].certification)["certify"]
     dev = dev.select(range(min(len(dev), N_NOTES)))
     on_dev = coder.predict(list(dev["text"]), list(dev["id"]))
