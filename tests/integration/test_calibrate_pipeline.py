@@ -33,7 +33,7 @@ ROUTING_KEYS = ["test_auto_accept_precision", "test_auto_accept_precision_lower"
 def test_calibrate_certifies_and_logs_routing_contract_to_the_training_run(tmp_path) -> None:
     # tfidf + dictionary: no encoder to train, so 120 dev notes cost seconds; the notes are noisy
     # (write_noisy_corpus), so τ falls inside the score range rather than at a saturated 1.0
-    corpus = write_noisy_corpus(tmp_path / "corpus", n_train=60, n_dev=120, n_test=16)
+    corpus = write_noisy_corpus(tmp_path / "corpus", n_train=120, n_dev=120, n_test=16)
     train_cfg = compose_cfg(tiny_overrides(tmp_path, corpus, str(tmp_path / "no-encoder"), "fusion=stacked",
                                            "fusion.views=[tfidf,dictionary]"))
     run = train(train_cfg)

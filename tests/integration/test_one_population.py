@@ -53,7 +53,7 @@ def _notes(path: str, keep: set[str] | None = None) -> tuple[list[str], list[str
 def certified(request, tmp_path_factory, tiny_encoder):
     uses_encoder, overrides, sensitive = RECIPES[request.param]
     root = tmp_path_factory.mktemp("one_population")
-    corpus = write_noisy_corpus(root / "corpus")
+    corpus = write_noisy_corpus(root / "corpus", n_train=120)  # a fifth of train tunes (inner_train)
     encoder = tiny_encoder if uses_encoder else str(root / "no-such-encoder")
     train_cfg = compose_cfg(tiny_overrides(root, corpus, encoder, "fusion=stacked", *overrides))
     run = train(train_cfg)
