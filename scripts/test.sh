@@ -3,7 +3,13 @@
 # (unit + integration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MEDCODER_EXTRAS=dev,spark,onnx,docs bash scripts/setup.sh
+MEDCODER_EXTRAS=dev,spark,onnx,docs,review bash scripts/setup.sh
+# The review workbench's browser tests drive Debian's Chromium through Playwright (Playwright's own
+# browser download is not reachable offline); install it when it is missing.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium > /dev/null
+fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check src scripts tests benchmarks notebooks
 # The layers of ../shared/DESIGN.md (contracts in pyproject.toml [tool.importlinter]).

@@ -1,0 +1,712 @@
+"""``ReviewStore``: the one door into the review database for the web app, the scripts and the
+benchmarks.
+
+Why one class with plain values in and out: the web layer may not touch SQLAlchemy (import-linter
+contract ``web-goes-through-review``), and every rule of the issue lives here once, whoever
+calls: decisions are append-only events with the note's audit fields; the current state is
+replayed from them; a write names the version it saw (``expected_version``) and the event is
+inserted with ``seq = expected_version + 1`` under ``UNIQUE(note_key, seq)``, so of two
+concurrent writers exactly one wins and the other gets :class:`ConflictError`; a reviewer writes
+only under a live lease; replacements and additions must be billable codes of the bundle's
+fiscal-year code set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from medcoder.atomic import remove_stale_temps
+from medcoder.codesets import CodeSet, dotless, dotted, load_codeset
+from medcoder.errors import ConfigError
+from medcoder.review import export as ex
+from medcoder.review import models as m
+from medcoder.review.codes import CodesetLoader, code_index, excludes1_conflicts, shown
+from medcoder.review.codes import normalise_code as _normalise
+from medcoder.review.db import Database
+from medcoder.review.errors import (
+    AuthError,
+    ConflictError,
+    ForbiddenError,
+    LeaseError,
+    NotFoundError,
+    ReviewError,
+)
+from medcoder.review.events import ACTIONS, NoteState, replay
+from medcoder.review.importer import read_notes, read_predictions, write_import
+from medcoder.review.queue import queue_page
+from medcoder.review.users import (
+    DECIDING_ROLES,
+    Passwords,
+    Throttle,
+    check_new_password,
+    check_role,
+    check_username,
+)
+from medcoder.review.views import CodeView, Event, ImportResult, Lease, NoteView, QueuePage, User
+
+__all__ = ["ReviewStore"]
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+MAX_COMMENT = 2000
+MAX_LEASE_S = 24 * 3600
+
+
+def normalise_code(code: str) -> str:
+    """A code a user typed, normalised (``e119`` -> ``E11.9``), or a ReviewError that does not
+    repeat it (it may be pasted note text)."""
+    try:
+        return _normalise(code)
+    except ValueError as exc:
+        raise ReviewError(f"the code given is {exc}") from None
+
+
+def _version(value: Any) -> int:
+    """``expected_version`` as an int (a form or JSON body may send anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ReviewError("expected_version must be a whole number")
+    try:
+        version = int(value)
+    except ValueError:
+        raise ReviewError("expected_version must be a whole number") from None
+    if version < 0:
+        raise ReviewError("expected_version must be a whole number")
+    return version
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _event(row: Any) -> Event:
+    return Event(
+        id=row.id, note_key=row.note_key, seq=row.seq, at=row.at, username=row.username, action=row.action,
+        code=row.code, code_before=row.code_before, code_after=row.code_after, comment=row.comment,
+        bundle_id=row.bundle_id, codeset_fy=row.codeset_fy, policy_version=row.policy_version,
+        input_sha256=row.input_sha256, evidence=json.loads(row.evidence) if row.evidence else None,
+    )
+
+
+class _Code:
+    """One predicted code of ``codes_json`` with attribute access."""
+
+    __slots__ = ("code", "decision", "description", "evidence", "probability", "reasons", "sources")
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.code, self.description, self.probability = d["code"], d["description"], d["probability"]
+        self.decision, self.reasons, self.evidence, self.sources = (
+            d["decision"], d["reasons"], d["evidence"], d["sources"])
+
+
+class ReviewStore:
+    """The review store over one database (SQLite file or PostgreSQL); see the module docstring.
+
+    Open it with :meth:`open`; it is safe to share between threads (each call runs in its own
+    transaction on a pooled connection).
+    """
+
+    def __init__(self, db: Database, *, clock: Clock, codeset_loader: CodesetLoader | None,
+                 throttle: Throttle, passwords: Passwords) -> None:
+        self._db = db
+        self._passwords = passwords
+        self._clock = clock
+        self._loader: CodesetLoader = codeset_loader or load_codeset
+        self._codesets: dict[int, CodeSet] = {}
+        self.throttle = throttle
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, db_url: str, *, create: bool = True, clock: Clock | None = None,
+             codeset_loader: CodesetLoader | None = None, busy_timeout_s: float = 5.0,
+             lock_retries: int = 3, throttle: Throttle | None = None,
+             password_hasher: PasswordHasher | None = None) -> ReviewStore:
+        """Open (and migrate to the newest schema) the store at ``db_url``.
+
+        ``create``: make the database when it does not exist (False: refuse). ``clock``: a
+        function returning the UTC-aware now (tests move it to expire leases).
+        ``codeset_loader``: ``fiscal_year -> CodeSet`` (default :func:`load_codeset`).
+        ``throttle``: the failed-login policy; ``password_hasher``: argon2id parameters (default:
+        argon2-cffi's recommended ones).
+        """
+        db = Database(db_url, create=create, busy_timeout_s=busy_timeout_s, lock_retries=lock_retries)
+        try:
+            db.migrate(create=create)
+        except BaseException:
+            db.dispose()
+            raise
+        return cls(db, clock=clock or _utcnow, codeset_loader=codeset_loader, throttle=throttle or Throttle(),
+                   passwords=Passwords(password_hasher))
+
+    def close(self) -> None:
+        self._db.dispose()
+
+    def __enter__(self) -> ReviewStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.dialect
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ReviewError("the store's clock returned a naive datetime; it must be UTC-aware")
+        return now.astimezone(timezone.utc)
+
+    # -- users ----------------------------------------------------------------------------
+    def create_user(self, username: str, password: str, role: str) -> User:
+        """A new account (argon2id hash); refuses a taken name, an unknown role, a short password."""
+        check_username(username)
+        check_role(role)
+        check_new_password(password)
+        pw_hash = self._passwords.hash(password)
+        now = self._now()
+
+        def add(conn: Connection) -> User:
+            try:
+                with conn.begin_nested():
+                    uid = conn.execute(insert(m.users).values(
+                        username=username, role=role, password_hash=pw_hash, created_at=now, active=True,
+                    )).inserted_primary_key[0]
+            except IntegrityError:
+                raise ReviewError(f"user {username!r} already exists") from None
+            return User(int(uid), username, role)
+
+        user = self._db.run(add, write=True)
+        log.info("created review user %s (%s)", username, role)
+        return user
+
+    def set_password(self, username: str, password: str) -> None:
+        """Replace a user's password (same rules as :meth:`create_user`)."""
+        check_new_password(password)
+        pw_hash = self._passwords.hash(password)
+
+        def change(conn: Connection) -> None:
+            res = conn.execute(update(m.users).where(m.users.c.username == username).values(password_hash=pw_hash))
+            if res.rowcount != 1:
+                raise NotFoundError(f"no user {username!r}")
+
+        self._db.run(change, write=True)
+
+    def get_user(self, username: str) -> User | None:
+        def get(conn: Connection) -> User | None:
+            row = conn.execute(select(m.users).where(m.users.c.username == username,
+                                                     m.users.c.active.is_(True))).first()
+            return User(row.id, row.username, row.role) if row else None
+
+        return self._db.run(get, write=False)
+
+    def users(self) -> list[User]:
+        def get(conn: Connection) -> list[User]:
+            rows = conn.execute(select(m.users).order_by(m.users.c.username))
+            return [User(r.id, r.username, r.role) for r in rows]
+
+        return self._db.run(get, write=False)
+
+    def authenticate(self, username: str, password: str, *, client: str = "") -> User:
+        """The user, if the password is right and the (username, client) pair is not throttled.
+
+        Every failure is one ``AuthError`` that does not say whether the user exists; after
+        :attr:`Throttle.free` failures the pair must wait (the message says how long)."""
+        username = (username or "").replace("\x00", "")[:64]
+        client = (client or "").replace("\x00", "")[:255]
+        now = self._now()
+        lf = m.login_failures
+        key = (lf.c.username == username, lf.c.client == client)
+        failure = self._db.run(lambda c: c.execute(select(lf).where(*key)).first(), write=False)
+        if failure is not None and failure.locked_until is not None and failure.locked_until > now:
+            raise AuthError(Throttle.wait_message(failure.locked_until, now))
+        row = self._db.run(lambda c: c.execute(select(m.users).where(m.users.c.username == username)).first(),
+                           write=False)
+        ok = self._passwords.verify(row.password_hash if row is not None else None, password or "")
+        if ok and row is not None and row.active:
+            if failure is not None:
+                self._db.run(lambda c: c.execute(delete(lf).where(*key)), write=True)
+            return User(row.id, row.username, row.role)
+
+        def record(conn: Connection) -> datetime | None:
+            old = conn.execute(select(lf).where(*key)).first()
+            if old is None or old.first_at + self.throttle.window < now:
+                if old is not None:
+                    conn.execute(delete(lf).where(*key))
+                failures = 1
+                conn.execute(insert(lf).values(username=username, client=client, failures=1, first_at=now,
+                                               locked_until=self.throttle.lock_after(1, now)))
+            else:
+                failures = old.failures + 1
+                conn.execute(update(lf).where(*key).values(failures=failures,
+                                                           locked_until=self.throttle.lock_after(failures, now)))
+            return self.throttle.lock_after(failures, now)
+
+        try:
+            locked_until = self._db.run(record, write=True)
+        except IntegrityError:  # a concurrent failure inserted the row first: count on it
+            locked_until = self._db.run(record, write=True)
+        log.info("failed review login for %s", username)
+        if locked_until is not None:
+            raise AuthError("invalid username or password; " + Throttle.wait_message(locked_until, now))
+        raise AuthError("invalid username or password")
+
+    # -- import -----------------------------------------------------------------------------
+    def import_predictions(self, predictions: str | Path, notes: str | Path | Mapping[str, str], *,
+                           codeset_loader: CodesetLoader | None = None) -> ImportResult:
+        """Import a predictions file and its notes in one transaction (see
+        :mod:`medcoder.review.importer`). ``codeset_loader`` replaces the store's loader of
+        fiscal-year code sets (for a year loaded from a user's order file)."""
+        predictions = Path(predictions)
+        if codeset_loader is not None:
+            self._loader = codeset_loader
+            self._codesets.clear()
+        parsed = read_predictions(predictions)
+        read_notes(parsed, notes if isinstance(notes, Mapping) else Path(notes), predictions)
+        now = self._now()
+
+        def write(conn: Connection) -> tuple[list[Any], int]:
+            return write_import(conn, parsed, predictions=predictions, now=now, for_update=self._db.for_update())
+
+        try:
+            new, unchanged = self._db.run(write, write=True)
+        except IntegrityError:  # another process imported the same bundle at the same moment
+            new, unchanged = self._db.run(write, write=True)
+        n_routed = sum(1 for note in new for c in note.codes if c["decision"] == "human_review")
+        result = ImportResult(parsed[0].bundle_id, len(parsed), len(new), unchanged, n_routed)
+        log.info("imported %s: bundle %s, %d notes (%d new, %d unchanged), %d routed codes",
+                 predictions.name, result.bundle_id, result.n_notes, result.n_imported, result.n_unchanged,
+                 result.n_routed_codes)
+        return result
+
+    def warm(self) -> None:
+        """Load the code set and search index of every bundle's fiscal year now (a few seconds
+        the first time), so the first note page or search a reviewer opens is not the slow one."""
+        fys = self._db.run(lambda c: list(c.execute(select(m.bundles.c.codeset_fy).distinct()).scalars()),
+                           write=False)
+        for fy in fys:
+            codeset = self._codeset_or_none(fy)
+            if codeset is not None:
+                code_index(codeset)
+
+    def bundles(self) -> list[str]:
+        return self._db.run(lambda c: list(c.execute(select(m.bundles.c.bundle_id)
+                                                     .order_by(m.bundles.c.bundle_id)).scalars()), write=False)
+
+    # -- queue and notes ----------------------------------------------------------------------
+    def queue(self, *, bundle_id: str | None = None, reason: str | None = None, code: str | None = None,
+              p_min: float | None = None, p_max: float | None = None, status: str | None = None,
+              offset: int = 0, limit: int = 50) -> QueuePage:
+        """A page of the queue (import order) with progress counts; see :mod:`.queue`."""
+        now = self._now()
+        return self._db.run(lambda c: queue_page(c, now, bundle_id=bundle_id, reason=reason, code=code,
+                                                 p_min=p_min, p_max=p_max, status=status, offset=offset,
+                                                 limit=limit), write=False)
+
+    def _note_row(self, conn: Connection, note_key: str, *, lock: bool = False) -> Any:
+        stmt = select(m.notes).where(m.notes.c.note_key == note_key)
+        if lock and self._db.for_update():
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise NotFoundError(f"no note {note_key!r} in the review store")
+        return row
+
+    def _load(self, conn: Connection, note_key: str, *, lock: bool = False) -> tuple[Any, list[Any], NoteState]:
+        """The note row, its predicted codes (``_Code`` values, file order) and its replayed
+        state, read in the caller's transaction."""
+        note = self._note_row(conn, note_key, lock=lock)
+        codes = [_Code(c) for c in json.loads(note.codes_json)]
+        evs = conn.execute(select(m.events).where(m.events.c.note_key == note_key).order_by(m.events.c.seq)).all()
+        return note, codes, replay([c.code for c in codes], [_event(e) for e in evs])
+
+    def note(self, note_key: str) -> NoteView:
+        """The note with its codes and the state replayed from its events."""
+        now = self._now()
+        note, codes, state = self._db.run(lambda c: self._load(c, note_key), write=False)
+        codeset = self._codeset_or_none(note.codeset_fy)
+
+        def describe(code: str, fallback: str) -> str:
+            return (codeset.description(code) if codeset is not None else None) or fallback
+
+        views = []
+        for c in codes:
+            st = state.codes[c.code]
+            views.append(CodeView(
+                code=c.code, description=describe(c.code, c.description), probability=c.probability,
+                decision=c.decision, reasons=list(c.reasons), evidence=list(c.evidence),
+                sources=list(c.sources), current=st.current, replaced_by=st.replaced_by,
+                comment=st.comment, decided_by=st.decided_by,
+            ))
+        views.sort(key=lambda v: (v.decision != "human_review", -(v.probability or 0.0)))
+        added = [CodeView(code=code, description=describe(code, ""), probability=None, decision="added",
+                          reasons=[], evidence=st.evidence or [], sources=["reviewer"], current=st.current,
+                          replaced_by=st.replaced_by, comment=st.comment, decided_by=st.decided_by)
+                 for code, st in state.added.items()]
+        live = note.holder is not None and note.lease_expires is not None and note.lease_expires > now
+        status = "submitted" if state.submitted else ("in_progress" if state.version else "open")
+        return NoteView(
+            note_key=note.note_key, note_id=note.note_id, bundle_id=note.bundle_id, codeset_fy=note.codeset_fy,
+            policy_version=note.policy_version, input_sha256=note.input_sha256, text=note.text,
+            codes=views, added=added, status=status, version=state.version,
+            holder=note.holder if live else None, lease_expires=note.lease_expires if live else None,
+            final_codes=state.final_codes([(c.code, c.decision) for c in codes]),
+        )
+
+    # -- leases ---------------------------------------------------------------------------------
+    def claim(self, note_key: str, user: User, *, lease_seconds: int = 900) -> Lease:
+        """Hold the note for ``lease_seconds``; the holder re-claiming renews (same token)."""
+        self._require_role(user, DECIDING_ROLES, "claim a note")
+        if not 1 <= int(lease_seconds) <= MAX_LEASE_S:
+            raise ReviewError(f"lease_seconds must be between 1 and {MAX_LEASE_S}")
+        now = self._now()
+        expires = now + timedelta(seconds=int(lease_seconds))
+
+        def take(conn: Connection) -> Lease:
+            note = self._note_row(conn, note_key, lock=True)
+            if note.submitted_at is not None:
+                raise LeaseError(f"note {note_key} was already submitted by {note.submitted_by}",
+                                 hint="an admin can correct it")
+            live = note.holder is not None and note.lease_expires is not None and note.lease_expires > now
+            if live and note.holder != user.username:
+                raise LeaseError(f"note {note_key} is held by {note.holder} until "
+                                 f"{note.lease_expires:%H:%M:%S} UTC", hint="pick another note")
+            token = note.lease_token if note.holder == user.username and note.lease_token else secrets.token_urlsafe(24)
+            conn.execute(update(m.notes).where(m.notes.c.note_key == note_key)
+                         .values(holder=user.username, lease_token=token, lease_expires=expires))
+            return Lease(note_key, user.username, token, expires)
+
+        return self._db.run(take, write=True)
+
+    def release(self, note_key: str, user: User, token: str) -> None:
+        """Give the note back (only its holder, with the lease's token)."""
+        def give(conn: Connection) -> None:
+            note = self._note_row(conn, note_key, lock=True)
+            if note.holder != user.username or not token or note.lease_token != token:
+                raise LeaseError(f"you do not hold note {note_key}")
+            conn.execute(update(m.notes).where(m.notes.c.note_key == note_key)
+                         .values(holder=None, lease_token=None, lease_expires=None))
+
+        self._db.run(give, write=True)
+
+    @staticmethod
+    def _check_lease(note: Any, user: User, token: str | None, now: datetime) -> None:
+        if note.holder != user.username or not token or note.lease_token != token:
+            holder = f" (now held by {note.holder})" if note.holder and note.holder != user.username else ""
+            raise LeaseError(f"you do not hold note {note.note_key}{holder}; your decision was not saved",
+                             hint="claim the note again, then redo the decision")
+        if note.lease_expires is None or note.lease_expires <= now:
+            raise LeaseError(f"your lease on note {note.note_key} expired at {note.lease_expires:%H:%M:%S} UTC; "
+                             "your decision was not saved", hint="claim the note again, then redo the decision")
+
+    @staticmethod
+    def _require_role(user: User, roles: tuple[str, ...], what: str) -> None:
+        if user.role not in roles:
+            raise ForbiddenError(f"role {user.role} may not {what}")
+
+    # -- code sets ------------------------------------------------------------------------------
+    def _codeset_or_none(self, fy: int | None) -> CodeSet | None:
+        if fy is None:
+            return None
+        if fy not in self._codesets:
+            try:
+                self._codesets[fy] = self._loader(int(fy))
+            except ConfigError as exc:
+                log.warning("code set FY%s unavailable: %s", fy, exc.message)
+                return None
+        return self._codesets[fy]
+
+    def _codeset(self, fy: int | None, where: str) -> CodeSet:
+        codeset = self._codeset_or_none(fy)
+        if codeset is None:
+            raise ReviewError(f"{where}: the code set of fiscal year {fy} is not available",
+                              hint="load the year's CMS order file (load_codeset order_file=...)")
+        return codeset
+
+    def _bundle_fy(self, bundle_id: str) -> int | None:
+        row = self._db.run(lambda c: c.execute(select(m.bundles.c.codeset_fy)
+                                               .where(m.bundles.c.bundle_id == bundle_id)).first(), write=False)
+        if row is None:
+            raise NotFoundError(f"no bundle {bundle_id!r} in the review store")
+        return row[0]
+
+    def search_codes(self, bundle_id: str, query: str, *, limit: int = 20) -> list[tuple[str, str]]:
+        """Billable codes of the bundle's fiscal year by code prefix or description words."""
+        codeset = self._codeset(self._bundle_fy(bundle_id), f"bundle {bundle_id}")
+        return code_index(codeset).search(query, max(0, min(int(limit), 200)))
+
+    def excludes1_conflicts(self, bundle_id: str, code: str, others: list[str]) -> list[str]:
+        """Codes of ``others`` an Excludes1 note keeps apart from ``code`` (bundle's year)."""
+        codeset = self._codeset(self._bundle_fy(bundle_id), f"bundle {bundle_id}")
+        return excludes1_conflicts(codeset, normalise_code(code), [normalise_code(o) for o in others])
+
+    def _billable(self, note: Any, code: str) -> str:
+        """``code`` in the code set's spelling (``E11.9``) if it is billable in the note's year."""
+        codeset = self._codeset(note.codeset_fy, f"note {note.note_key}")
+        if not codeset.is_billable(code):
+            kind = "not billable (a header)" if codeset.is_valid(code) else "not a code"
+            raise ReviewError(f"{shown(code)} is {kind} in the FY{note.codeset_fy} code set of bundle "
+                              f"{note.bundle_id}",
+                              hint="choose a billable code from the search")
+        return dotted(code)
+
+    @staticmethod
+    def _on_note(state: NoteState, code: str, note_key: str) -> str:
+        """The note's own spelling of ``code`` (predicted or added), or a ReviewError."""
+        key = dotless(code)
+        for known in (*state.codes, *state.added):
+            if dotless(known) == key:
+                return known
+        raise ReviewError(f"{shown(code)} is not a code of note {note_key}")
+
+    # -- decisions ------------------------------------------------------------------------------
+    def _append(self, conn: Connection, note: Any, user: User, *, expected_version: int, action: str,
+                code: str | None, before: str | None, after: str | None, comment: str | None,
+                evidence: list[dict[str, Any]] | None, projection: dict[str, Any]) -> Event:
+        """Insert the event with ``seq = expected_version + 1`` and move the note's projection;
+        a lost race (UNIQUE violation, or the version moved) is a ConflictError."""
+        seq = expected_version + 1
+        now = self._now()
+        values = dict(note_key=note.note_key, seq=seq, at=now, username=user.username, action=action, code=code,
+                      code_before=before, code_after=after, comment=comment,
+                      evidence=json.dumps(evidence) if evidence is not None else None,
+                      bundle_id=note.bundle_id, codeset_fy=note.codeset_fy,
+                      policy_version=note.policy_version, input_sha256=note.input_sha256)
+        try:
+            with conn.begin_nested():
+                event_id = conn.execute(insert(m.events).values(**values)).inserted_primary_key[0]
+        except IntegrityError:
+            raise ConflictError(f"note {note.note_key} changed while you were deciding (event {seq} exists)",
+                                hint="reload the note and decide again") from None
+        res = conn.execute(update(m.notes).where(m.notes.c.note_key == note.note_key,
+                                                 m.notes.c.version == expected_version)
+                           .values(version=seq, **projection))
+        if res.rowcount != 1:
+            raise ConflictError(f"note {note.note_key} changed while you were deciding",
+                                hint="reload the note and decide again")
+        values.pop("evidence")
+        return Event(id=int(event_id), evidence=evidence, **values)
+
+    def _check_version(self, note: Any, state: NoteState, expected_version: int) -> None:
+        if state.submitted:
+            raise ConflictError(f"note {note.note_key} was already submitted by {state.submitted_by}",
+                                hint="reload the note; an admin can correct it")
+        if int(expected_version) != state.version:
+            raise ConflictError(f"note {note.note_key} changed since you loaded it (version {state.version}, "
+                                f"you saw {expected_version})", hint="reload the note and decide again")
+
+    def decide(self, note_key: str, user: User, *, action: str, code: str | None, new_code: str | None = None,
+               comment: str | None = None, evidence: list[dict[str, Any]] | None = None,
+               lease_token: str | None, expected_version: int) -> Event:
+        """Record one decision on a code of the note (see :data:`ACTIONS`).
+
+        ``add`` names the added code in ``code`` (or ``new_code``); ``replace`` names the
+        replacement in ``new_code``; ``query`` needs a ``comment`` (the question to the
+        provider). Raises LeaseError, ConflictError or ReviewError; nothing is written then."""
+        self._require_role(user, DECIDING_ROLES, "decide codes")
+        expected_version = _version(expected_version)
+        if action not in ACTIONS:
+            raise ReviewError(f"the action given is not one of {', '.join(ACTIONS)}")
+        comment = (comment or "").strip() or None
+        if comment is not None and (len(comment) > MAX_COMMENT or "\x00" in comment):
+            raise ReviewError(f"a comment is at most {MAX_COMMENT} characters, without NUL characters")
+        if action == "query" and comment is None:
+            raise ReviewError("a query to the provider needs a comment (the question)")
+        code_n = normalise_code(code) if code else None
+        new_n = normalise_code(new_code) if new_code else None
+        if action == "add":
+            if code_n and new_n and code_n != new_n:
+                raise ReviewError("add names one code: give it as code (or new_code), not two different ones")
+            code_n = code_n or new_n
+        if not code_n:
+            raise ReviewError(f"{action} needs a code")
+        now = self._now()
+
+        def write(conn: Connection) -> Event:
+            note, codes, state = self._load(conn, note_key, lock=True)
+            self._check_version_and_lease(note, state, user, lease_token, expected_version, now)
+            spans = self._check_evidence(evidence, len(note.text)) if action == "add" else None
+            code, before, after = self._change(note, codes, state, action, code_n, new_n)
+            routed = [c.code for c in codes if c.decision == "human_review"]
+            n_decided = state.n_decided(routed) + (1 if code in routed and state.codes[code].current is None
+                                                    else 0)
+            return self._append(conn, note, user, expected_version=int(expected_version), action=action,
+                                code=code, before=before, after=after, comment=comment, evidence=spans,
+                                projection={"n_decided": n_decided, "status": "in_progress"})
+
+        event = self._db.run(write, write=True)
+        log.info("note %s: %s %s by %s", note_key, action, code_n, user.username)
+        return event
+
+    def _change(self, note: Any, codes: list[Any], state: NoteState, action: str, code: str,
+                new_code: str | None) -> tuple[str, str | None, str | None]:
+        """``(code, code_before, code_after)`` of a decision, after checking it: the code is on the
+        note (an added one must be new and billable), a replacement is billable and different."""
+        if action == "add":
+            added = self._billable(note, code)
+            final = {dotless(c) for c in state.final_codes([(c.code, c.decision) for c in codes])}
+            if dotless(added) in final:
+                raise ReviewError(f"{added} is already a code of note {note.note_key}")
+            return added, None, added
+        on_note = self._on_note(state, code, note.note_key)
+        if action == "replace":
+            if not new_code or dotless(new_code) == dotless(on_note):
+                raise ReviewError("replace needs a new_code different from the code")
+            return on_note, on_note, self._billable(note, new_code)
+        return on_note, on_note, None if action == "reject" else on_note
+
+    def _check_version_and_lease(self, note: Any, state: NoteState, user: User, token: str | None,
+                                 expected_version: int, now: datetime) -> None:
+        if state.submitted:  # "already submitted" says more than "you do not hold the note"
+            self._check_version(note, state, expected_version)
+        self._check_lease(note, user, token, now)
+        self._check_version(note, state, expected_version)
+
+    @staticmethod
+    def _check_evidence(evidence: list[dict[str, Any]] | None, n_chars: int) -> list[dict[str, Any]] | None:
+        if not evidence:
+            return None
+        spans = []
+        for span in evidence[:50]:
+            start, end = (span.get("start"), span.get("end")) if isinstance(span, dict) else (None, None)
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (start, end)) \
+                    or not 0 <= start < end <= n_chars:
+                raise ReviewError(f"evidence spans need 0 <= start < end <= {n_chars} (the note's length)")
+            spans.append({"start": start, "end": end, "source": "reviewer"})
+        return spans
+
+    def submit(self, note_key: str, user: User, *, lease_token: str | None, expected_version: int) -> Event:
+        """Close the note: every routed code must have a decision. Releases the lease."""
+        self._require_role(user, DECIDING_ROLES, "submit notes")
+        expected_version = _version(expected_version)
+        now = self._now()
+
+        def write(conn: Connection) -> Event:
+            note, codes, state = self._load(conn, note_key, lock=True)
+            self._check_version_and_lease(note, state, user, lease_token, expected_version, now)
+            undecided = state.undecided([c.code for c in codes if c.decision == "human_review"])
+            if undecided:
+                raise ReviewError(f"note {note_key}: {len(undecided)} routed code(s) still need a decision: "
+                                  f"{', '.join(undecided[:10])}")
+            return self._append(conn, note, user, expected_version=int(expected_version), action="submit",
+                                code=None, before=None, after=None, comment=None, evidence=None,
+                                projection={"status": "submitted", "submitted_at": now,
+                                            "submitted_by": user.username, "holder": None,
+                                            "lease_token": None, "lease_expires": None})
+
+        event = self._db.run(write, write=True)
+        log.info("note %s submitted by %s", note_key, user.username)
+        return event
+
+    def correct(self, note_key: str, admin: User, *, code: str, action: str, new_code: str | None = None,
+                comment: str) -> Event:
+        """An admin's correction of a note (typically submitted): a new ``correct`` event whose
+        before/after say what changed (``action`` in accept, reject, replace, add); the comment
+        (why) is required. Earlier events stay as they were."""
+        self._require_role(admin, ("admin",), "correct notes")
+        if action not in ("accept", "reject", "replace", "add"):
+            raise ReviewError("a correction is accept, reject, replace or add")
+        comment = (comment or "").strip()
+        if not comment or len(comment) > MAX_COMMENT or "\x00" in comment:
+            raise ReviewError(f"a correction needs a comment (why), at most {MAX_COMMENT} characters")
+        code_n = normalise_code(code) if code else None
+        new_n = normalise_code(new_code) if new_code else None
+        if not code_n:
+            raise ReviewError("a correction needs a code")
+
+        def write(conn: Connection) -> Event:
+            note, codes, state = self._load(conn, note_key, lock=True)
+            code, before, after = self._change(note, codes, state, action, code_n, new_n)
+            routed = [c.code for c in codes if c.decision == "human_review"]
+            n_decided = state.n_decided(routed) + (1 if code in routed and state.codes[code].current is None
+                                                    else 0)
+            return self._append(conn, note, admin, expected_version=state.version, action="correct",
+                                code=code, before=before, after=after, comment=comment, evidence=None,
+                                projection={"n_decided": n_decided,
+                                            "status": "submitted" if state.submitted else "in_progress"})
+
+        event = self._db.run(write, write=True)
+        log.info("note %s: correction (%s %s) by %s", note_key, action, code_n, admin.username)
+        return event
+
+    def events(self, note_key: str | None = None, *, after_id: int = 0, limit: int | None = None) -> list[Event]:
+        """Events in id order (all, or one note's), after ``after_id``."""
+        def get(conn: Connection) -> list[Event]:
+            stmt = select(m.events).where(m.events.c.id > int(after_id)).order_by(m.events.c.id)
+            if note_key is not None:
+                stmt = stmt.where(m.events.c.note_key == note_key)
+            if limit is not None:
+                stmt = stmt.limit(max(0, int(limit)))
+            return [_event(r) for r in conn.execute(stmt)]
+
+        return self._db.run(get, write=False)
+
+    def count_events(self) -> int:
+        return self._db.run(lambda c: int(c.execute(select(func.count()).select_from(m.events)).scalar_one()),
+                            write=False)
+
+    # -- exports -------------------------------------------------------------------------------
+    def _output(self, path: str | Path) -> Path:
+        """An export's target, refused when it is an input: the database, or a predictions file
+        imported into it. What killed exports left beside it is swept (:mod:`medcoder.atomic`)."""
+        path = Path(path)
+        if path.is_dir():
+            raise ReviewError(f"{path} is a folder; give a file path")
+        target = path.resolve()
+        db_file = self._db.sqlite_path
+        if db_file is not None and target in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+            raise ReviewError(f"{path} is the review database itself; refusing to overwrite it")
+        imported = self._db.run(lambda c: list(c.execute(select(m.imports.c.file_name).distinct()).scalars()),
+                                write=False)
+        if any(Path(name).resolve() == target for name in imported):
+            raise ReviewError(f"{path} is a predictions file imported into the store; refusing to overwrite it",
+                              hint="write exports to a new file")
+        remove_stale_temps(path)
+        return path
+
+    def export_labels(self, path: str | Path, *, bundle_id: str | None = None) -> int:
+        """Submitted notes as ``{id, text, codes}`` JSONL (``data=jsonl``); returns the count.
+        Two bundles' reviews of one note id would collide in a training file, so then give
+        ``bundle_id``."""
+        path = self._output(path)
+
+        def write(conn: Connection) -> int:
+            if bundle_id is None:
+                n = m.notes
+                dup = conn.execute(select(n.c.note_id).where(n.c.submitted_at.is_not(None)).group_by(n.c.note_id)
+                                   .having(func.count() > 1).limit(1)).first()
+                if dup is not None:
+                    raise ReviewError(f"note id {dup[0]} was reviewed in more than one bundle",
+                                      hint="export one bundle at a time (bundle_id=...)")
+            return ex.write_labels(conn, path, bundle_id=bundle_id)
+
+        count = self._db.run(write, write=False)
+        log.info("exported %d reviewed notes to %s", count, path)
+        return count
+
+    def export_decisions_csv(self, path: str | Path, *, bundle_id: str | None = None,
+                             submitted_only: bool = False) -> int:
+        """One CSV row per code with the model's decision and the human one; returns the rows."""
+        path = self._output(path)
+        count = self._db.run(lambda c: ex.write_decisions(c, path, bundle_id=bundle_id,
+                                                          submitted_only=submitted_only), write=False)
+        log.info("exported %d code decisions to %s", count, path)
+        return count
+
+    def export_events(self, path: str | Path) -> int:
+        """The event log as JSONL; returns the number of events."""
+        path = self._output(path)
+        count = self._db.run(lambda c: ex.write_events(c, path, lambda r: _event(r).to_dict()), write=False)
+        log.info("exported %d events to %s", count, path)
+        return count

@@ -1,0 +1,65 @@
+"""The queue: filters (bundle, reason, code, probability, status), paging and progress counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medcoder.review import ReviewError, ReviewStore, User
+
+from .factory import NOTES, key_of, write_predictions
+
+
+def _ids(store: ReviewStore, **filters: object) -> list[str]:
+    return [i.note_id for i in store.queue(**filters).items]
+
+
+def test_filters(loaded: ReviewStore) -> None:
+    assert _ids(loaded, reason="rare_code") == ["n3"]
+    assert _ids(loaded, reason="low_confidence") == ["n1", "n2", "n3"]
+    assert _ids(loaded, reason="no_such_reason") == []
+    assert _ids(loaded, code="e119") == ["n1"] and _ids(loaded, code="E78.5") == ["n2"]
+    # probability filters look at routed codes unless a code is named
+    assert _ids(loaded, p_min=0.6) == ["n1", "n3"]
+    assert _ids(loaded, p_max=0.35) == ["n3"]
+    assert _ids(loaded, p_min=0.5, p_max=0.6) == ["n2"]
+    assert _ids(loaded, code="E78.5", p_min=0.9) == ["n2"] and _ids(loaded, code="E78.5", p_max=0.5) == []
+    assert _ids(loaded, reason="rare_code", p_max=0.35) == ["n3"]  # each filter is about the note
+    page = loaded.queue(reason="no_evidence", p_min=0.6)
+    assert [i.note_id for i in page.items] == ["n1"]
+    assert page.total == 1 and page.counts["total"] == 4  # counts are the bundle's progress
+    with pytest.raises(ReviewError):
+        loaded.queue(status="done")
+    with pytest.raises(ReviewError):
+        loaded.queue(p_min="high")  # type: ignore[arg-type]
+    with pytest.raises(ReviewError, match="code filter"):
+        loaded.queue(code="not a code at all")
+
+
+def test_paging(loaded: ReviewStore) -> None:
+    first, second = loaded.queue(limit=3), loaded.queue(offset=3, limit=3)
+    assert [i.note_id for i in first.items] == ["n1", "n2", "n3"] and first.total == 4
+    assert [i.note_id for i in second.items] == ["n4"] and second.total == 4
+
+
+def test_status_and_counts_follow_the_events(loaded: ReviewStore, alice: User) -> None:
+    k1, k4 = key_of(loaded, "n1"), key_of(loaded, "n4")
+    t1 = loaded.claim(k1, alice).token
+    loaded.decide(k1, alice, action="accept", code="E11.9", lease_token=t1, expected_version=0)
+    t4 = loaded.claim(k4, alice).token
+    loaded.submit(k4, alice, lease_token=t4, expected_version=0)  # nothing routed: submit at once
+    page = loaded.queue()
+    assert page.counts == {"open": 2, "in_progress": 1, "submitted": 1, "total": 4}
+    assert _ids(loaded, status="in_progress") == ["n1"] and _ids(loaded, status="submitted") == ["n4"]
+    assert _ids(loaded, status="open") == ["n2", "n3"] and loaded.queue(status="open").total == 2
+    n1 = next(i for i in page.items if i.note_id == "n1")
+    assert (n1.n_decided, n1.n_routed, n1.holder) == (1, 2, "alice")
+
+
+def test_counts_per_bundle(loaded: ReviewStore, tmp_path: Path) -> None:
+    loaded.import_predictions(write_predictions(tmp_path / "b.jsonl", {"n2": NOTES["n2"]}, bundle_id="B"),
+                              {"n2": NOTES["n2"]})
+    assert loaded.queue(bundle_id="B").counts["total"] == 1
+    assert loaded.queue().counts["total"] == 5
+    assert loaded.queue(bundle_id="B", code="J45.909").total == 1
