@@ -1,7 +1,7 @@
 """The review workbench in a real browser: Playwright drives Debian's Chromium against a uvicorn
 server on a free loopback port (a background thread), over a SQLite store in a temp folder.
 
-One test does what a coder does (log in, open the queue, open a note and see the evidence of a
+One test does what a coder does (log in, open the queue, claim a note and see the evidence of a
 code highlighted, reject a code with its key, replace another through the search, add a missed
 code with evidence selected in the text, submit) and then checks the export and the event log.
 Others: a second reviewer in another browser context gets the conflict; the XSS note stays inert.
@@ -142,9 +142,13 @@ def test_a_coder_reviews_a_note_end_to_end(site: dict[str, Any]) -> None:
     assert page.locator("dialog#keys").is_visible()
     page.keyboard.press("Escape")
     _shot(site, page, "review_queue.png")
-    # 2. the note, with the evidence of its first routed code highlighted
+    # 2. the note, claimed from the queue (a POST, then the note page), with the evidence of its
+    #    first routed code highlighted
     with page.expect_navigation():
-        page.click("tr.queue-row a:text-is('main')")
+        page.click("tr.queue-row button.open-note:text-is('main')")
+    assert "You hold this note now" in page.inner_text(".notice")
+    assert page.locator("#release-form").is_visible() and page.locator("#claim-form").count() == 0
+    assert store.note(key_of(store, "main")).holder == "alice"
     assert _selected(page) == "I10"
     assert page.locator("#note-text mark.ev-attention").count() >= 1
     assert page.locator("#note-text mark.ev-mention").count() >= 1
@@ -227,14 +231,21 @@ def test_second_reviewer_gets_the_conflict(site: dict[str, Any]) -> None:
     store, clock = site["store"], site["clock"]
     key = key_of(store, "conflict")
     alice = _page(site, "alice")
-    alice.goto(f"{site['url']}/notes/{key}")
-    assert alice.locator("#release-form").is_visible()
+    alice.goto(f"{site['url']}/notes/{key}")  # viewing takes no hold: the Claim button (h) does
+    assert alice.locator("#claim-form").is_visible() and alice.locator("#submit-note").count() == 0
+    assert store.note(key).holder is None
+    alice.keyboard.press("?")
+    assert "hold (claim) this note" in alice.inner_text("dialog#keys")
+    alice.keyboard.press("Escape")
+    _key(alice, "h")
+    assert alice.locator("#release-form").is_visible() and store.note(key).holder == "alice"
     bob = _page(site, "bob")
     bob.goto(f"{site['url']}/notes/{key}")
     assert "alice" in bob.inner_text("#lease-problem")
     assert bob.locator("#submit-note").count() == 0
     clock.advance(901)  # alice's lease (900 s) runs out while her page stays open
     bob.reload()
+    _key(bob, "h")  # bob claims the note now free
     routed = [c.code for c in store.note(key).codes if c.decision == "human_review"]
     for _ in routed:
         _key(bob, "a")
@@ -279,7 +290,8 @@ def test_logged_out_browser_is_refused_everywhere(site: dict[str, Any]) -> None:
             assert page.url == site["url"] + "/login", path
         assert "hipertensión" not in page.content()
     for method, path in (("GET", "/api/queue"), ("GET", f"/api/notes/{key}"), ("POST", f"/api/notes/{key}/claim"),
-                         ("POST", f"/notes/{key}/decide"), ("POST", f"/notes/{key}/submit")):
+                         ("POST", f"/notes/{key}/claim"), ("POST", f"/notes/{key}/decide"),
+                         ("POST", f"/notes/{key}/submit")):
         response = context.request.fetch(site["url"] + path, method=method, max_redirects=0)
         assert response.status in (401, 303), (method, path, response.status)
         assert "hipertensión" not in response.text()

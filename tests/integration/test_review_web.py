@@ -1,10 +1,12 @@
 """The review workbench over HTTP (FastAPI TestClient, a real SQLite store in a temp folder).
 
 What is proven here: every route is refused when logged out; CSRF is enforced on every state
-change; a note holding ``<script>`` and ``"><img src=x onerror=...>`` renders inert; note pages
-send ``Cache-Control: no-store``; oversized requests get 413; a stale page and an expired lease
-tell the reviewer and lose no decision; a second reviewer gets a clear conflict; note text never
-reaches a log line or an error page. The synthetic notes and predictions built here are also used
+change (every POST/PUT/PATCH/DELETE route of the app); opening a note only reads, claiming it is a
+POST; a tampered session cookie is no session; a note holding ``<script>`` and
+``"><img src=x onerror=...>`` renders inert; note pages send ``Cache-Control: no-store``;
+oversized requests get 413; a stale page and an expired lease tell the reviewer and lose no
+decision; a second reviewer gets a clear conflict; note text never reaches a log line or an error
+page; ``action=import`` with a bundle predicts the notes and imports them. The synthetic notes and predictions built here are also used
 by the browser and fuzz tests (``build_workspace``).
 """
 
@@ -163,6 +165,24 @@ def login(client: TestClient, username: str, password: str = PASSWORD) -> str:
     return client.get("/api/me").json()["csrf_token"]
 
 
+def claim(client: TestClient, csrf: str, key: str) -> str:
+    """Claim the note through the form (what the queue's button does); returns the note page it
+    redirects to. Its forms carry an empty lease token: the POST handlers fetch it."""
+    r = client.post(f"/notes/{key}/claim", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303, r.text[:300]
+    assert r.headers["location"].startswith(f"/notes/{key}")
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200 and 'id="release-form"' in page.text
+    return page.text
+
+
+def api_lease(client: TestClient, csrf: str, key: str) -> str:
+    """The lease token of a note the user holds (re-claiming renews it, same token)."""
+    r = client.post(f"/api/notes/{key}/claim", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("review_web")
@@ -228,7 +248,17 @@ def test_session_cookie_is_signed_httponly_strict(env: dict[str, Any]) -> None:
     cookie = r.headers["set-cookie"]
     assert "medcoder_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace(
         "SameSite=Strict", "SameSite=strict")
-    assert "alice" not in cookie.split(";")[0] or "." in cookie  # signed, not a bare name
+    value = client.cookies.get("medcoder_session")
+    assert value and cookie.startswith(f"medcoder_session={value}")
+    assert client.get("/api/me").json()["username"] == "alice"  # the cookie as issued: 200
+    # the same cookie with its last character changed is no session: the signature is checked
+    tampered = value[:-1] + ("A" if value[-1] != "A" else "B")
+    forged = TestClient(env["app"])
+    forged.cookies.set("medcoder_session", tampered)
+    assert forged.get("/api/me").status_code == 401
+    untouched = TestClient(env["app"])
+    untouched.cookies.set("medcoder_session", value)
+    assert untouched.get("/api/me").status_code == 200
 
 
 def test_login_needs_its_csrf_token_and_bad_logins_are_throttled(env: dict[str, Any]) -> None:
@@ -245,29 +275,77 @@ def test_login_needs_its_csrf_token_and_bad_logins_are_throttled(env: dict[str, 
     assert any("try again" in m.lower() or "wait" in m.lower() for m in messages), messages[-1][:500]
 
 
+STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
 def test_csrf_is_enforced_on_every_state_change(env: dict[str, Any]) -> None:
-    client, csrf = client_for(env, "alice")
-    key = key_of(env["store"], "filler-0")
-    page = client.get(f"/notes/{key}")
-    lease, version = form_value(page.text, "lease"), form_value(page.text, "version")
-    base = {"lease": lease, "version": version, "action": "accept", "code": "I10"}
-    for token in (None, "", "wrong-token"):
-        data = dict(base, **({"csrf_token": token} if token is not None else {}))
-        assert client.post(f"/notes/{key}/decide", data=data).status_code == 403
-        assert client.post(f"/notes/{key}/submit", data=data).status_code == 403
-        assert client.post(f"/notes/{key}/release", data=data).status_code == 403
-        assert client.post("/logout", data=data, follow_redirects=False).status_code == 403
-        headers = {"X-CSRF-Token": token} if token is not None else {}
-        assert client.post(f"/api/notes/{key}/claim", headers=headers).status_code == 403
-        body = {"action": "accept", "code": "I10", "lease_token": lease, "expected_version": int(version)}
-        assert client.post(f"/api/notes/{key}/decisions", json=body, headers=headers).status_code == 403
-    assert env["store"].note(key).version == int(version)  # nothing was written
-    # another session's token is not this session's token
-    _other, other_csrf = client_for(env, "bob")
-    assert client.post(f"/api/notes/{key}/claim", headers={"X-CSRF-Token": other_csrf}).status_code == 403
-    r = client.post(f"/notes/{key}/decide", data=dict(base, csrf_token=csrf), follow_redirects=False)
+    """Every state-changing route the app has (read from ``app.routes``, so a new route without
+    CSRF fails here) refuses a missing, empty, wrong or another session's token with 403."""
+    store = env["store"]
+    client, csrf = client_for(env, "adam")  # an admin passes every role check: only CSRF can refuse
+    key = key_of(store, "filler-0")
+    routes = [(m, p) for m, p in _route_list(env["app"]) if m in STATE_CHANGING and p != "/login"]
+    assert {("POST", "/logout"), ("POST", "/notes/{note_key}/claim"), ("POST", "/notes/{note_key}/decide"),
+            ("POST", "/api/notes/{note_key}/release"), ("POST", "/api/notes/{note_key}/submit"),
+            ("POST", "/api/notes/{note_key}/corrections")} <= set(routes), routes
+    assert len(routes) >= 10
+    _other, other_csrf = client_for(env, "audrey")  # another session's token (bob is throttled just now)
+    version, n_events = store.note(key).version, store.count_events()
+    for method, path in routes:
+        url = path.replace("{note_key}", key)
+        for token in (None, "", "wrong-token", other_csrf):
+            if path.startswith("/api/"):
+                headers = {"X-CSRF-Token": token} if token is not None else {}
+                r = client.request(method, url, json={}, headers=headers, follow_redirects=False)
+                assert r.status_code == 403 and r.json()["error"] == "csrf", (method, path, token, r.status_code)
+            else:
+                data = {"csrf_token": token} if token is not None else {}
+                data.update(lease="", version=str(version), action="accept", code="I10")
+                r = client.request(method, url, data=data, follow_redirects=False)
+                assert r.status_code == 403 and "CSRF" in r.text, (method, path, token, r.status_code)
+    view = store.note(key)  # nothing was written, nobody holds the note, adam is still logged in
+    assert view.version == version and view.holder is None and store.count_events() == n_events
+    assert client.get("/api/me").status_code == 200
+    # with the right token the same forms work
+    alice, a_csrf = client_for(env, "alice")
+    page = claim(alice, a_csrf, key)
+    r = alice.post(f"/notes/{key}/decide", data={"csrf_token": a_csrf, "lease": form_value(page, "lease"),
+                                                 "version": form_value(page, "version"), "action": "accept",
+                                                 "code": "I10"}, follow_redirects=False)
     assert r.status_code == 303
-    assert env["store"].note(key).version == int(version) + 1
+    assert store.note(key).version == version + 1
+
+
+def test_opening_a_note_only_reads_and_claiming_is_a_post(env: dict[str, Any]) -> None:
+    store = env["store"]
+    alice, a_csrf = client_for(env, "alice")
+    key = key_of(store, "filler-7")
+    queue = alice.get("/queue").text  # a free note is opened by a claim form (POST with the token)
+    assert f'action="/notes/{key}/claim"' in queue
+    page = alice.get(f"/notes/{key}").text
+    assert store.note(key).holder is None  # a GET takes no hold
+    assert 'id="claim-form"' in page and 'id="submit-form"' not in page and 'id="release-form"' not in page
+    assert alice.post(f"/notes/{key}/claim", follow_redirects=False).status_code == 403
+    assert store.note(key).holder is None
+    r = alice.post(f"/notes/{key}/claim", data={"csrf_token": a_csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/notes/{key}?msg=claimed"
+    assert store.note(key).holder == "alice"
+    page = alice.get(r.headers["location"]).text
+    assert 'id="release-form"' in page and 'id="submit-form"' in page and 'id="claim-form"' not in page
+    assert "You hold this note now" in page
+    # another decider reads it, is told who holds it, and cannot claim it (adam: bob may be throttled)
+    bob, b_csrf = client_for(env, "adam")
+    b_page = bob.get(f"/notes/{key}").text
+    assert "held by alice" in b_page and 'id="claim-form"' not in b_page
+    assert f'action="/notes/{key}/claim"' not in bob.get("/queue").text
+    r = bob.post(f"/notes/{key}/claim", data={"csrf_token": b_csrf}, follow_redirects=False)
+    assert r.status_code == 409 and "held by alice" in r.text and store.note(key).holder == "alice"
+    # the page's Release form (rendered by a GET, empty lease token) lets it go
+    r = alice.post(f"/notes/{key}/release", data={"csrf_token": a_csrf, "lease": form_value(page, "lease")},
+                   follow_redirects=False)
+    assert r.status_code == 303 and store.note(key).holder is None
+    keys = alice.get(f"/notes/{key}").text
+    assert "hold (claim) this note" in keys  # the key help lists h
 
 
 def test_xss_note_renders_inert(env: dict[str, Any]) -> None:
@@ -316,9 +394,9 @@ def test_oversized_requests_get_413(env: dict[str, Any]) -> None:
 
 def test_queue_filters_progress_and_holder(env: dict[str, Any]) -> None:
     store = env["store"]
-    client, _ = client_for(env, "bob")
+    client, csrf = client_for(env, "bob")
     key = key_of(store, "filler-2")
-    client.get(f"/notes/{key}")  # bob opens it: he holds it now
+    claim(client, csrf, key)  # bob opens it: he holds it now
     html = client.get("/queue").text
     assert "filler-2" in html and "bob" in html and "open:" in html.replace("open: ", "open:")
     only = client.get("/queue", params={"reason": "negated_mention"}).text
@@ -358,13 +436,14 @@ def test_stale_page_tells_the_reviewer_and_keeps_the_decision(env: dict[str, Any
     store = env["store"]
     client, csrf = client_for(env, "alice")
     key = key_of(store, "filler-3")
-    page = client.get(f"/notes/{key}").text
-    lease, version = form_value(page, "lease"), int(form_value(page, "version"))
+    page = claim(client, csrf, key)
+    lease, version = api_lease(client, csrf, key), int(form_value(page, "version"))
     # the same reviewer's other tab writes first
     r = client.post(f"/api/notes/{key}/decisions", headers={"X-CSRF-Token": csrf},
                     json={"action": "accept", "code": "I10", "lease_token": lease, "expected_version": version})
     assert r.status_code == 201
-    stale = client.post(f"/notes/{key}/decide", data={"csrf_token": csrf, "lease": lease, "version": str(version),
+    stale = client.post(f"/notes/{key}/decide", data={"csrf_token": csrf, "lease": form_value(page, "lease"),
+                                                      "version": str(version),
                                                       "action": "query", "code": "R10.9",
                                                       "comment": "Which side is the pain?"})
     assert stale.status_code == 409
@@ -386,7 +465,7 @@ def test_expired_lease_is_renewed_when_nobody_took_the_note(env: dict[str, Any])
     store, clock = env["store"], env["clock"]
     client, csrf = client_for(env, "alice")
     key = key_of(store, "filler-4")
-    page = client.get(f"/notes/{key}").text
+    page = claim(client, csrf, key)
     lease, version = form_value(page, "lease"), form_value(page, "version")
     clock.advance(601)  # the 600 s lease has expired; nobody else took the note
     r = client.post(f"/notes/{key}/decide", data={"csrf_token": csrf, "lease": lease, "version": version,
@@ -401,14 +480,15 @@ def test_second_reviewer_gets_a_clear_conflict(env: dict[str, Any]) -> None:
     alice, a_csrf = client_for(env, "alice")
     bob, b_csrf = client_for(env, "bob")
     key = key_of(store, "conflict")
-    a_page = alice.get(f"/notes/{key}").text
-    a_lease, a_version = form_value(a_page, "lease"), form_value(a_page, "version")
+    a_page = claim(alice, a_csrf, key)
+    a_lease, a_version = api_lease(alice, a_csrf, key), form_value(a_page, "version")
     b_page = bob.get(f"/notes/{key}")
     assert "alice" in b_page.text and "can read this note but not decide" in b_page.text
     assert 'id="submit-form"' not in b_page.text
     assert bob.post(f"/api/notes/{key}/claim", headers={"X-CSRF-Token": b_csrf}).status_code == 409
     clock.advance(601)  # alice walked away; her lease expired and bob takes the note
-    b_page = bob.get(f"/notes/{key}").text
+    assert 'id="claim-form"' in bob.get(f"/notes/{key}").text  # free again, but not held until bob claims
+    b_page = claim(bob, b_csrf, key)
     b_lease = form_value(b_page, "lease")
     for code in [c.code for c in store.note(key).codes if c.decision == "human_review"]:
         v = store.note(key).version
@@ -420,7 +500,8 @@ def test_second_reviewer_gets_a_clear_conflict(env: dict[str, Any]) -> None:
                  follow_redirects=False)
     assert r.status_code == 303
     # alice comes back to her stale page and submits
-    r = alice.post(f"/notes/{key}/submit", data={"csrf_token": a_csrf, "lease": a_lease, "version": a_version})
+    r = alice.post(f"/notes/{key}/submit", data={"csrf_token": a_csrf, "lease": form_value(a_page, "lease"),
+                                                  "version": a_version})
     assert r.status_code == 409
     assert "already submitted by bob" in r.text
     r = alice.post(f"/api/notes/{key}/submit", headers={"X-CSRF-Token": a_csrf},
@@ -435,7 +516,9 @@ def test_auditor_reads_but_cannot_decide(env: dict[str, Any]) -> None:
     client, csrf = client_for(env, "audrey")
     key = key_of(env["store"], "filler-5")
     page = client.get(f"/notes/{key}").text
-    assert 'id="submit-form"' not in page and "hipertensión" in page
+    assert 'id="submit-form"' not in page and "hipertensión" in page and 'id="claim-form"' not in page
+    assert f'action="/notes/{key}/claim"' not in client.get("/queue").text  # the queue only links
+    assert client.post(f"/notes/{key}/claim", data={"csrf_token": csrf}).status_code == 403
     r = client.post(f"/notes/{key}/decide", data={"csrf_token": csrf, "action": "accept", "code": "I10",
                                                   "version": "0", "lease": "x"})
     assert r.status_code == 403
@@ -461,7 +544,7 @@ def test_submit_waits_for_every_routed_code_and_added_codes_can_be_removed(env: 
     store = env["store"]
     client, csrf = client_for(env, "alice")
     key = key_of(store, "filler-6")
-    page = client.get(f"/notes/{key}").text
+    page = claim(client, csrf, key)
     assert re.search(r'id="submit-note" disabled', page)
     lease = form_value(page, "lease")
 
@@ -579,3 +662,43 @@ def test_review_config_actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (tmp_path / "export" / "events.jsonl").exists()
     with pytest.raises(ConfigError, match="action"):
         review_from_config(compose_named("review", [*base, "action=nope"]))
+
+
+def test_import_predicts_a_notes_folder_with_a_bundle(tiny_bundle: dict[str, Any], tmp_path: Path) -> None:
+    """``action=import notes=<folder> bundle=<dir>``: the notes are predicted through
+    ``Coder.load(bundle).predict`` and imported under the bundle's id, with the codes it routes."""
+    from medcoder.inference import Coder
+    from medcoder.workflows.review import review_from_config
+    from tests.helpers.configs import compose_named
+
+    bundle_dir = tiny_bundle["result"].bundle_dir
+    bundle_id = tiny_bundle["result"].manifest.bundle_id
+    rows = [json.loads(line) for line in Path(tiny_bundle["corpus"]["test"]).read_text().splitlines()][:4]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for row in rows:
+        (notes / f"{row['id']}.txt").write_text(row["text"], encoding="utf-8")
+    db = f"sqlite:///{tmp_path / 'review.db'}"
+    cfg = compose_named("review", [f"paths.root_dir={tmp_path}", f"db_url={db}", "action=import",
+                                   f"notes={notes}", f"bundle={bundle_dir}"])
+    line = review_from_config(cfg).line
+    assert f"imported {len(rows)} notes" in line and bundle_id in line, line
+    want = {p.id: p for p in Coder.load(bundle_dir).predict([r["text"] for r in rows], [r["id"] for r in rows],
+                                                           progress=False)}
+    store = ReviewStore.open(db)
+    try:
+        assert store.bundles() == [bundle_id]
+        items = store.queue(limit=100).items
+        assert sorted(i.note_id for i in items) == sorted(want)
+        for item in items:
+            view = store.note(item.note_key)
+            assert view.bundle_id == bundle_id
+            assert view.text == next(r["text"] for r in rows if r["id"] == item.note_id)
+            expected = want[item.note_id]
+            assert view.input_sha256 == expected.input_sha256
+            assert sorted((c.code, c.decision) for c in view.codes) == sorted(
+                (c.code, c.decision) for c in expected.codes), item.note_id
+            assert sorted(c.code for c in view.codes if c.decision == "human_review") == sorted(
+                c.code for c in expected.codes if c.decision == "human_review")
+    finally:
+        store.close()

@@ -73,6 +73,7 @@ KEYS: list[tuple[str, str]] = [
     ("n or 5", "add a missed code (the text selected in the note becomes its evidence)"),
     ("Enter", "in a search box: choose the first result"),
     ("s", "submit the note (once every routed code is decided)"),
+    ("h", "hold (claim) this note, to decide on it"),
     ("x", "release the note and go back to the queue"),
     ("g", "go to the queue"),
     ("?", "show or hide these keys"),
@@ -80,7 +81,7 @@ KEYS: list[tuple[str, str]] = [
 ]
 QUEUE_KEYS: list[tuple[str, str]] = [
     ("j / k", "next / previous note"),
-    ("o or Enter", "open the selected note"),
+    ("o or Enter", "open the selected note (a reviewer claims it)"),
     ("/", "focus the filters"),
     ("?", "show or hide these keys"),
 ]
@@ -92,6 +93,7 @@ NOTICES = {
     "lease_renewed": "Your hold on this note had expired; it was renewed (nobody else had taken it) and your "
                      "decision was saved.",
     "logged_out": "You are logged out.",
+    "claimed": "You hold this note now: nobody else can decide on it until you submit or release it.",
 }
 
 
@@ -111,6 +113,16 @@ class WebSettings:
     page_size: int = 50
     search_limit: int = 20
     title: str = "medcoder review"
+
+
+@dataclass(frozen=True)
+class Held:
+    """A hold read from the note on a GET (shaped like the store's ``Lease``); ``token`` is empty."""
+
+    note_key: str
+    username: str
+    token: str
+    expires_at: datetime | None
 
 
 class LoginRequired(Exception):
@@ -164,7 +176,8 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
     env.filters["reason"] = plain_reason
     env.filters["source"] = plain_source
     env.filters["pct"] = lambda p: f"{100 * float(p):.0f} %"
-    env.globals.update(title=settings.title, htmx_file=HTMX_FILE, KEYS=KEYS, QUEUE_KEYS=QUEUE_KEYS)
+    env.globals.update(title=settings.title, htmx_file=HTMX_FILE, KEYS=KEYS, QUEUE_KEYS=QUEUE_KEYS,
+                       DECIDERS=DECIDERS)
     templates = Jinja2Templates(env=env)
 
     app = FastAPI(title="medcoder review workbench", version="1", docs_url=None, redoc_url=None,
@@ -364,12 +377,14 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
             subs = [e for e in store.events(view.note_key) if e.action == "submit"]
             submitted_by = subs[-1] if subs else None
         writable = lease is not None and view.status != "submitted"
+        can_claim = (lease is None and user.role in DECIDERS and view.status != "submitted"
+                     and view.holder in (None, user.username))
         return templates.TemplateResponse(request, "note.html", {
             "user": user, "csrf": _csrf(request), "note": view, "routed": routed, "auto": auto,
             "selected": selected, "chosen": chosen, "segments": segments(view.text, evidence),
             "lease": lease, "writable": writable, "all_decided": all(c.current is not None for c in routed),
             "banner": banner, "pending": pending, "lease_problem": lease_problem, "submitted_by": submitted_by,
-            "notice": notice, "actions": ACTIONS,
+            "notice": notice, "actions": ACTIONS, "can_claim": can_claim,
         }, status_code=status)
 
     def try_claim(note_key: str, user: Any) -> tuple[Any, str | None]:
@@ -378,17 +393,35 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
         except LeaseError as exc:
             return None, str(exc)
 
+    def held(view: Any, user: Any) -> Any:
+        """The user's live hold on ``view`` as read from the note (no write), or None. Its token is
+        not readable: the page's forms send an empty one and :func:`_with_lease` fetches it on POST."""
+        if user.role in DECIDERS and view.status != "submitted" and view.holder == user.username:
+            return Held(view.note_key, user.username, "", view.lease_expires)
+        return None
+
+    def held_elsewhere(view: Any, user: Any) -> str | None:
+        if view.status != "submitted" and view.holder is not None and view.holder != user.username:
+            return f"note {view.note_id} is held by {view.holder} until {_when(view.lease_expires)}."
+        return None
+
     @app.get("/notes/{note_key}", include_in_schema=False)
     def note_page(request: Request, note_key: str, user: CurrentUser, code: str | None = None,
                   msg: str | None = None) -> Response:
+        """Reads only: a GET never takes or renews a hold (POST .../claim does, CSRF-checked)."""
         view = load_note(note_key)
-        lease, problem = None, None
-        if user.role in DECIDERS and view.status != "submitted":
-            lease, problem = try_claim(note_key, user)
-            if lease is not None:
-                view = load_note(note_key)
-        return render_note(request, user, view, lease, selected=code, lease_problem=problem,
-                           notice=NOTICES.get(msg or ""))
+        return render_note(request, user, view, held(view, user), selected=code,
+                           lease_problem=held_elsewhere(view, user), notice=NOTICES.get(msg or ""))
+
+    @app.post("/notes/{note_key}/claim", include_in_schema=False)
+    def claim_form(request: Request, note_key: str, user: Decider, _: FormCsrf) -> Response:
+        view = load_note(note_key)
+        if view.status == "submitted":  # nothing to hold: show it (read only)
+            return RedirectResponse(_note_url(note_key), 303)
+        lease, problem = try_claim(note_key, user)
+        if lease is None:  # held by another reviewer: the note, read only, with who holds it until when
+            return render_note(request, user, load_note(note_key), None, lease_problem=problem, status=409)
+        return RedirectResponse(_note_url(note_key, msg=None if view.holder == user.username else "claimed"), 303)
 
     def _next_code(note_key: str, after: str | None) -> str | None:
         view = load_note(note_key)
@@ -409,7 +442,15 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
     def _with_lease(note_key: str, user: Any, token: str, version: int, write: Callable[[str], Any]) -> str | None:
         """Run ``write(token)``; when the lease had expired but nobody else took the note and it
         has not changed, renew the lease and write once more. Returns a notice key, or raises the
-        store error the reviewer must be told about."""
+        store error the reviewer must be told about.
+
+        An empty ``token`` is a page rendered by a GET (which cannot read the token): when the user
+        holds the note now, the token is fetched by re-claiming (same token; this is a CSRF-checked
+        POST). Otherwise the write goes on as before: an expired hold nobody else took is renewed
+        (version unchanged), a hold of another reviewer or a submitted note is refused."""
+        if not token and load_note(note_key).holder == user.username:
+            lease, _problem = try_claim(note_key, user)
+            token = lease.token if lease is not None else ""
         try:
             write(token)
             return None
@@ -495,6 +536,9 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
     @app.post("/notes/{note_key}/release", include_in_schema=False)
     def release_form(note_key: str, user: Decider, _: FormCsrf,
                      lease: str = Form("")) -> Response:
+        if not lease and load_note(note_key).holder == user.username:  # a page rendered by a GET
+            held_now, _problem = try_claim(note_key, user)
+            lease = held_now.token if held_now is not None else ""
         with contextlib.suppress(ReviewError):  # an expired or foreign lease: nothing to release
             store.release(note_key, user, lease)
         return RedirectResponse("/queue?msg=released", 303)

@@ -83,7 +83,10 @@
 
   function openQueueRow() {
     var row = document.querySelector("tr.queue-row.current") || document.querySelector("tr.queue-row");
-    if (row) window.location.assign(row.getAttribute("data-href"));
+    if (!row) return;
+    // A reviewer opens a free note by claiming it (a POST with the CSRF token); others just read it.
+    var claim = row.querySelector("form.claim-note");
+    if (claim) claim.requestSubmit(); else window.location.assign(row.getAttribute("data-href"));
   }
 
   function click(id) {
@@ -100,6 +103,7 @@
     "p": function () { openPanel("query-panel"); }, "4": function () { openPanel("query-panel"); },
     "n": function () { openPanel("add-panel"); }, "5": function () { openPanel("add-panel"); },
     "s": function () { click("submit-note"); },
+    "h": function () { var f = document.getElementById("claim-form"); if (f) f.requestSubmit(); },
     "x": function () { var f = document.getElementById("release-form"); if (f) f.requestSubmit(); },
     "g": function () { window.location.assign("/queue"); }
   };
