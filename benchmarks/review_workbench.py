@@ -13,7 +13,8 @@
    as ``scripts/review.py`` serves it), wrapped in an ASGI timer that measures each request inside
    the server (from the request's arrival to the last byte handed to the server, i.e. without the
    client): the queue page (first page, and filtered by reason / code / probability), and note
-   pages (a reviewer's: claim + read; an auditor's: read only), ``--page-samples`` each; p50/p95.
+   pages (a reviewer's: claim, a POST, + the page it redirects to; an auditor's: read only),
+   ``--page-samples`` each; p50/p95.
 3. **Concurrent reviewers**: ``--reviewers`` threads, each a logged-in HTTP client over loopback,
    for ``--duration`` seconds (and at most ``--max-notes`` notes each): pick an open note from a
    random queue offset (so reviewers sometimes collide), claim it (409: another holds it, pick
@@ -180,7 +181,7 @@ def settled(timer: Timer, label: str) -> list[float]:
 
 
 def page_timings(base: str, timer: Timer, keys: list[str], samples: int, rng: random.Random) -> dict[str, Any]:
-    reviewer, _ = login(base, "bench-pages")
+    reviewer, reviewer_csrf = login(base, "bench-pages")
     auditor, _ = login(base, "bench-auditor")
     queue_urls = {"first page, no filter": "/queue", "reason=low_confidence": "/queue?reason=low_confidence",
                   "code=R52": "/queue?code=R52", "probability 0.2-0.6": "/queue?p_min=0.2&p_max=0.6",
@@ -211,8 +212,15 @@ def page_timings(base: str, timer: Timer, keys: list[str], samples: int, rng: ra
     read_only = settled(timer, "GET /notes/{key}")
     timer.samples.clear()
     for key in rng.sample(keys, samples):
-        assert reviewer.get(f"/notes/{key}").status_code == 200
-    claimed = settled(timer, "GET /notes/{key}")
+        # as the page's "claim" form does: a CSRF-checked POST (a GET never takes a hold), then
+        # the note page it redirects to; the sample is the two server-side times added
+        r = reviewer.post(f"/notes/{key}/claim", data={"csrf_token": reviewer_csrf})
+        assert r.status_code == 303, r.status_code
+        assert reviewer.get(r.headers["location"]).status_code == 200
+    claims = settled(timer, "POST /notes/{key}/claim")
+    reads = settled(timer, "GET /notes/{key}")
+    assert len(claims) == len(reads) == samples, (len(claims), len(reads))
+    claimed = [a + b for a, b in zip(claims, reads, strict=True)]
     timer.samples.clear()
     reviewer.close()
     auditor.close()

@@ -9,6 +9,11 @@ what a mock would not check, and a shared server would mix test runs.
 ``nobody`` (any unprivileged account works: ``MEDCODER_PG_USER``) and every server command runs
 through ``runuser -u``; as any other user it runs directly. No TCP port is opened
 (``listen_addresses=''``); durability is switched off (fsync, full-page writes) for speed.
+
+Missing binaries FAIL the tests that need them (:func:`require_postgres`), with one line saying what
+to install: the README test command and CI run where PostgreSQL 15 is installed, and a silent skip
+would hide that the store's PostgreSQL half was never tested. ``MEDCODER_SKIP_POSTGRES=1`` skips
+them instead, on purpose and with that reason.
 """
 
 from __future__ import annotations
@@ -23,14 +28,39 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["PG_BIN", "PostgresServer", "postgres_available", "postgres_server"]
+__all__ = ["PG_BIN", "SKIP_ENV", "PostgresServer", "missing_postgres", "postgres_available", "postgres_server",
+           "require_postgres"]
 
 PG_BIN = Path(os.environ.get("MEDCODER_PG_BIN", "/usr/lib/postgresql/15/bin"))
+#: Set to ``1`` to skip (rather than fail) the PostgreSQL tests on a machine without PostgreSQL 15.
+SKIP_ENV = "MEDCODER_SKIP_POSTGRES"
+_TOOLS = ("initdb", "pg_ctl", "postgres")
 
 
 def postgres_available() -> bool:
     """Whether the PostgreSQL binaries the fixture needs are installed."""
-    return all((PG_BIN / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres"))
+    return all((PG_BIN / tool).is_file() for tool in _TOOLS)
+
+
+def missing_postgres() -> str | None:
+    """One line saying what is missing and what to install, or None when the binaries are there."""
+    missing = [tool for tool in _TOOLS if not (PG_BIN / tool).is_file()]
+    if not missing:
+        return None
+    return (f"PostgreSQL 15 binaries missing ({', '.join(missing)} not in {PG_BIN}): "
+            f"apt-get install postgresql-15 (or set MEDCODER_PG_BIN; {SKIP_ENV}=1 skips these tests)")
+
+
+def require_postgres() -> None:
+    """Fail the calling test (one line, no traceback) when PostgreSQL 15 is not installed, or skip
+    it when ``MEDCODER_SKIP_POSTGRES=1`` says so explicitly."""
+    import pytest
+
+    if os.environ.get(SKIP_ENV, "").strip() == "1":
+        pytest.skip(f"{SKIP_ENV}=1: PostgreSQL tests skipped on request")
+    message = missing_postgres()
+    if message is not None:
+        pytest.fail(message, pytrace=False)
 
 
 class PostgresServer:

@@ -143,6 +143,8 @@ note_codes = Table(
     Column("probability", Float, nullable=False),
     Index("ix_review_note_codes_code", "code", "note_key"),
     Index("ix_review_note_codes_routed", "decision", "probability", "note_key"),
+    # the queue's per-note probe ("has this note a routed code in [p_min, p_max]?"), revision 0002
+    Index("ix_review_note_codes_note", "note_key", "decision", "probability"),
 )
 
 note_reasons = Table(

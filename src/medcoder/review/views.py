@@ -63,11 +63,17 @@ class QueueItem:
 @dataclass(frozen=True)
 class QueuePage:
     """A page of the queue, the number of notes matching the filters, and progress counts
-    (``open``/``in_progress``/``submitted``/``total`` over the filters other than ``status``)."""
+    (``open``/``in_progress``/``submitted``/``total`` of the bundle, or of every bundle).
+
+    ``total`` is exact unless ``total_capped``: a filter matching many notes is counted only up to
+    ``max(1000, offset + limit + 1)`` notes (counting all 100,000 would cost more than the page), and
+    then ``total`` is that bound, a lower bound that is always past this page (so "is there a next
+    page?" = ``offset + limit < total`` stays right); show it as "1,000+"."""
 
     items: list[QueueItem]
     total: int
     counts: dict[str, int]
+    total_capped: bool = False
 
 
 @dataclass(frozen=True)

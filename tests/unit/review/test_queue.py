@@ -63,3 +63,40 @@ def test_counts_per_bundle(loaded: ReviewStore, tmp_path: Path) -> None:
     assert loaded.queue(bundle_id="B").counts["total"] == 1
     assert loaded.queue().counts["total"] == 5
     assert loaded.queue(bundle_id="B", code="J45.909").total == 1
+
+
+FILTERS: list[dict[str, object]] = [
+    {"reason": "rare_code"}, {"reason": "low_confidence"}, {"reason": "no_such_reason"}, {"code": "e119"},
+    {"code": "E78.5"}, {"p_min": 0.6}, {"p_max": 0.35}, {"p_min": 0.5, "p_max": 0.6}, {"code": "E78.5", "p_min": 0.9},
+    {"code": "E78.5", "p_max": 0.5}, {"reason": "rare_code", "p_max": 0.35}, {"reason": "no_evidence", "p_min": 0.6},
+    {"reason": "low_confidence", "status": "open"}, {"reason": "low_confidence", "offset": 1, "limit": 1},
+]
+
+
+def test_broad_filters_walk_the_notes_and_cap_the_count(loaded: ReviewStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter matching many notes is probed note by note in import order (EXISTS) and counted only
+    up to a bound: the same notes as the narrow plan (IN), and ``total_capped`` says the count stopped."""
+    from medcoder.review import queue as q
+
+    narrow = {repr(f): (_ids(loaded, **f), loaded.queue(**f).total) for f in FILTERS}  # type: ignore[arg-type]
+    assert not any(loaded.queue(**f).total_capped for f in FILTERS)  # type: ignore[arg-type]
+    monkeypatch.setattr(q, "NARROW_MIN", 0)
+    monkeypatch.setattr(q, "NARROW_FRACTION", 0.0)  # every filter is broad now
+    for f in FILTERS:
+        page = loaded.queue(**f)  # type: ignore[arg-type]
+        assert ([i.note_id for i in page.items], page.total) == narrow[repr(f)] and not page.total_capped, f
+    monkeypatch.setattr(q, "COUNT_CAP", 2)  # reason=low_confidence matches n1, n2, n3
+    page = loaded.queue(reason="low_confidence", limit=1)
+    assert [i.note_id for i in page.items] == ["n1"]
+    assert (page.total, page.total_capped) == (2, True)  # "2+": a lower bound, past this page
+    page = loaded.queue(reason="low_confidence", offset=1, limit=1)  # counted up to the page's end + 1
+    assert [i.note_id for i in page.items] == ["n2"] and (page.total, page.total_capped) == (3, False)
+    page = loaded.queue(reason="low_confidence", offset=2, limit=1)
+    assert [i.note_id for i in page.items] == ["n3"] and (page.total, page.total_capped) == (3, False)
+    monkeypatch.setattr(q, "COUNT_CAP", 3)  # exactly the cap: exact, not capped
+    assert (loaded.queue(reason="low_confidence", limit=1).total, loaded.queue(reason="low_confidence").total_capped) \
+        == (3, False)
+    monkeypatch.setattr(q, "COUNT_CAP", 1)
+    page = loaded.queue(p_min=0.0, limit=1)  # n1, n2, n3 have routed codes
+    assert (page.total, page.total_capped) == (2, True)  # a next page exists: offset + limit < total
+    assert page.counts["total"] == 4  # the progress counts stay exact
