@@ -46,13 +46,17 @@ class QueueItemOut(BaseModel):
 
 class QueueOut(BaseModel):
     items: list[QueueItemOut]
+    #: notes matching every filter; a lower bound when ``total_capped`` (large filtered sets are
+    #: counted only past the page, so a filtered page stays fast at 100,000 notes)
     total: int
+    total_capped: bool = False
     counts: dict[str, int]
 
     @classmethod
     def of(cls, page: Any) -> QueueOut:
         return cls(items=[QueueItemOut.model_validate(i, from_attributes=True) for i in page.items],
-                   total=page.total, counts=dict(page.counts))
+                   total=page.total, total_capped=bool(getattr(page, "total_capped", False)),
+                   counts=dict(page.counts))
 
 
 class Span(BaseModel):
