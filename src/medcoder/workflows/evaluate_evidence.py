@@ -178,7 +178,9 @@ def evaluate_evidence(cfg: DictConfig) -> EvidenceResult:
         calibration = _calibration(run_id, Path(tmp))
         coder = coder_from_run(run.root, calibration, bundle_id=f"run-{run_id}")
     code_type = str(data_cfg.get("code_type", "D"))
-    splits = build_corpus(data_cfg)
+    # The run's own partition (its certification design) when scoring its own corpus: "train" is
+    # then the notes the run trained on, and "certify" / "dev" are what calibrate read.
+    splits = build_corpus(data_cfg, train_cfg.get("certification") if cfg.data is None else None)
     if split not in splits:
         raise ConfigError(f"split={split!r} is not in the corpus", hint=f"have {list(splits)}")
     if split == "train":
