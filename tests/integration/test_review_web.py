@@ -269,7 +269,8 @@ def test_login_needs_its_csrf_token_and_bad_logins_are_throttled(env: dict[str, 
     messages = []
     for _ in range(8):
         token = _CSRF.search(client.get("/login").text).group(1)
-        r = client.post("/login", data={"username": "bob", "password": "wrong password!!", "csrf_token": token})
+        # a name no other test logs in as: the lock this builds must not refuse a later test's login
+        r = client.post("/login", data={"username": "mallory", "password": "wrong password!!", "csrf_token": token})
         assert r.status_code == 401
         messages.append(r.text)
     assert any("try again" in m.lower() or "wait" in m.lower() for m in messages), messages[-1][:500]
@@ -289,7 +290,7 @@ def test_csrf_is_enforced_on_every_state_change(env: dict[str, Any]) -> None:
             ("POST", "/api/notes/{note_key}/release"), ("POST", "/api/notes/{note_key}/submit"),
             ("POST", "/api/notes/{note_key}/corrections")} <= set(routes), routes
     assert len(routes) >= 10
-    _other, other_csrf = client_for(env, "audrey")  # another session's token (bob is throttled just now)
+    _other, other_csrf = client_for(env, "audrey")  # another session's token
     version, n_events = store.note(key).version, store.count_events()
     for method, path in routes:
         url = path.replace("{note_key}", key)
@@ -333,7 +334,7 @@ def test_opening_a_note_only_reads_and_claiming_is_a_post(env: dict[str, Any]) -
     page = alice.get(r.headers["location"]).text
     assert 'id="release-form"' in page and 'id="submit-form"' in page and 'id="claim-form"' not in page
     assert "You hold this note now" in page
-    # another decider reads it, is told who holds it, and cannot claim it (adam: bob may be throttled)
+    # another decider reads it, is told who holds it, and cannot claim it
     bob, b_csrf = client_for(env, "adam")
     b_page = bob.get(f"/notes/{key}").text
     assert "held by alice" in b_page and 'id="claim-form"' not in b_page
