@@ -5,6 +5,9 @@
     MEDCODER_REVIEW_PASSWORD=... python scripts/review.py action=create_user username=ana role=reviewer
     python scripts/review.py                                   # action=serve: http://127.0.0.1:8000/
     python scripts/review.py action=export export_dir=<folder>  # labels.jsonl, decisions.csv, events.jsonl
+    python scripts/review.py action=audit_status [bundle_id=<id>]  # recompute + publish the audit status
+    python scripts/review.py action=lift bundle_id=<id> admin=<name> reason="<why>"
+    python scripts/review.py action=report bundle_id=<id>       # agreement report -> MLflow
 
 The database is `db_url` (default sqlite:///outputs/review/review.db; postgresql+psycopg://... for a
 team); host and port are overridable. Bad settings or input: one line on stderr, exit code 2.

@@ -112,8 +112,10 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
     produced = {r for row in rows for d in row for r in d.reasons} | {
         r for _, rs in docs for r in rs
     }
-    # new_code needs codeset_fy (test_routing_codesets.py); the switchable rules are tested below
-    assert produced == set(ALL_REASONS) - {"new_code", "negated_mention", "sibling_conflict"}
+    # new_code needs codeset_fy (test_routing_codesets.py); the switchable rules are tested below;
+    # the bundle holds (audit_*) only with RoutingInputs.hold (tests/unit/test_audit_status.py)
+    assert produced == set(ALL_REASONS) - {"new_code", "negated_mention", "sibling_conflict", "audit_alarm",
+                                           "audit_status_unreadable"}
 
     inputs = RoutingInputs(probs, CODES, FREQ, truncated, empty, flags)
     predicted, accept, counts = pol.route_arrays(inputs)
@@ -129,6 +131,8 @@ def test_every_reason_is_produced_and_clean_codes_are_accepted():
         "negated_mention": 0,
         "sibling_conflict": 0,
         "no_evidence": 1,
+        "audit_alarm": 0,
+        "audit_status_unreadable": 0,
     }
     # the code without evidence is not among the codes τ is certified on (one population)
     assert not pol.eligible_mask(inputs)[5, 3] and pol.eligible_mask(inputs)[5, 2]

@@ -27,7 +27,8 @@ def _reasons(policy):
 def test_new_code_reason_is_appended_not_renamed():
     # reasons are appended, never renamed or reordered (they are metric keys and audit-log values)
     assert ALL_REASONS == ("low_confidence", "rare_code", "excludes1_conflict", "invalid_code", "truncated_note",
-                           "empty_note", NEW_CODE, "negated_mention", "sibling_conflict", "no_evidence")
+                           "empty_note", NEW_CODE, "negated_mention", "sibling_conflict", "no_evidence",
+                           "audit_alarm", "audit_status_unreadable")
 
 
 def test_new_and_invalid_codes_in_fy2026():

@@ -13,6 +13,7 @@ A ``null`` value means "the default" (the shipped configs spell optional keys as
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,10 +26,11 @@ from medcoder.data.codiesp import DEFAULT_SPLITS, load_codiesp
 from medcoder.data.mimic import load_mimic
 from medcoder.data.resolve import resolve_codiesp_root
 from medcoder.data.tabular import load_tabular
-from medcoder.errors import ConfigError
+from medcoder.errors import ConfigError, DataError
 from medcoder.registry import Registry
 
-__all__ = ["FORMATS", "METADATA_KEYS", "LOADERS", "load_corpus", "loader_call", "valid_keys"]
+__all__ = ["FORMATS", "METADATA_KEYS", "LOADERS", "REVIEWED_LABELS_FILE", "file_sha256", "load_corpus", "load_reviewed",
+           "loader_call", "reviewed_labels_path", "valid_keys"]
 
 Loader = Callable[..., datasets.DatasetDict]
 
@@ -128,3 +130,51 @@ def load_corpus(data_cfg: Mapping[str, Any]) -> datasets.DatasetDict:
 
 def _parameters(entry: Loader) -> tuple[str, ...]:
     return tuple(inspect.signature(entry).parameters)
+
+
+#: The labels file of a review export (``scripts/review.py action=export export_dir=...``).
+REVIEWED_LABELS_FILE = "labels.jsonl"
+
+
+def reviewed_labels_path(ref: str | Path) -> Path:
+    """The reviewed-labels file ``ref`` names: a ``labels.jsonl`` file, or an export folder holding
+    one. A missing path is a one-line ``DataError``."""
+    path = Path(str(ref)).expanduser()
+    if path.is_dir():
+        path = path / REVIEWED_LABELS_FILE
+    if not path.is_file():
+        raise DataError(f"reviewed={path}: file not found",
+                        hint="give the labels.jsonl of `python scripts/review.py action=export export_dir=<dir>`, "
+                             "or that folder")
+    return path.resolve()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_reviewed(ref: str | Path, *, sha256: str | None = None) -> tuple[datasets.Dataset, Path, str]:
+    """Reviewed notes of a review export (``{id, text, codes}`` JSON Lines, the ``data=jsonl``
+    format): ``(notes, path, sha256 of the file)``.
+
+    Why its own loader: these notes decide what a retrained candidate is certified on, so the file
+    is pinned by its digest (``sha256``: the one recorded when the candidate was trained; a file
+    changed since is refused, since calibrate/export would rebuild another partition), and an
+    export without notes is refused here rather than training a candidate on nothing new.
+    Empty notes are skipped as ``data=jsonl`` skips them (logged by id); ids must be unique.
+    """
+    path = reviewed_labels_path(ref)
+    digest = file_sha256(path)
+    if sha256 is not None and digest != sha256:
+        raise DataError(f"reviewed={path}: the file changed since the candidate was trained (sha256 {digest[:12]}... "
+                        f"!= {str(sha256)[:12]}...)", hint="restore the exported file the run was trained with")
+    notes = load_tabular(path, format="jsonl", on_error="skip")["train"]
+    if len(notes) == 0:
+        raise DataError(f"reviewed={path}: no reviewed notes in the export",
+                        hint="submit reviews in the workbench, then export again (scripts/review.py action=export)")
+    return notes, path, digest

@@ -29,26 +29,37 @@ publish such files number their documents).
 from __future__ import annotations
 
 import bisect
+import hashlib
 import heapq
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from medcoder.data._common import build_dataset
 from medcoder.errors import ConfigError, DataError
 
 __all__ = [
+    "CARVE_DESIGNS",
     "CERTIFICATION_DESIGNS",
     "CERTIFY_SPLIT",
+    "REVIEWED_DESIGN",
     "SPLITS",
+    "ReviewedSplit",
     "carve_certification",
+    "certify_on_reviewed",
+    "check_certify_disjoint",
+    "ids_sha256",
     "multilabel_shuffle_split",
     "read_split_files",
     "split_file_paths",
+    "split_reviewed",
     "stratified_group_split",
+    "text_sha256",
 ]
 
 SPLITS = ("train", "dev", "test")
@@ -270,8 +281,13 @@ def _existing(file: Any) -> Path:
 #: stated). ``dev_halves``: a seeded, stratified, note-grouped share of dev becomes ``certify``; the
 #: rest stays ``dev`` and tunes (early stopping, out-of-fold epochs, calibrator, decision
 #: threshold). ``inner_train``: a share of train becomes the tuning ``dev``; the original dev,
-#: whole, becomes ``certify``.
-CERTIFICATION_DESIGNS = ("none", "dev_halves", "inner_train")
+#: whole, becomes ``certify``. ``reviewed`` (``scripts/retrain.py``): a held-out slice of reviewed
+#: notes from the workbench becomes ``certify``; the tuning dev is the one a carve design (the
+#: group's ``tuning`` key) gives, and the rest of the reviewed notes joins train
+#: (:func:`certify_on_reviewed`).
+CARVE_DESIGNS = ("none", "dev_halves", "inner_train")
+REVIEWED_DESIGN = "reviewed"
+CERTIFICATION_DESIGNS = (*CARVE_DESIGNS, REVIEWED_DESIGN)
 #: The split that holds the certification labels when a design carved one.
 CERTIFY_SPLIT = "certify"
 
@@ -288,6 +304,9 @@ def carve_certification(splits: Mapping[str, Any], design: str, *, fraction: flo
     train, calibrate and export's re-fit must see the same partition, so it is a pure function of
     the corpus and three settings, recorded in the run's config.
     """
+    if design == REVIEWED_DESIGN:
+        raise ConfigError(f"certification.design={design!r} needs the reviewed notes",
+                          hint="build the corpus with certify_on_reviewed (medcoder.workflows.factories.build_corpus)")
     if design not in CERTIFICATION_DESIGNS:
         raise ConfigError(f"certification.design={design!r} is not a design",
                           hint=f"one of {', '.join(CERTIFICATION_DESIGNS)}")
@@ -328,3 +347,166 @@ def _carve_mask(groups: Sequence[Any], labels: Sequence[Sequence[str]], *, fract
     moved = multilabel_shuffle_split(label_sets, max(len(vocab), 1), test_size=fraction, seed=seed)
     moving = {g for g, m in zip(ordered, moved, strict=True) if m}
     return [g in moving for g in groups]
+
+
+# --------------------------------------------------------------------------------------------
+# Reviewed notes: a held-out slice certifies, the rest trains (never both)
+
+
+def text_sha256(text: str) -> str:
+    """The sha256 of a note's text (UTF-8): how the same note is recognised under another id."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def ids_sha256(ids: Sequence[str]) -> str:
+    """A digest of a set of note ids (order and repeats ignored): what MLflow records of a list of
+    notes, so two runs can be checked to have used the same notes without logging the ids."""
+    return hashlib.sha256("\n".join(sorted({str(i) for i in ids})).encode("utf-8")).hexdigest()
+
+
+def _holdout_draw(note_id: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the note id and the seed alone (sha256, not a random stream)."""
+    digest = hashlib.sha256(f"medcoder.reviewed/{int(seed)}/{note_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+@dataclass(frozen=True)
+class ReviewedSplit:
+    """Which reviewed notes certify (``held_out``) and which may train (``train``), both sorted."""
+
+    held_out: tuple[str, ...]
+    train: tuple[str, ...]
+    fraction: float
+    min_notes: int
+    seed: int
+
+    @property
+    def held_out_sha256(self) -> str:
+        return ids_sha256(self.held_out)
+
+    @property
+    def train_sha256(self) -> str:
+        return ids_sha256(self.train)
+
+    def to_dict(self) -> dict[str, object]:
+        """Sizes, digests and settings (no ids): what is logged as params."""
+        return {"n_held_out": len(self.held_out), "n_train": len(self.train),
+                "held_out_sha256": self.held_out_sha256, "train_sha256": self.train_sha256,
+                "fraction": self.fraction, "min_notes": self.min_notes, "seed": self.seed}
+
+
+def split_reviewed(ids: Sequence[str], *, fraction: float, min_notes: int, seed: int,
+                   source: str = "reviewed") -> ReviewedSplit:
+    """Split reviewed notes by note into a held-out slice (certifies and compares a retrained
+    candidate) and a training part.
+
+    A note is held out iff ``sha256(seed, id)``, read as a number in [0, 1), is below ``fraction``.
+    Why a per-note draw rather than a shuffle of this export: the slice a note falls in depends on
+    its id and the seed only, never on which other notes the export holds, so a note trained on by
+    one retrain (and so by every model warm-started from it) is never held out by the next one,
+    which sees a larger export. The price: the slice's size varies around ``fraction`` of the notes,
+    and a slice below ``min_notes`` is refused rather than topped up (topping up would move notes
+    that earlier retrains trained on). Not stratified by code on purpose: a simple random sample of
+    the reviewed notes is what Learn-then-Test's exchangeability with future notes asks for.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < float(fraction) < 1:
+        raise ConfigError(f"holdout.fraction={fraction!r} is not in (0, 1)",
+                          hint="the share of reviewed notes held out to certify, e.g. 0.3")
+    if isinstance(min_notes, bool) or not isinstance(min_notes, int) or min_notes < 1:
+        raise ConfigError(f"holdout.min_notes={min_notes!r} is not an integer >= 1", hint="e.g. holdout.min_notes=20")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"holdout.seed={seed!r} is not an integer", hint="keep the same seed across retrains, e.g. 0")
+    unique = sorted({str(i) for i in ids})
+    if len(unique) != len(ids):
+        raise DataError(f"{source}: {len(ids) - len(unique)} duplicate note ids",
+                        hint="export one bundle's reviews (scripts/review.py action=export export_bundle=<id>)")
+    n = len(unique)
+    if n <= min_notes:
+        raise DataError(f"{source}: {n} reviewed notes, all needed for the held-out minimum "
+                        f"holdout.min_notes={min_notes}: none would be left to train on",
+                        hint="review more notes before retraining (or lower holdout.min_notes knowingly)")
+    held = [i for i in unique if _holdout_draw(i, seed) < float(fraction)]
+    train = [i for i in unique if _holdout_draw(i, seed) >= float(fraction)]
+    if len(held) < min_notes:
+        raise DataError(f"{source}: {len(held)} of {n} reviewed notes fall in the held-out slice "
+                        f"(holdout.fraction={fraction}, holdout.seed={seed}), fewer than holdout.min_notes={min_notes}",
+                        hint="review more notes before retraining; the slice is fixed per note, so it is not topped up")
+    if not train:
+        raise DataError(f"{source}: all {n} reviewed notes fall in the held-out slice (holdout.fraction={fraction})",
+                        hint="review more notes, or lower holdout.fraction")
+    return ReviewedSplit(tuple(held), tuple(train), float(fraction), int(min_notes), int(seed))
+
+
+def _select_rows(data: Any, keep: Sequence[bool]) -> Any:
+    return data.select([i for i, k in enumerate(keep) if k])
+
+
+def certify_on_reviewed(splits: Mapping[str, Any], reviewed: Any, split: ReviewedSplit, *, tuning: str,
+                        fraction: float, seed: int, source: str = "reviewed") -> dict[str, Any]:
+    """``splits`` re-partitioned for a candidate retrained on reviewed notes (design ``reviewed``).
+
+    ``tuning`` (a carve design) first gives the tuning ``dev`` as the recipe would
+    (:func:`carve_certification`); the certify split that carve made is dropped (its notes neither
+    train nor certify the candidate). Then the reviewed notes of ``split.train`` join ``train``
+    (a reviewed note already in train or the tuning dev, by id or by text, replaces that copy: the
+    reviewed codes are the newer labels), ``split.held_out`` becomes ``certify``, and ``test`` is
+    untouched.
+
+    Refused (one-line ``DataError``): a held-out note that is also a train or tuning-dev note, and a
+    reviewed training note that is also a test note (by id or text). The certify split is checked
+    disjoint from everything that trains or tunes, by id and by text, before it is returned.
+    """
+    if tuning not in CARVE_DESIGNS:
+        raise ConfigError(f"certification.tuning={tuning!r} is not a carve design",
+                          hint=f"the recipe's own design for the tuning dev: one of {', '.join(CARVE_DESIGNS)}")
+    base = carve_certification(splits, tuning, fraction=fraction, seed=seed)
+    base.pop(CERTIFY_SPLIT, None)
+    for name in SPLITS:
+        if name not in base:
+            raise ConfigError(f"certification.design={REVIEWED_DESIGN}: the corpus has no {name!r} split",
+                              hint="train, dev and test are needed")
+    rows = {str(i): (str(t), list(c)) for i, t, c in zip(reviewed["id"], reviewed["text"], reviewed["codes"],
+                                                         strict=True)}
+    missing = [i for i in (*split.held_out, *split.train) if i not in rows]
+    if missing or len(rows) != len(split.held_out) + len(split.train):
+        raise DataError(f"{source}: the reviewed notes changed since they were split ({len(missing)} ids missing)",
+                        hint="split the notes of this file again (scripts/retrain.py)")
+    held_ids, held_texts = set(split.held_out), {text_sha256(rows[i][0]) for i in split.held_out}
+    train_ids, train_texts = set(split.train), {text_sha256(rows[i][0]) for i in split.train}
+
+    def hits(data: Any, ids: set[str], texts: set[str]) -> list[bool]:
+        return [str(i) in ids or text_sha256(str(t)) in texts for i, t in zip(data["id"], data["text"], strict=True)]
+
+    for name in ("train", "dev"):
+        n = sum(hits(base[name], held_ids, held_texts))
+        if n:
+            raise DataError(f"{source}: {n} held-out reviewed notes are also {name} notes of the corpus (same id or "
+                            "text); certifying on them would certify on notes the candidate trained or tuned on",
+                            hint="leave those notes out of the export, or change holdout.seed for a fresh corpus")
+    n = sum(hits(base["test"], train_ids, train_texts))
+    if n:
+        raise DataError(f"{source}: {n} reviewed training notes are also test notes of the corpus (same id or text)",
+                        hint="leave those notes out of the export: test is never trained on")
+    out = dict(base)
+    for name in ("train", "dev"):
+        out[name] = _select_rows(base[name], [not h for h in hits(base[name], train_ids, train_texts)])
+    train = out["train"]
+    out["train"] = build_dataset([*map(str, train["id"]), *split.train],
+                                 [*train["text"], *(rows[i][0] for i in split.train)],
+                                 [*map(list, train["codes"]), *(rows[i][1] for i in split.train)])
+    out[CERTIFY_SPLIT] = build_dataset(list(split.held_out), [rows[i][0] for i in split.held_out],
+                                       [rows[i][1] for i in split.held_out])
+    check_certify_disjoint(out)
+    return out
+
+
+def check_certify_disjoint(splits: Mapping[str, Any]) -> None:
+    """Raise ``RuntimeError`` if a ``certify`` note (by id or text) is also a ``train`` or ``dev``
+    note: belt and braces behind :func:`certify_on_reviewed`'s refusals (a bug, not bad input)."""
+    cert = splits[CERTIFY_SPLIT]
+    ids = {str(i) for i in cert["id"]}
+    texts = {text_sha256(str(t)) for t in cert["text"]}
+    for name in ("train", "dev"):
+        data = splits[name]
+        if ids & {str(i) for i in data["id"]} or texts & {text_sha256(str(t)) for t in data["text"]}:
+            raise RuntimeError(f"the certify split shares notes with {name}: it would certify on notes it fitted")

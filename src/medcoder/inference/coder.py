@@ -22,6 +22,13 @@ from transformers import PreTrainedTokenizerBase
 from medcoder.calibration.calibrators import BaseCalibrator, calibrator_from_dict
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, ConfigError, DataError
+from medcoder.inference.audit_status import (
+    DEFAULT_AUDIT_STATUS_TTL_S,
+    AuditState,
+    FileStatusSource,
+    StatusSource,
+    registry_status_source,
+)
 from medcoder.inference.bundle import Manifest, read_manifest, verify_bundle
 from medcoder.inference.prediction import CodePrediction, DocumentPrediction, text_sha256
 from medcoder.modeling import MedCoderForICDCoding
@@ -121,7 +128,7 @@ def score_for_routing(scorer: HybridScorer, notes: Sequence[str], *, evidence_to
 
 
 def routing_inputs(policy: RoutingPolicy, label_space: LabelSpace, scored: ScoredNotes,
-                   probs: np.ndarray) -> RoutingInputs:
+                   probs: np.ndarray, *, hold: str | None = None) -> RoutingInputs:
     """What ``policy`` routes for scored notes with calibrated ``probs``: the one builder of
     :class:`RoutingInputs` for Learn-then-Test, calibration's test evaluation and ``Coder.predict``.
 
@@ -129,9 +136,13 @@ def routing_inputs(policy: RoutingPolicy, label_space: LabelSpace, scored: Score
     computed for the policy's predicted codes (:meth:`RoutingPolicy.predicted_mask`). That set is
     fixed once the decision threshold is fitted, before τ is certified; every code the policy can
     accept is in it, so the flag is exact for the accepted set whatever τ certification picks.
+
+    ``hold`` (``Coder.predict`` only, from the bundle's audit status) sends every predicted code to
+    review with that reason; calibration never passes one.
     """
     flags = note_flags(scored.fused, policy.predicted_mask(probs, scored.empty))
-    return RoutingInputs(probs, label_space.codes, label_space.frequency, scored.truncated, scored.empty, flags)
+    return RoutingInputs(probs, label_space.codes, label_space.frequency, scored.truncated, scored.empty, flags,
+                         hold=hold)
 
 
 class Coder:
@@ -143,6 +154,10 @@ class Coder:
 
     #: Longer notes are cut and flagged ``truncated`` (None: no limit); set per instance to change.
     max_note_chars: int | None = DEFAULT_MAX_NOTE_CHARS
+    #: How stale a registry (``models:/``) audit status may be, in seconds; a status file beside a
+    #: bundle folder is checked on every call whatever this says. Set per instance or with
+    #: ``Coder.load(..., audit_status_ttl_s=...)``.
+    audit_status_ttl_s: float = DEFAULT_AUDIT_STATUS_TTL_S
 
     def __init__(
         self,
@@ -154,6 +169,7 @@ class Coder:
         bundle_id: str = "unbundled",
         manifest: Manifest | None = None,
         bundle_dir: Path | None = None,
+        status_source: StatusSource | None = None,
     ) -> None:
         if not isinstance(scorer, HybridScorer):
             scorer = HybridScorer({scorer.name: scorer}, None, _frequencies(label_space))
@@ -168,6 +184,9 @@ class Coder:
         self.bundle_id = bundle_id
         self.manifest = manifest
         self.bundle_dir = bundle_dir
+        #: Where the bundle's audit status comes from (None: no status, e.g. an in-memory coder).
+        self.status_source = status_source
+        self._reported: set[tuple[str, str]] = set()  # problems / suspensions already logged once
 
     @classmethod
     def from_model(cls, model: MedCoderForICDCoding, tokenizer: PreTrainedTokenizerBase, label_space: LabelSpace,
@@ -188,7 +207,8 @@ class Coder:
 
     # -- loading ----------------------------------------------------------------------------------
     @classmethod
-    def load(cls, bundle: str | Path, *, device: str = "cpu", verify: bool = True) -> Coder:
+    def load(cls, bundle: str | Path, *, device: str = "cpu", verify: bool = True,
+             audit_status_ttl_s: float | None = None) -> Coder:
         """Load and verify a bundle (path or ``models:/name@alias``); see :mod:`.bundle`.
 
         The model and tokenizer are loaded by concrete class with ``trust_remote_code=False``
@@ -198,7 +218,15 @@ class Coder:
         tag names. A manifest ``quantization`` (e.g. ``dynamic-int8``, written by ``scripts/export.py
         quantize=int8``) is applied to the stored fp32 weights here, and the bundle's calibration
         must say it was fitted for the same quantisation.
+
+        The bundle's audit status source is attached here (see :meth:`audit_state`): the status
+        file beside a bundle folder, or the registry tag of a ``models:/`` bundle's version (read
+        through :data:`~medcoder.inference.audit_status.READER_GROUP`, at most every
+        ``audit_status_ttl_s`` seconds, default :data:`~medcoder.inference.audit_status.
+        DEFAULT_AUDIT_STATUS_TTL_S`). ``runs:/`` and other MLflow URIs have no status.
         """
+        if audit_status_ttl_s is not None:
+            _check_ttl(audit_status_ttl_s)
         root, manifest = _resolve_bundle(bundle)
         if verify and manifest is None:
             manifest = verify_bundle(root)
@@ -226,8 +254,18 @@ class Coder:
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"{root}: cannot load the model ({str(exc).splitlines()[0]})",
                               hint="re-export the bundle") from exc
-        return cls(scorer, label_space, calibrator, policy, bundle_id=parsed.bundle_id, manifest=manifest,
-                   bundle_dir=root)
+        text = str(bundle)
+        if text.startswith("models:/"):
+            source: StatusSource | None = registry_status_source(text, parsed.bundle_id)
+        elif text.startswith(MLFLOW_PREFIXES):
+            source = None  # a run's artifact has no registry version to carry a status
+        else:
+            source = FileStatusSource(root, parsed.bundle_id)
+        coder = cls(scorer, label_space, calibrator, policy, bundle_id=parsed.bundle_id, manifest=manifest,
+                    bundle_dir=root, status_source=source)
+        if audit_status_ttl_s is not None:
+            coder.audit_status_ttl_s = float(audit_status_ttl_s)
+        return coder
 
     @property
     def quantization(self) -> str | None:
@@ -238,6 +276,32 @@ class Coder:
     @property
     def codeset_fy(self) -> int | None:
         return self.label_space.codeset_fy
+
+    # -- audit status -----------------------------------------------------------------------------
+    def audit_state(self) -> AuditState:
+        """The bundle's audit status now, as ``predict`` sees it (asked on every call).
+
+        A suspension (``audit_alarm``) and an untrustworthy status (``audit_status_unreadable``:
+        fail closed) are each logged once per distinct status or problem, not once per call: a
+        server answering thousands of requests must not bury its log, and one line says what to do.
+        """
+        if self.status_source is None:
+            return AuditState()
+        _check_ttl(self.audit_status_ttl_s)
+        state = self.status_source.current(ttl_s=float(self.audit_status_ttl_s))
+        if state.problem is not None:
+            self._report(("problem", state.problem), "bundle %s: %s; every code goes to review "
+                         "(audit_status_unreadable) until it can be read", self.bundle_id, state.problem)
+        elif state.status is not None and state.status.suspended:
+            self._report(("suspended", str(state.status.since)),
+                         "bundle %s: auto-accept is suspended (%s, since %s): every code goes to review "
+                         "(audit_alarm) until an admin lifts it", self.bundle_id, state.where, state.status.since)
+        return state
+
+    def _report(self, key: tuple[str, str], msg: str, *args: Any) -> None:
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning(msg, *args)
 
     # -- prediction -------------------------------------------------------------------------------
     def predict(
@@ -265,6 +329,11 @@ class Coder:
         included, is applied by the policy on inputs from :func:`routing_inputs`, the builder
         calibration certifies with; ``evidence_top_k=0`` computes no evidence, so nothing is
         auto-accepted.
+
+        The bundle's audit status is asked on every call (:meth:`audit_state`): while it is
+        suspended every predicted code goes to review with ``audit_alarm``; while it exists but
+        cannot be trusted, with ``audit_status_unreadable`` (fail closed). Probabilities, evidence
+        and the audit fields are unchanged.
         """
         if evidence_top_k is None:
             evidence_top_k = self.policy.evidence_top_k
@@ -295,7 +364,8 @@ class Coder:
                                    progress=show, max_note_chars=limit)
         fused, truncated, empty = scored.fused, scored.truncated, scored.empty
         probs = self.calibrator.transform(fused.logits)
-        routed = self.policy.route(routing_inputs(self.policy, self.label_space, scored, probs))
+        hold = self.audit_state().hold  # asked after scoring: the freshest status decides
+        routed = self.policy.route(routing_inputs(self.policy, self.label_space, scored, probs, hold=hold))
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         index = self.label_space.index
         out = []
@@ -379,6 +449,13 @@ def _check_calibration_fits(calibrator: BaseCalibrator, policy: RoutingPolicy, n
         calibrator.transform(np.zeros((1, n_codes)))
     except RuntimeError as exc:  # not fitted (an empty ``state``)
         raise BundleError(f"{where}calibrator ({calibrator.name}) has no fitted state", hint=hint) from exc
+
+
+def _check_ttl(value: Any) -> None:
+    """``audit_status_ttl_s`` is a finite number of seconds >= 0 (0: ask the registry every call)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value < 0:
+        raise ConfigError(f"audit_status_ttl_s={value!r} is not valid",
+                          hint="seconds >= 0 a registry audit status may be cached (default 60; 0: every call)")
 
 
 def _frequencies(label_space: LabelSpace) -> np.ndarray:

@@ -63,12 +63,16 @@ class _EventRow:
         self.evidence = json.loads(row.evidence) if row.evidence else None
 
 
-def iter_notes(conn: Connection, *, submitted_only: bool, bundle_id: str | None) -> Iterator[NoteRecord]:
-    """Notes in import order with codes and replayed events, read in chunks."""
+def iter_notes(conn: Connection, *, submitted_only: bool, bundle_id: str | None,
+               first_round_only: bool = False) -> Iterator[NoteRecord]:
+    """Notes in import order with codes and replayed events, read in chunks; with
+    ``first_round_only`` without the second reviews of double-reviewed notes."""
     n, e = m.notes, m.events
     last_id = 0
     while True:
         stmt = select(n).where(n.c.id > last_id)
+        if first_round_only:
+            stmt = stmt.where(n.c.review_round == 1)
         if submitted_only:
             stmt = stmt.where(n.c.submitted_at.is_not(None))
         if bundle_id:
@@ -93,10 +97,12 @@ def iter_notes(conn: Connection, *, submitted_only: bool, bundle_id: str | None)
 
 
 def write_labels(conn: Connection, path: Path, *, bundle_id: str | None) -> int:
-    """Submitted notes as ``{id, text, codes}`` lines; returns the number written."""
+    """Submitted notes as ``{id, text, codes}`` lines; returns the number written. Each note once,
+    from its first review: a second review (double review) measures agreement, and two label sets
+    of one note would weigh it twice in training."""
     count = 0
     with atomic_open(path, "w", encoding="utf-8") as fh:
-        for rec in iter_notes(conn, submitted_only=True, bundle_id=bundle_id):
+        for rec in iter_notes(conn, submitted_only=True, bundle_id=bundle_id, first_round_only=True):
             codes = rec.state.final_codes([(x.code, x.decision) for x in rec.codes])
             fh.write(json.dumps({"id": rec.note.note_id, "text": rec.note.text, "codes": codes},
                                 ensure_ascii=False) + "\n")

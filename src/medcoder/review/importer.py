@@ -13,13 +13,17 @@ in one queue would each corrupt them silently. So:
 * one transaction writes everything; a note already present with the same ``input_sha256`` and
   policy is left as it is (re-importing the same file changes nothing), one present with other
   text is refused;
-* rows are written in bulk (``executemany`` in chunks): 100,000 notes in well under a minute.
+* rows are written in bulk (``executemany`` in chunks): 100,000 notes in well under a minute;
+* the blind audit sample and the double-review draw (:mod:`medcoder.review.audit`) are drawn over
+  the newly imported notes and recorded in the same transaction, so re-importing a file draws
+  nothing new.
 
 Messages name the file, line, field and note id, never note text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -35,9 +39,10 @@ from sqlalchemy.engine import Connection
 from medcoder.data.tabular import iter_unlabeled
 from medcoder.errors import DataError
 from medcoder.review import models as m
+from medcoder.review.audit import AuditPlan, draw_indices, n_to_draw, twin_id, write_draw
 from medcoder.review.codes import normalise_code
 
-__all__ = ["ParsedNote", "note_key", "read_notes", "read_predictions", "write_import"]
+__all__ = ["ImportWrite", "ParsedNote", "note_key", "read_notes", "read_predictions", "write_import"]
 
 DECISIONS = ("auto_accept", "human_review")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -66,6 +71,9 @@ class ParsedNote:
     truncated: bool
     codes: list[dict[str, Any]] = field(default_factory=list)
     text: str = ""
+    audit: bool = False
+    review_round: int = 1
+    twin_of: str | None = None
 
     @property
     def key(self) -> str:
@@ -299,10 +307,43 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ImportWrite:
+    """What :func:`write_import` wrote: the new (first-round) notes, how many were present
+    unchanged, and how many notes were drawn for audit and for a second review."""
+
+    new: list[ParsedNote]
+    unchanged: int
+    n_audit: int = 0
+    n_double: int = 0
+
+
+def _draw(parsed: list[ParsedNote], new: list[ParsedNote], present: Mapping[str, Any], plan: AuditPlan,
+          file_sha: str) -> tuple[list[ParsedNote], list[ParsedNote], int, int]:
+    """Mark the audit sample on ``new`` and build the second-review twins; returns the audited
+    notes, the twins and the two eligible counts."""
+    for note in new:  # a retried transaction draws again from scratch
+        note.audit = False
+    eligible = [note for note in new if any(c["decision"] == "auto_accept" for c in note.codes)]
+    picked = draw_indices(len(eligible), n_to_draw(plan.audit_rate, len(eligible), plan.min_audit),
+                          seed=plan.audit_seed, file_sha256=file_sha, kind="audit")
+    audited = [eligible[i] for i in picked]
+    for note in audited:
+        note.audit = True
+    taken = set(present) | {note.note_id for note in parsed}
+    double = [note for note in new if any(c["decision"] == "human_review" for c in note.codes)
+              and twin_id(note.note_id) not in taken and len(twin_id(note.note_id)) <= m.ID_LEN]
+    picked = draw_indices(len(double), n_to_draw(plan.double_review_rate, len(double), 0),
+                          seed=plan.audit_seed, file_sha256=file_sha, kind="double")
+    twins = [dataclasses.replace(double[i], note_id=twin_id(double[i].note_id), audit=False, review_round=2,
+                                 twin_of=double[i].key) for i in picked]
+    return audited, twins, len(eligible), len(double)
+
+
 def write_import(conn: Connection, parsed: list[ParsedNote], *, predictions: Path, now: datetime,
-                 for_update: bool) -> tuple[list[ParsedNote], int]:
+                 for_update: bool, plan: AuditPlan | None = None) -> ImportWrite:
     """Write the notes of ``parsed`` that are not in the store yet (one transaction, the
-    caller's); return them and the number already present unchanged."""
+    caller's), with the audit and double-review draws of ``plan`` (none when None)."""
     first = parsed[0]
     bundle_id = first.bundle_id
     stmt = select(m.bundles.c.codeset_fy).where(m.bundles.c.bundle_id == bundle_id)
@@ -331,28 +372,36 @@ def write_import(conn: Connection, parsed: list[ParsedNote], *, predictions: Pat
                             "already in the store with another input_sha256 or policy_version",
                             hint="a note predicted again from new text needs its own id; nothing was imported")
     if not new:
-        return new, unchanged
+        return ImportWrite(new, unchanged)
+    plan = plan or AuditPlan(audit_rate=0.0)
+    file_sha = file_sha256(predictions)
+    audited, twins, n_eligible, n_double_eligible = _draw(parsed, new, present, plan, file_sha)
     if existing_fy is None:
         conn.execute(insert(m.bundles).values(bundle_id=bundle_id, codeset_fy=first.codeset_fy, created_at=now))
     import_id = conn.execute(insert(m.imports).values(
         bundle_id=bundle_id, file_name=str(Path(predictions).resolve())[:4000],
-        file_sha256=file_sha256(predictions), at=now,
+        file_sha256=file_sha, at=now,
         n_notes=len(parsed), n_imported=len(new),
     )).inserted_primary_key[0]
-    for start in range(0, len(new), _CHUNK):
-        _write_chunk(conn, new[start:start + _CHUNK], import_id)
+    rows = new + twins
+    for start in range(0, len(rows), _CHUNK):
+        _write_chunk(conn, rows[start:start + _CHUNK], import_id)
+    write_draw(conn, import_id=import_id, bundle_id=bundle_id, kind="audit", plan=plan, n_eligible=n_eligible,
+               note_keys=[note.key for note in audited], now=now)
+    write_draw(conn, import_id=import_id, bundle_id=bundle_id, kind="double", plan=plan,
+               n_eligible=n_double_eligible, note_keys=[note.twin_of or "" for note in twins], now=now)
     if conn.dialect.name == "postgresql":
         # fresh statistics for the queue's planner (a sample: ~1 s at 100,000 notes), in this
         # transaction, so the first queue page after an import does not wait for autovacuum;
         # without them PostgreSQL guesses a broad filter rare and reads all of it (see .queue)
         conn.exec_driver_sql(f"ANALYZE {m.notes.name}, {m.note_codes.name}, {m.note_reasons.name}")
-    return new, unchanged
+    return ImportWrite(new, unchanged, len(audited), len(twins))
 
 
 _NOTE_COLUMNS = (
     "note_key", "bundle_id", "note_id", "import_id", "codeset_fy", "policy_version", "input_sha256", "text",
     "codes_json", "document_decision", "predicted_at", "truncated", "n_codes", "n_routed", "status", "version",
-    "n_decided",
+    "n_decided", "audit", "review_round", "twin_of",
 )
 _CODE_COLUMNS = ("note_key", "code", "decision", "probability")
 _REASON_COLUMNS = ("note_key", "reason")
@@ -377,7 +426,8 @@ def _write_chunk(conn: Connection, chunk: list[ParsedNote], import_id: int) -> N
         note_rows.append((
             key, note.bundle_id, note.note_id, import_id, note.codeset_fy, note.policy_version, note.input_sha256,
             note.text, json.dumps(note.codes, separators=(",", ":")), note.document_decision, note.timestamp,
-            note.truncated, len(note.codes), len(routed), "open", 0, 0,
+            note.truncated, len(note.codes), len(routed), "open", 0, 0, note.audit, note.review_round,
+            note.twin_of,
         ))
         code_rows.extend((key, c["code"], c["decision"], c["probability"]) for c in note.codes)
         reasons = {r[:64] for c in routed for r in c["reasons"]} | {r[:64] for r in note.document_reasons}

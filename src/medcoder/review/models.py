@@ -17,6 +17,10 @@ team's PostgreSQL database can also hold MLflow's tables without a name clash.
   rather than 8 wide ones.
 * leases (``holder``/``lease_token``/``lease_expires``) and login throttling are working state,
   not decisions, so they are ordinary mutable columns.
+* the audit loop (revision 0003): ``review_audit_events`` (blind verdicts) and
+  ``review_audit_lifts`` are append-only like ``review_events``, because a bundle's suspension is
+  recomputed from them; ``review_audit_draws`` records each import's seeded draws; a second review
+  (double review) is a ``review_notes`` row of its own (``review_round`` 2, ``twin_of``).
 """
 
 from __future__ import annotations
@@ -38,14 +42,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "VERSION_TABLE", "UTCDateTime", "bundles", "events", "imports", "login_failures", "metadata",
-    "note_codes", "note_reasons", "notes", "users",
+    "VERSION_TABLE", "UTCDateTime", "audit_draws", "audit_events", "audit_lifts", "bundles", "code_frequency",
+    "events", "imports", "login_failures", "metadata", "note_codes", "note_reasons", "notes", "users",
 ]
 
 VERSION_TABLE = "review_alembic_version"
@@ -86,6 +91,9 @@ bundles = Table(
     Column("bundle_id", String(ID_LEN), primary_key=True),
     Column("codeset_fy", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # the certified guarantee the audit monitor checks (revision 0003; set by the workflow)
+    Column("target_precision", Float, nullable=True),
+    Column("delta", Float, nullable=True),
 )
 
 imports = Table(
@@ -126,10 +134,18 @@ notes = Table(
     Column("holder", String(64), nullable=True),
     Column("lease_token", String(64), nullable=True),
     Column("lease_expires", UTCDateTime, nullable=True),
+    # audit sample and double review (revision 0003): ``audit`` = drawn into the blind audit
+    # sample; a second, independent review is its own note row (``review_round`` 2, note id
+    # ``<id>#2``) whose ``twin_of`` is the first review's note_key
+    Column("audit", Boolean, nullable=False, server_default=false()),
+    Column("review_round", Integer, nullable=False, server_default="1"),
+    Column("twin_of", String(32), nullable=True),
     UniqueConstraint("bundle_id", "note_id", name="uq_review_notes_bundle_note"),
     Index("ix_review_notes_bundle", "bundle_id", "id"),
     Index("ix_review_notes_bundle_status", "bundle_id", "status", "id"),
     Index("ix_review_notes_status", "status", "id"),
+    Index("ix_review_notes_audit", "bundle_id", "audit", "id"),
+    Index("ix_review_notes_twin_of", "twin_of"),
 )
 
 note_codes = Table(
@@ -191,4 +207,63 @@ login_failures = Table(
     Column("failures", Integer, nullable=False),
     Column("first_at", UTCDateTime, nullable=False),
     Column("locked_until", UTCDateTime, nullable=True),
+)
+
+
+audit_draws = Table(
+    # one row per import and kind ("audit": the blind audit sample, "double": the notes given a
+    # second review): what was drawn, from how many, with which seed, so a draw can be re-derived
+    "review_audit_draws", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("import_id", Integer, ForeignKey("review_imports.id"), nullable=False),
+    Column("bundle_id", String(ID_LEN), ForeignKey("review_bundles.bundle_id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("seed", BigInteger, nullable=False),
+    Column("rate", Float, nullable=False),
+    Column("min_per_import", Integer, nullable=False),
+    Column("n_eligible", Integer, nullable=False),
+    Column("n_drawn", Integer, nullable=False),
+    Column("note_keys", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("import_id", "kind", name="uq_review_audit_draws_import_kind"),
+)
+
+audit_events = Table(
+    # append-only (triggers refuse UPDATE/DELETE, and TRUNCATE on PostgreSQL): one blind verdict
+    # per auto-accepted code of an audited note
+    "review_audit_events", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("bundle_id", String(ID_LEN), nullable=False),
+    Column("note_key", String(32), ForeignKey("review_notes.note_key"), nullable=False),
+    Column("code", String(CODE_LEN), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("replaced_by", String(CODE_LEN), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("username", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("codeset_fy", Integer, nullable=True),
+    Column("policy_version", String(ID_LEN), nullable=False),
+    Column("input_sha256", String(64), nullable=False),
+    UniqueConstraint("note_key", "code", name="uq_review_audit_events_note_code"),
+    Index("ix_review_audit_events_bundle", "bundle_id", "id"),
+)
+
+audit_lifts = Table(
+    # append-only: an admin's lift of a suspension; the audited stream restarts after
+    # ``last_audit_event_id``
+    "review_audit_lifts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("bundle_id", String(ID_LEN), ForeignKey("review_bundles.bundle_id"), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("last_audit_event_id", BigInteger, nullable=False),
+)
+
+code_frequency = Table(
+    # training frequency of each code of a bundle (its labels.json), for the agreement reports
+    "review_code_frequency", metadata,
+    Column("bundle_id", String(ID_LEN), ForeignKey("review_bundles.bundle_id"), primary_key=True),
+    Column("code", String(CODE_LEN), primary_key=True),
+    Column("n", Integer, nullable=False),
 )

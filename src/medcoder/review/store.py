@@ -31,6 +31,7 @@ from medcoder.codesets import CodeSet, dotless, dotted, load_codeset
 from medcoder.errors import ConfigError
 from medcoder.review import export as ex
 from medcoder.review import models as m
+from medcoder.review.audit import AUDIT_ROLES, VERDICTS, AuditPlan
 from medcoder.review.codes import CodesetLoader, code_index, excludes1_conflicts, shown
 from medcoder.review.codes import normalise_code as _normalise
 from medcoder.review.db import Database
@@ -43,7 +44,8 @@ from medcoder.review.errors import (
     ReviewError,
 )
 from medcoder.review.events import ACTIONS, NoteState, replay
-from medcoder.review.importer import read_notes, read_predictions, write_import
+from medcoder.review.importer import ImportWrite, read_notes, read_predictions, write_import
+from medcoder.review.monitor import DEFAULT_N_OPT, EvidenceRule, evidence_warnings, monitor
 from medcoder.review.queue import queue_page
 from medcoder.review.users import (
     DECIDING_ROLES,
@@ -53,7 +55,25 @@ from medcoder.review.users import (
     check_role,
     check_username,
 )
-from medcoder.review.views import CodeView, Event, ImportResult, Lease, NoteView, QueuePage, User
+from medcoder.review.views import (
+    AuditCode,
+    AuditEvent,
+    AuditItem,
+    AuditLift,
+    AuditPoint,
+    AuditState,
+    AuditVerdict,
+    AuditView,
+    CodeView,
+    DoubleReviewPair,
+    Event,
+    ImportResult,
+    Lease,
+    NoteView,
+    QueuePage,
+    RoutedOutcome,
+    User,
+)
 
 __all__ = ["ReviewStore"]
 
@@ -264,10 +284,20 @@ class ReviewStore:
 
     # -- import -----------------------------------------------------------------------------
     def import_predictions(self, predictions: str | Path, notes: str | Path | Mapping[str, str], *,
-                           codeset_loader: CodesetLoader | None = None) -> ImportResult:
+                           codeset_loader: CodesetLoader | None = None, audit_rate: float = 0.05,
+                           audit_seed: int = 0, min_audit: int = 1,
+                           double_review_rate: float = 0.0) -> ImportResult:
         """Import a predictions file and its notes in one transaction (see
         :mod:`medcoder.review.importer`). ``codeset_loader`` replaces the store's loader of
-        fiscal-year code sets (for a year loaded from a user's order file)."""
+        fiscal-year code sets (for a year loaded from a user's order file).
+
+        In the same transaction, ``audit_rate`` of the new notes with an auto-accepted code (at
+        least ``min_audit``; 0 draws none) go into the blind audit sample, and
+        ``double_review_rate`` of those with a routed code get a second, independent review;
+        both draws are seeded by ``audit_seed`` and the file's sha256 and recorded
+        (``review_audit_draws``)."""
+        plan = AuditPlan(audit_rate=audit_rate, audit_seed=audit_seed, min_audit=min_audit,
+                         double_review_rate=double_review_rate)
         predictions = Path(predictions)
         if codeset_loader is not None:
             self._loader = codeset_loader
@@ -276,18 +306,21 @@ class ReviewStore:
         read_notes(parsed, notes if isinstance(notes, Mapping) else Path(notes), predictions)
         now = self._now()
 
-        def write(conn: Connection) -> tuple[list[Any], int]:
-            return write_import(conn, parsed, predictions=predictions, now=now, for_update=self._db.for_update())
+        def write(conn: Connection) -> ImportWrite:
+            return write_import(conn, parsed, predictions=predictions, now=now, for_update=self._db.for_update(),
+                                plan=plan)
 
         try:
-            new, unchanged = self._db.run(write, write=True)
+            done = self._db.run(write, write=True)
         except IntegrityError:  # another process imported the same bundle at the same moment
-            new, unchanged = self._db.run(write, write=True)
+            done = self._db.run(write, write=True)
+        new, unchanged = done.new, done.unchanged
         n_routed = sum(1 for note in new for c in note.codes if c["decision"] == "human_review")
-        result = ImportResult(parsed[0].bundle_id, len(parsed), len(new), unchanged, n_routed)
-        log.info("imported %s: bundle %s, %d notes (%d new, %d unchanged), %d routed codes",
-                 predictions.name, result.bundle_id, result.n_notes, result.n_imported, result.n_unchanged,
-                 result.n_routed_codes)
+        result = ImportResult(parsed[0].bundle_id, len(parsed), len(new), unchanged, n_routed,
+                              n_audit=done.n_audit, n_double=done.n_double)
+        log.info("imported %s: bundle %s, %d notes (%d new, %d unchanged), %d routed codes, %d drawn for audit, "
+                 "%d for a second review", predictions.name, result.bundle_id, result.n_notes, result.n_imported,
+                 result.n_unchanged, result.n_routed_codes, result.n_audit, result.n_double)
         return result
 
     def warm(self) -> None:
@@ -375,6 +408,7 @@ class ReviewStore:
 
         def take(conn: Connection) -> Lease:
             note = self._note_row(conn, note_key, lock=True)
+            self._check_independent(conn, note, user)
             if note.submitted_at is not None:
                 raise LeaseError(f"note {note_key} was already submitted by {note.submitted_by}",
                                  hint="an admin can correct it")
@@ -409,6 +443,29 @@ class ReviewStore:
         if note.lease_expires is None or note.lease_expires <= now:
             raise LeaseError(f"your lease on note {note.note_key} expired at {note.lease_expires:%H:%M:%S} UTC; "
                              "your decision was not saved", hint="claim the note again, then redo the decision")
+
+    @staticmethod
+    def _rounds(conn: Connection, note: Any) -> list[str]:
+        """The note keys of every review of one note: the first review and its second ones."""
+        first = note.twin_of or note.note_key
+        twins = conn.execute(select(m.notes.c.note_key).where(m.notes.c.twin_of == first)).scalars()
+        return [first, *twins]
+
+    def _check_independent(self, conn: Connection, note: Any, user: User) -> None:
+        """A reviewer who audited the note, or who reviewed its other round (double review), may
+        not review it: the audit and the second review are only evidence if they are another
+        person's."""
+        rounds = self._rounds(conn, note)
+        ae, ev = m.audit_events, m.events
+        if conn.execute(select(ae.c.id).where(ae.c.note_key.in_(rounds), ae.c.username == user.username)
+                        .limit(1)).first() is not None:
+            raise ReviewError(f"{user.username} audited note {note.note_key}; a reviewer must be another person "
+                              "than its auditor", hint="leave this note to another reviewer")
+        others = [k for k in rounds if k != note.note_key]
+        if others and conn.execute(select(ev.c.id).where(ev.c.note_key.in_(others),
+                                                         ev.c.username == user.username).limit(1)).first():
+            raise ReviewError(f"{user.username} reviewed the other round of note {note.note_key}; a second "
+                              "review must be another person's", hint="leave this note to another reviewer")
 
     @staticmethod
     def _require_role(user: User, roles: tuple[str, ...], what: str) -> None:
@@ -535,6 +592,7 @@ class ReviewStore:
 
         def write(conn: Connection) -> Event:
             note, codes, state = self._load(conn, note_key, lock=True)
+            self._check_independent(conn, note, user)
             self._check_version_and_lease(note, state, user, lease_token, expected_version, now)
             spans = self._check_evidence(evidence, len(note.text)) if action == "add" else None
             code, before, after = self._change(note, codes, state, action, code_n, new_n)
@@ -594,6 +652,7 @@ class ReviewStore:
 
         def write(conn: Connection) -> Event:
             note, codes, state = self._load(conn, note_key, lock=True)
+            self._check_independent(conn, note, user)
             self._check_version_and_lease(note, state, user, lease_token, expected_version, now)
             undecided = state.undecided([c.code for c in codes if c.decision == "human_review"])
             if undecided:
@@ -684,7 +743,8 @@ class ReviewStore:
         def write(conn: Connection) -> int:
             if bundle_id is None:
                 n = m.notes
-                dup = conn.execute(select(n.c.note_id).where(n.c.submitted_at.is_not(None)).group_by(n.c.note_id)
+                dup = conn.execute(select(n.c.note_id).where(n.c.submitted_at.is_not(None), n.c.review_round == 1)
+                                   .group_by(n.c.note_id)
                                    .having(func.count() > 1).limit(1)).first()
                 if dup is not None:
                     raise ReviewError(f"note id {dup[0]} was reviewed in more than one bundle",
@@ -710,3 +770,299 @@ class ReviewStore:
         count = self._db.run(lambda c: ex.write_events(c, path, lambda r: _event(r).to_dict()), write=False)
         log.info("exported %d events to %s", count, path)
         return count
+
+    # -- the audit loop ---------------------------------------------------------------------------
+    def set_bundle_guarantee(self, bundle_id: str, target: float, delta: float) -> None:
+        """The certified guarantee the audit monitor checks: auto-accepted codes at least
+        ``target`` precise, at level ``delta`` (the bundle's calibration.json)."""
+        for name, value in (("target", target), ("delta", delta)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ReviewError(f"audit {name}={value!r} must be a number strictly between 0 and 1",
+                                  hint="give the bundle's certified target and delta (calibration.json)")
+
+        def write(conn: Connection) -> None:
+            res = conn.execute(update(m.bundles).where(m.bundles.c.bundle_id == bundle_id)
+                               .values(target_precision=float(target), delta=float(delta)))
+            if res.rowcount != 1:
+                raise NotFoundError(f"no bundle {bundle_id!r} in the review store",
+                                    hint="import the bundle's predictions first")
+
+        self._db.run(write, write=True)
+        log.info("bundle %s: audit target %.4g at delta %.4g", bundle_id, target, delta)
+
+    def set_code_frequencies(self, bundle_id: str, frequencies: Mapping[str, int]) -> None:
+        """The training frequency of each code of the bundle (its labels.json), replacing any
+        given before; the agreement reports bin routed codes by it."""
+        rows = []
+        for code, n in frequencies.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ReviewError(f"training frequency of {shown(str(code))} is {n!r}; it must be a whole "
+                                  "number >= 0")
+            rows.append({"bundle_id": bundle_id, "code": normalise_code(code), "n": int(n)})
+        if len({r["code"] for r in rows}) != len(rows):
+            raise ReviewError("training frequencies name one code twice (after normalising its spelling)")
+
+        def write(conn: Connection) -> None:
+            if conn.execute(select(m.bundles.c.bundle_id).where(m.bundles.c.bundle_id == bundle_id)).first() is None:
+                raise NotFoundError(f"no bundle {bundle_id!r} in the review store",
+                                    hint="import the bundle's predictions first")
+            conn.execute(delete(m.code_frequency).where(m.code_frequency.c.bundle_id == bundle_id))
+            if rows:
+                conn.execute(insert(m.code_frequency), rows)
+
+        self._db.run(write, write=True)
+
+    def audit_queue(self, user: User | None = None, bundle_id: str | None = None, limit: int = 50,
+                    offset: int = 0) -> list[AuditItem]:
+        """Notes drawn for audit with auto-accepted codes still without a verdict, in import
+        order; for ``user``, without the notes they reviewed (they may not audit those)."""
+        if user is not None:
+            self._require_role(user, AUDIT_ROLES, "audit codes")
+        n, nc, ae, ev = m.notes, m.note_codes, m.audit_events, m.events
+        n_codes = (select(func.count()).select_from(nc)
+                   .where(nc.c.note_key == n.c.note_key, nc.c.decision == "auto_accept").scalar_subquery())
+        n_audited = select(func.count()).select_from(ae).where(ae.c.note_key == n.c.note_key).scalar_subquery()
+        stmt = select(n.c.note_key, n.c.note_id, n.c.bundle_id, n_codes.label("n_codes"),
+                      n_audited.label("n_audited")).where(n.c.audit.is_(True), n_audited < n_codes)
+        if bundle_id is not None:
+            stmt = stmt.where(n.c.bundle_id == bundle_id)
+        if user is not None:
+            twin = m.notes.alias("twin")
+            stmt = stmt.where(
+                ~select(ev.c.id).where(ev.c.note_key == n.c.note_key, ev.c.username == user.username).exists(),
+                ~select(ev.c.id).join(twin, twin.c.note_key == ev.c.note_key)
+                .where(twin.c.twin_of == n.c.note_key, ev.c.username == user.username).exists())
+        stmt = stmt.order_by(n.c.id).offset(max(0, int(offset))).limit(max(0, min(int(limit), 500)))
+        return self._db.run(lambda c: [AuditItem(r.note_key, r.note_id, r.bundle_id, int(r.n_codes), int(r.n_audited))
+                                       for r in c.execute(stmt)], write=False)
+
+    @staticmethod
+    def _audit_event(row: Any) -> AuditEvent:
+        return AuditEvent(id=int(row.id), bundle_id=row.bundle_id, note_key=row.note_key, code=row.code,
+                          verdict=row.verdict, replaced_by=row.replaced_by, comment=row.comment,
+                          username=row.username, at=row.at, codeset_fy=row.codeset_fy,
+                          policy_version=row.policy_version, input_sha256=row.input_sha256)
+
+    def _audited_note(self, conn: Connection, note_key: str, *, lock: bool = False) -> tuple[Any, list[_Code]]:
+        """The note drawn for audit and its auto-accepted codes, or a ReviewError."""
+        note = self._note_row(conn, note_key, lock=lock)
+        if not note.audit:
+            raise ReviewError(f"note {note_key} was not drawn for audit", hint="pick a note from the audit queue")
+        accepted = [c for c in (_Code(d) for d in json.loads(note.codes_json)) if c.decision == "auto_accept"]
+        return note, accepted
+
+    def audit_view(self, note_key: str, user: User) -> AuditView:
+        """The BLIND audit page of a drawn note: its text, its auto-accepted codes (code and
+        description, sorted by code) and the verdicts so far; nothing of the model's probability,
+        decision, reasons or evidence (see :class:`~medcoder.review.views.AuditView`)."""
+        self._require_role(user, AUDIT_ROLES, "audit codes")
+
+        def read(conn: Connection) -> tuple[Any, list[_Code], list[Any]]:
+            note, accepted = self._audited_note(conn, note_key)
+            ae = m.audit_events
+            return note, accepted, conn.execute(select(ae).where(ae.c.note_key == note_key).order_by(ae.c.id)).all()
+
+        note, accepted, verdicts = self._db.run(read, write=False)
+        codeset = self._codeset_or_none(note.codeset_fy)
+        codes = [AuditCode(c.code, (codeset.description(c.code) if codeset is not None else None) or c.description)
+                 for c in sorted(accepted, key=lambda c: c.code)]
+        return AuditView(note_key=note.note_key, note_id=note.note_id, bundle_id=note.bundle_id, text=note.text,
+                         codes=codes, verdicts=[AuditVerdict(v.code, v.verdict, v.replaced_by, v.username, v.at)
+                                                for v in verdicts])
+
+    def audit(self, note_key: str, user: User, *, code: str, verdict: str, replaced_by: str | None = None,
+              comment: str | None = None) -> AuditEvent:
+        """One blind verdict (``correct`` or ``wrong``; ``replaced_by``: the code that is right
+        instead, billable in the bundle's year) on an auto-accepted code of a note drawn for
+        audit, by an auditor or admin who did not review the note. One verdict per code; the
+        event is append-only."""
+        self._require_role(user, AUDIT_ROLES, "audit codes")
+        if verdict not in VERDICTS:
+            raise ReviewError(f"the verdict given is not one of {', '.join(VERDICTS)}")
+        comment = (comment or "").strip() or None
+        if comment is not None and (len(comment) > MAX_COMMENT or "\x00" in comment):
+            raise ReviewError(f"a comment is at most {MAX_COMMENT} characters, without NUL characters")
+        code_n = normalise_code(code) if code else None
+        if not code_n:
+            raise ReviewError("an audit verdict needs a code")
+        new_n = normalise_code(replaced_by) if replaced_by else None
+        if new_n is not None and verdict != "wrong":
+            raise ReviewError("replaced_by goes with the verdict wrong (the code that is right instead)")
+        if new_n is not None:  # load the year's code set before taking the write lock (seconds, once)
+            self._codeset_or_none(self._db.run(lambda c: self._note_row(c, note_key).codeset_fy, write=False))
+        now = self._now()
+
+        def write(conn: Connection) -> AuditEvent:
+            note, accepted = self._audited_note(conn, note_key, lock=True)
+            match = [c.code for c in accepted if dotless(c.code) == dotless(code_n)]
+            if not match:
+                raise ReviewError(f"audit decision on a code that was not auto-accepted: refused ({shown(code_n)} "
+                                  f"on note {note_key})", hint="audit only the codes the audit page shows")
+            reviewed = conn.execute(select(m.events.c.id).where(m.events.c.note_key.in_(self._rounds(conn, note)),
+                                                                m.events.c.username == user.username)
+                                    .limit(1)).first()
+            if reviewed is not None:
+                raise ReviewError(f"{user.username} reviewed note {note_key}; an auditor must be another person",
+                                  hint="leave this note to another auditor")
+            instead = self._billable(note, new_n) if new_n is not None else None
+            values = dict(bundle_id=note.bundle_id, note_key=note_key, code=match[0], verdict=verdict,
+                          replaced_by=instead, comment=comment, username=user.username, at=now,
+                          codeset_fy=note.codeset_fy, policy_version=note.policy_version,
+                          input_sha256=note.input_sha256)
+            try:
+                with conn.begin_nested():
+                    event_id = conn.execute(insert(m.audit_events).values(**values)).inserted_primary_key[0]
+            except IntegrityError:
+                raise ConflictError(f"code {match[0]} of note {note_key} already has an audit verdict",
+                                    hint="one verdict per code; reload the audit page") from None
+            return AuditEvent(id=int(event_id), **values)
+
+        event = self._db.run(write, write=True)
+        log.info("note %s: audit %s %s by %s", note_key, event.code, verdict, user.username)
+        return event
+
+    def lift(self, bundle_id: str, admin: User, *, reason: str) -> AuditLift:
+        """An admin lifts the bundle's suspension, with a recorded reason: the audited stream
+        restarts after the newest verdict (append-only, like the verdicts)."""
+        self._require_role(admin, ("admin",), "lift a suspension")
+        reason = (reason or "").strip() if isinstance(reason, str) else ""
+        if not reason or len(reason) > MAX_COMMENT or "\x00" in reason:
+            raise ReviewError(f"a lift needs a reason (why), at most {MAX_COMMENT} characters")
+        now = self._now()
+
+        def write(conn: Connection) -> AuditLift:
+            stmt = select(m.bundles.c.bundle_id).where(m.bundles.c.bundle_id == bundle_id)
+            if conn.execute(stmt.with_for_update() if self._db.for_update() else stmt).first() is None:
+                raise NotFoundError(f"no bundle {bundle_id!r} in the review store")
+            last = conn.execute(select(func.max(m.audit_events.c.id))
+                                .where(m.audit_events.c.bundle_id == bundle_id)).scalar_one()
+            values = dict(bundle_id=bundle_id, username=admin.username, reason=reason, at=now,
+                          last_audit_event_id=int(last or 0))
+            lift_id = conn.execute(insert(m.audit_lifts).values(**values)).inserted_primary_key[0]
+            return AuditLift(id=int(lift_id), **values)
+
+        lifted = self._db.run(write, write=True)
+        log.info("bundle %s: audit suspension lifted by %s", bundle_id, admin.username)
+        return lifted
+
+    @staticmethod
+    def _last_lift(conn: Connection, bundle_id: str) -> AuditLift | None:
+        al = m.audit_lifts
+        row = conn.execute(select(al).where(al.c.bundle_id == bundle_id).order_by(al.c.id.desc()).limit(1)).first()
+        return None if row is None else AuditLift(int(row.id), row.bundle_id, row.username, row.reason, row.at,
+                                                  int(row.last_audit_event_id))
+
+    @staticmethod
+    def _stream(conn: Connection, bundle_id: str, after_id: int) -> list[AuditPoint]:
+        ae = m.audit_events
+        rows = conn.execute(select(ae.c.id, ae.c.at, ae.c.code, ae.c.verdict)
+                            .where(ae.c.bundle_id == bundle_id, ae.c.id > after_id).order_by(ae.c.id))
+        return [AuditPoint(int(r.id), r.at, r.code, r.verdict == "correct") for r in rows]
+
+    def audit_stream(self, bundle_id: str, *, since_lift: bool = True) -> list[AuditPoint]:
+        """The audited auto-accepted codes of the bundle in verdict order (since the last lift,
+        or all), for the precision-over-time plot."""
+        def read(conn: Connection) -> list[AuditPoint]:
+            lift = self._last_lift(conn, bundle_id) if since_lift else None
+            return self._stream(conn, bundle_id, lift.last_audit_event_id if lift else 0)
+
+        return self._db.run(read, write=False)
+
+    def audit_state(self, bundle_id: str, *, n_opt: int = DEFAULT_N_OPT, evidence_rule: EvidenceRule | None = None,
+                    now: datetime | None = None) -> AuditState:
+        """The bundle's audit state, RECOMPUTED from the verdicts and lifts every time (nothing
+        of it is stored), so a crash between a verdict and a status update loses nothing: the
+        monitor over the verdicts since the last lift (in verdict order), whether it suspends the
+        bundle, and the too-little-evidence warnings."""
+        rule = evidence_rule or EvidenceRule()
+        if isinstance(n_opt, bool) or not isinstance(n_opt, int) or n_opt < 1:
+            raise ReviewError(f"n_opt={n_opt!r} must be a whole number >= 1 (audited codes where the bound is "
+                              "tightest)")
+        if now is not None and now.tzinfo is None:
+            raise ReviewError("audit_state: now must be a UTC-aware datetime")
+        now = self._now() if now is None else now
+
+        def read(conn: Connection) -> tuple[Any, AuditLift | None, list[AuditPoint], int, datetime | None]:
+            bundle = conn.execute(select(m.bundles).where(m.bundles.c.bundle_id == bundle_id)).first()
+            if bundle is None:
+                raise NotFoundError(f"no bundle {bundle_id!r} in the review store")
+            lift = self._last_lift(conn, bundle_id)
+            stream = self._stream(conn, bundle_id, lift.last_audit_event_id if lift else 0)
+            n, nc, imp = m.notes, m.note_codes, m.imports
+            since = [n.c.bundle_id == bundle_id, n.c.review_round == 1]
+            if lift is not None:
+                since.append(imp.c.at > lift.at)
+            accepted = conn.execute(select(func.count()).select_from(
+                nc.join(n, n.c.note_key == nc.c.note_key).join(imp, imp.c.id == n.c.import_id))
+                .where(nc.c.decision == "auto_accept", *since)).scalar_one()
+            first = conn.execute(select(func.min(imp.c.at)).select_from(
+                nc.join(n, n.c.note_key == nc.c.note_key).join(imp, imp.c.id == n.c.import_id))
+                .where(nc.c.decision == "auto_accept", *since)).scalar_one()
+            if first is not None and first.tzinfo is None:  # an aggregate skips the column's type on SQLite
+                first = m.UTCDateTime().process_result_value(
+                    datetime.fromisoformat(first) if isinstance(first, str) else first, conn.dialect)
+            return bundle, lift, stream, int(accepted), first
+
+        bundle, lift, stream, accepted, first = self._db.run(read, write=False)
+        if bundle.target_precision is None or bundle.delta is None:
+            raise ReviewError(f"bundle {bundle_id} has no audit target/delta",
+                              hint="import with the bundle (or give audit target and delta: set_bundle_guarantee)")
+        last_audit_at = stream[-1].at if stream else None
+        warnings = evidence_warnings(rule, audited=len(stream), accepted=accepted, last_audit=last_audit_at,
+                                     first_accepted=first, now=now)
+        report = monitor([p.correct for p in stream], target=float(bundle.target_precision),
+                         delta=float(bundle.delta), n_opt=n_opt, warnings=warnings)
+        alarm_at_time = stream[report.alarm_at - 1].at if report.alarm_at else None
+        return AuditState(bundle_id=bundle_id, target=float(bundle.target_precision), delta=float(bundle.delta),
+                          report=report, suspended=report.alarm, alarm_at_time=alarm_at_time, last_lift=lift,
+                          n_accepted_since=accepted, last_audit_at=last_audit_at, warnings=warnings)
+
+    # -- reads for the agreement reports -------------------------------------------------------
+    def _frequencies(self, conn: Connection, bundle_id: str) -> dict[str, int]:
+        cf = m.code_frequency
+        return {dotless(code): int(n) for code, n in conn.execute(select(cf.c.code, cf.c.n)
+                                                                  .where(cf.c.bundle_id == bundle_id))}
+
+    def routed_outcomes(self, bundle_id: str) -> list[RoutedOutcome]:
+        """Per routed code of every submitted (first-round) note of the bundle: its reasons, its
+        training frequency (None when not given) and the reviewer's final action
+        (``accept``/``reject``/``replace``/``query``/``undecided``) with the replacement."""
+        def read(conn: Connection) -> list[RoutedOutcome]:
+            freq = self._frequencies(conn, bundle_id)
+            out = []
+            for rec in ex.iter_notes(conn, submitted_only=True, bundle_id=bundle_id, first_round_only=True):
+                for c in rec.codes:
+                    if c.decision != "human_review":
+                        continue
+                    st = rec.state.codes.get(c.code)
+                    action = (st.current if st is not None else None) or "undecided"
+                    out.append(RoutedOutcome(rec.note.note_id, c.code, list(c.reasons), freq.get(dotless(c.code)),
+                                             action, st.replaced_by if st is not None else None))
+            return out
+
+        return self._db.run(read, write=False)
+
+    def double_review_pairs(self, bundle_id: str) -> list[DoubleReviewPair]:
+        """Per (note id, routed code) of each note reviewed twice, both reviews submitted: the
+        first and the second reviewer's final action (for Cohen's kappa)."""
+        def read(conn: Connection) -> list[DoubleReviewPair]:
+            records = {rec.note.note_key: rec for rec in ex.iter_notes(conn, submitted_only=True, bundle_id=bundle_id)}
+            out = []
+            for second in records.values():
+                first = records.get(second.note.twin_of) if second.note.twin_of else None
+                if first is None:
+                    continue
+                for c in first.codes:
+                    if c.decision != "human_review":
+                        continue
+                    a = first.state.codes.get(c.code)
+                    b = second.state.codes.get(c.code)
+                    out.append(DoubleReviewPair(
+                        note_id=first.note.note_id, code=c.code,
+                        first_action=(a.current if a else None) or "undecided",
+                        second_action=(b.current if b else None) or "undecided",
+                        first_replaced_by=a.replaced_by if a else None, second_replaced_by=b.replaced_by if b else None,
+                        first_reviewer=first.note.submitted_by, second_reviewer=second.note.submitted_by))
+            return out
+
+        return self._db.run(read, write=False)

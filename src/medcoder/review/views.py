@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:  # scipy is imported only where the monitor runs
+    from medcoder.review.monitor import MonitorReport
 
 __all__ = [
-    "CodeView", "Event", "ImportResult", "Lease", "NoteView", "QueueItem", "QueuePage", "User",
+    "AuditCode", "AuditEvent", "AuditItem", "AuditLift", "AuditPoint", "AuditState", "AuditVerdict", "AuditView",
+    "CodeView", "DoubleReviewPair", "Event", "ImportResult", "Lease", "NoteView", "QueueItem", "QueuePage",
+    "RoutedOutcome", "User",
 ]
 
 
@@ -36,13 +41,16 @@ class Lease:
 
 @dataclass(frozen=True)
 class ImportResult:
-    """What one import did: notes in the file, newly imported, already present (unchanged)."""
+    """What one import did: notes in the file, newly imported, already present (unchanged);
+    ``n_audit`` notes drawn into the blind audit sample, ``n_double`` given a second review."""
 
     bundle_id: str
     n_notes: int
     n_imported: int
     n_unchanged: int
     n_routed_codes: int
+    n_audit: int = 0
+    n_double: int = 0
 
 
 @dataclass(frozen=True)
@@ -149,3 +157,139 @@ class Event:
             "codeset_fy": self.codeset_fy, "policy_version": self.policy_version,
             "input_sha256": self.input_sha256,
         }
+
+
+@dataclass(frozen=True)
+class AuditItem:
+    """A note drawn for audit that still has auto-accepted codes without a verdict."""
+
+    note_key: str
+    note_id: str
+    bundle_id: str
+    n_codes: int
+    n_audited: int
+
+
+@dataclass(frozen=True)
+class AuditCode:
+    """An auto-accepted code as the auditor sees it: the code and its description, nothing else."""
+
+    code: str
+    description: str
+
+
+@dataclass(frozen=True)
+class AuditVerdict:
+    """A verdict already given on one code of the note (by an auditor)."""
+
+    code: str
+    verdict: str
+    replaced_by: str | None
+    username: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AuditView:
+    """The BLIND audit page of a note: its text and auto-accepted codes, sorted by code.
+
+    Why so few fields: seeing the model's probability, decision, reasons or evidence anchors the
+    auditor (the issue), so this value does not carry them at all, rather than trusting a page
+    not to show them."""
+
+    note_key: str
+    note_id: str
+    bundle_id: str
+    text: str
+    codes: list[AuditCode]
+    verdicts: list[AuditVerdict]
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One append-only audit verdict (``correct`` or ``wrong``) on an auto-accepted code."""
+
+    id: int
+    bundle_id: str
+    note_key: str
+    code: str
+    verdict: str
+    replaced_by: str | None
+    comment: str | None
+    username: str
+    at: datetime
+    codeset_fy: int | None
+    policy_version: str
+    input_sha256: str
+
+
+@dataclass(frozen=True)
+class AuditLift:
+    """An admin's lift of a bundle's suspension; the audited stream restarts after
+    ``last_audit_event_id``."""
+
+    id: int
+    bundle_id: str
+    username: str
+    reason: str
+    at: datetime
+    last_audit_event_id: int
+
+
+class AuditPoint(NamedTuple):
+    """One audited auto-accepted code of the stream (for the precision-over-time plot)."""
+
+    audit_event_id: int
+    at: datetime
+    code: str
+    correct: bool
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """A bundle's audited precision now, recomputed from the verdicts and lifts (never stored).
+
+    ``suspended`` is ``report.alarm``; ``alarm_at_time`` the time of the verdict at which it
+    fired; ``n_accepted_since`` the auto-accepted codes of notes imported since the last lift
+    (or ever); ``warnings`` the too-little-evidence warnings (never a suspension)."""
+
+    bundle_id: str
+    target: float
+    delta: float
+    report: MonitorReport
+    suspended: bool
+    alarm_at_time: datetime | None
+    last_lift: AuditLift | None
+    n_accepted_since: int
+    last_audit_at: datetime | None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RoutedOutcome:
+    """What the reviewer finally did with one routed code of a submitted (first-round) note.
+
+    ``action``: ``accept``, ``reject``, ``replace``, ``query`` or ``undecided``; ``frequency``: the
+    code's training frequency (None when the bundle's frequencies were not given)."""
+
+    note_id: str
+    code: str
+    reasons: list[str]
+    frequency: int | None
+    action: str
+    replaced_by: str | None
+
+
+@dataclass(frozen=True)
+class DoubleReviewPair:
+    """The first and the second reviewer's final action on one routed code of a note that was
+    reviewed twice (both reviews submitted)."""
+
+    note_id: str
+    code: str
+    first_action: str
+    second_action: str
+    first_replaced_by: str | None
+    second_replaced_by: str | None
+    first_reviewer: str | None
+    second_reviewer: str | None

@@ -13,6 +13,8 @@ from medcoder.routing.policy import (
 )
 from medcoder.routing.reasons import (
     ALL_REASONS,
+    AUDIT_ALARM,
+    AUDIT_STATUS_UNREADABLE,
     AUTO_ACCEPT,
     EMPTY_NOTE,
     EXCLUDES1_CONFLICT,
@@ -26,6 +28,8 @@ from medcoder.routing.reasons import (
 
 __all__ = [
     "ALL_REASONS",
+    "AUDIT_ALARM",
+    "AUDIT_STATUS_UNREADABLE",
     "AUTO_ACCEPT",
     "EMPTY_NOTE",
     "EXCLUDES1_CONFLICT",

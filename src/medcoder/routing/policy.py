@@ -48,9 +48,12 @@ from medcoder.errors import BundleError
 from medcoder.registry import Registry
 from medcoder.routing.reasons import (
     ALL_REASONS,
+    AUDIT_ALARM,
+    AUDIT_STATUS_UNREADABLE,
     AUTO_ACCEPT,
     EMPTY_NOTE,
     EXCLUDES1_CONFLICT,
+    HOLDS,
     HUMAN_REVIEW,
     INVALID_CODE,
     LOW_CONFIDENCE,
@@ -89,6 +92,10 @@ class RoutingInputs:
     truncated: np.ndarray | None = None
     empty: np.ndarray | None = None
     flags: Mapping[str, np.ndarray] | None = None
+    hold: str | None = None
+    """A hold on the whole bundle (one of :data:`~medcoder.routing.reasons.HOLDS`): every predicted
+    code goes to review with this reason. Set only by the inference path from the bundle's audit
+    status (``Coder.predict``); calibration and certification never set it."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,7 @@ class RoutingContext:
     check_negated_mention: bool = False
     check_sibling_conflict: bool = False
     flags: Mapping[str, np.ndarray] = field(default_factory=dict)  # (n_docs, n_codes) from the views
+    hold: str | None = None  # a hold on the whole bundle (RoutingInputs.hold)
 
 
 def _low_confidence(ctx: RoutingContext) -> np.ndarray:
@@ -178,6 +186,18 @@ def _no_evidence(ctx: RoutingContext) -> np.ndarray:
     return np.zeros_like(ctx.predicted) if missing is None else ctx.predicted & np.asarray(missing, dtype=bool)
 
 
+def _hold(reason: str) -> Callable[[RoutingContext], np.ndarray]:
+    """The rule of one bundle-wide hold: every predicted code while the inputs carry it. Why a row
+    of the table and not a special case in ``Coder``: a suspended bundle then routes, counts and
+    lists its reason exactly like every other rule, in every caller."""
+
+    def rule(ctx: RoutingContext) -> np.ndarray:
+        return ctx.predicted.copy() if ctx.hold == reason else np.zeros_like(ctx.predicted)
+
+    rule.__name__ = f"_{reason}"
+    return rule
+
+
 Rule = Callable[[RoutingContext], np.ndarray]
 RULES: Registry[Rule] = Registry("routing rule", {
     LOW_CONFIDENCE: _low_confidence,
@@ -189,6 +209,8 @@ RULES: Registry[Rule] = Registry("routing rule", {
     NEGATED_MENTION: _negated_mention,
     SIBLING_CONFLICT: _sibling_conflict,
     NO_EVIDENCE: _no_evidence,
+    AUDIT_ALARM: _hold(AUDIT_ALARM),
+    AUDIT_STATUS_UNREADABLE: _hold(AUDIT_STATUS_UNREADABLE),
 })
 """Code-level rules, reason -> predicate (medcoder.registry: one registration style), in the order
 reasons are listed; each predicate returns the predicted codes the reason applies to.
@@ -340,6 +362,8 @@ class RoutingPolicy:
         """Predicted mask, one mask per code-level reason (subset of predicted), empty rows."""
         probs, label_codes, train_frequency = inputs.probs, inputs.label_codes, inputs.train_frequency
         truncated, empty, flags = inputs.truncated, inputs.empty, inputs.flags
+        if inputs.hold is not None and inputs.hold not in HOLDS:
+            raise ValueError(f"hold={inputs.hold!r} is not a bundle hold (expected None or one of {list(HOLDS)})")
         p = np.asarray(probs, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(label_codes):
             raise ValueError(
@@ -366,6 +390,7 @@ class RoutingPolicy:
             check_negated_mention=self.check_negated_mention,
             check_sibling_conflict=self.check_sibling_conflict,
             flags=dict(flags or {}),
+            hold=inputs.hold,
         )
         return ctx.predicted, {reason: rule(ctx) for reason, rule in RULES.items()}, empty_rows
 
@@ -418,6 +443,9 @@ class RoutingPolicy:
                 ) -> AcceptThresholdResult:
         """The LTT outcome for ``targets`` (default: the policy's own) on the codes this policy
         could accept (:meth:`eligible_mask`); changes nothing (the frontier asks other targets)."""
+        if inputs.hold is not None:  # a hold is a serving-time fact about a deployed bundle
+            raise ValueError(f"RoutingPolicy.certify: inputs carry hold={inputs.hold!r}; certification never "
+                             "runs under a bundle hold (build the inputs without one)")
         targets = targets or self.targets
         if targets is None:
             raise ValueError("RoutingPolicy.certify needs targets (RiskTargets)")

@@ -42,6 +42,17 @@ an accepted code against the text, so such a code is never auto-accepted. A rule
 (it fires with ``low_confidence`` where both apply), applied before Learn-then-Test, in calibration's
 evaluation and in ``Coder.predict`` alike."""
 
+AUDIT_ALARM = "audit_alarm"
+"""The bundle's auto-accept is suspended: audits showed (anytime-valid, at the bundle's δ) that the
+precision of what it auto-accepts is below its certified target. A hold on the whole bundle (every
+predicted code goes to review) until an admin lifts it or a recalibrated bundle replaces it; read
+from the bundle's audit status (:mod:`medcoder.inference.audit_status`) on every predict call."""
+
+AUDIT_STATUS_UNREADABLE = "audit_status_unreadable"
+"""The bundle's audit status exists but cannot be trusted (unreadable, corrupt, another bundle's,
+or the registry could not be asked): the bundle fails closed, every predicted code goes to review,
+because a suspension nobody can read must not turn into auto-accepting."""
+
 ALL_REASONS: tuple[str, ...] = (
     LOW_CONFIDENCE,
     RARE_CODE,
@@ -53,8 +64,14 @@ ALL_REASONS: tuple[str, ...] = (
     NEGATED_MENTION,
     SIBLING_CONFLICT,
     NO_EVIDENCE,
+    AUDIT_ALARM,
+    AUDIT_STATUS_UNREADABLE,
 )
 """Every reason, in the fixed order used when reasons are listed."""
+
+HOLDS: tuple[str, ...] = (AUDIT_ALARM, AUDIT_STATUS_UNREADABLE)
+"""Reasons that hold a whole bundle (``RoutingInputs.hold``): set by the inference path from the
+bundle's audit status, never by calibration or certification."""
 
 AUTO_ACCEPT = "auto_accept"
 HUMAN_REVIEW = "human_review"

@@ -26,7 +26,7 @@ from medcoder.inference.bundle import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve_mlflow_bundle"]
+__all__ = ["registered_version", "resolve_mlflow_bundle"]
 
 
 def resolve_mlflow_bundle(uri: str, download_dir: str | Path | None = None) -> tuple[Path, Manifest]:
@@ -51,7 +51,7 @@ def resolve_mlflow_bundle(uri: str, download_dir: str | Path | None = None) -> t
     try:
         client = mlflow.MlflowClient()
         if uri.startswith("models:/"):
-            name, version = _registered_version(client, uri)
+            name, version = registered_version(client, uri)
             if version is None:
                 reuse = False
             else:
@@ -96,7 +96,7 @@ def resolve_mlflow_bundle(uri: str, download_dir: str | Path | None = None) -> t
     return cached_bundle(key, download, source=uri, expected_bundle_id=expected, strict=strict, reuse=reuse)
 
 
-def _registered_version(client: Any, uri: str) -> tuple[str, str | None]:
+def registered_version(client: Any, uri: str) -> tuple[str, str | None]:
     """``(name, version)`` of ``models:/name@alias`` or ``models:/name/<n>``; version None for
     other forms (a stage such as ``models:/name/Production``, a logged-model id)."""
     rest = uri[len("models:/"):].rstrip("/")

@@ -140,6 +140,15 @@ ENV_MAX_ROWS = "MEDCODER_MAX_REQUEST_ROWS"
 ENV_MAX_CHARS = "MEDCODER_MAX_REQUEST_CHARS"
 ENV_MAX_BYTES = "MEDCODER_MAX_REQUEST_BYTES"
 ENV_MAX_NOTE_CHARS = "MEDCODER_MAX_NOTE_CHARS"
+#: The registered version whose audit status the served model obeys (``models:/name/N`` or
+#: ``models:/name@alias``, resolved once at load); ``none`` switches the status off (logged). Unset:
+#: the model finds the registered versions of its bundle by their ``medcoder.bundle_id`` tag.
+ENV_AUDIT_STATUS_URI = "MEDCODER_AUDIT_STATUS_URI"
+#: Seconds a served model trusts a registry status read (``Coder.audit_status_ttl_s``, default 60).
+ENV_AUDIT_STATUS_TTL_S = "MEDCODER_AUDIT_STATUS_TTL_S"
+#: The same as :data:`ENV_AUDIT_STATUS_URI`, as a ``model_config`` key (``mlflow.pyfunc.load_model(...,
+#: model_config={"audit_status_uri": ...})``, ``spark_udf(..., model_config=...)``); it wins over the env.
+CONFIG_AUDIT_STATUS_URI = "audit_status_uri"
 
 REQUEST_FORMAT_HINT = (
     'send JSON such as {"dataframe_split": {"columns": ["id", "text"], "data": [["n1", "note text"]]}} '
@@ -253,6 +262,13 @@ class MedCoderModel(mlflow.pyfunc.PythonModel):
 
         self.limits = RequestLimits.from_env()
         self.coder = Coder.load(context.artifacts["bundle"])
+        self.coder.status_source = served_status_source(self.coder.bundle_id, getattr(context, "model_config", None))
+        ttl = os.environ.get(ENV_AUDIT_STATUS_TTL_S, "").strip()
+        if ttl:
+            try:
+                self.coder.audit_status_ttl_s = float(ttl)
+            except ValueError:
+                raise ConfigError(f"{ENV_AUDIT_STATUS_TTL_S}={ttl!r} is not valid", hint="seconds >= 0") from None
         note_limit = _env_int(ENV_MAX_NOTE_CHARS, None)
         if note_limit is not None:
             self.coder.max_note_chars = note_limit
@@ -283,6 +299,37 @@ class MedCoderModel(mlflow.pyfunc.PythonModel):
         except MedcoderError as exc:  # e.g. batch_size=0, an unpaired surrogate: named by row, no text
             raise RequestRejected(str(exc)) from None
         return predictions_frame(preds)
+
+
+def served_status_source(bundle_id: str, model_config: dict[str, Any] | None = None) -> Any:
+    """The audit status source of a model loaded from its artifacts (served, Spark, ``load_model``).
+
+    Why not the status file: the model's bundle is a downloaded copy, with nothing beside it. So a
+    served model obeys the registry tag of its version: the one named by ``model_config``'s
+    :data:`CONFIG_AUDIT_STATUS_URI` or :data:`ENV_AUDIT_STATUS_URI`, else every registered version
+    whose ``medcoder.bundle_id`` tag is this bundle's (found again at each read, so a version
+    registered later counts; suspended if any of them is). A registry that cannot be asked fails
+    closed; no tracking URI at all means no registry and no status (logged once at load).
+    """
+    from medcoder.inference.audit_status import CachedStatusSource, registry_status_source
+    from medcoder.tracking.audit_status import bundle_status_reader, find_versions_of_bundle
+
+    uri = str((model_config or {}).get(CONFIG_AUDIT_STATUS_URI) or os.environ.get(ENV_AUDIT_STATUS_URI, "")).strip()
+    if uri.lower() == "none":
+        log.warning("bundle %s: audit status switched off (%s=none): a suspension will not be seen",
+                    bundle_id, ENV_AUDIT_STATUS_URI)
+        return None
+    if uri:
+        return registry_status_source(uri, bundle_id)
+    if not (mlflow.tracking._tracking_service.utils.is_tracking_uri_set() or os.environ.get("MLFLOW_REGISTRY_URI")):
+        log.warning("bundle %s: no MLflow tracking URI, so no registry audit status is read; set "
+                    "MLFLOW_TRACKING_URI and %s=models:/<name>/<version>", bundle_id, ENV_AUDIT_STATUS_URI)
+        return None
+
+    def read() -> Any:
+        return bundle_status_reader(bundle_id, find_versions_of_bundle(bundle_id))()
+
+    return CachedStatusSource(read, bundle_id, where=f"registry versions tagged medcoder.bundle_id={bundle_id}")
 
 
 def _is_null(value: Any) -> bool:
@@ -395,5 +442,6 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES", "DEFAULT_MAX_REQUEST_CHARS", "DEFAULT_MAX_REQUEST_ROWS", "INPUT_EXAMPLE",
     "INPUT_SCHEMA", "MODEL_CODE_PATH", "OUTPUT_COLUMNS", "OUTPUT_SCHEMA", "OUTPUT_SCHEMA_VERSION", "SCHEMA_VERSION_KEY",
     "MedCoderModel", "RequestLimits", "RequestRejected", "guard_scoring_server", "model_metadata",
-    "model_signature", "predictions_frame",
+    "model_signature", "predictions_frame", "served_status_source", "ENV_AUDIT_STATUS_URI", "ENV_AUDIT_STATUS_TTL_S",
+    "CONFIG_AUDIT_STATUS_URI",
 ]

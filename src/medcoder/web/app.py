@@ -15,10 +15,11 @@ No ``from __future__ import annotations`` here: FastAPI reads the route signatur
 time, and the dependency aliases (``CurrentUser``...) are local to :func:`create_app`.
 """
 
+import base64
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,8 +43,10 @@ from medcoder.review.errors import (
     ReviewError,
 )
 from medcoder.review.events import ACTIONS
+from medcoder.review.monitor import EvidenceRule
 from medcoder.web import api_models as m
 from medcoder.web.present import REASONS, codes_on_note, plain_reason, plain_source, segments
+from medcoder.web.reports import ReportSettings, build_report
 from medcoder.web.security import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
@@ -53,13 +56,20 @@ from medcoder.web.security import (
     same_token,
 )
 
-__all__ = ["DECIDERS", "KEYS", "WebSettings", "create_app"]
+__all__ = ["AUDITORS", "DECIDERS", "KEYS", "AuditHook", "WebSettings", "create_app"]
 
 log = logging.getLogger("medcoder.web")
 HERE = Path(__file__).parent
 HTMX_FILE = "htmx-2.0.4.min.js"
 #: Roles that may decide and submit; an auditor reads only.
 DECIDERS = ("reviewer", "admin")
+#: Roles that may audit auto-accepted codes and read the agreement reports (never a reviewer:
+#: the audit is a second person's look at what the machine accepted).
+AUDITORS = ("auditor", "admin")
+#: Called with a bundle id after every audit verdict and every lift, to republish that bundle's
+#: audit status (the workflow injects it: the web layer never imports MLflow or tracking). It
+#: returns a short line for the log (where the status went) and may raise.
+AuditHook = Callable[[str], str]
 
 #: Every key of the note page, shown by ``?`` (and in docs/review.md). One place: the template
 #: and the help dialog read it.
@@ -94,6 +104,9 @@ NOTICES = {
                      "decision was saved.",
     "logged_out": "You are logged out.",
     "claimed": "You hold this note now: nobody else can decide on it until you submit or release it.",
+    "audited": "Verdict recorded.",
+    "audit_done": "Every auto-accepted code of that note has a verdict. Thank you.",
+    "lifted": "The suspension was lifted and the bundle's status republished (active).",
 }
 
 
@@ -113,6 +126,8 @@ class WebSettings:
     page_size: int = 50
     search_limit: int = 20
     title: str = "medcoder review"
+    evidence_rule: EvidenceRule = field(default_factory=EvidenceRule)
+    report: ReportSettings = field(default_factory=ReportSettings)
 
 
 @dataclass(frozen=True)
@@ -166,8 +181,11 @@ def _int(value: str | None, name: str, *, default: int | None = None) -> int | N
         raise Refused(400, "bad_request", f"{name} must be a whole number") from None
 
 
-def create_app(store: Any, settings: WebSettings) -> FastAPI:
-    """The workbench over ``store`` (a :class:`medcoder.review.ReviewStore`)."""
+def create_app(store: Any, settings: WebSettings, on_audit: AuditHook | None = None) -> FastAPI:
+    """The workbench over ``store`` (a :class:`medcoder.review.ReviewStore`).
+
+    ``on_audit(bundle_id)``: republishes the bundle's audit status after an audit verdict or a
+    lift (None: nothing is published; ``scripts/review.py action=audit_status`` does it later)."""
     codec = SessionCodec(settings.secret_key, max_age_s=int(settings.session_hours * 3600))
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined)
@@ -177,7 +195,7 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
     env.filters["source"] = plain_source
     env.filters["pct"] = lambda p: f"{100 * float(p):.0f} %"
     env.globals.update(title=settings.title, htmx_file=HTMX_FILE, KEYS=KEYS, QUEUE_KEYS=QUEUE_KEYS,
-                       DECIDERS=DECIDERS)
+                       DECIDERS=DECIDERS, AUDITORS=AUDITORS)
     templates = Jinja2Templates(env=env)
 
     app = FastAPI(title="medcoder review workbench", version="1", docs_url=None, redoc_url=None,
@@ -210,6 +228,21 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
         return user
 
     Decider = Annotated[Any, Depends(decider)]
+
+    def auditor(user: CurrentUser) -> Any:
+        if user.role not in AUDITORS:
+            raise Refused(403, "forbidden", f"role {user.role} may not audit nor read the audit reports: "
+                                            "ask an admin for an auditor account")
+        return user
+
+    Auditor = Annotated[Any, Depends(auditor)]
+
+    def admin(user: CurrentUser) -> Any:
+        if user.role != "admin":
+            raise Refused(403, "forbidden", f"role {user.role} may not lift a suspension: only an admin may")
+        return user
+
+    Admin = Annotated[Any, Depends(admin)]
 
     def form_csrf(request: Request, csrf_token: str = Form("")) -> None:
         data = session_of(request)
@@ -405,11 +438,25 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
             return f"note {view.note_id} is held by {view.holder} until {_when(view.lease_expires)}."
         return None
 
+    def audit_pending(note_key: str, user: Any) -> bool:
+        """Whether ``user`` is an auditor with verdicts still to give on this note: then the review
+        page (probabilities, decisions, reasons, evidence) would un-blind the audit."""
+        if user.role != "auditor":
+            return False
+        try:
+            view = store.audit_view(note_key, user)
+        except (KeyError, ReviewError):  # not drawn for audit (or no such note: load_note says so)
+            return False
+        return not {c.code for c in view.codes} <= {v.code for v in view.verdicts}
+
     @app.get("/notes/{note_key}", include_in_schema=False)
     def note_page(request: Request, note_key: str, user: CurrentUser, code: str | None = None,
                   msg: str | None = None) -> Response:
-        """Reads only: a GET never takes or renews a hold (POST .../claim does, CSRF-checked)."""
+        """Reads only: a GET never takes or renews a hold (POST .../claim does, CSRF-checked).
+        An auditor with verdicts still to give on the note is sent to its blind audit page."""
         view = load_note(note_key)
+        if audit_pending(note_key, user):
+            return RedirectResponse(_audit_url(note_key), 303)
         return render_note(request, user, view, held(view, user), selected=code,
                            lease_problem=held_elsewhere(view, user), notice=NOTICES.get(msg or ""))
 
@@ -434,6 +481,9 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
             if later:
                 return later[0]
         return undecided[0]
+
+    def _audit_url(note_key: str, msg: str | None = None) -> str:
+        return f"/audit/{quote(note_key, safe='')}" + (f"?{urlencode({'msg': msg})}" if msg else "")
 
     def _note_url(note_key: str, code: str | None = None, msg: str | None = None) -> str:
         params = {k: v for k, v in (("code", code), ("msg", msg)) if v}
@@ -560,6 +610,142 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
         return templates.TemplateResponse(request, "_search_results.html",
                                           {"rows": rows, "query": query, "problem": None})
 
+    # -- the audit loop ---------------------------------------------------------------------------
+    def republish(bundle_id: str) -> str | None:
+        """Run the injected hook; a failure is a problem line on the page (the verdict or lift is
+        recorded in the store either way, and ``action=audit_status`` recomputes it from there)."""
+        if on_audit is None:
+            return None
+        try:
+            where = on_audit(bundle_id)
+        except Exception as exc:  # noqa: BLE001 - any publishing failure must reach the person, not a 500
+            log.warning("audit status of bundle %s not republished: %s", bundle_id, type(exc).__name__)
+            return (f"Recorded, but the audit status of bundle {bundle_id} could not be published "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). Serving "
+                    "still sees the previous status: run python scripts/review.py action=audit_status.")
+        log.info("audit status of bundle %s republished: %s", bundle_id, where)
+        return None
+
+    @app.get("/audit", include_in_schema=False)
+    def audit_queue_page(request: Request, user: Auditor, bundle: str | None = None, offset: str | None = None,
+                         msg: str | None = None) -> Response:
+        start = max(0, _int(offset, "offset", default=0) or 0)
+        page = store.audit_queue(user, bundle_id=bundle or None, limit=settings.page_size, offset=start)
+        items = list(getattr(page, "items", page))
+        total = getattr(page, "total", None)
+        nav = {"prev": urlencode({**({"bundle": bundle} if bundle else {}),
+                                  "offset": max(0, start - settings.page_size)}) if start > 0 else None,
+               "next": urlencode({**({"bundle": bundle} if bundle else {}), "offset": start + settings.page_size})
+               if len(items) >= settings.page_size else None}
+        return templates.TemplateResponse(request, "audit_queue.html", {
+            "user": user, "csrf": _csrf(request), "items": items, "total": total, "bundles": store.bundles(),
+            "bundle": bundle or "", "offset": start, "nav": nav, "notice": NOTICES.get(msg or ""),
+        })
+
+    def render_audit(request: Request, user: Any, view: Any, *, banner: str | None = None,
+                     pending: dict[str, Any] | None = None, notice: str | None = None,
+                     status: int = 200) -> Response:
+        given = {v.code: v for v in view.verdicts}
+        return templates.TemplateResponse(request, "audit_note.html", {
+            "user": user, "csrf": _csrf(request), "note": view, "given": given, "banner": banner,
+            "pending": pending, "notice": notice,
+        }, status_code=status)
+
+    def load_audit(note_key: str, user: Any) -> Any:
+        try:
+            return store.audit_view(note_key, user)
+        except KeyError:
+            raise Refused(404, "not_found", "no such note") from None
+        except ReviewError as exc:
+            raise store_error(exc) from None
+
+    @app.get("/audit/{note_key}", include_in_schema=False)
+    def audit_page(request: Request, note_key: str, user: Auditor, msg: str | None = None) -> Response:
+        """The BLIND page: the note's text and its auto-accepted codes with their descriptions;
+        never the model's probability, decision, reasons or evidence (the view carries none)."""
+        return render_audit(request, user, load_audit(note_key, user), notice=NOTICES.get(msg or ""))
+
+    @app.post("/audit/{note_key}/verdict", include_in_schema=False)
+    def audit_form(request: Request, note_key: str, user: Auditor, _: FormCsrf, code: str = Form(""),
+                   verdict: str = Form(""), replaced_by: str = Form(""), comment: str = Form("")) -> Response:
+        view = load_audit(note_key, user)
+        pending = {"code": code, "verdict": verdict, "replaced_by": replaced_by, "comment": comment}
+        if verdict not in ("correct", "wrong"):
+            return render_audit(request, user, view, banner="verdict must be correct or wrong: choose one of the "
+                                "two buttons", pending=pending, status=400)
+        try:
+            store.audit(note_key, user, code=code, verdict=verdict,
+                        replaced_by=(replaced_by.strip() or None) if verdict == "wrong" else None,
+                        comment=comment.strip() or None)
+        except ReviewError as exc:
+            refusal = store_error(exc)
+            return render_audit(request, user, load_audit(note_key, user), banner=f"Not recorded: {refusal.detail}",
+                                pending=pending, status=refusal.status)
+        problem = republish(view.bundle_id)
+        after = load_audit(note_key, user)
+        if problem is not None:
+            return render_audit(request, user, after, banner=problem, status=200)
+        if {c.code for c in after.codes} <= {v.code for v in after.verdicts}:
+            return RedirectResponse("/audit?msg=audit_done", 303)
+        return RedirectResponse(_audit_url(note_key, msg="audited"), 303)
+
+    @app.get("/reports", include_in_schema=False)
+    def reports_page(request: Request, user: Auditor, bundle: str | None = None,
+                     msg: str | None = None) -> Response:
+        bundles = list(store.bundles())
+        shown = [b for b in bundles if b == bundle] if bundle else bundles
+        sections = []
+        for bundle_id in shown:
+            try:
+                report = build_report(store, bundle_id, settings.report, evidence_rule=settings.evidence_rule)
+            except ReviewError as exc:
+                sections.append({"bundle_id": bundle_id, "report": None, "problem": str(exc), "plot": None})
+                continue
+            plot = base64.b64encode(report.plot_png).decode("ascii") if report.plot_png else None
+            sections.append({"bundle_id": bundle_id, "report": report, "problem": None, "plot": plot})
+        return templates.TemplateResponse(request, "reports.html", {
+            "user": user, "csrf": _csrf(request), "sections": sections, "bundles": bundles, "bundle": bundle or "",
+            "notice": NOTICES.get(msg or ""),
+        })
+
+    def render_lift(request: Request, user: Any, bundle_id: str, *, problem: str | None = None,
+                    reason: str = "", status: int = 200) -> Response:
+        state = None
+        try:
+            state = store.audit_state(bundle_id, n_opt=settings.report.n_opt, evidence_rule=settings.evidence_rule)
+        except ReviewError as exc:
+            problem = problem or str(exc)
+        return templates.TemplateResponse(request, "lift.html", {
+            "user": user, "csrf": _csrf(request), "bundle_id": bundle_id, "state": state, "problem": problem,
+            "reason": reason,
+        }, status_code=status)
+
+    def known_bundle(bundle_id: str) -> str:
+        if bundle_id not in store.bundles():
+            raise Refused(404, "not_found", "no such bundle: see /reports for the bundles in the store")
+        return bundle_id
+
+    @app.get("/admin/audit/{bundle_id}/lift", include_in_schema=False)
+    def lift_page(request: Request, bundle_id: str, user: Admin) -> Response:
+        return render_lift(request, user, known_bundle(bundle_id))
+
+    @app.post("/admin/audit/{bundle_id}/lift", include_in_schema=False)
+    def lift_form(request: Request, bundle_id: str, user: Admin, _: FormCsrf, reason: str = Form("")) -> Response:
+        known_bundle(bundle_id)
+        if not reason.strip():
+            return render_lift(request, user, bundle_id, status=400,
+                               problem="reason is empty: say why the suspension may be lifted (it is recorded)")
+        try:
+            store.lift(bundle_id, user, reason=reason.strip())
+        except ReviewError as exc:
+            refusal = store_error(exc)
+            return render_lift(request, user, bundle_id, problem=f"Not lifted: {refusal.detail}", reason=reason,
+                               status=refusal.status)
+        problem = republish(bundle_id)
+        if problem is not None:
+            return render_lift(request, user, bundle_id, problem=problem)
+        return RedirectResponse(f"/reports?{urlencode({'bundle': bundle_id, 'msg': 'lifted'})}", 303)
+
     # -- JSON API ---------------------------------------------------------------------------------
     api_errors: dict[int | str, dict[str, Any]] = {
         401: {"model": m.ErrorOut, "description": "not logged in"},
@@ -598,7 +784,11 @@ def create_app(store: Any, settings: WebSettings) -> FastAPI:
     def api_note(note_key: str, user: CurrentUser) -> m.NoteOut:
         """The note with its text, codes and their current decisions (``version`` goes back with every
         write)."""
-        return m.NoteOut.of(load_note(note_key))
+        view = load_note(note_key)
+        if audit_pending(note_key, user):
+            raise Refused(403, "audit_blind", "this note is in your blind audit sample: give your verdicts on its "
+                                              "audit page first (/audit/<note_key>)")
+        return m.NoteOut.of(view)
 
     @app.post("/api/notes/{note_key}/claim", response_model=m.LeaseOut, responses=api_errors, tags=["notes"])
     def api_claim(note_key: str, user: Decider, _: HeaderCsrf) -> m.LeaseOut:

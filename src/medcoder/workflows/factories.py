@@ -26,7 +26,14 @@ from medcoder.calibration.risk_control import RiskTargets
 from medcoder.calibration.thresholds import DecisionThreshold
 from medcoder.constraints import check_keys
 from medcoder.data import load_corpus
-from medcoder.data.splits import carve_certification
+from medcoder.data.loaders import load_reviewed
+from medcoder.data.splits import (
+    REVIEWED_DESIGN,
+    ReviewedSplit,
+    carve_certification,
+    certify_on_reviewed,
+    split_reviewed,
+)
 from medcoder.errors import ConfigError
 from medcoder.modeling import MedCoderForICDCoding
 from medcoder.modeling import views as view_table
@@ -38,8 +45,9 @@ from medcoder.workflows.config_checks import dictionary_sources, fusion_views
 if TYPE_CHECKING:  # FusionPlan's module imports this one (training_arguments): imported where used
     from medcoder.workflows.fusion import FusionPlan
 
-__all__ = ["CERTIFICATION_KEYS", "LABELS_KEYS", "CODESET_KEYS", "build_calibrator", "build_corpus", "build_decision_threshold",
+__all__ = ["CERTIFICATION_KEYS", "REVIEWED_CERTIFICATION_KEYS", "LABELS_KEYS", "CODESET_KEYS", "build_calibrator", "build_corpus", "build_decision_threshold",
            "build_fusion_plan", "build_model", "build_risk_targets", "build_routing", "build_tracking", "certification_settings",
+           "reviewed_split_of",
            "check_keys", "config_dict", "kwargs_for", "plain", "training_arguments"]
 
 log = logging.getLogger(__name__)
@@ -133,15 +141,43 @@ def build_tracking(cfg: DictConfig) -> TrackingSettings:
 
 #: Keys of the ``certification`` group (``configs/train.yaml``).
 CERTIFICATION_KEYS = ("design", "fraction", "seed")
+#: Further keys of design ``reviewed`` (set by ``scripts/retrain.py``, recorded in the run's config so
+#: calibrate and export rebuild the same partition): ``tuning``, the carve design that gives the
+#: tuning dev; ``reviewed``, the export's labels file, and ``reviewed_sha256``, its digest; the
+#: held-out slice's ``holdout_fraction``, ``holdout_min_notes`` and ``holdout_seed``.
+REVIEWED_CERTIFICATION_KEYS = ("tuning", "reviewed", "reviewed_sha256", "holdout_fraction", "holdout_min_notes",
+                               "holdout_seed")
 
 
 def certification_settings(certification_cfg: Any) -> dict[str, Any]:
     """The ``certification`` group as plain values; a run trained before it existed (``None``)
     used design ``none`` (dev tuned and certified)."""
     values = plain(certification_cfg, "certification") or {"design": "none"}
-    check_keys("certification", values, CERTIFICATION_KEYS)
-    return {"design": str(values.get("design", "none")), "fraction": float(values.get("fraction", 0.5)),
-            "seed": int(values.get("seed", 0))}
+    check_keys("certification", values, (*CERTIFICATION_KEYS, *REVIEWED_CERTIFICATION_KEYS))
+    out = {"design": str(values.get("design", "none")), "fraction": float(values.get("fraction", 0.5)),
+           "seed": int(values.get("seed", 0))}
+    if out["design"] == REVIEWED_DESIGN:
+        absent = [k for k in REVIEWED_CERTIFICATION_KEYS if values.get(k) is None]
+        if absent:
+            raise ConfigError(f"certification.design={REVIEWED_DESIGN} without certification.{absent[0]}",
+                              hint="design reviewed is set up by scripts/retrain.py reviewed=<labels.jsonl>")
+        out.update({k: values[k] for k in REVIEWED_CERTIFICATION_KEYS})
+    else:
+        extra = [k for k in REVIEWED_CERTIFICATION_KEYS if values.get(k) is not None]
+        if extra:
+            raise ConfigError(f"certification.{extra[0]} is set but certification.design={out['design']}",
+                              hint=f"it belongs to design {REVIEWED_DESIGN} (scripts/retrain.py)")
+    return out
+
+
+def reviewed_split_of(settings: Mapping[str, Any]) -> tuple[datasets.Dataset, ReviewedSplit]:
+    """Design ``reviewed``'s notes and their held-out/training split, from the group's settings
+    (:func:`certification_settings`); the file must still have the digest the run recorded."""
+    notes, path, _ = load_reviewed(settings["reviewed"], sha256=settings["reviewed_sha256"])
+    split = split_reviewed(list(notes["id"]), fraction=settings["holdout_fraction"],
+                           min_notes=settings["holdout_min_notes"], seed=settings["holdout_seed"],
+                           source=f"reviewed={path}")
+    return notes, split
 
 
 def build_corpus(data_cfg: Any, certification_cfg: Any = None) -> datasets.DatasetDict:
@@ -154,6 +190,12 @@ def build_corpus(data_cfg: Any, certification_cfg: Any = None) -> datasets.Datas
     if certification_cfg is None:
         return corpus
     settings = certification_settings(certification_cfg)
+    if settings["design"] == REVIEWED_DESIGN:
+        # A held-out slice of reviewed notes certifies; the rest joins train (scripts/retrain.py).
+        notes, split = reviewed_split_of(settings)
+        return datasets.DatasetDict(certify_on_reviewed(corpus, notes, split, tuning=str(settings["tuning"]),
+                                                        fraction=settings["fraction"], seed=settings["seed"],
+                                                        source=f"reviewed={settings['reviewed']}"))
     return datasets.DatasetDict(carve_certification(corpus, settings["design"], fraction=settings["fraction"],
                                                     seed=settings["seed"]))
 

@@ -10,6 +10,18 @@
   variable named by ``password_env`` or, on a terminal, a prompt; there is never a default.
 * ``action=export``: labels (``{id, text, codes}`` JSONL, the ``data=jsonl`` format), the per-code
   decision table (CSV) and the event log (JSONL) into ``export_dir``.
+* ``action=audit_status``: recompute each bundle's audited precision from the store's events and
+  publish its :class:`~medcoder.inference.audit_status.AuditStatus` (a file beside a bundle
+  folder, a tag on a ``models:/`` version). Run after a crash, it restores what the web app would
+  have published: the status is always a function of the events, never stored state.
+* ``action=lift``: an admin (``admin=``) lifts a bundle's suspension with a recorded ``reason=``,
+  then the status is republished (active).
+* ``action=report``: the agreement report of a bundle, logged to MLflow against its registered
+  model version (metrics + the precision plot).
+
+The audit settings (``audit`` group) go to the import (the seeded draw) and to every
+recomputation of the monitor; the web app gets a hook that republishes a bundle's status after
+every audit verdict and lift, so the web layer never imports MLflow.
 
 This is the only module of the workbench that reads a DictConfig: it turns the config into
 plain values and objects (:class:`~medcoder.web.WebSettings`, an open
@@ -25,21 +37,28 @@ import logging
 import os
 import secrets
 import sys
-from dataclasses import dataclass
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medcoder.atomic import atomic_open
-from medcoder.errors import ConfigError
+from medcoder.atomic import atomic_open, atomic_write_text
+from medcoder.errors import BundleError, ConfigError
+from medcoder.inference.audit_status import ACTIVE, SUSPENDED, AuditStatus
 from medcoder.review import ROLES, ReviewStore
+from medcoder.review.monitor import EvidenceRule
 from medcoder.web import WebSettings, create_app
+from medcoder.web.reports import ReportSettings, build_report
 from medcoder.web.security import AccessLogFilter
 
-__all__ = ["ACTIONS", "ReviewResult", "review_from_config", "settings_from_config"]
+__all__ = ["ACTIONS", "AuditPublisher", "AuditSettings", "ReviewResult", "audit_settings_from_config",
+           "publisher_from_config", "review_from_config", "settings_from_config", "status_from_state"]
 
 log = logging.getLogger("medcoder.review")
 
-ACTIONS = ("serve", "import", "create_user", "export")
+ACTIONS = ("serve", "import", "create_user", "export", "audit_status", "lift", "report")
 SECRET_ENV = "MEDCODER_REVIEW_SECRET"
 
 
@@ -117,9 +136,265 @@ def settings_from_config(cfg: Any) -> WebSettings:
         raise ConfigError(f"serve.session_hours={hours!r} is not valid", hint="a number of hours > 0")
     if not isinstance(s.cookie_secure, bool):
         raise ConfigError(f"serve.cookie_secure={s.cookie_secure!r} is not valid", hint="true or false")
+    audit = audit_settings_from_config(cfg)
     return WebSettings(secret_key=_secret(cfg), lease_seconds=s.lease_seconds, max_body_bytes=s.max_body_bytes,
                        session_hours=float(hours), cookie_secure=s.cookie_secure, page_size=s.page_size,
-                       search_limit=s.search_limit)
+                       search_limit=s.search_limit, evidence_rule=audit.evidence,
+                       report=report_settings_from_config(cfg, audit))
+
+
+# -- the audit loop's settings --------------------------------------------------------------------
+AUDIT_KEYS = ("rate", "seed", "min_per_import", "double_review_rate", "n_opt", "evidence", "publish", "refs_file")
+EVIDENCE_KEYS = ("max_days_without_audit", "min_audited", "per_accepted")
+REPORT_KEYS = ("n_boot", "seed", "level", "top_codes", "registered_model")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The ``audit`` group as checked plain values.
+
+    ``publish``: bundle_id -> the refs its status is published to (bundle folders or ``models:/``
+    refs), from the config; ``refs_file`` adds those recorded by imports (``bundle=``/``audit_bundle=``).
+    """
+
+    rate: float = 0.05
+    seed: int = 0
+    min_per_import: int = 1
+    double_review_rate: float = 0.0
+    n_opt: int = 200
+    evidence: EvidenceRule = EvidenceRule()
+    publish: dict[str, list[str]] | None = None
+    refs_file: Path | None = None
+
+
+def _mapping(cfg: Any, key: str) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    value = cfg.get(key) if cfg is not None else None
+    if value is None:
+        return {}
+    plain = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    if not isinstance(plain, dict):
+        raise ConfigError(f"{key}={plain!r} is not valid", hint=f"{key} is a group of settings (a mapping)")
+    return plain
+
+
+def _unknown(group: str, values: dict[str, Any], known: tuple[str, ...]) -> None:
+    extra = sorted(set(values) - set(known))
+    if extra:
+        raise ConfigError(f"{group}.{extra[0]} is not a setting", hint=f"the {group} settings are {', '.join(known)}")
+
+
+def _number(group: str, values: dict[str, Any], key: str, *, low: float, high: float | None = None,
+            low_open: bool = False, integer: bool = False) -> Any:
+    value = values.get(key)
+    kinds = (int,) if integer else (int, float)
+    ok = not isinstance(value, bool) and isinstance(value, kinds) and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        what = "an integer" if integer else "a number"
+        span = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+        raise ConfigError(f"{group}.{key}={value!r} is not valid", hint=f"{what} {span}")
+    return value
+
+
+def audit_settings_from_config(cfg: Any) -> AuditSettings:
+    """The ``audit`` group, range-checked (one ConfigError line per bad value)."""
+    values = _mapping(cfg, "audit")
+    _unknown("audit", values, AUDIT_KEYS)
+    g = "audit"
+    rate = float(_number(g, values, "rate", low=0.0, high=1.0))
+    double = float(_number(g, values, "double_review_rate", low=0.0, high=1.0))
+    seed = _number(g, values, "seed", low=0, integer=True)
+    minimum = _number(g, values, "min_per_import", low=0, integer=True)
+    n_opt = _number(g, values, "n_opt", low=1, integer=True)
+    ev = values.get("evidence") or {}
+    if not isinstance(ev, dict):
+        raise ConfigError(f"audit.evidence={ev!r} is not valid", hint=f"a group of {', '.join(EVIDENCE_KEYS)}")
+    _unknown("audit.evidence", ev, EVIDENCE_KEYS)
+    rule = EvidenceRule(
+        max_days_without_audit=float(_number("audit.evidence", ev, "max_days_without_audit", low=0, low_open=True)),
+        min_audited=_number("audit.evidence", ev, "min_audited", low=0, integer=True),
+        per_accepted=_number("audit.evidence", ev, "per_accepted", low=1, integer=True))
+    publish_raw = values.get("publish") or {}
+    if not isinstance(publish_raw, dict):
+        raise ConfigError(f"audit.publish={publish_raw!r} is not valid",
+                          hint="a mapping bundle_id -> a bundle folder or models:/name/<version> (or a list of them)")
+    publish: dict[str, list[str]] = {}
+    for bundle_id, refs in publish_raw.items():
+        listed = refs if isinstance(refs, list) else [refs]
+        if not listed or not all(isinstance(r, str) and r.strip() for r in listed):
+            raise ConfigError(f"audit.publish.{bundle_id}={refs!r} is not valid",
+                              hint="a bundle folder or a models:/name/<version> ref, or a list of them")
+        publish[str(bundle_id)] = [r.strip() for r in listed]
+    refs_file = values.get("refs_file")
+    return AuditSettings(rate=rate, seed=seed, min_per_import=minimum, double_review_rate=double, n_opt=n_opt,
+                         evidence=rule, publish=publish,
+                         refs_file=Path(str(refs_file)).expanduser() if refs_file else None)
+
+
+def report_settings_from_config(cfg: Any, audit: AuditSettings) -> ReportSettings:
+    values = _mapping(cfg, "report")
+    _unknown("report", values, REPORT_KEYS)
+    if not values:
+        return ReportSettings(n_opt=audit.n_opt)
+    level = float(_number("report", values, "level", low=0.0, high=1.0, low_open=True))
+    if level >= 1.0:
+        raise ConfigError(f"report.level={level!r} is not valid", hint="a number in (0, 1), e.g. 0.95")
+    return ReportSettings(n_opt=audit.n_opt, n_boot=_number("report", values, "n_boot", low=0, integer=True),
+                          seed=_number("report", values, "seed", low=0, integer=True), level=level,
+                          top_codes=_number("report", values, "top_codes", low=1, integer=True))
+
+
+# -- the audit status: recomputed from the events, published where serving reads it ----------------
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat(timespec="seconds") if value is not None else None
+
+
+def status_from_state(state: Any, *, now: datetime | None = None) -> AuditStatus:
+    """The :class:`AuditStatus` serving reads, from the store's :class:`AuditState`.
+
+    Suspended (reason ``audit_alarm``) exactly when the monitor's alarm has fired since the last
+    lift; the numbers are the monitor's; the warnings (too little evidence) never suspend."""
+    r = state.report
+    lift = state.last_lift
+    if state.suspended:
+        state_name, reason, by = SUSPENDED, "audit_alarm", "monitor"
+        since = _iso(state.alarm_at_time)
+        detail = (f"audited precision below the certified target {r.target:g} at delta {r.delta:g}: "
+                  f"{r.n_correct} of {r.n_audited} audited codes correct (upper confidence bound {r.cs_high:.3f}), "
+                  f"alarm at audited code {r.alarm_at}")
+    elif lift is not None:
+        state_name, reason, by, since = ACTIVE, None, lift.username, _iso(lift.at)
+        detail = f"suspension lifted: {lift.reason}"
+    else:
+        state_name, reason, by, since, detail = ACTIVE, None, None, None, ""
+    return AuditStatus(bundle_id=state.bundle_id, state=state_name, reason=reason, since=since, by=by, detail=detail,
+                       updated_at=_iso(now or datetime.now(timezone.utc)), warnings=list(state.warnings),
+                       target=float(r.target), delta=float(r.delta), n_audited=int(r.n_audited),
+                       n_correct=int(r.n_correct), cs_high=float(r.cs_high))
+
+
+def _read_refs(path: Path | None) -> dict[str, list[str]]:
+    if path is None or not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+            raise ValueError("expected an object of bundle_id -> [refs]")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"audit.refs_file={path}: unreadable ({type(exc).__name__})",
+                          hint="fix or delete it, then import with bundle= or list refs under audit.publish") from None
+    return {str(k): [str(r) for r in v] for k, v in raw.items()}
+
+
+@dataclass
+class AuditPublisher:
+    """Recomputes a bundle's audit status from the store and publishes it to every ref known for
+    the bundle (``audit.publish`` plus the refs imports recorded).
+
+    Recompute and write happen under one lock: the web app serves requests on a thread pool, and
+    without it a status computed before a newer verdict could be written after that verdict's
+    (an alarm overwritten by a stale "active"). Across processes, the next verdict or
+    ``action=audit_status`` puts the newest status back."""
+
+    store: Any
+    settings: AuditSettings
+    #: The MLflow tracking URI a ``models:/`` ref is resolved in (the ``tracking`` group's).
+    tracking_uri: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def refs(self, bundle_id: str) -> list[str]:
+        found = list((self.settings.publish or {}).get(bundle_id, []))
+        found += _read_refs(self.settings.refs_file).get(bundle_id, [])
+        return list(dict.fromkeys(found))
+
+    def record_ref(self, bundle_id: str, ref: str) -> None:
+        """Remember where ``bundle_id`` lives (the import's ``bundle=``/``audit_bundle=``)."""
+        if self.settings.refs_file is None:
+            return
+        refs = _read_refs(self.settings.refs_file)
+        listed = refs.setdefault(bundle_id, [])
+        if ref not in listed:
+            listed.append(ref)
+            self.settings.refs_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.settings.refs_file, json.dumps(refs, indent=1, sort_keys=True) + "\n")
+
+    def status(self, bundle_id: str) -> AuditStatus:
+        state = self.store.audit_state(bundle_id, n_opt=self.settings.n_opt, evidence_rule=self.settings.evidence)
+        return status_from_state(state)
+
+    def publish(self, bundle_id: str) -> tuple[AuditStatus, list[str]]:
+        """``(status, where it was written)``; nothing is written when no ref is known."""
+        from medcoder.tracking.audit_status import publish_status
+
+        with self._lock:
+            status = self.status(bundle_id)
+            refs = self.refs(bundle_id)
+            if self.tracking_uri and any(r.startswith("models:/") for r in refs):
+                import mlflow
+
+                mlflow.set_tracking_uri(self.tracking_uri)
+            return status, [publish_status(_ref_path(ref), status) for ref in refs]
+
+    def hook(self, bundle_id: str) -> str:
+        """The web app's ``on_audit``: republish, and say where (for the log)."""
+        status, where = self.publish(bundle_id)
+        return f"{status.state} -> {', '.join(where) if where else 'nowhere (no publish ref)'}"
+
+
+def publisher_from_config(cfg: Any, store: Any, audit: AuditSettings | None = None) -> AuditPublisher:
+    """The publisher over ``store`` with the config's audit settings and tracking URI."""
+    from medcoder.tracking import tracking_uri
+    from medcoder.workflows.factories import build_tracking
+
+    return AuditPublisher(store, audit or audit_settings_from_config(cfg), tracking_uri=tracking_uri(build_tracking(cfg)))
+
+
+def _ref_path(ref: str) -> str:
+    """A ``models:/`` ref as is; a folder made absolute (the status file goes beside it)."""
+    return ref if ref.startswith("models:/") else str(Path(ref).expanduser().resolve())
+
+
+def _status_line(status: AuditStatus, where: list[str]) -> str:
+    state = status.state + (f" ({status.reason})" if status.reason else "")
+    numbers = f"{status.n_correct}/{status.n_audited} audited correct"
+    warn = f", {len(status.warnings)} warning(s): {'; '.join(status.warnings)}" if status.warnings else ""
+    dest = (f"published to {', '.join(where)}" if where else
+            f"not published (no ref: set audit.publish.{status.bundle_id}=<bundle dir | models:/name/version>)")
+    return f"bundle {status.bundle_id}: {state}, {numbers}{warn}; {dest}"
+
+
+def bundle_guarantee(ref: str) -> tuple[str, float, float, dict[str, int]]:
+    """``(bundle_id, target precision, delta, training frequencies)`` of a bundle folder or a
+    ``models:/`` ref, read from its verified ``manifest.json``, ``calibration.json`` (``targets``,
+    else the certified ``policy.accept_result``) and ``labels.json``; the model is not loaded."""
+    from medcoder.data.labels import LabelSpace
+    from medcoder.inference.bundle import verify_bundle
+
+    if ref.startswith(("models:/", "runs:/")):
+        from medcoder.tracking.bundles import resolve_mlflow_bundle
+
+        root, manifest = resolve_mlflow_bundle(ref)
+    else:
+        root = Path(ref).expanduser()
+        if not root.is_dir():
+            raise ConfigError(f"bundle={ref}: no such bundle folder", hint="give the folder scripts/export.py wrote")
+        manifest = verify_bundle(root)
+    path = root / "calibration.json"
+    try:
+        calibration = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{path}: unreadable ({type(exc).__name__})", hint="re-export the bundle") from None
+    found = calibration.get("targets") or (calibration.get("policy") or {}).get("accept_result") or {}
+    target, delta = found.get("target_precision"), found.get("delta")
+    for name, value in (("target_precision", target), ("delta", delta)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
+            raise BundleError(f"{path}: targets.{name}={value!r} is missing or not in (0, 1)",
+                              hint="calibrate the run (scripts/calibrate.py) and export the bundle again")
+    labels = LabelSpace.from_json(root / "labels.json")
+    return manifest.bundle_id, float(target), float(delta), {c: int(n) for c, n in labels.frequency.items()}
 
 
 # -- actions --------------------------------------------------------------------------------------
@@ -158,6 +433,7 @@ def _predict_notes(cfg: Any, notes: str, bundle: str) -> Path:
 
 def import_from_config(cfg: Any) -> ReviewResult:
     predictions, notes, bundle = _text(cfg, "predictions"), _text(cfg, "notes"), _text(cfg, "bundle")
+    audit_bundle = _text(cfg, "audit_bundle")
     if notes is None:
         raise ConfigError("notes is not set", hint="notes=<folder of <id>.txt | .jsonl | .csv> (the notes predicted)")
     if predictions is None and bundle is None:
@@ -165,14 +441,42 @@ def import_from_config(cfg: Any) -> ReviewResult:
                           hint="predictions=<file from scripts/predict.py>, or bundle=<dir> to predict the notes")
     if predictions is not None and bundle is not None:
         raise ConfigError("both predictions and bundle are set", hint="give one: a predictions file, or a bundle")
+    if audit_bundle is not None and bundle is not None:
+        raise ConfigError("both audit_bundle and bundle are set",
+                          hint="bundle= already records its guarantee; audit_bundle= goes with predictions=")
+    audit = audit_settings_from_config(cfg)
+    ref = bundle or audit_bundle
+    if ref is not None and ref.startswith(("models:/", "runs:/")):
+        import mlflow
+
+        from medcoder.tracking import tracking_uri
+        from medcoder.workflows.factories import build_tracking
+
+        mlflow.set_tracking_uri(tracking_uri(build_tracking(cfg)))
+    guarantee = bundle_guarantee(ref) if ref is not None else None  # refused before anything is written
     store = open_store(cfg)
     try:
         path = Path(predictions) if predictions is not None else _predict_notes(cfg, notes, str(bundle))
-        result = store.import_predictions(path, Path(notes))
+        result = store.import_predictions(path, Path(notes), audit_rate=audit.rate, audit_seed=audit.seed,
+                                          min_audit=audit.min_per_import, double_review_rate=audit.double_review_rate)
+        published = ""
+        if guarantee is not None and ref is not None:
+            bundle_id, target, delta, frequencies = guarantee
+            if bundle_id != result.bundle_id:
+                raise ConfigError(f"audit_bundle={ref} is bundle {bundle_id}, but the predictions were made by "
+                                  f"bundle {result.bundle_id}",
+                                  hint="give the bundle that made the predictions (its manifest's bundle_id)")
+            store.set_bundle_guarantee(bundle_id, target, delta)
+            store.set_code_frequencies(bundle_id, frequencies)
+            publisher = publisher_from_config(cfg, store, audit)
+            publisher.record_ref(bundle_id, _ref_path(ref))
+            status, where = publisher.publish(bundle_id)
+            published = f"; target {target:g} at delta {delta:g}, audit status {status.state} -> {', '.join(where)}"
     finally:
         store.close()
     return ReviewResult(f"imported {result.n_imported} notes ({result.n_unchanged} unchanged, "
-                        f"{result.n_routed_codes} routed codes) of bundle {result.bundle_id} from {path}")
+                        f"{result.n_routed_codes} routed codes, {result.n_audit} drawn for audit, "
+                        f"{result.n_double} for a second review) of bundle {result.bundle_id} from {path}{published}")
 
 
 def _password(cfg: Any) -> str:
@@ -219,6 +523,143 @@ def export_from_config(cfg: Any) -> ReviewResult:
                         f"and {n_events} events to {events}")
 
 
+def _bundle_ids(store: ReviewStore, cfg: Any, *, required: bool) -> list[str]:
+    bundle_id = _text(cfg, "bundle_id")
+    known = list(store.bundles())
+    if bundle_id is None:
+        if required:
+            raise ConfigError("bundle_id is not set", hint=f"bundle_id=<one of: {', '.join(known) or 'none imported'}>")
+        return known
+    if bundle_id not in known:
+        raise ConfigError(f"bundle_id={bundle_id!r} is not in the review store",
+                          hint=f"one of: {', '.join(known) or 'none imported yet'}")
+    return [bundle_id]
+
+
+def audit_status_from_config(cfg: Any) -> ReviewResult:
+    """Recompute and publish every (or one) bundle's status: one line per bundle."""
+    audit = audit_settings_from_config(cfg)
+    store = open_store(cfg)
+    lines = []
+    try:
+        publisher = publisher_from_config(cfg, store, audit)
+        for bundle_id in _bundle_ids(store, cfg, required=False):
+            status, where = publisher.publish(bundle_id)
+            lines.append(_status_line(status, where))
+    finally:
+        store.close()
+    return ReviewResult("\n".join(lines) if lines else "no bundle in the review store: nothing to publish")
+
+
+def lift_from_config(cfg: Any) -> ReviewResult:
+    """An admin lifts a bundle's suspension with a recorded reason; the status is republished."""
+    audit = audit_settings_from_config(cfg)
+    admin_name, reason = _text(cfg, "admin"), cfg.get("reason")
+    if admin_name is None:
+        raise ConfigError("admin is not set", hint="admin=<the admin's user name> (recorded with the lift)")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError(f"reason={reason!r} is empty", hint='reason="<why the suspension may be lifted>"')
+    store = open_store(cfg)
+    try:
+        (bundle_id,) = _bundle_ids(store, cfg, required=True)
+        user = store.get_user(admin_name)
+        if user is None or user.role != "admin":
+            raise ConfigError(f"admin={admin_name!r} is not an admin of the review store",
+                              hint="give an account with role admin (action=create_user role=admin)")
+        store.lift(bundle_id, user, reason=reason.strip())
+        status, where = publisher_from_config(cfg, store, audit).publish(bundle_id)
+    finally:
+        store.close()
+    return ReviewResult(f"lifted by {admin_name}: " + _status_line(status, where))
+
+
+def _registered_version(ref: str) -> tuple[str, str]:
+    """``(name, version)`` of ``models:/name/<n>``, ``models:/name@alias`` or ``name/<n>``."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    rest = ref[len("models:/"):] if ref.startswith("models:/") else ref
+    rest = rest.rstrip("/")
+    try:
+        if "@" in rest:
+            name, _, alias = rest.rpartition("@")
+            return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        name, _, version = rest.rpartition("/")
+        if name and version.isdigit():
+            return name, str(MlflowClient().get_model_version(name, version).version)
+    except MlflowException as exc:
+        raise ConfigError(f"registered model {ref!r} not found in the tracking store ({type(exc).__name__})",
+                          hint="check report.registered_model (models:/name/<version> or models:/name@alias)") from None
+    raise ConfigError(f"report.registered_model={ref!r} is not a registered model version",
+                      hint="models:/name/<version> or models:/name@alias")
+
+
+def _logged_model_id(client: Any, name: str, version: str) -> str | None:
+    """The MLflow 3 logged model behind a registered version (its ``model_id``, or the
+    ``models:/m-…`` source a registration from ``log_model`` records), or None (an older store, or
+    a version registered from a plain path): then the metrics go to the run only."""
+    from mlflow.exceptions import MlflowException
+
+    mv = client.get_model_version(name, version)
+    candidate = getattr(mv, "model_id", None)
+    source = str(getattr(mv, "source", "") or "")
+    if not candidate and source.startswith("models:/m-") and "/" not in source[len("models:/"):]:
+        candidate = source[len("models:/"):]
+    if not candidate:
+        return None
+    try:
+        return str(client.get_logged_model(candidate).model_id)
+    except MlflowException:
+        return None
+
+
+def report_from_config(cfg: Any) -> ReviewResult:
+    """The agreement report of one bundle, logged to MLflow against its registered model version:
+    tags ``medcoder.registered_model``/``medcoder.model_version`` on a run in the tracking
+    experiment, metrics linked to the version's logged model where MLflow has one, the plot as an
+    artifact. Codes, counts and rates only: never note text."""
+    import mlflow
+
+    from medcoder.tracking import setup_experiment
+    from medcoder.workflows.factories import build_tracking
+
+    audit = audit_settings_from_config(cfg)
+    settings = report_settings_from_config(cfg, audit)
+    store = open_store(cfg)
+    try:
+        (bundle_id,) = _bundle_ids(store, cfg, required=True)
+        report = build_report(store, bundle_id, settings, evidence_rule=audit.evidence)
+        refs = AuditPublisher(store, audit).refs(bundle_id)
+    finally:
+        store.close()
+    setup_experiment(build_tracking(cfg))
+    ref = _text(cfg.report, "registered_model") if cfg.get("report") is not None else None
+    ref = ref or next((r for r in refs if r.startswith("models:/")), None)
+    if ref is None:
+        raise ConfigError(f"bundle {bundle_id} has no registered model version to log the report against",
+                          hint=f"report.registered_model=models:/<name>/<version>, or audit.publish.{bundle_id}="
+                               "models:/<name>/<version>")
+    name, version = _registered_version(ref)
+    model_id = _logged_model_id(mlflow.MlflowClient(), name, version)
+    metrics = report.metrics()
+    with mlflow.start_run(run_name=f"audit-report-{bundle_id[:12]}") as run:
+        mlflow.set_tags({"medcoder.registered_model": name, "medcoder.model_version": version,
+                         "medcoder.bundle_id": bundle_id, "medcoder.report": "audit_agreement",
+                         "medcoder.audit_state": "suspended" if report.state.suspended else "active"})
+        mlflow.log_params({"n_opt": settings.n_opt, "n_boot": settings.n_boot, "seed": settings.seed,
+                           "level": settings.level, "audit_rate": audit.rate, "audit_seed": audit.seed})
+        # MLflow 3: with the version's logged model id the metrics show on the model version too
+        mlflow.log_metrics(metrics, model_id=model_id or None)
+        if report.plot_png:
+            with tempfile.TemporaryDirectory() as tmp:
+                plot = Path(tmp) / "audit_precision.png"
+                plot.write_bytes(report.plot_png)
+                mlflow.log_artifact(str(plot))
+        run_id = run.info.run_id
+    return ReviewResult(f"report of bundle {bundle_id} logged to run {run_id} ({len(metrics)} metrics) against "
+                        f"registered model {name} version {version}")
+
+
 def log_config(access_log: bool) -> dict[str, Any]:
     """uvicorn's logging: its default formats, plus the filter that drops query strings from the
     access log; or no access log at all."""
@@ -243,7 +684,7 @@ def serve_from_config(cfg: Any) -> ReviewResult:
     settings = settings_from_config(cfg)
     store = open_store(cfg)
     try:
-        app = create_app(store, settings)
+        app = create_app(store, settings, on_audit=publisher_from_config(cfg, store).hook)
         print(f"review workbench on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
         uvicorn.run(app, host=host, port=port, log_config=log_config(cfg.serve.access_log),
                     access_log=cfg.serve.access_log, server_header=False, proxy_headers=False)
@@ -258,5 +699,6 @@ def review_from_config(cfg: Any) -> ReviewResult:
     if action not in ACTIONS:
         raise ConfigError(f"action={action!r} is not valid", hint=f"one of {', '.join(ACTIONS)}")
     return {"serve": serve_from_config, "import": import_from_config, "create_user": create_user_from_config,
-            "export": export_from_config}[action](cfg)
+            "export": export_from_config, "audit_status": audit_status_from_config, "lift": lift_from_config,
+            "report": report_from_config}[action](cfg)
 

@@ -21,7 +21,7 @@ def test_default_store_is_a_wal_file(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         version = conn.execute("SELECT version_num FROM review_alembic_version").fetchone()[0]
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_reopen_and_create_false(tmp_path: Path, predictions: Path) -> None:
@@ -86,7 +86,7 @@ def test_unreachable_postgres_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_0001_database_is_upgraded_in_place(tmp_path: Path, predictions: Path) -> None:
-    """A database at revision 0001 (no probe index) is brought to 0002 when the store opens it."""
+    """A database at revision 0001 (no probe index) is brought to the newest revision when the store opens it."""
     from importlib import resources
 
     from alembic import command
@@ -109,6 +109,6 @@ def test_a_0001_database_is_upgraded_in_place(tmp_path: Path, predictions: Path)
     with ReviewStore.open(f"sqlite:///{path}", create=False) as store:
         assert store.queue(p_min=0.6).total == 2
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version_num FROM review_alembic_version").fetchone()[0] == "0002"
+        assert conn.execute("SELECT version_num FROM review_alembic_version").fetchone()[0] == "0003"
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "ix_review_note_codes_note" in indexes
