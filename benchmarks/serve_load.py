@@ -450,7 +450,10 @@ def bundle_as_local_model(bundle: str, dest: Path) -> str:
     if hasattr(pyfunc, "model_metadata"):
         kwargs["metadata"] = pyfunc.model_metadata()
     mlflow.pyfunc.save_model(str(path), python_model=pyfunc.MedCoderModel(), artifacts={"bundle": str(bundle)},
-                             pip_requirements=["medcoder"], **kwargs)
+                             pip_requirements=["medcoder"],
+                             # an unregistered bundle has no registry tag to carry an audit status: say
+                             # so explicitly, or the served model fails closed (docs/ops.md)
+                             model_config={pyfunc.CONFIG_AUDIT_STATUS_URI: "none"}, **kwargs)
     return str(path)
 
 

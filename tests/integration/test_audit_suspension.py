@@ -200,3 +200,43 @@ def test_served_model_reads_the_tag_of_its_registered_version(registered, tiny_b
             client.delete_model_version_tag(AUDIT_MODEL, version, AUDIT_STATUS_TAG)
         out = model.predict(pd.DataFrame(frame))
         assert not any(AUDIT_ALARM in c["reasons"] for row in out["codes"] for c in row)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_bundle, tmp_path_factory) -> Path:
+    """The registered tiny MLflow model, downloaded: loadable with no registry at hand."""
+    mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])
+    dst = tmp_path_factory.mktemp("served_model")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=tiny_bundle["result"].model_uri, dst_path=str(dst)))
+
+
+def _served_codes(model_dir: Path, notes) -> list[dict]:
+    import pandas as pd
+
+    out = mlflow.pyfunc.load_model(str(model_dir)).predict(pd.DataFrame({"id": notes[1], "text": notes[0]}))
+    return [c for row in out["codes"] for c in row]
+
+
+@pytest.mark.parametrize("store", ["no tracking URI", "a registry without this bundle"])
+def test_served_model_without_a_readable_status_fails_closed(store, model_dir, tiny_bundle, notes, tmp_path,
+                                                            monkeypatch, caplog) -> None:
+    """Issue 21 review: a served model used to read *active* when no tracking URI was set, or when
+    no registered version carried its bundle id. Both fail closed now, with one warning; only
+    ``MEDCODER_AUDIT_STATUS_URI=none`` serves without a status."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MEDCODER_AUDIT_STATUS_URI"):
+        monkeypatch.delenv(name, raising=False)
+    mlflow.set_tracking_uri(None if store == "no tracking URI" else f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            codes = _served_codes(model_dir, notes)
+        assert codes and all(c["decision"] == "human_review" and AUDIT_STATUS_UNREADABLE in c["reasons"]
+                             for c in codes), [(c["code"], c["decision"], c["reasons"]) for c in codes]
+        warned = _warnings(caplog)
+        assert len(warned) == 1 and "audit status unreadable" in warned[0], warned
+        monkeypatch.setenv("MEDCODER_AUDIT_STATUS_URI", "none")  # the one, explicit, opt-out
+        codes = _served_codes(model_dir, notes)
+        assert any(c["decision"] == "auto_accept" for c in codes)
+        assert not any(AUDIT_STATUS_UNREADABLE in c["reasons"] for c in codes)
+    finally:
+        mlflow.set_tracking_uri(tiny_bundle["tracking_uri"])

@@ -145,12 +145,15 @@ def test_bundle_has_no_model_verifies_and_serves_the_runs_calibrated_scores(run)
         assert not p.truncated  # no chunk limit without the neural view; CodiEsp notes are far below max_note_chars
 
 
-def test_mlflow_pyfunc_model_serves_the_bundle(run) -> None:
+def test_mlflow_pyfunc_model_serves_the_bundle(run, monkeypatch) -> None:
     import pandas as pd
 
     from medcoder.tracking.pyfunc import predictions_frame
 
     mlflow.set_tracking_uri(f"sqlite:///{run['root'] / 'mlflow.db'}")
+    # the model is not registered, so it has no registry tag for an audit status: served as is only
+    # when that is said explicitly (otherwise it fails closed: test_audit_suspension.py)
+    monkeypatch.setenv("MEDCODER_AUDIT_STATUS_URI", "none")
     test = run["test"].select(range(5))
     ids, texts = list(test["id"]), list(test["text"])
     got = mlflow.pyfunc.load_model(run["export"].model_uri).predict(pd.DataFrame({"id": ids, "text": texts}))

@@ -17,8 +17,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from medcoder.data._common import build_dataset
+from medcoder.data.loaders import load_reviewed
 from medcoder.data.splits import CERTIFY_SPLIT, certify_on_reviewed, split_reviewed, text_sha256
-from medcoder.errors import DataError
+from medcoder.errors import BundleError, DataError
 from medcoder.workflows.calibrate import calibrate
 from medcoder.workflows.export import export_run
 from medcoder.workflows.factories import build_corpus
@@ -42,7 +43,8 @@ FAST_COMPARE = ("compare.bootstrap.n_resamples=999", "compare.permutation.n_resa
 
 def _reviewed_rows(folder: Path, n: int, seed: int = 11) -> list[dict]:
     """Notes the corpus does not hold (another generator seed, ids ``rev-*``) with gold codes, as
-    the review export writes them; every fourth carries a code the coders added."""
+    the review export writes them; every fourth carries a code the coders added, and every fifth is
+    not ``verified`` (an auto-accepted code of it nobody checked: it may train, never certify)."""
     paths = write_corpus(folder, n_train=n, n_dev=1, n_test=1, seed=seed)
     rows = [json.loads(line) for line in Path(paths["train"]).read_text().splitlines()]
     out = []
@@ -51,8 +53,14 @@ def _reviewed_rows(folder: Path, n: int, seed: int = 11) -> list[dict]:
         if i % 4 == 0:
             codes.append(NEW_CODE)
             text = f"{NEW_WORDS} {text}"
-        out.append({"id": f"rev-{i}", "text": text, "codes": codes})
+        out.append({"id": f"rev-{i}", "text": text, "codes": codes, "verified": i % 5 != 1})
     return out
+
+
+def _split_of(rows: list[dict]):
+    """The split retrain makes of an export (HOLDOUT's settings, the rows' verified flags)."""
+    return split_reviewed([r["id"] for r in rows], fraction=0.3, min_notes=5, seed=0,
+                          verified=[r["verified"] for r in rows])
 
 
 def _write_export(folder: Path, rows: list[dict]) -> Path:
@@ -146,12 +154,65 @@ def test_held_out_notes_that_train_or_tune_are_refused(tiny_corpus: dict[str, st
         certify_on_reviewed(corpus, reviewed, split, tuning="none", fraction=0.2, seed=0)
 
 
+def test_an_unverified_note_is_never_held_out(tmp_path: Path) -> None:
+    """Issue 21 review: a reviewed note whose auto-accepted codes nobody checked carries the serving
+    model's own auto-accepts as gold; held out, it would certify a candidate warm-started from that
+    model on its own answers. It may train, never certify: in the split, in certify_on_reviewed
+    (whatever split it is given), and an export without the field reads as unverified."""
+    ids = [f"rev-{i}" for i in range(200)]
+    plain = split_reviewed(ids, fraction=0.3, min_notes=5, seed=0)
+    unverified = set(plain.held_out[::2])
+    split = split_reviewed(ids, fraction=0.3, min_notes=5, seed=0, verified=[i not in unverified for i in ids])
+    assert not set(split.held_out) & unverified and unverified <= set(split.train)
+    assert set(split.held_out) == set(plain.held_out) - unverified  # verified notes keep their side
+    assert set(split.held_out) | set(split.train) == set(ids)
+    with pytest.raises(DataError, match="verified"):
+        split_reviewed(ids, fraction=0.3, min_notes=5, seed=0, verified=[False] * len(ids))
+
+    rows = _reviewed_rows(tmp_path / "src", 30)
+    notes, _, _ = load_reviewed(_write_export(tmp_path / "with", rows))
+    assert list(notes["verified"]) == [r["verified"] for r in rows]
+    bare, _, _ = load_reviewed(_write_export(tmp_path / "without", [{k: v for k, v in r.items() if k != "verified"}
+                                                                    for r in rows]))
+    assert not any(bare["verified"])  # absent: false
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "labels.jsonl").write_text(json.dumps({**rows[0], "verified": "yes"}) + "\n")
+    with pytest.raises(DataError, match="'verified' must be true or false"):
+        load_reviewed(tmp_path / "bad")
+
+    corpus = write_corpus(tmp_path / "corpus", n_train=12, n_dev=6, n_test=6, seed=5)
+    base = build_corpus({"name": "jsonl", "format": "jsonl", **corpus})
+    every = split_reviewed(list(notes["id"]), fraction=0.5, min_notes=1, seed=0)  # made without the flags
+    out = certify_on_reviewed(base, notes, every, tuning="none", fraction=0.2, seed=0)
+    flags = dict(zip(notes["id"], notes["verified"], strict=True))
+    assert out[CERTIFY_SPLIT]["id"] and all(flags[i] for i in out[CERTIFY_SPLIT]["id"])
+    moved = {i for i in every.held_out if not flags[i]}
+    assert moved and moved <= set(out["train"]["id"])
+
+
+def test_an_unreadable_training_list_of_the_serving_model_is_an_error(tmp_path: Path) -> None:
+    """The serving model's run cannot be read (another store, or the store down): a one-line error,
+    not an empty list (which would let a note it trained on certify the candidate)."""
+    from medcoder.workflows.retrain import ServingModel, _serving_training_ids
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")
+    try:
+        serving = ServingModel("models:/x/1", tmp_path, "b" * 16, "0" * 32, "x", "1")
+        with pytest.raises(BundleError, match="cannot read the reviewed notes it trained on") as info:
+            _serving_training_ids(serving)
+        assert "\n" not in str(info.value)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 # -- end to end --------------------------------------------------------------------------------
 
 
 def test_candidate_is_certified_on_the_held_out_slice_only(serving: dict, retrained: dict) -> None:
     client, run_id, rows = retrained["client"], retrained["run_id"], retrained["rows"]
-    split = split_reviewed([r["id"] for r in rows], fraction=0.3, min_notes=5, seed=0)
+    split = _split_of(rows)
+    assert set(split.held_out) <= {r["id"] for r in rows if r["verified"]}  # never an unverified note
     params = client.get_run(run_id).data.params
     assert params["reviewed.n_held_out"] == str(len(split.held_out))
     assert params["reviewed.n_train"] == str(len(split.train))
@@ -202,8 +263,12 @@ def test_comparison_is_attached_with_cis(serving: dict, retrained: dict) -> None
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="retrain/comparison.json",
                                                dst_path=str(serving["root"] / "dl2"))
     report = json.loads(Path(path).read_text())
-    split = split_reviewed([r["id"] for r in retrained["rows"]], fraction=0.3, min_notes=5, seed=0)
+    split = _split_of(retrained["rows"])
     assert report["n_notes"] == len(split.held_out) and report["split"] == CERTIFY_SPLIT
+    # the warm-start chain's reviewed training notes (serving v1 was no retrain: this run's own part)
+    listed = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="retrain/reviewed_split.json", dst_path=str(serving["root"] / "dl3"))).read_text())
+    assert listed["trained_cumulative"] == sorted(split.train) == sorted(listed["train"])
     assert report["baseline"] == "serving" and report["serving"]["pinned"] == f"models:/{NAME}/1"
     for metric in ("map", "micro_f1", "p_at_8"):
         est = report["results"]["candidate"][metric]["estimate"]

@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,7 +32,7 @@ from medcoder.data.labels import LabelSpace
 from medcoder.errors import ConfigError
 from medcoder.inference.audit_status import read_status_file, status_path
 from medcoder.inference.bundle import BUNDLE_SCHEMA_VERSION, bundle_id_from_hashes, sha256_file
-from medcoder.review import ReviewStore
+from medcoder.review import ReviewError, ReviewStore
 from medcoder.web import WebSettings, create_app
 from medcoder.workflows.review import AuditPublisher, audit_settings_from_config, review_from_config
 from tests.helpers.configs import compose_named
@@ -208,9 +209,37 @@ def test_the_review_page_does_not_unblind_a_pending_audit(env: dict[str, Any]) -
     r = audrey.get(f"/api/notes/{key}")
     assert r.status_code == 403 and r.json()["error"] == "audit_blind"
     assert "0.97" not in r.text
+    # an admin may audit too (AUDITORS): blinded the same way (issue 21 review: only role auditor was)
+    adam_user = store.get_user("adam")
+    adam_pending = [i.note_key for i in store.audit_queue(adam_user, limit=500)]
+    assert key in adam_pending
+    adam, _ = client_for(env, "adam")
+    r = adam.get(f"/notes/{key}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/audit/{key}"
+    r = adam.get(f"/api/notes/{key}")
+    assert r.status_code == 403 and r.json()["error"] == "audit_blind"
     # a reviewer (who may not audit) still reads it as before
     alice, _ = client_for(env, "alice")
     assert alice.get(f"/api/notes/{key}").status_code == 200
+
+
+def test_the_queue_hides_notes_awaiting_audit_from_those_who_may_audit(env: dict[str, Any]) -> None:
+    """The queue's rows (reasons, progress) and filters would un-blind the audit sample: the web
+    passes who asks (``store.queue(..., user=)``), so an auditor's or admin's queue, page and API,
+    leaves out the notes still waiting for their verdicts; a reviewer sees the whole queue."""
+    store = env["store"]
+    for name in ("audrey", "adam"):
+        pending = {i.note_key for i in store.audit_queue(store.get_user(name), limit=500)}
+        assert pending
+        client, _ = client_for(env, name)
+        shown = {i["note_key"] for i in client.get("/api/queue", params={"limit": 500}).json()["items"]}
+        assert shown and not shown & pending, (name, shown & pending)
+        html = client.get("/queue").text
+        assert not any(f"/notes/{quote(k, safe='')}" in html for k in pending), name
+    alice, _ = client_for(env, "alice")
+    pending = {i.note_key for i in store.audit_queue(store.get_user("audrey"), limit=500)}
+    shown = {i["note_key"] for i in alice.get("/api/queue", params={"limit": 500}).json()["items"]}
+    assert pending <= shown
 
 
 def test_store_refusals_are_clear_messages(env: dict[str, Any]) -> None:
@@ -241,8 +270,9 @@ def test_an_auditor_who_reviewed_the_note_is_refused(env: dict[str, Any]) -> Non
     assert r.status_code in (400, 403) and "auditor must be another person" in r.text
 
 
-def _wrong_until_suspended(env: dict[str, Any]) -> int:
-    """Audrey scores auto-accepted codes wrong (a planted bad model) until the alarm fires."""
+def _wrong_until_suspended(env: dict[str, Any], *, publish_fails: bool = False) -> int:
+    """Audrey scores auto-accepted codes wrong (a planted bad model) until the alarm fires
+    (``publish_fails``: each verdict is recorded and the page says its status was not published)."""
     store, bundle_id = env["store"], env["bundle_id"]
     audrey, csrf = client_for(env, "audrey")
     n = 0
@@ -253,7 +283,10 @@ def _wrong_until_suspended(env: dict[str, Any]) -> int:
             if c.code in done:
                 continue
             r = verdict(audrey, csrf, item.note_key, c.code, "wrong", replaced_by="E11.65", comment="")
-            assert r.status_code == 303, r.text[:300]
+            if publish_fails:
+                assert r.status_code == 200 and "could not be published" in r.text, r.text[:300]
+            else:
+                assert r.status_code == 303, r.text[:300]
             n += 1
             if store.audit_state(bundle_id).suspended:
                 return n
@@ -300,14 +333,19 @@ def test_lift_needs_a_reason_and_republishes_active(env: dict[str, Any]) -> None
     assert adam.post("/admin/audit/no-such-bundle/lift", data={"csrf_token": csrf, "reason": "x"}).status_code == 404
 
 
-def test_lift_action_refuses_without_reason_or_admin(env: dict[str, Any]) -> None:
-    base = [*env["overrides"], "action=lift", f"bundle_id={env['bundle_id']}"]
-    with pytest.raises(ConfigError, match="reason"):
-        review_from_config(compose_named("review", [*base, "admin=adam"]))
-    with pytest.raises(ConfigError, match="not an admin"):
-        review_from_config(compose_named("review", [*base, "admin=audrey", "reason=because"]))
-    line = review_from_config(compose_named("review", [*base, "admin=adam", "reason='checked again'"])).line
-    assert line.startswith("lifted by adam") and "active" in line
+def test_lift_action_refuses_without_reason_or_admin(tmp_path: Path) -> None:
+    env = fresh_env(tmp_path)  # a store of its own: a lift needs a suspension to lift
+    try:
+        _wrong_until_suspended(env)
+        base = [*env["overrides"], "action=lift", f"bundle_id={env['bundle_id']}"]
+        with pytest.raises(ConfigError, match="reason"):
+            review_from_config(compose_named("review", [*base, "admin=adam"]))
+        with pytest.raises(ConfigError, match="not an admin"):
+            review_from_config(compose_named("review", [*base, "admin=audrey", "reason=because"]))
+        line = review_from_config(compose_named("review", [*base, "admin=adam", "reason='checked again'"])).line
+        assert line.startswith("lifted by adam") and "active" in line
+    finally:
+        env["store"].close()
 
 
 def _submit(store: ReviewStore, key: str, username: str, decisions: dict[str, tuple[str, str | None]]) -> None:
@@ -427,3 +465,104 @@ def test_audit_config_range_checks(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             review_from_config(compose_named("review", [*base, override]))
         assert key in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+# -- issue 21 review: restart recovery, tolerant publishing, pinned publish refs -------------------
+def fresh_env(root: Path, on_audit: Any = None) -> dict[str, Any]:
+    """A store of its own (one bundle imported with audit_bundle=, four users) and an app whose
+    audit hook is ``on_audit`` (default: the real publisher's)."""
+    bundle_dir, bundle_id = make_bundle(root)
+    predictions, notes = write_predictions(root, bundle_id)
+    overrides = base_overrides(root)
+    cfg = compose_named("review", [*overrides, "action=import", f"predictions={predictions}", f"notes={notes}",
+                                   f"audit_bundle={bundle_dir}", "audit.rate=0.5", "audit.seed=7"])
+    review_from_config(cfg)
+    store = ReviewStore.open(f"sqlite:///{root / 'review.db'}")
+    for name, role in (("alice", "reviewer"), ("audrey", "auditor"), ("adam", "admin")):
+        store.create_user(name, PASSWORD, role)
+    hook = on_audit or AuditPublisher(store, audit_settings_from_config(cfg)).hook
+    return {"root": root, "bundle_dir": bundle_dir, "bundle_id": bundle_id, "store": store,
+            "app": create_app(store, WebSettings(secret_key=SECRET), on_audit=hook), "overrides": overrides}
+
+
+def test_a_restart_of_the_workbench_republishes_a_lost_suspension(tmp_path: Path, monkeypatch) -> None:
+    """The verdicts' publishes all fail (a crash, the registry down): the status beside the bundle
+    still says active. ``action=serve`` recomputes every status from the events before it serves
+    (uvicorn replaced here by a stub): the file says suspended before the first request."""
+    import uvicorn
+
+    def lost(bundle_id: str) -> str:
+        raise OSError("crashed before the status was written")
+
+    env = fresh_env(tmp_path, on_audit=lost)
+    try:
+        _wrong_until_suspended(env, publish_fails=True)
+        status = read_status_file(env["bundle_dir"], env["bundle_id"])
+        assert status is not None and status.state == "active"  # the publish was lost
+        served: list[Any] = []
+        monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(
+            read_status_file(env["bundle_dir"], env["bundle_id"])))
+        monkeypatch.setenv("MEDCODER_REVIEW_SECRET", SECRET)
+        review_from_config(compose_named("review", [*env["overrides"], "action=serve"]))
+        assert len(served) == 1 and served[0].suspended and served[0].reason == "audit_alarm"
+    finally:
+        env["store"].close()
+
+
+def test_audit_status_publishes_every_bundle_it_can_and_then_fails(tmp_path: Path, capsys) -> None:
+    """A bundle without a certified target/delta (imported without its bundle) cannot be published:
+    its line says why, the other bundle is still published, and the action ends in one error."""
+    env = fresh_env(tmp_path)
+    try:
+        other = tmp_path / "other"
+        other.mkdir()
+        predictions, notes = write_predictions(other, "f" * 64)
+        review_from_config(compose_named("review", [*env["overrides"], "action=import", f"predictions={predictions}",
+                                                    f"notes={notes}"]))
+        status_path(env["bundle_dir"]).unlink()
+        capsys.readouterr()
+        with pytest.raises(ReviewError) as info:
+            review_from_config(compose_named("review", [*env["overrides"], "action=audit_status"]))
+        assert "1 of 2 bundle(s)" in str(info.value) and "f" * 64 in str(info.value)
+        assert "\n" not in str(info.value)
+        out = capsys.readouterr().out
+        assert f"bundle {'f' * 64}: not published (ReviewError: bundle {'f' * 64} has no audit target/delta" in out
+        assert f"bundle {env['bundle_id']}: active" in out
+        assert read_status_file(env["bundle_dir"], env["bundle_id"]) is not None  # published all the same
+    finally:
+        env["store"].close()
+
+
+def test_a_recorded_alias_is_pinned_to_its_version(tmp_path: Path) -> None:
+    """``record_ref`` stores ``models:/name@alias`` as the version it names at import: when the
+    alias moves to another bundle's version, this bundle's status still goes to its own version
+    (before: the alias followed, and the publish was refused there)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    env = fresh_env(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    previous = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(tracking_uri=uri)
+        client.create_registered_model("pin-test")
+        v1 = client.create_model_version("pin-test", source=str(env["bundle_dir"]),
+                                         tags={"medcoder.bundle_id": env["bundle_id"]}).version
+        v2 = client.create_model_version("pin-test", source=str(env["bundle_dir"]),
+                                         tags={"medcoder.bundle_id": "e" * 64}).version
+        client.set_registered_model_alias("pin-test", "champion", v1)
+        cfg = compose_named("review", [*env["overrides"], "action=audit_status"])
+        publisher = AuditPublisher(env["store"], audit_settings_from_config(cfg), tracking_uri=uri)
+        publisher.record_ref(env["bundle_id"], "models:/pin-test@champion")
+        assert f"models:/pin-test/{v1}" in publisher.refs(env["bundle_id"])
+        assert "models:/pin-test@champion" not in publisher.refs(env["bundle_id"])
+        client.set_registered_model_alias("pin-test", "champion", v2)  # promoted: another bundle
+        status, where = publisher.publish(env["bundle_id"])
+        assert f"models:/pin-test/{v1} tag medcoder.audit_status" in where
+        assert json.loads(client.get_model_version("pin-test", v1).tags["medcoder.audit_status"])["bundle_id"] == \
+            env["bundle_id"]
+        assert "medcoder.audit_status" not in client.get_model_version("pin-test", v2).tags
+    finally:
+        mlflow.set_tracking_uri(previous)
+        env["store"].close()

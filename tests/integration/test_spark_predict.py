@@ -25,10 +25,12 @@ from medcoder.inference.prediction import text_sha256
 from medcoder.tracking.pyfunc import OUTPUT_COLUMNS
 from medcoder.workflows.spark_predict import (
     MARKER,
+    ResolvedModel,
     SparkOutputs,
     check_output_paths,
     spark_predict_from_config,
     spark_session,
+    udf_env,
 )
 
 from ..helpers.configs import compose_named
@@ -267,3 +269,21 @@ def test_commit_replaces_all_outputs_or_none(tmp_path, monkeypatch) -> None:
     assert [content(n) for n in ("p.parquet", "p.audit", "x.parquet")] == [
         "new-p.parquet", "new-p.audit", "new-x.parquet"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # nothing left aside
+
+
+def test_executors_get_the_tracking_uri_and_the_resolved_version(monkeypatch) -> None:
+    """Issue 21 review: a Spark executor (another process, perhaps another host) loads the model
+    with only the UDF's environment. It gets the job's tracking URI and the version the alias
+    resolved to, so it obeys that version's status tag (and fails closed where it cannot read it);
+    a MEDCODER_AUDIT_STATUS_URI of the driver's (``none``: the opt-out) is passed on as it is."""
+    monkeypatch.delenv("MEDCODER_AUDIT_STATUS_URI", raising=False)
+    model = ResolvedModel("models:/m/3", "models:/m@champion", None, "sqlite:///x/mlflow.db")
+    env = udf_env(model, records_per_batch=4, max_note_chars=100, torch_threads=None)
+    assert env["MEDCODER_AUDIT_STATUS_URI"] == "models:/m/3" and env["MLFLOW_TRACKING_URI"] == "sqlite:///x/mlflow.db"
+    assert env["MEDCODER_MAX_REQUEST_ROWS"] == "4" and env["MEDCODER_MAX_NOTE_CHARS"] == "100"
+    folder = ResolvedModel("/models/m", "/models/m", Path("/models/m"), "sqlite:///x/mlflow.db")
+    env = udf_env(folder, records_per_batch=4, max_note_chars=100, torch_threads=1)
+    assert "MEDCODER_AUDIT_STATUS_URI" not in env and env["MLFLOW_TRACKING_URI"] == "sqlite:///x/mlflow.db"
+    monkeypatch.setenv("MEDCODER_AUDIT_STATUS_URI", "none")
+    assert udf_env(model, records_per_batch=4, max_note_chars=100, torch_threads=None)[
+        "MEDCODER_AUDIT_STATUS_URI"] == "none"

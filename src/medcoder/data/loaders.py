@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from medcoder.data.tabular import load_tabular
 from medcoder.errors import ConfigError, DataError
 from medcoder.registry import Registry
 
-__all__ = ["FORMATS", "METADATA_KEYS", "LOADERS", "REVIEWED_LABELS_FILE", "file_sha256", "load_corpus", "load_reviewed",
+__all__ = ["FORMATS", "METADATA_KEYS", "LOADERS", "REVIEWED_LABELS_FILE", "VERIFIED_FIELD", "file_sha256", "load_corpus", "load_reviewed",
            "loader_call", "reviewed_labels_path", "valid_keys"]
 
 Loader = Callable[..., datasets.DatasetDict]
@@ -158,15 +159,27 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: The field of a ``labels.jsonl`` row that says every auto-accepted code of the note was checked by a
+#: person (decided by a reviewer, or audited). Absent: false.
+VERIFIED_FIELD = "verified"
+
+
 def load_reviewed(ref: str | Path, *, sha256: str | None = None) -> tuple[datasets.Dataset, Path, str]:
-    """Reviewed notes of a review export (``{id, text, codes}`` JSON Lines, the ``data=jsonl``
-    format): ``(notes, path, sha256 of the file)``.
+    """Reviewed notes of a review export (``{id, text, codes, verified}`` JSON Lines, the
+    ``data=jsonl`` format plus one field): ``(notes, path, sha256 of the file)``; the notes carry a
+    boolean ``verified`` column.
 
     Why its own loader: these notes decide what a retrained candidate is certified on, so the file
     is pinned by its digest (``sha256``: the one recorded when the candidate was trained; a file
     changed since is refused, since calibrate/export would rebuild another partition), and an
     export without notes is refused here rather than training a candidate on nothing new.
     Empty notes are skipped as ``data=jsonl`` skips them (logged by id); ids must be unique.
+
+    ``verified`` (:data:`VERIFIED_FIELD`): true when every auto-accepted code of the note was decided
+    by a reviewer or audited. **Absent means false** (an export from before the field existed, or a
+    hand-made file): such a note may train a candidate but never certify one
+    (:func:`medcoder.data.splits.split_reviewed`). A value other than true/false is a one-line
+    ``DataError``.
     """
     path = reviewed_labels_path(ref)
     digest = file_sha256(path)
@@ -177,4 +190,27 @@ def load_reviewed(ref: str | Path, *, sha256: str | None = None) -> tuple[datase
     if len(notes) == 0:
         raise DataError(f"reviewed={path}: no reviewed notes in the export",
                         hint="submit reviews in the workbench, then export again (scripts/review.py action=export)")
-    return notes, path, digest
+    flags = _verified_flags(path)
+    return notes.add_column(VERIFIED_FIELD, [flags.get(str(i), False) for i in notes["id"]]), path, digest
+
+
+def _verified_flags(path: Path) -> dict[str, bool]:
+    """``id -> verified`` of every row of a reviewed-labels file (rows already parsed once by
+    :func:`load_tabular`, so only the one field is checked here)."""
+    flags: dict[str, bool] = {}
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):  # a row load_tabular refused or skipped already
+                continue
+            if not isinstance(row, dict):
+                continue
+            value = row.get(VERIFIED_FIELD, False)
+            if not isinstance(value, bool):
+                raise DataError(f"{path}:{line_no}: field {VERIFIED_FIELD!r} must be true or false, got "
+                                f"{type(value).__name__}", hint="re-export the reviews (scripts/review.py action=export)")
+            flags[str(row.get("id"))] = value
+    return flags

@@ -394,20 +394,49 @@ class ReviewedSplit:
                 "held_out_sha256": self.held_out_sha256, "train_sha256": self.train_sha256,
                 "fraction": self.fraction, "min_notes": self.min_notes, "seed": self.seed}
 
+    def verified_only(self, verified: Mapping[str, bool], *, source: str = "reviewed") -> ReviewedSplit:
+        """This split with every held-out note that is not ``verified`` moved to ``train``: an
+        unverified reviewed note may train a candidate, never certify one (see
+        :func:`split_reviewed`). A note missing from ``verified`` counts as unverified. Refused
+        (one-line ``DataError``) when fewer than ``min_notes`` verified notes are left held out."""
+        held = tuple(i for i in self.held_out if verified.get(i, False))
+        train = tuple(sorted({*self.train, *(i for i in self.held_out if not verified.get(i, False))}))
+        if len(held) < self.min_notes:
+            n_all = len(self.held_out) + len(self.train)
+            raise DataError(f"{source}: {len(held)} of {n_all} reviewed notes fall in the held-out slice and are "
+                            f"verified ({len(self.held_out) - len(held)} more fall in it unverified; "
+                            f"holdout.fraction={self.fraction}, holdout.seed={self.seed}), fewer than "
+                            f"holdout.min_notes={self.min_notes}",
+                            hint="review more notes before retraining, or audit the auto-accepted codes of reviewed "
+                                 "notes (a note is verified when each of them was decided by a reviewer or audited)")
+        return ReviewedSplit(held, train, self.fraction, self.min_notes, self.seed)
+
 
 def split_reviewed(ids: Sequence[str], *, fraction: float, min_notes: int, seed: int,
-                   source: str = "reviewed") -> ReviewedSplit:
+                   source: str = "reviewed", verified: Sequence[bool] | None = None) -> ReviewedSplit:
     """Split reviewed notes by note into a held-out slice (certifies and compares a retrained
     candidate) and a training part.
 
-    A note is held out iff ``sha256(seed, id)``, read as a number in [0, 1), is below ``fraction``.
+    A note is held out iff it is verified and ``sha256(seed, id)``, read as a number in [0, 1), is
+    below ``fraction``. ``verified`` (aligned with ``ids``; the export's ``verified`` field, see
+    :func:`medcoder.data.loaders.load_reviewed`): whether every auto-accepted code of the note was
+    decided by a reviewer or audited. Why only verified notes certify: an auto-accepted code nobody
+    looked at is in the export as the serving model decided it, so on an unverified note the
+    serving model's auto-accepts are gold by definition; a candidate warm-started from that model
+    agrees with them, and its certified precision would be biased upward. Unverified notes may only
+    train. ``None``: every note counts as verified (a plain id split; :func:`certify_on_reviewed`
+    applies the notes' own ``verified`` column again whatever split it is given).
+
     Why a per-note draw rather than a shuffle of this export: the slice a note falls in depends on
     its id and the seed only, never on which other notes the export holds, so a note trained on by
     one retrain (and so by every model warm-started from it) is never held out by the next one,
     which sees a larger export. The price: the slice's size varies around ``fraction`` of the notes,
     and a slice below ``min_notes`` is refused rather than topped up (topping up would move notes
-    that earlier retrains trained on). Not stratified by code on purpose: a simple random sample of
-    the reviewed notes is what Learn-then-Test's exchangeability with future notes asks for.
+    that earlier retrains trained on). One exception to "keeps its side": a note in the seeded slice
+    that trained while unverified and is verified in a later export would move to the held-out
+    slice; ``scripts/retrain.py`` refuses that (the serving model's cumulative list of trained ids).
+    Not stratified by code on purpose: a simple random sample of the reviewed notes is what
+    Learn-then-Test's exchangeability with future notes asks for.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < float(fraction) < 1:
         raise ConfigError(f"holdout.fraction={fraction!r} is not in (0, 1)",
@@ -425,16 +454,22 @@ def split_reviewed(ids: Sequence[str], *, fraction: float, min_notes: int, seed:
         raise DataError(f"{source}: {n} reviewed notes, all needed for the held-out minimum "
                         f"holdout.min_notes={min_notes}: none would be left to train on",
                         hint="review more notes before retraining (or lower holdout.min_notes knowingly)")
+    if verified is not None and len(verified) != len(ids):
+        raise ValueError(f"verified has {len(verified)} flags for {len(ids)} ids")
     held = [i for i in unique if _holdout_draw(i, seed) < float(fraction)]
     train = [i for i in unique if _holdout_draw(i, seed) >= float(fraction)]
-    if len(held) < min_notes:
+    split = ReviewedSplit(tuple(held), tuple(train), float(fraction), int(min_notes), int(seed))
+    if verified is not None:
+        # the seeded slice first (a note's side depends on its id only), then its unverified notes train
+        split = split.verified_only({str(i): bool(v) for i, v in zip(ids, verified, strict=True)}, source=source)
+    elif len(held) < min_notes:
         raise DataError(f"{source}: {len(held)} of {n} reviewed notes fall in the held-out slice "
                         f"(holdout.fraction={fraction}, holdout.seed={seed}), fewer than holdout.min_notes={min_notes}",
                         hint="review more notes before retraining; the slice is fixed per note, so it is not topped up")
-    if not train:
+    if not split.train:
         raise DataError(f"{source}: all {n} reviewed notes fall in the held-out slice (holdout.fraction={fraction})",
                         hint="review more notes, or lower holdout.fraction")
-    return ReviewedSplit(tuple(held), tuple(train), float(fraction), int(min_notes), int(seed))
+    return split
 
 
 def _select_rows(data: Any, keep: Sequence[bool]) -> Any:
@@ -450,7 +485,9 @@ def certify_on_reviewed(splits: Mapping[str, Any], reviewed: Any, split: Reviewe
     train nor certify the candidate). Then the reviewed notes of ``split.train`` join ``train``
     (a reviewed note already in train or the tuning dev, by id or by text, replaces that copy: the
     reviewed codes are the newer labels), ``split.held_out`` becomes ``certify``, and ``test`` is
-    untouched.
+    untouched. Where ``reviewed`` has a ``verified`` column (:func:`medcoder.data.loaders.load_reviewed`)
+    an unverified note of ``split.held_out`` is moved to train first (:meth:`ReviewedSplit.verified_only`),
+    whoever made the split: an unverified note never certifies.
 
     Refused (one-line ``DataError``): a held-out note that is also a train or tuning-dev note, and a
     reviewed training note that is also a test note (by id or text). The certify split is checked
@@ -467,6 +504,9 @@ def certify_on_reviewed(splits: Mapping[str, Any], reviewed: Any, split: Reviewe
                               hint="train, dev and test are needed")
     rows = {str(i): (str(t), list(c)) for i, t, c in zip(reviewed["id"], reviewed["text"], reviewed["codes"],
                                                          strict=True)}
+    if "verified" in getattr(reviewed, "column_names", ()):
+        split = split.verified_only({str(i): bool(v) for i, v in zip(reviewed["id"], reviewed["verified"],
+                                                                     strict=True)}, source=source)
     missing = [i for i in (*split.held_out, *split.train) if i not in rows]
     if missing or len(rows) != len(split.held_out) + len(split.train):
         raise DataError(f"{source}: the reviewed notes changed since they were split ({len(missing)} ids missing)",

@@ -60,6 +60,7 @@ __all__ = [
     "MetricResult",
     "Terms",
     "align_systems",
+    "check_metric",
     "bootstrap_ci",
     "compare_systems",
     "leaderboard_csv",
@@ -80,7 +81,7 @@ _MICRO = ("micro_f1", "micro_precision", "micro_recall")
 # --------------------------------------------------------------------------------------------
 
 
-def _check_metric(metric: str) -> None:
+def check_metric(metric: str) -> None:
     m = _AT_K.match(metric)
     if metric in ("map", *_MICRO) or (m and int(m[2]) >= 1):
         return
@@ -115,7 +116,7 @@ def metric_terms(preds: NotePredictions, metric: str) -> Terms:
 
 
 def _num_den(preds: NotePredictions, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    _check_metric(metric)
+    check_metric(metric)
     n = len(preds.notes)
     n_gold = np.array([len(note.gold) for note in preds.notes], dtype=np.float64)
     has_gold = (n_gold > 0).astype(np.float64)
@@ -341,7 +342,7 @@ def compare_systems(
     (:func:`align_systems`). ``batch`` bounds memory (resamples per vectorised call).
     """
     for m in metrics:
-        _check_metric(m)
+        check_metric(m)
     if not metrics:
         raise ConfigError("metrics: empty list", hint="e.g. metrics=[map,micro_f1,p_at_8]")
     if n_resamples < 1 or permutation_resamples < 1:

@@ -17,17 +17,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
+from sqlalchemy import ColumnElement, FromClause, Select, func, insert, select
 from sqlalchemy.engine import Connection
 
 from medcoder.review import models as m
 from medcoder.review.errors import ReviewError
 
 __all__ = [
-    "AUDIT_ROLES", "TWIN_SUFFIX", "VERDICTS", "AuditPlan", "draw_indices", "n_to_draw", "twin_id",
-    "write_draw",
+    "AUDIT_ROLES", "TWIN_SUFFIX", "VERDICTS", "AuditPlan", "audit_blind_ids", "audit_counts", "audit_pending_keys", "draw_indices",
+    "fully_audited", "n_to_draw", "twin_id", "write_draw",
 ]
 
 AUDIT_ROLES: tuple[str, ...] = ("auditor", "admin")
@@ -90,3 +91,41 @@ def write_draw(conn: Connection, *, import_id: int, bundle_id: str, kind: str, p
         min_per_import=plan.min_audit if kind == "audit" else 0, n_eligible=n_eligible,
         n_drawn=len(note_keys), note_keys=json.dumps(list(note_keys)), at=now,
     ))
+
+
+def audit_counts(notes: FromClause) -> tuple[Any, Any]:
+    """``(auto-accepted codes, audit verdicts)`` of each row of ``notes`` (the notes table or an
+    alias of it), as correlated scalar subqueries."""
+    nc, ae = m.note_codes, m.audit_events
+    n_codes = (select(func.count()).select_from(nc)
+               .where(nc.c.note_key == notes.c.note_key, nc.c.decision == "auto_accept").scalar_subquery())
+    n_audited = select(func.count()).select_from(ae).where(ae.c.note_key == notes.c.note_key).scalar_subquery()
+    return n_codes, n_audited
+
+
+def fully_audited(notes: FromClause) -> ColumnElement[bool]:
+    """The note was drawn for audit and every auto-accepted code of it has a verdict."""
+    n_codes, n_audited = audit_counts(notes)
+    return notes.c.audit.is_(True) & (n_audited >= n_codes)
+
+
+def audit_pending_keys(bundle_id: str | None = None) -> Select[tuple[str]]:
+    """The keys of the notes drawn for audit that still wait for a verdict (of ``bundle_id``, or
+    of every bundle)."""
+    pa = m.notes.alias("audit_pending")
+    n_codes, n_audited = audit_counts(pa)
+    stmt = select(pa.c.note_key).where(pa.c.audit.is_(True), n_audited < n_codes)
+    return stmt.where(pa.c.bundle_id == bundle_id) if bundle_id else stmt
+
+
+def audit_blind_ids(bundle_id: str | None = None) -> Any:
+    """``(id, twin id or None)`` rows of the notes an auditor must not see in the queue: those
+    drawn for audit that still wait for a verdict, and their second-review twins. Ids, not keys: every index of
+    ``review_notes`` holds the row id, so ``id NOT IN (this)`` is checked without reading the
+    notes' rows (the queue's counts stay an index-only ``GROUP BY``)."""
+    pa, tw = m.notes.alias("audit_blind"), m.notes.alias("audit_twin")
+    n_codes, n_audited = audit_counts(pa)
+    stmt = (select(pa.c.id, tw.c.id.label("twin_id"))
+            .select_from(pa.outerjoin(tw, tw.c.twin_of == pa.c.note_key))
+            .where(pa.c.audit.is_(True), n_audited < n_codes))
+    return stmt.where(pa.c.bundle_id == bundle_id) if bundle_id else stmt

@@ -1,9 +1,9 @@
 """Exports of the review store, each written atomically (temp file + rename,
 :mod:`medcoder.atomic`) so a reader never sees half a file:
 
-* labels: ``{id, text, codes}`` JSON Lines of the submitted notes, the ``data=jsonl`` format, so
-  reviewed notes can be trained on (``codes`` = the note's final codes, see
-  :meth:`medcoder.review.events.NoteState.final_codes`);
+* labels: ``{id, text, codes, verified}`` JSON Lines, the ``data=jsonl`` format (which reads
+  ``id``, ``text`` and ``codes`` and leaves other fields alone), so reviewed notes can be trained
+  on; see :func:`note_labels` for which notes and which codes;
 * decisions: one CSV row per code of every note, with the model's original decision and
   probability, the current human decision, who made it and when;
 * events: the event log, one JSON object per event, in id order.
@@ -17,18 +17,23 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.engine import Connection
 
 from medcoder.atomic import atomic_open
+from medcoder.codesets import dotless
 from medcoder.review import models as m
+from medcoder.review.audit import fully_audited
 from medcoder.review.events import NoteState, replay
 
-__all__ = ["DECISION_COLUMNS", "NoteRecord", "iter_notes", "write_decisions", "write_events", "write_labels"]
+__all__ = [
+    "DECISION_COLUMNS", "NoteRecord", "iter_notes", "labelled", "note_labels", "write_decisions", "write_events",
+    "write_labels",
+]
 
 _CHUNK = 1000
 DECISION_COLUMNS = (
@@ -40,12 +45,15 @@ DECISION_COLUMNS = (
 
 @dataclass
 class NoteRecord:
-    """A note row, its predicted code rows (display order) and its replayed state."""
+    """A note row, its predicted code rows (display order), its replayed state, its events and
+    its audit verdicts (both in id order)."""
 
     note: Any
     codes: list[Any]
     state: NoteState
     last_at: dict[str, Any]
+    events: list[Any] = field(default_factory=list)
+    verdicts: list[Any] = field(default_factory=list)
 
 
 class _CodeRow:
@@ -63,14 +71,27 @@ class _EventRow:
         self.evidence = json.loads(row.evidence) if row.evidence else None
 
 
+def labelled() -> ColumnElement[bool]:
+    """The notes whose labels are exported: submitted, or drawn for audit, fully audited and
+    without a routed code (nobody had anything to submit; every code was checked by the audit).
+    A note with routed codes still undecided is not exported on its audit alone: its routed codes
+    are the model's uncertain ones, and exporting it would make them labels (or drop them) with
+    no human having looked."""
+    n = m.notes
+    return or_(n.c.submitted_at.is_not(None), fully_audited(n) & (n.c.n_routed == 0))
+
+
 def iter_notes(conn: Connection, *, submitted_only: bool, bundle_id: str | None,
-               first_round_only: bool = False) -> Iterator[NoteRecord]:
-    """Notes in import order with codes and replayed events, read in chunks; with
-    ``first_round_only`` without the second reviews of double-reviewed notes."""
-    n, e = m.notes, m.events
+               first_round_only: bool = False, labelled_only: bool = False) -> Iterator[NoteRecord]:
+    """Notes in import order with codes, replayed events and audit verdicts, read in chunks; with
+    ``first_round_only`` without the second reviews of double-reviewed notes; with
+    ``labelled_only`` only the notes :func:`labelled` selects."""
+    n, e, ae = m.notes, m.events, m.audit_events
     last_id = 0
     while True:
         stmt = select(n).where(n.c.id > last_id)
+        if labelled_only:
+            stmt = stmt.where(labelled())
         if first_round_only:
             stmt = stmt.where(n.c.review_round == 1)
         if submitted_only:
@@ -85,6 +106,9 @@ def iter_notes(conn: Connection, *, submitted_only: bool, bundle_id: str | None,
         evs: dict[str, list[Any]] = {}
         for row in conn.execute(select(e).where(e.c.note_key.in_(keys)).order_by(e.c.id)):
             evs.setdefault(row.note_key, []).append(_EventRow(row))
+        verdicts: dict[str, list[Any]] = {}
+        for row in conn.execute(select(ae).where(ae.c.note_key.in_(keys)).order_by(ae.c.id)):
+            verdicts.setdefault(row.note_key, []).append(row)
         for note in rows:
             note_codes = [_CodeRow(x) for x in json.loads(note.codes_json)]
             note_events = evs.get(note.note_key, [])
@@ -93,19 +117,64 @@ def iter_notes(conn: Connection, *, submitted_only: bool, bundle_id: str | None,
                 for code in (ev.code_before, ev.code_after):
                     if code:
                         last_at[code] = ev.at
-            yield NoteRecord(note, note_codes, replay([x.code for x in note_codes], note_events), last_at)
+            yield NoteRecord(note, note_codes, replay([x.code for x in note_codes], note_events), last_at,
+                             note_events, verdicts.get(note.note_key, []))
+
+
+def note_labels(rec: NoteRecord) -> tuple[list[str], bool]:
+    """``(codes, verified)`` of one note.
+
+    ``codes``: the reviewer's final codes (:meth:`~medcoder.review.events.NoteState.final_codes`:
+    an undecided auto-accepted code stays), then the audit verdicts, in verdict order: a code
+    judged ``wrong`` is dropped (in any spelling) and its ``replaced_by`` added; a code judged
+    ``correct`` is kept (added back if a reviewer had dropped it). The auditor is the designated,
+    independent check, so a verdict overrides a reviewer's decision on the code; an admin's
+    correction of that code made at or after the verdict overrides the verdict (the admin is the
+    arbiter, and an admin who audited the note may not correct it).
+
+    ``verified``: every auto-accepted code of the note was decided by a reviewer (any decision,
+    query included) or given an audit verdict, so the labels do not merely echo the model's
+    unchecked auto-accepts (a note without auto-accepted codes is verified)."""
+    codes = rec.state.final_codes([(x.code, x.decision) for x in rec.codes])
+    corrected: dict[str, Any] = {}
+    for ev in rec.events:
+        if ev.action == "correct":
+            for c in (ev.code_before, ev.code_after):
+                if c:
+                    corrected[dotless(c)] = ev.at
+    judged: set[str] = set()
+    for v in rec.verdicts:
+        key = dotless(v.code)
+        judged.add(key)
+        later = corrected.get(key)
+        if later is not None and later >= v.at:
+            continue
+        if v.verdict == "wrong":
+            codes = [c for c in codes if dotless(c) != key]
+            if v.replaced_by:
+                codes.append(v.replaced_by)
+        else:
+            codes.append(v.code)
+    out: dict[str, str] = {}
+    for c in codes:
+        out.setdefault(dotless(c), c)
+    verified = all(dotless(x.code) in judged or rec.state.codes[x.code].current is not None
+                   for x in rec.codes if x.decision == "auto_accept")
+    return list(out.values()), verified
 
 
 def write_labels(conn: Connection, path: Path, *, bundle_id: str | None) -> int:
-    """Submitted notes as ``{id, text, codes}`` lines; returns the number written. Each note once,
-    from its first review: a second review (double review) measures agreement, and two label sets
-    of one note would weigh it twice in training."""
+    """The :func:`labelled` notes as ``{id, text, codes, verified}`` lines (:func:`note_labels`);
+    returns the number written. Each note once, from its first review: a second review (double
+    review) measures agreement, and two label sets of one note would weigh it twice in
+    training."""
     count = 0
     with atomic_open(path, "w", encoding="utf-8") as fh:
-        for rec in iter_notes(conn, submitted_only=True, bundle_id=bundle_id, first_round_only=True):
-            codes = rec.state.final_codes([(x.code, x.decision) for x in rec.codes])
-            fh.write(json.dumps({"id": rec.note.note_id, "text": rec.note.text, "codes": codes},
-                                ensure_ascii=False) + "\n")
+        for rec in iter_notes(conn, submitted_only=False, bundle_id=bundle_id, first_round_only=True,
+                              labelled_only=True):
+            codes, verified = note_labels(rec)
+            fh.write(json.dumps({"id": rec.note.note_id, "text": rec.note.text, "codes": codes,
+                                 "verified": verified}, ensure_ascii=False) + "\n")
             count += 1
     return count
 

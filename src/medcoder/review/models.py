@@ -94,6 +94,9 @@ bundles = Table(
     # the certified guarantee the audit monitor checks (revision 0003; set by the workflow)
     Column("target_precision", Float, nullable=True),
     Column("delta", Float, nullable=True),
+    # the monitor's boundary setting (audited codes where it is tightest), pinned with the
+    # guarantee the first time it is set, so a past alarm cannot vanish by changing it
+    Column("n_opt", Integer, nullable=True),
 )
 
 imports = Table(
@@ -144,7 +147,8 @@ notes = Table(
     Index("ix_review_notes_bundle", "bundle_id", "id"),
     Index("ix_review_notes_bundle_status", "bundle_id", "status", "id"),
     Index("ix_review_notes_status", "status", "id"),
-    Index("ix_review_notes_audit", "bundle_id", "audit", "id"),
+    # audit first: the drawn notes of any bundle; note_key makes "which drawn notes wait for a verdict" index-only
+    Index("ix_review_notes_audit", "audit", "bundle_id", "note_key"),
     Index("ix_review_notes_twin_of", "twin_of"),
 )
 

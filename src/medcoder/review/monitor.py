@@ -24,9 +24,27 @@ null "precision ≥ target", ``Z_i = target - Y_i`` has mean ≤ 0 and lies in
 precision ``p`` gives the sequence's upper bound ``u_t`` (the smallest ``p`` it rejects), so the
 alarm is exactly "``u_t`` < target". The lower bound is the mirror image (``Y_i - p``).
 
-Codes of one note are audited together, so the per-code stream is clustered; the martingale
-argument assumes each code's correctness is independent of those audited before it. The seeded
-simulations on real bundles (``benchmarks/review_loop.py``) measure what that costs.
+What the guarantee assumes. The test is per audited *code*, and its validity (false alarms ≤ δ)
+assumes each audited code's correctness is conditionally independent given the past (its mean,
+given every verdict before it, is the pool's precision). Codes of one note are audited together
+and are clustered: a hard note tends to have several wrong codes, so that assumption does not
+hold exactly, and the δ bound is then not guaranteed. What it cost, measured: the seeded
+clustered simulation of ``tests/unit/review/test_monitor.py`` (notes of 1–4 codes with a quality
+of their own, pool precision exactly the target) alarmed in 0.08 of its streams at δ = 0.1,
+against an exact 0.058 for independent codes; on the real CodiEsp bundle, note-resampled audit
+streams with the pool's precision equal to the target alarmed in 0.058 of streams
+(``benchmarks/review_loop.py false-alarms``). Both under δ, neither a proof.
+
+Sticky reporting. A report's ``cs_high`` is the running minimum of the sequence's upper end since
+the stream (re)started (the last lift): the intersection of a confidence sequence's past bounds
+is still a confidence sequence (they all hold at once, with probability ≥ 1 - δ), and it makes
+``cs_high < target`` exactly the alarm, which stays fired. ``cs_high_now`` is the upper end at the
+last audited code alone, which can drift back above the target after a run of correct codes.
+
+Pinned settings. ``n_opt`` shapes the boundary, and a different one could have drawn the same
+stream without an alarm; the review store therefore pins it with the bundle's target and δ the
+first time the guarantee is set (:meth:`medcoder.review.ReviewStore.set_bundle_guarantee`), and
+:meth:`~medcoder.review.ReviewStore.audit_state` always uses the pinned value.
 """
 
 from __future__ import annotations
@@ -115,6 +133,41 @@ def _bound(successes: int, trials: int, *, delta: float, n_opt: int, upper: bool
     return hi if upper else lo
 
 
+def _running_upper(outcomes: np.ndarray, *, delta: float, n_opt: int, tol: float = 1e-6) -> float:
+    """``min`` over ``t`` of the sequence's upper end ``u_t``, in one bisection over ``p``.
+
+    Each ``u_t`` is the smallest ``p`` the upper test at ``t`` rejects, and every test's
+    rejection set is ``[u_t, 1]`` (monotone in ``p``), so ``min_t u_t`` is the smallest ``p`` that
+    *some* ``t`` rejects: each step of the bisection evaluates the whole stream in one vectorised
+    call, as :func:`alarm_step` does, instead of one bisection per ``t``.
+
+    Only the ``t`` just after a wrong code are evaluated: a correct code lowers ``S_t`` (by
+    ``1 - p``) and raises ``V_t``, and the mixture is increasing in ``S`` and decreasing in ``V``
+    (an integral of ``exp(λS - ψ(λ)V)`` over ``λ ≥ 0`` with ``ψ ≥ 0``), so it falls; the maximum
+    over ``t`` is at a wrong code (or nowhere: before any wrong code ``S_t < 0`` and ``M_t < 1``)."""
+    wrong = np.flatnonzero(~outcomes.astype(bool))
+    if wrong.size == 0:
+        return 1.0
+    threshold = math.log(1.0 / delta)
+    t = wrong + 1
+    ok = np.cumsum(outcomes)[wrong]
+
+    def rejects(p: float) -> bool:
+        return bool(np.any(log_mixture(ok, t, p, delta=delta, n_opt=n_opt, upper=True) >= threshold))
+
+    if not rejects(1.0 - 1e-12):
+        return 1.0
+    # at p = the smallest running estimate, every S_t = t p - ok_t <= 0: no test rejects
+    lo, hi = float(np.min(ok / t)), 1.0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if rejects(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def confidence_sequence(outcomes: Sequence[bool] | np.ndarray, *, delta: float,
                         n_opt: int = DEFAULT_N_OPT) -> tuple[np.ndarray, np.ndarray]:
     """``(lower, upper)`` after each audited code: each end a one-sided level-δ sequence, so the
@@ -183,7 +236,12 @@ def evidence_warnings(rule: EvidenceRule, *, audited: int, accepted: int, last_a
 
 @dataclass(frozen=True)
 class MonitorReport:
-    """What the audit stream says now, for one bundle (since its last lift)."""
+    """What the audit stream says now, for one bundle (since its last lift).
+
+    ``cs_high``: the running minimum of the sequence's upper end since the stream (re)started
+    (sticky: once below the target it stays there, as the alarm does); ``cs_high_now``: the upper
+    end at the newest audited code alone; ``cs_low``: the lower end at the newest code;
+    ``n_opt``: the boundary's setting the report was computed with."""
 
     target: float
     delta: float
@@ -197,6 +255,8 @@ class MonitorReport:
     alarm: bool
     alarm_at: int | None
     warnings: list[str] = field(default_factory=list)
+    cs_high_now: float = 1.0
+    n_opt: int = DEFAULT_N_OPT
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -207,7 +267,9 @@ def monitor(outcomes: Sequence[bool] | np.ndarray, *, target: float, delta: floa
     """The report for one ordered stream of audited auto-accepted codes (oldest first).
 
     Once the alarm has fired it stays fired (a later run of correct codes does not un-suspend a
-    bundle: only an admin's lift, which restarts the stream, or a new bundle does).
+    bundle: only an admin's lift, which restarts the stream, or a new bundle does), and so does
+    what the report shows: ``cs_high`` is the running minimum of the upper end over the stream
+    (a valid confidence sequence still), ``cs_high_now`` the end at the newest code.
     """
     for name, value in (("target", target), ("delta", delta)):
         if not 0.0 < value < 1.0:
@@ -216,8 +278,9 @@ def monitor(outcomes: Sequence[bool] | np.ndarray, *, target: float, delta: floa
     n, ok = int(y.size), int(y.sum())
     cp_low, cp_high = clopper_pearson(ok, n, level=1.0 - delta)
     cs_low = _bound(ok, n, delta=delta, n_opt=n_opt, upper=False)
-    cs_high = _bound(ok, n, delta=delta, n_opt=n_opt, upper=True)
+    cs_now = _bound(ok, n, delta=delta, n_opt=n_opt, upper=True)
+    cs_high = min(cs_now, _running_upper(y, delta=delta, n_opt=n_opt))
     at = alarm_step(y, target=target, delta=delta, n_opt=n_opt)
     return MonitorReport(target=target, delta=delta, n_audited=n, n_correct=ok, precision=ok / n if n else None,
                          cp_low=cp_low, cp_high=cp_high, cs_low=cs_low, cs_high=cs_high, alarm=at is not None,
-                         alarm_at=at, warnings=list(warnings))
+                         alarm_at=at, warnings=list(warnings), cs_high_now=cs_now, n_opt=n_opt)

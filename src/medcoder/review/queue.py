@@ -22,6 +22,13 @@ Why it is shaped this way (100,000 notes, a page under 150 ms on either database
   filter rare and materialises it.
 
 Who holds a note is shown separately (``holder`` while the lease is live): holding is not progress.
+
+Blind audits. A queue row says a note's reasons and routed counts, and its filters (reason, code,
+probability range) say which notes have which model outputs; for an auditor that un-blinds the
+notes of the audit sample. So with ``hide_audit_pending`` (the store sets it for users whose role
+may audit: auditor, admin) every note drawn for audit that still waits for a verdict, and its
+second-review twin, is left out of the page, the totals and the counts, whoever is to audit it.
+A note comes back once fully audited.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, literal, select
+from sqlalchemy import and_, bindparam, exists, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import ColumnElement, Select
 
 from medcoder.review import models as m
+from medcoder.review.audit import audit_blind_ids
 from medcoder.review.codes import normalise_code, spellings
 from medcoder.review.errors import ReviewError
 from medcoder.review.views import QueueItem, QueuePage
@@ -97,11 +105,12 @@ def _size(conn: Connection, f: _Filter, bound: int) -> int:
 
 def queue_page(conn: Connection, now: datetime, *, bundle_id: str | None, reason: str | None,
                code: str | None, p_min: float | None, p_max: float | None, status: str | None,
-               offset: int, limit: int) -> QueuePage:
+               offset: int, limit: int, hide_audit_pending: bool = False) -> QueuePage:
     """One page of the queue in import order; ``total`` = notes matching every filter (exact, or a
     lower bound past this page with ``total_capped`` when a broad filter matched more than
     :data:`COUNT_CAP`); ``counts`` = notes per status (and ``total``) of the bundle (all bundles
-    when None), always exact."""
+    when None), always exact. ``hide_audit_pending``: leave out (of all three) the notes drawn
+    for audit still waiting for a verdict, and their twins (see the module docstring)."""
     if status is not None and status not in STATUSES:
         raise ReviewError(f"the status given is not one of {', '.join(STATUSES)}")
     try:
@@ -111,6 +120,12 @@ def queue_page(conn: Connection, now: datetime, *, bundle_id: str | None, reason
     except (TypeError, ValueError):
         raise ReviewError("offset and limit must be integers, p_min and p_max numbers") from None
     scope = [n.c.bundle_id == bundle_id] if bundle_id else []
+    if hide_audit_pending:
+        # read once (index-only: ix_review_notes_audit) rather than as a subquery of each of the
+        # page's statements; ints, so rendered inline (no bound-parameter limit)
+        blind = sorted({int(i) for row in conn.execute(audit_blind_ids(bundle_id)) for i in row if i is not None})
+        if blind:
+            scope.append(n.c.id.not_in(bindparam("audit_blind", blind, expanding=True, literal_execute=True)))
     counts = {s: 0 for s in STATUSES}
     for name, count in conn.execute(select(n.c.status, func.count()).where(*scope).group_by(n.c.status)):
         counts[name] = int(count)

@@ -31,7 +31,7 @@ from medcoder.codesets import CodeSet, dotless, dotted, load_codeset
 from medcoder.errors import ConfigError
 from medcoder.review import export as ex
 from medcoder.review import models as m
-from medcoder.review.audit import AUDIT_ROLES, VERDICTS, AuditPlan
+from medcoder.review.audit import AUDIT_ROLES, VERDICTS, AuditPlan, audit_counts
 from medcoder.review.codes import CodesetLoader, code_index, excludes1_conflicts, shown
 from medcoder.review.codes import normalise_code as _normalise
 from medcoder.review.db import Database
@@ -45,7 +45,13 @@ from medcoder.review.errors import (
 )
 from medcoder.review.events import ACTIONS, NoteState, replay
 from medcoder.review.importer import ImportWrite, read_notes, read_predictions, write_import
-from medcoder.review.monitor import DEFAULT_N_OPT, EvidenceRule, evidence_warnings, monitor
+from medcoder.review.monitor import (
+    DEFAULT_N_OPT,
+    EvidenceRule,
+    alarm_step,
+    evidence_warnings,
+    monitor,
+)
 from medcoder.review.queue import queue_page
 from medcoder.review.users import (
     DECIDING_ROLES,
@@ -103,6 +109,17 @@ def _version(value: Any) -> int:
     if version < 0:
         raise ReviewError("expected_version must be a whole number")
     return version
+
+
+def _check_n_opt(n_opt: Any) -> None:
+    if isinstance(n_opt, bool) or not isinstance(n_opt, int) or n_opt < 1:
+        raise ReviewError(f"n_opt={n_opt!r} must be a whole number >= 1 (audited codes where the bound is "
+                          "tightest)")
+
+
+def _pinned_n_opt(bundle: Any, fallback: int) -> int:
+    """The bundle's pinned ``n_opt``, or ``fallback`` for a guarantee set before it was pinned."""
+    return int(bundle.n_opt) if bundle.n_opt is not None else int(fallback)
 
 
 def _utcnow() -> datetime:
@@ -340,12 +357,19 @@ class ReviewStore:
     # -- queue and notes ----------------------------------------------------------------------
     def queue(self, *, bundle_id: str | None = None, reason: str | None = None, code: str | None = None,
               p_min: float | None = None, p_max: float | None = None, status: str | None = None,
-              offset: int = 0, limit: int = 50) -> QueuePage:
-        """A page of the queue (import order) with progress counts; see :mod:`.queue`."""
+              offset: int = 0, limit: int = 50, user: User | None = None) -> QueuePage:
+        """A page of the queue (import order) with progress counts; see :mod:`.queue`.
+
+        ``user``: who asks. For a user whose role may audit (auditor, admin) the notes drawn for
+        audit that still wait for verdicts (and their second-review twins) are left out of the
+        page, the totals and the counts: their rows and filters would show the model's reasons
+        and decisions of a blind audit sample. Every caller serving a person should pass it;
+        without it (scripts, benchmarks) the whole queue is shown."""
         now = self._now()
+        hide = user is not None and user.role in AUDIT_ROLES
         return self._db.run(lambda c: queue_page(c, now, bundle_id=bundle_id, reason=reason, code=code,
                                                  p_min=p_min, p_max=p_max, status=status, offset=offset,
-                                                 limit=limit), write=False)
+                                                 limit=limit, hide_audit_pending=hide), write=False)
 
     def _note_row(self, conn: Connection, note_key: str, *, lock: bool = False) -> Any:
         stmt = select(m.notes).where(m.notes.c.note_key == note_key)
@@ -672,7 +696,9 @@ class ReviewStore:
                 comment: str) -> Event:
         """An admin's correction of a note (typically submitted): a new ``correct`` event whose
         before/after say what changed (``action`` in accept, reject, replace, add); the comment
-        (why) is required. Earlier events stay as they were."""
+        (why) is required. Earlier events stay as they were. An admin who audited the note (or
+        reviewed its other round) may not correct it: its audit is only evidence if it is another
+        person's than its review's."""
         self._require_role(admin, ("admin",), "correct notes")
         if action not in ("accept", "reject", "replace", "add"):
             raise ReviewError("a correction is accept, reject, replace or add")
@@ -686,6 +712,7 @@ class ReviewStore:
 
         def write(conn: Connection) -> Event:
             note, codes, state = self._load(conn, note_key, lock=True)
+            self._check_independent(conn, note, admin)  # an admin who audited the note may not correct it
             code, before, after = self._change(note, codes, state, action, code_n, new_n)
             routed = [c.code for c in codes if c.decision == "human_review"]
             n_decided = state.n_decided(routed) + (1 if code in routed and state.codes[code].current is None
@@ -735,15 +762,18 @@ class ReviewStore:
         return path
 
     def export_labels(self, path: str | Path, *, bundle_id: str | None = None) -> int:
-        """Submitted notes as ``{id, text, codes}`` JSONL (``data=jsonl``); returns the count.
-        Two bundles' reviews of one note id would collide in a training file, so then give
+        """Reviewed notes as ``{id, text, codes, verified}`` JSONL (``data=jsonl``); returns the
+        count. The submitted notes, and the fully audited notes without routed codes; audit
+        verdicts become labels; ``verified`` is true when every auto-accepted code of the note was
+        decided by a reviewer or audited (see :func:`medcoder.review.export.note_labels`). Two
+        bundles' reviews of one note id would collide in a training file, so then give
         ``bundle_id``."""
         path = self._output(path)
 
         def write(conn: Connection) -> int:
             if bundle_id is None:
                 n = m.notes
-                dup = conn.execute(select(n.c.note_id).where(n.c.submitted_at.is_not(None), n.c.review_round == 1)
+                dup = conn.execute(select(n.c.note_id).where(ex.labelled(), n.c.review_round == 1)
                                    .group_by(n.c.note_id)
                                    .having(func.count() > 1).limit(1)).first()
                 if dup is not None:
@@ -772,22 +802,47 @@ class ReviewStore:
         return count
 
     # -- the audit loop ---------------------------------------------------------------------------
-    def set_bundle_guarantee(self, bundle_id: str, target: float, delta: float) -> None:
+    def set_bundle_guarantee(self, bundle_id: str, target: float, delta: float, n_opt: int = DEFAULT_N_OPT) -> None:
         """The certified guarantee the audit monitor checks: auto-accepted codes at least
-        ``target`` precise, at level ``delta`` (the bundle's calibration.json)."""
+        ``target`` precise, at level ``delta`` (the bundle's calibration.json), watched with the
+        boundary setting ``n_opt`` (:data:`~medcoder.review.monitor.DEFAULT_N_OPT`).
+
+        The first call pins all three: the monitor's verdict on a stream depends on them, so a
+        past alarm must not vanish by changing them. A later call with the same target and delta
+        is a no-op (the workflow sets the guarantee at every import); another target or delta is
+        refused (a recalibrated bundle is a new bundle id); another ``n_opt`` is ignored with a
+        warning, and the pinned one stays (a guarantee set before ``n_opt`` was pinned gets it
+        now)."""
         for name, value in (("target", target), ("delta", delta)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
                 raise ReviewError(f"audit {name}={value!r} must be a number strictly between 0 and 1",
                                   hint="give the bundle's certified target and delta (calibration.json)")
+        _check_n_opt(n_opt)
+        b = m.bundles
 
-        def write(conn: Connection) -> None:
-            res = conn.execute(update(m.bundles).where(m.bundles.c.bundle_id == bundle_id)
-                               .values(target_precision=float(target), delta=float(delta)))
-            if res.rowcount != 1:
+        def write(conn: Connection) -> int | None:
+            stmt = select(b.c.target_precision, b.c.delta, b.c.n_opt).where(b.c.bundle_id == bundle_id)
+            row = conn.execute(stmt.with_for_update() if self._db.for_update() else stmt).first()
+            if row is None:
                 raise NotFoundError(f"no bundle {bundle_id!r} in the review store",
                                     hint="import the bundle's predictions first")
+            if row.target_precision is None or row.delta is None:
+                conn.execute(update(b).where(b.c.bundle_id == bundle_id)
+                             .values(target_precision=float(target), delta=float(delta), n_opt=int(n_opt)))
+                return None
+            if (float(row.target_precision), float(row.delta)) != (float(target), float(delta)):
+                raise ReviewError(f"bundle {bundle_id}'s audit guarantee is pinned at target {row.target_precision:g}, "
+                                  f"delta {row.delta:g}; refusing target {target:g}, delta {delta:g}",
+                                  hint="a bundle's guarantee does not change: a recalibrated bundle has a new bundle_id")
+            if row.n_opt is None:
+                conn.execute(update(b).where(b.c.bundle_id == bundle_id).values(n_opt=int(n_opt)))
+                return None
+            return int(row.n_opt)
 
-        self._db.run(write, write=True)
+        pinned = self._db.run(write, write=True)
+        if pinned is not None and pinned != n_opt:
+            log.warning("bundle %s: the audit monitor keeps its pinned n_opt=%d (n_opt=%d ignored)", bundle_id,
+                        pinned, n_opt)
         log.info("bundle %s: audit target %.4g at delta %.4g", bundle_id, target, delta)
 
     def set_code_frequencies(self, bundle_id: str, frequencies: Mapping[str, int]) -> None:
@@ -818,10 +873,8 @@ class ReviewStore:
         order; for ``user``, without the notes they reviewed (they may not audit those)."""
         if user is not None:
             self._require_role(user, AUDIT_ROLES, "audit codes")
-        n, nc, ae, ev = m.notes, m.note_codes, m.audit_events, m.events
-        n_codes = (select(func.count()).select_from(nc)
-                   .where(nc.c.note_key == n.c.note_key, nc.c.decision == "auto_accept").scalar_subquery())
-        n_audited = select(func.count()).select_from(ae).where(ae.c.note_key == n.c.note_key).scalar_subquery()
+        n, ev = m.notes, m.events
+        n_codes, n_audited = audit_counts(n)
         stmt = select(n.c.note_key, n.c.note_id, n.c.bundle_id, n_codes.label("n_codes"),
                       n_audited.label("n_audited")).where(n.c.audit.is_(True), n_audited < n_codes)
         if bundle_id is not None:
@@ -923,7 +976,9 @@ class ReviewStore:
 
     def lift(self, bundle_id: str, admin: User, *, reason: str) -> AuditLift:
         """An admin lifts the bundle's suspension, with a recorded reason: the audited stream
-        restarts after the newest verdict (append-only, like the verdicts)."""
+        restarts after the newest verdict (append-only, like the verdicts). Refused (one-line
+        ReviewError) unless the bundle is suspended now: a lift of a running stream would only
+        throw its evidence away."""
         self._require_role(admin, ("admin",), "lift a suspension")
         reason = (reason or "").strip() if isinstance(reason, str) else ""
         if not reason or len(reason) > MAX_COMMENT or "\x00" in reason:
@@ -931,9 +986,13 @@ class ReviewStore:
         now = self._now()
 
         def write(conn: Connection) -> AuditLift:
-            stmt = select(m.bundles.c.bundle_id).where(m.bundles.c.bundle_id == bundle_id)
-            if conn.execute(stmt.with_for_update() if self._db.for_update() else stmt).first() is None:
+            stmt = select(m.bundles).where(m.bundles.c.bundle_id == bundle_id)
+            bundle = conn.execute(stmt.with_for_update() if self._db.for_update() else stmt).first()
+            if bundle is None:
                 raise NotFoundError(f"no bundle {bundle_id!r} in the review store")
+            if not self._suspended(conn, bundle):  # in the write transaction: of two lifts, the second is refused
+                raise ReviewError(f"bundle {bundle_id} is not suspended: there is no suspension to lift",
+                                  hint="a lift restarts the audited stream only after the alarm fired")
             last = conn.execute(select(func.max(m.audit_events.c.id))
                                 .where(m.audit_events.c.bundle_id == bundle_id)).scalar_one()
             values = dict(bundle_id=bundle_id, username=admin.username, reason=reason, at=now,
@@ -944,6 +1003,16 @@ class ReviewStore:
         lifted = self._db.run(write, write=True)
         log.info("bundle %s: audit suspension lifted by %s", bundle_id, admin.username)
         return lifted
+
+    def _suspended(self, conn: Connection, bundle: Any) -> bool:
+        """Whether the monitor's alarm has fired since the bundle's last lift (False without a
+        guarantee), read in the caller's transaction with the pinned settings."""
+        if bundle.target_precision is None or bundle.delta is None:
+            return False
+        lift = self._last_lift(conn, bundle.bundle_id)
+        stream = self._stream(conn, bundle.bundle_id, lift.last_audit_event_id if lift else 0)
+        return alarm_step([p.correct for p in stream], target=float(bundle.target_precision),
+                          delta=float(bundle.delta), n_opt=_pinned_n_opt(bundle, DEFAULT_N_OPT)) is not None
 
     @staticmethod
     def _last_lift(conn: Connection, bundle_id: str) -> AuditLift | None:
@@ -973,11 +1042,14 @@ class ReviewStore:
         """The bundle's audit state, RECOMPUTED from the verdicts and lifts every time (nothing
         of it is stored), so a crash between a verdict and a status update loses nothing: the
         monitor over the verdicts since the last lift (in verdict order), whether it suspends the
-        bundle, and the too-little-evidence warnings."""
+        bundle, and the too-little-evidence warnings.
+
+        The monitor runs with the ``n_opt`` pinned with the bundle's guarantee
+        (:meth:`set_bundle_guarantee`); the ``n_opt`` given here is checked and then IGNORED when
+        one is pinned (used only for a guarantee set before pinning existed), so no caller's
+        setting can make a past alarm disappear. ``report.n_opt`` says which was used."""
         rule = evidence_rule or EvidenceRule()
-        if isinstance(n_opt, bool) or not isinstance(n_opt, int) or n_opt < 1:
-            raise ReviewError(f"n_opt={n_opt!r} must be a whole number >= 1 (audited codes where the bound is "
-                              "tightest)")
+        _check_n_opt(n_opt)
         if now is not None and now.tzinfo is None:
             raise ReviewError("audit_state: now must be a UTC-aware datetime")
         now = self._now() if now is None else now
@@ -1011,7 +1083,7 @@ class ReviewStore:
         warnings = evidence_warnings(rule, audited=len(stream), accepted=accepted, last_audit=last_audit_at,
                                      first_accepted=first, now=now)
         report = monitor([p.correct for p in stream], target=float(bundle.target_precision),
-                         delta=float(bundle.delta), n_opt=n_opt, warnings=warnings)
+                         delta=float(bundle.delta), n_opt=_pinned_n_opt(bundle, n_opt), warnings=warnings)
         alarm_at_time = stream[report.alarm_at - 1].at if report.alarm_at else None
         return AuditState(bundle_id=bundle_id, target=float(bundle.target_precision), delta=float(bundle.delta),
                           report=report, suspended=report.alarm, alarm_at_time=alarm_at_time, last_lift=lift,

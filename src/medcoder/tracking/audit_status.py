@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "find_versions_of_bundle",
+    "pin_version",
     "publish_status",
     "read_registry_status",
     "read_status",
@@ -55,6 +56,15 @@ def _resolve(uri: str) -> tuple[str, str]:
         raise AuditStatusError(f"bundle={uri}: an audit status needs models:/<name>@<alias> or models:/<name>/<n>",
                                hint="name a registered version")
     return name, version
+
+
+def pin_version(uri: str) -> str:
+    """``models:/name@alias`` -> ``models:/name/<the version the alias names now>``; a
+    ``models:/name/N`` as is. Why: a status recorded against an alias would follow the alias when it
+    moves, and the old bundle's verdicts would be published onto the new bundle's version (refused
+    there, so the old bundle's status would stop being published at all). Raises
+    :class:`AuditStatusError` (one line) when the registry cannot resolve it."""
+    return _version_uri(*_resolve(uri))
 
 
 def read_registry_status(name: str, version: str | int, *, bundle_id: str | None = None) -> AuditStatus | None:

@@ -141,8 +141,10 @@ ENV_MAX_CHARS = "MEDCODER_MAX_REQUEST_CHARS"
 ENV_MAX_BYTES = "MEDCODER_MAX_REQUEST_BYTES"
 ENV_MAX_NOTE_CHARS = "MEDCODER_MAX_NOTE_CHARS"
 #: The registered version whose audit status the served model obeys (``models:/name/N`` or
-#: ``models:/name@alias``, resolved once at load); ``none`` switches the status off (logged). Unset:
-#: the model finds the registered versions of its bundle by their ``medcoder.bundle_id`` tag.
+#: ``models:/name@alias``, resolved once at load); ``none`` switches the status off (logged; the only
+#: opt-out). Unset: the model finds the registered versions of its bundle by their
+#: ``medcoder.bundle_id`` tag, and fails closed (``audit_status_unreadable``) where it finds none or
+#: no tracking URI is set (:func:`served_status_source`).
 ENV_AUDIT_STATUS_URI = "MEDCODER_AUDIT_STATUS_URI"
 #: Seconds a served model trusts a registry status read (``Coder.audit_status_ttl_s``, default 60).
 ENV_AUDIT_STATUS_TTL_S = "MEDCODER_AUDIT_STATUS_TTL_S"
@@ -308,10 +310,21 @@ def served_status_source(bundle_id: str, model_config: dict[str, Any] | None = N
     served model obeys the registry tag of its version: the one named by ``model_config``'s
     :data:`CONFIG_AUDIT_STATUS_URI` or :data:`ENV_AUDIT_STATUS_URI`, else every registered version
     whose ``medcoder.bundle_id`` tag is this bundle's (found again at each read, so a version
-    registered later counts; suspended if any of them is). A registry that cannot be asked fails
-    closed; no tracking URI at all means no registry and no status (logged once at load).
+    registered later counts; suspended if any of them is).
+
+    **Fails closed** (every code ``audit_status_unreadable``, one warning) whenever the status cannot
+    be known: the registry cannot be asked, no MLflow tracking URI is set (no registry at all), or no
+    registered version carries this bundle's id (a model served from ``runs:/`` or a folder that was
+    never registered). Why: "no status found" must not read as "active", or a suspended bundle served
+    from a place that cannot see its tag would keep auto-accepting. The only way to serve without a
+    status is to say so: ``MEDCODER_AUDIT_STATUS_URI=none`` (or ``model_config={"audit_status_uri":
+    "none"}``), logged as a warning at load.
     """
-    from medcoder.inference.audit_status import CachedStatusSource, registry_status_source
+    from medcoder.inference.audit_status import (
+        AuditStatusError,
+        CachedStatusSource,
+        registry_status_source,
+    )
     from medcoder.tracking.audit_status import bundle_status_reader, find_versions_of_bundle
 
     uri = str((model_config or {}).get(CONFIG_AUDIT_STATUS_URI) or os.environ.get(ENV_AUDIT_STATUS_URI, "")).strip()
@@ -321,15 +334,25 @@ def served_status_source(bundle_id: str, model_config: dict[str, Any] | None = N
         return None
     if uri:
         return registry_status_source(uri, bundle_id)
+    hint = (f"set MLFLOW_TRACKING_URI and {ENV_AUDIT_STATUS_URI}=models:/<name>/<version>, or "
+            f"{ENV_AUDIT_STATUS_URI}=none to serve without an audit status")
+    where = f"registry versions tagged medcoder.bundle_id={bundle_id}"
     if not (mlflow.tracking._tracking_service.utils.is_tracking_uri_set() or os.environ.get("MLFLOW_REGISTRY_URI")):
-        log.warning("bundle %s: no MLflow tracking URI, so no registry audit status is read; set "
-                    "MLFLOW_TRACKING_URI and %s=models:/<name>/<version>", bundle_id, ENV_AUDIT_STATUS_URI)
-        return None
+
+        def unreadable() -> Any:
+            raise AuditStatusError("audit status unreadable (no MLflow tracking URI, so no registry to read it "
+                                   "from)", hint=hint)
+
+        return CachedStatusSource(unreadable, bundle_id, where="no MLflow tracking URI")
 
     def read() -> Any:
-        return bundle_status_reader(bundle_id, find_versions_of_bundle(bundle_id))()
+        versions = find_versions_of_bundle(bundle_id)
+        if not versions:
+            raise AuditStatusError(f"audit status unreadable (no registered model version is tagged "
+                                   f"medcoder.bundle_id={bundle_id} in {mlflow.get_tracking_uri()})", hint=hint)
+        return bundle_status_reader(bundle_id, versions)()
 
-    return CachedStatusSource(read, bundle_id, where=f"registry versions tagged medcoder.bundle_id={bundle_id}")
+    return CachedStatusSource(read, bundle_id, where=where)
 
 
 def _is_null(value: Any) -> bool:

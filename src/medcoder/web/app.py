@@ -376,11 +376,11 @@ def create_app(store: Any, settings: WebSettings, on_audit: AuditHook | None = N
         query = {"bundle_id": bundle or None, "reason": reason or None, "code": (code or "").strip() or None,
                  "p_min": lo, "p_max": hi, "status": filters["status"] or None}
         try:
-            page = store.queue(**query, offset=start, limit=settings.page_size)
+            page = store.queue(**query, offset=start, limit=settings.page_size, user=user)
         except ReviewError as exc:  # e.g. a code filter that is not a code: say so, show the whole queue
             problem = str(exc)
             filters.update(code="")
-            page = store.queue(offset=0, limit=settings.page_size)
+            page = store.queue(offset=0, limit=settings.page_size, user=user)
         kept = {k: v for k, v in filters.items() if v}
         nav = {
             "prev": urlencode({**kept, "offset": max(0, start - settings.page_size)}) if start > 0 else None,
@@ -439,9 +439,10 @@ def create_app(store: Any, settings: WebSettings, on_audit: AuditHook | None = N
         return None
 
     def audit_pending(note_key: str, user: Any) -> bool:
-        """Whether ``user`` is an auditor with verdicts still to give on this note: then the review
-        page (probabilities, decisions, reasons, evidence) would un-blind the audit."""
-        if user.role != "auditor":
+        """Whether ``user`` may audit (an auditor or an admin: :data:`AUDITORS`) and has verdicts
+        still to give on this note: then the review page (probabilities, decisions, reasons,
+        evidence) would un-blind the audit."""
+        if user.role not in AUDITORS:
             return False
         try:
             view = store.audit_view(note_key, user)
@@ -777,7 +778,7 @@ def create_app(store: Any, settings: WebSettings, on_audit: AuditHook | None = N
                   status: m.Status | None = None, offset: int = Query(0, ge=0, le=10_000_000),
                   limit: int = Query(50, ge=1, le=500)) -> m.QueueOut:
         page = store.queue(bundle_id=bundle_id, reason=reason, code=code, p_min=p_min, p_max=p_max,
-                           status=status, offset=offset, limit=limit)
+                           status=status, offset=offset, limit=limit, user=user)
         return m.QueueOut.of(page)
 
     @app.get("/api/notes/{note_key}", response_model=m.NoteOut, responses=api_errors, tags=["notes"])

@@ -176,7 +176,7 @@ def build_report(store: Any, bundle_id: str, settings: ReportSettings, *, eviden
     )
     if plot:
         report.plot_png = precision_plot(outcomes, target=state.report.target, delta=state.report.delta,
-                                         n_opt=settings.n_opt, alarm_at=state.report.alarm_at, title=bundle_id)
+                                         n_opt=state.report.n_opt, alarm_at=state.report.alarm_at, title=bundle_id)
     return report
 
 
@@ -192,7 +192,8 @@ def _sequence_at(outcomes: Sequence[bool], *, target: float, delta: float,
     n = len(outcomes)
     if n <= MAX_PLOT_POINTS:
         low, high = confidence_sequence(outcomes, delta=delta, n_opt=n_opt)
-        return np.arange(1, n + 1), low, high
+        # the upper end as the monitor reports it: its running minimum (sticky once below target)
+        return np.arange(1, n + 1), low, np.minimum.accumulate(high)
     steps = np.unique(np.linspace(1, n, MAX_PLOT_POINTS).round().astype(int))
     ends = [monitor(outcomes[:t], target=target, delta=delta, n_opt=n_opt) for t in steps]
     return steps, np.array([e.cs_low for e in ends]), np.array([e.cs_high for e in ends])

@@ -176,7 +176,7 @@ def reviewed_split_of(settings: Mapping[str, Any]) -> tuple[datasets.Dataset, Re
     notes, path, _ = load_reviewed(settings["reviewed"], sha256=settings["reviewed_sha256"])
     split = split_reviewed(list(notes["id"]), fraction=settings["holdout_fraction"],
                            min_notes=settings["holdout_min_notes"], seed=settings["holdout_seed"],
-                           source=f"reviewed={path}")
+                           source=f"reviewed={path}", verified=list(notes["verified"]))
     return notes, split
 
 

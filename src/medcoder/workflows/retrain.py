@@ -5,7 +5,12 @@ The chain (docs/retrain.md), each step the existing workflow's own function:
 
 1. **Split** the reviewed notes of a review export (``labels.jsonl``) by note into a held-out slice
    and a training part (:func:`medcoder.data.splits.split_reviewed`: a per-note seeded draw, so a
-   note keeps its side across retrains). Both lists' sha256 and sizes go to MLflow; never text.
+   note keeps its side across retrains). Only *verified* notes (the export's ``verified``: every
+   auto-accepted code of the note decided by a reviewer or audited) may be held out; the others
+   only train. Both lists' sha256 and sizes go to MLflow; never text. The run's
+   ``retrain/reviewed_split.json`` lists (ids only) the held-out notes, this run's training part, and
+   every reviewed note trained on along the warm-start chain (:data:`CHAIN_KEY`), which the next
+   retrain never holds out.
 2. **Train** (:func:`medcoder.workflows.train.train`) the configured recipe on the original train
    split + the training part, warm-started from the serving model, under certification design
    ``reviewed``: the tuning dev is the recipe's own, the ``certify`` split is the held-out slice.
@@ -56,7 +61,7 @@ from medcoder.data.splits import (
 from medcoder.errors import BundleError, ConfigError, DataError
 from medcoder.evaluation.comparison import (
     Comparison,
-    _check_metric,
+    check_metric,
     compare_systems,
     leaderboard_markdown,
 )
@@ -91,6 +96,9 @@ _THRESHOLD_METRICS = ("micro_f1", "micro_precision", "micro_recall")
 ARTIFACT_DIR = "retrain"
 FILES = ("comparison.md", "comparison.json")  # json last: the completion marker
 SPLIT_FILE = "reviewed_split.json"
+#: The key of :data:`SPLIT_FILE` listing every reviewed note trained on along the warm-start chain:
+#: the serving model's own list plus this run's training part. A later retrain never holds them out.
+CHAIN_KEY = "trained_cumulative"
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ def _settings(cfg: DictConfig) -> _Settings:
     check_compare_config(OmegaConf.create({**compare, "baseline": "serving", "run_ids": ["candidate", "serving"],
                                            "tags": None, "parent": None, "experiment_name": None}))
     for metric in compare["metrics"]:
-        _check_metric(str(metric))
+        check_metric(str(metric))
     plain = config_dict(cfg)
     return _Settings(
         reviewed=str(cfg.reviewed), serving=str(cfg.serving),
@@ -242,17 +250,36 @@ def _registered_version(ref: str) -> tuple[str, str | None]:
 
 
 def _serving_training_ids(serving: ServingModel) -> set[str]:
-    """Reviewed notes the serving model was trained on, where it came from a retrain (its source
-    run's ``retrain/reviewed_split.json``); empty otherwise."""
+    """Reviewed notes the serving model was trained on along its whole warm-start chain, where it
+    came from a retrain: its source run's ``retrain/reviewed_split.json`` (:data:`CHAIN_KEY`, the
+    cumulative list; ``train`` in a file written before the list existed); empty when the run has no
+    such file (not a retrained model) or the bundle names no source run.
+
+    Why a failure to read it is an error, not "nothing trained": a held-out note the serving model
+    (or a model it was warm-started from) trained on would certify the candidate on notes its
+    weights have seen, and an unreachable store or a run of another store must not pass for that.
+    """
     if not serving.source_run_id:
         return set()
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
+    where = f"serving={serving.ref}: its source run {serving.source_run_id} ({ARTIFACT_DIR}/{SPLIT_FILE})"
+    hint = "point tracking.uri at the store that holds the serving model's run"
+    try:
+        listed = {a.path for a in mlflow.MlflowClient().list_artifacts(serving.source_run_id, ARTIFACT_DIR)}
+        if f"{ARTIFACT_DIR}/{SPLIT_FILE}" not in listed:
+            return set()  # not a retrained model
+        with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(run_id=serving.source_run_id,
                                                        artifact_path=f"{ARTIFACT_DIR}/{SPLIT_FILE}", dst_path=tmp)
-        except (MlflowException, OSError):
-            return set()  # not a retrained model (or its run lives in another store)
-        return {str(i) for i in json.loads(Path(path).read_text(encoding="utf-8")).get("train", [])}
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except MlflowException as exc:
+        raise BundleError(f"{where}: cannot read the reviewed notes it trained on ({str(exc).splitlines()[0][:200]})",
+                          hint=hint) from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{where}: unreadable ({type(exc).__name__})", hint=hint) from None
+    ids = raw.get(CHAIN_KEY, raw.get("train", [])) if isinstance(raw, dict) else None
+    if not isinstance(ids, list):
+        raise BundleError(f"{where}: no list of trained note ids", hint=hint)
+    return {str(i) for i in ids}
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,15 +372,19 @@ def retrain(cfg: DictConfig) -> RetrainResult:
     # -- 1. every check before anything is written ------------------------------------------
     s = _settings(cfg)
     notes, reviewed_path, digest = load_reviewed(s.reviewed)
+    # Only verified notes (every auto-accepted code decided by a reviewer or audited) are held out.
     split = split_reviewed(list(notes["id"]), fraction=s.holdout_fraction, min_notes=s.holdout_min_notes,
-                           seed=s.holdout_seed, source=f"reviewed={reviewed_path}")
+                           seed=s.holdout_seed, source=f"reviewed={reviewed_path}", verified=list(notes["verified"]))
     setup_experiment(build_tracking(cfg))
     serving = resolve_serving(s.serving)
-    trained_before = _serving_training_ids(serving) & set(split.held_out)
+    chain = _serving_training_ids(serving)
+    trained_before = chain & set(split.held_out)
     if trained_before:
         raise DataError(f"reviewed={reviewed_path}: {len(trained_before)} held-out notes trained the serving model "
-                        f"(its run {serving.source_run_id} lists them as training notes)",
-                        hint="keep holdout.fraction and holdout.seed of the earlier retrain")
+                        f"or a model it was warm-started from (its run {serving.source_run_id} lists them as "
+                        "training notes)",
+                        hint="keep holdout.fraction and holdout.seed of the earlier retrain; a note that trained "
+                             "while unverified and is verified now cannot certify either: leave it out of the export")
     registered_name = serving.registered_name or s.registered_model_name
     train_cfg = _train_config(cfg, s, reviewed_path, digest, serving)
     check_train_config(train_cfg)
@@ -379,6 +410,7 @@ def retrain(cfg: DictConfig) -> RetrainResult:
                          serving.bundle_id, "medcoder.retrain.held_out_sha256": split.held_out_sha256})
         # Ids only (never text): what a later retrain checks its held-out slice against.
         mlflow.log_dict({"held_out": list(split.held_out), "train": list(split.train),
+                         CHAIN_KEY: sorted(chain | set(split.train)),
                          **{k: v for k, v in split.to_dict().items()}}, f"{ARTIFACT_DIR}/{SPLIT_FILE}")
     calibrate(_calibrate_config(cfg, s, run_id))
     exported = export_run(_export_config(cfg, s, run_id, registered_name))

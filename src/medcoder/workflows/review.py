@@ -5,7 +5,9 @@
   the notes are predicted through the one inference path, ``Coder.load(bundle).predict``, the
   predictions written under ``review.predicted_dir`` and imported. One transaction; re-importing
   the same file changes nothing.
-* ``action=serve``: the web app on ``host:port`` (127.0.0.1 by default) over ``db_url``.
+* ``action=serve``: the web app on ``host:port`` (127.0.0.1 by default) over ``db_url``; before the
+  first request it recomputes and publishes every bundle's audit status (as ``action=audit_status``
+  does), so a publish lost in a crash is made good at the restart.
 * ``action=create_user``: ``username=... role=...``; the password comes from the environment
   variable named by ``password_env`` or, on a terminal, a prompt; there is never a default.
 * ``action=export``: labels (``{id, text, codes}`` JSONL, the ``data=jsonl`` format), the per-code
@@ -13,7 +15,10 @@
 * ``action=audit_status``: recompute each bundle's audited precision from the store's events and
   publish its :class:`~medcoder.inference.audit_status.AuditStatus` (a file beside a bundle
   folder, a tag on a ``models:/`` version). Run after a crash, it restores what the web app would
-  have published: the status is always a function of the events, never stored state.
+  have published: the status is always a function of the events, never stored state. Tolerant per
+  bundle: one that cannot be published says why and the others are still published; the run then
+  exits with code 2. Run it on a schedule (docs/review.md): the "no audit for N days" warning is
+  computed when a status is published.
 * ``action=lift``: an admin (``admin=``) lifts a bundle's suspension with a recorded ``reason=``,
   then the status is republished (active).
 * ``action=report``: the agreement report of a bundle, logged to MLflow against its registered
@@ -47,14 +52,15 @@ from typing import Any
 from medcoder.atomic import atomic_open, atomic_write_text
 from medcoder.errors import BundleError, ConfigError
 from medcoder.inference.audit_status import ACTIVE, SUSPENDED, AuditStatus
-from medcoder.review import ROLES, ReviewStore
+from medcoder.review import ROLES, ReviewError, ReviewStore
 from medcoder.review.monitor import EvidenceRule
 from medcoder.web import WebSettings, create_app
 from medcoder.web.reports import ReportSettings, build_report
 from medcoder.web.security import AccessLogFilter
 
 __all__ = ["ACTIONS", "AuditPublisher", "AuditSettings", "ReviewResult", "audit_settings_from_config",
-           "publisher_from_config", "review_from_config", "settings_from_config", "status_from_state"]
+           "publisher_from_config", "republish_all", "review_from_config", "settings_from_config",
+           "status_from_state"]
 
 log = logging.getLogger("medcoder.review")
 
@@ -311,9 +317,11 @@ class AuditPublisher:
         return list(dict.fromkeys(found))
 
     def record_ref(self, bundle_id: str, ref: str) -> None:
-        """Remember where ``bundle_id`` lives (the import's ``bundle=``/``audit_bundle=``)."""
+        """Remember where ``bundle_id`` lives (the import's ``bundle=``/``audit_bundle=``); an alias
+        is recorded as the version it names now (:func:`_ref_path`)."""
         if self.settings.refs_file is None:
             return
+        ref = _ref_path(ref)
         refs = _read_refs(self.settings.refs_file)
         listed = refs.setdefault(bundle_id, [])
         if ref not in listed:
@@ -353,8 +361,47 @@ def publisher_from_config(cfg: Any, store: Any, audit: AuditSettings | None = No
 
 
 def _ref_path(ref: str) -> str:
-    """A ``models:/`` ref as is; a folder made absolute (the status file goes beside it)."""
-    return ref if ref.startswith("models:/") else str(Path(ref).expanduser().resolve())
+    """Where a bundle's status goes, pinned: ``models:/name@alias`` -> ``models:/name/<the version the
+    alias names now>`` (resolved in the current tracking URI; a moved alias must not redirect this
+    bundle's status to another bundle's version), ``models:/name/N`` as is, a folder made absolute
+    (the status file goes beside it)."""
+    if ref.startswith("models:/"):
+        if "@" not in ref:
+            return ref
+        from medcoder.tracking.audit_status import pin_version
+
+        return pin_version(ref)
+    return str(Path(ref).expanduser().resolve())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def republish_all(publisher: AuditPublisher, bundle_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Recompute and publish each bundle's status, one bundle at a time: ``(lines, failed ids)``.
+
+    Tolerant per bundle: a bundle without a certified target/delta, or whose publish fails (the
+    registry unreachable, a folder gone, a status refused), gives ``bundle X: not published
+    (<reason>)`` and the next bundle is still published; the caller decides what a failure means
+    (``action=audit_status`` exits non-zero at the end, the workbench starts anyway). Why: one
+    broken bundle must not keep every other bundle's suspension from reaching serving. This is what
+    ``action=audit_status`` and the workbench's start (``action=serve``) both run, so a restart after a
+    crash between a verdict and its publish recomputes every status from the events."""
+    from mlflow.exceptions import MlflowException
+
+    lines: list[str] = []
+    failed: list[str] = []
+    for bundle_id in bundle_ids:
+        try:
+            status, where = publisher.publish(bundle_id)
+        except (ReviewError, BundleError, MlflowException, OSError) as exc:
+            failed.append(bundle_id)
+            lines.append(f"bundle {bundle_id}: not published ({_one_line(exc)})")
+            continue
+        lines.append(_status_line(status, where))
+    return lines, failed
 
 
 def _status_line(status: AuditStatus, where: list[str]) -> str:
@@ -453,6 +500,11 @@ def import_from_config(cfg: Any) -> ReviewResult:
         from medcoder.workflows.factories import build_tracking
 
         mlflow.set_tracking_uri(tracking_uri(build_tracking(cfg)))
+    if ref is not None and ref.startswith("models:/"):
+        # An alias pinned to its version now: predictions, guarantee and the recorded publish ref all
+        # name that version, so a later alias move cannot redirect this bundle's status.
+        ref = _ref_path(ref)
+        bundle = ref if bundle is not None else None
     guarantee = bundle_guarantee(ref) if ref is not None else None  # refused before anything is written
     store = open_store(cfg)
     try:
@@ -466,7 +518,7 @@ def import_from_config(cfg: Any) -> ReviewResult:
                 raise ConfigError(f"audit_bundle={ref} is bundle {bundle_id}, but the predictions were made by "
                                   f"bundle {result.bundle_id}",
                                   hint="give the bundle that made the predictions (its manifest's bundle_id)")
-            store.set_bundle_guarantee(bundle_id, target, delta)
+            store.set_bundle_guarantee(bundle_id, target, delta, n_opt=audit.n_opt)
             store.set_code_frequencies(bundle_id, frequencies)
             publisher = publisher_from_config(cfg, store, audit)
             publisher.record_ref(bundle_id, _ref_path(ref))
@@ -537,17 +589,23 @@ def _bundle_ids(store: ReviewStore, cfg: Any, *, required: bool) -> list[str]:
 
 
 def audit_status_from_config(cfg: Any) -> ReviewResult:
-    """Recompute and publish every (or one) bundle's status: one line per bundle."""
+    """Recompute and publish every (or one) bundle's status: one line per bundle.
+
+    A bundle that cannot be published says why on its line and the others are still published; if
+    any failed, every line is printed and the action ends with one error line (exit code 2)."""
     audit = audit_settings_from_config(cfg)
     store = open_store(cfg)
-    lines = []
     try:
         publisher = publisher_from_config(cfg, store, audit)
-        for bundle_id in _bundle_ids(store, cfg, required=False):
-            status, where = publisher.publish(bundle_id)
-            lines.append(_status_line(status, where))
+        bundle_ids = _bundle_ids(store, cfg, required=False)
+        lines, failed = republish_all(publisher, bundle_ids)
     finally:
         store.close()
+    if failed:
+        print("\n".join(lines), flush=True)
+        raise ReviewError(f"audit status not published for {len(failed)} of {len(bundle_ids)} bundle(s): "
+                          f"{', '.join(failed)}", hint="see each bundle's line above, fix it, then run "
+                                                      "action=audit_status again")
     return ReviewResult("\n".join(lines) if lines else "no bundle in the review store: nothing to publish")
 
 
@@ -684,7 +742,17 @@ def serve_from_config(cfg: Any) -> ReviewResult:
     settings = settings_from_config(cfg)
     store = open_store(cfg)
     try:
-        app = create_app(store, settings, on_audit=publisher_from_config(cfg, store).hook)
+        publisher = publisher_from_config(cfg, store)
+        # Every status recomputed from the events before the first request: a verdict whose publish
+        # was lost (a crash, the registry down) reaches serving at the restart, and the "no audit for
+        # N days" warning (computed when a status is published) is brought up to date.
+        lines, failed = republish_all(publisher, list(store.bundles()))
+        for line in lines:
+            print(f"audit status at start-up: {line}", flush=True)
+        if failed:
+            log.warning("audit status not published at start-up for %d bundle(s): %s; run python "
+                        "scripts/review.py action=audit_status once fixed", len(failed), ", ".join(failed))
+        app = create_app(store, settings, on_audit=publisher.hook)
         print(f"review workbench on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
         uvicorn.run(app, host=host, port=port, log_config=log_config(cfg.serve.access_log),
                     access_log=cfg.serve.access_log, server_header=False, proxy_headers=False)

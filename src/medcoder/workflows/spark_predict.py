@@ -34,6 +34,10 @@ Guarantees, and why each exists (the same as batch prediction, ``medcoder.infere
 * **Audit without text:** one JSON line per note (model URI, bundle id, code-set year, policy
   version, sha256 of the scored text, decisions, probabilities rounded to 6 digits), derived from
   the written predictions, not a second scoring pass.
+* **The audit status reaches every executor:** ``MLFLOW_TRACKING_URI`` and
+  ``MEDCODER_AUDIT_STATUS_URI=models:/name/N`` (the resolved version) travel with the UDF
+  (:func:`udf_env`), so a suspended version routes every code ``audit_alarm`` and a status the
+  executor cannot read fails closed (``audit_status_unreadable``), as in ``mlflow models serve``.
 * **Bounded notes:** text is cut in Spark to ``max_note_chars + 1`` characters before it reaches
   Python, and ``Coder`` cuts it to ``max_note_chars`` and flags it ``truncated`` (as
   ``scripts/predict.py`` does), so a huge cell cannot exhaust a Python worker's memory.
@@ -74,6 +78,7 @@ from medcoder.inference.batch.spark import (
 )
 from medcoder.tracking import TrackingSettings, tracking_uri
 from medcoder.tracking.pyfunc import (
+    ENV_AUDIT_STATUS_URI,
     ENV_MAX_CHARS,
     ENV_MAX_NOTE_CHARS,
     ENV_MAX_ROWS,
@@ -93,7 +98,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "INPUT_FORMATS", "JOB_NAME", "MARKER", "SparkOutputs", "SparkPredictResult", "check_output_paths",
     "check_settings", "input_format", "result_type", "spark_predict", "spark_predict_from_config",
-    "spark_session",
+    "spark_session", "udf_env",
 ]
 
 MLFLOW_PREFIXES = ("models:/", "runs:/", "mlflow-artifacts:/")
@@ -142,13 +147,27 @@ class ResolvedModel:
     uri: str  # what spark_udf loads: an alias resolved to its version
     requested: str
     local_dir: Path | None
+    #: The tracking store the executors read the audit status from (``tracking.uri``).
+    tracking_uri: str | None = None
+
+    @property
+    def audit_status_uri(self) -> str | None:
+        """The registered version whose status tag the executors obey: ``models:/name/N`` (an alias
+        already resolved); None for a ``runs:/`` URI or a folder (the executors then look the bundle's
+        versions up by its ``medcoder.bundle_id`` tag, and fail closed where there are none)."""
+        rest = self.uri[len("models:/"):] if self.uri.startswith("models:/") else ""
+        name, _, version = rest.rstrip("/").rpartition("/")
+        return self.uri if name and version.isdigit() else None
 
 
 def resolve_model(ref: str, tracking: TrackingSettings) -> ResolvedModel:
     """The model to score with, after checking it records output schema version 2 and its signature."""
     local_dir: Path | None = None
+    store_uri = tracking_uri(tracking)
+    # Also for a local model folder: the UDF points each executor at the driver's tracking URI,
+    # where the model's audit status is looked up (udf_env).
+    mlflow.set_tracking_uri(store_uri)
     if ref.startswith(MLFLOW_PREFIXES):
-        mlflow.set_tracking_uri(tracking_uri(tracking))
         uri = ref
         if ref.startswith("models:/") and "@" in ref:
             name, _, alias = ref[len("models:/"):].rstrip("/").rpartition("@")
@@ -176,7 +195,7 @@ def resolve_model(ref: str, tracking: TrackingSettings) -> ResolvedModel:
         raise ConfigError(f"model_uri={ref}: output schema version {version}, this medcoder needs "
                           f"{OUTPUT_SCHEMA_VERSION} (structured codes)",
                           hint="re-export it: python scripts/export.py run_id=<its run>")
-    return ResolvedModel(uri, ref, local_dir)
+    return ResolvedModel(uri, ref, local_dir, store_uri)
 
 
 def spark_type(spec: Any) -> SparkDataType:
@@ -201,19 +220,42 @@ def result_type() -> StructType:
     return StructType([StructField(c.name, spark_type(c.type), nullable=True) for c in OUTPUT_SCHEMA.inputs])
 
 
+def udf_env(model: ResolvedModel, *, records_per_batch: int, max_note_chars: int,
+            torch_threads: int | None) -> dict[str, str]:
+    """The environment the executors load ``MedCoderModel`` under (``spark_udf(extra_env=...)``).
+
+    * One Arrow batch is one ``MedCoderModel.predict`` call: the serving limits are set to what this
+      job sends (the cut notes), so a batch is never refused as an oversize HTTP request would be.
+    * The audit status: ``MLFLOW_TRACKING_URI`` (this job's ``tracking.uri``) and
+      ``MEDCODER_AUDIT_STATUS_URI`` = the resolved ``models:/name/N``, so every executor obeys the
+      status tag of the version this job scores with, and fails closed (``audit_status_unreadable``)
+      where it cannot read it. Why explicit: an executor is another process, perhaps another host;
+      without them it would look for a registry it was never told about. A
+      ``MEDCODER_AUDIT_STATUS_URI`` set in the driver's environment (``none``: the documented opt-out)
+      is passed on as it is.
+    """
+    env = {ENV_MAX_ROWS: str(records_per_batch), ENV_MAX_CHARS: str(records_per_batch * (max_note_chars + 1)),
+           ENV_MAX_NOTE_CHARS: str(max_note_chars)}
+    if model.tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = model.tracking_uri
+    own = os.environ.get(ENV_AUDIT_STATUS_URI, "").strip()
+    status_uri = own or model.audit_status_uri
+    if status_uri:
+        env[ENV_AUDIT_STATUS_URI] = status_uri
+    if torch_threads is not None:  # Spark runs one Python worker per core: one torch thread each
+        env.update(OMP_NUM_THREADS=str(torch_threads), MKL_NUM_THREADS=str(torch_threads))
+    return env
+
+
 def score(spark: SparkSession, notes: DataFrame, model: ResolvedModel, *, batch_size: int, max_note_chars: int,
           records_per_batch: int, partitions: int | None, torch_threads: int | None) -> DataFrame:
     """The predictions DataFrame (lazy): one ``mlflow.pyfunc.spark_udf`` call per Arrow batch of
     ``records_per_batch`` notes, in ``partitions`` tasks (the model loads once per task)."""
     from pyspark.sql import functions as F
 
-    # One Arrow batch is one MedCoderModel.predict call: the serving limits are set to what this job
-    # sends (the cut notes), so a batch is never refused as an oversize HTTP request would be.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(records_per_batch))
-    env = {ENV_MAX_ROWS: str(records_per_batch), ENV_MAX_CHARS: str(records_per_batch * (max_note_chars + 1)),
-           ENV_MAX_NOTE_CHARS: str(max_note_chars)}
-    if torch_threads is not None:  # Spark runs one Python worker per core: one torch thread each
-        env.update(OMP_NUM_THREADS=str(torch_threads), MKL_NUM_THREADS=str(torch_threads))
+    env = udf_env(model, records_per_batch=records_per_batch, max_note_chars=max_note_chars,
+                  torch_threads=torch_threads)
     with _quiet("mlflow.pyfunc", "mlflow.utils.requirements_utils"):  # "env_manager=local" advice
         udf = mlflow.pyfunc.spark_udf(spark, model.uri, result_type=result_type(), env_manager="local",
                                       params={"batch_size": batch_size}, extra_env=env)

@@ -24,6 +24,7 @@ from medcoder.review import (
     User,
 )
 from medcoder.review import models as m
+from medcoder.review.monitor import alarm_step, monitor
 
 from .conftest import PASSWORD, FakeClock
 from .factory import NOTES, code, key_of, prediction, write_predictions
@@ -241,6 +242,10 @@ def test_a_bad_stream_suspends_and_a_lift_restarts_it(store: ReviewStore, carol:
     keys = _bad_bundle(store, tmp_path)
     state = store.audit_state("bundle-B")
     assert (state.suspended, state.report.n_audited, state.last_lift, state.n_accepted_since) == (False, 0, None, 40)
+    # nothing to lift while the bundle runs: refused, one line, nothing recorded
+    with pytest.raises(ReviewError, match="is not suspended") as err:
+        store.lift("bundle-B", admin, reason="just in case")
+    assert "\n" not in str(err.value) and store.audit_state("bundle-B").last_lift is None
     # three wrong codes in four: precision 0.25 against a target of 0.9
     _audit_all(store, keys[:5], carol, lambda i: "correct" if i % 4 == 3 else "wrong")
     state = store.audit_state("bundle-B")
@@ -263,6 +268,9 @@ def test_a_bad_stream_suspends_and_a_lift_restarts_it(store: ReviewStore, carol:
     state = store.audit_state("bundle-B")
     assert not state.suspended and state.report.n_audited == 0 and state.last_lift == lifted
     assert state.n_accepted_since == 0  # nothing imported since the lift
+    with pytest.raises(ReviewError, match="is not suspended"):  # a second lift of the same suspension
+        store.lift("bundle-B", admin, reason="lifted twice")
+    assert store.audit_state("bundle-B").last_lift == lifted
     assert store.audit_stream("bundle-B") == [] and len(store.audit_stream("bundle-B", since_lift=False)) == 10
     # good verdicts after the lift keep it running
     _audit_all(store, keys[5:10], carol, lambda i: "correct")
@@ -272,14 +280,24 @@ def test_a_bad_stream_suspends_and_a_lift_restarts_it(store: ReviewStore, carol:
 
 def test_state_is_recomputed_after_a_crash(store: ReviewStore, db_url: str, carol: User, clock: FakeClock,
                                            tmp_path: Path) -> None:
+    """The verdict that fires the alarm is written, then the process dies before anything reads or
+    publishes the state: the reopened store must say suspended, at that verdict. (A state kept in
+    memory, or stored at the last read, would still say "running".) Republishing the status on a
+    restart of the workbench is tested with the workbench."""
     keys = _bad_bundle(store, tmp_path)
-    _audit_all(store, keys[:4], carol, lambda i: "wrong" if i % 2 else "correct")
-    before = store.audit_state("bundle-B")
-    store.close()  # the process dies: nothing but the events was written
+    _audit_all(store, keys[:2], carol, lambda i: "wrong")  # 4 wrong codes: not yet enough at n_opt 200
+    running = store.audit_state("bundle-B")
+    assert (running.suspended, running.report.n_audited) == (False, 4)
+    clock.advance(30)
+    fatal = store.audit(keys[2], carol, code=store.audit_view(keys[2], carol).codes[0].code, verdict="wrong")
+    store.close()  # the process dies: nothing but the verdict was written
     with ReviewStore.open(db_url, clock=clock) as again:
-        assert again.audit_state("bundle-B") == before
-        assert again.audit_state("bundle-B").suspended == before.suspended
-        assert [p.correct for p in again.audit_stream("bundle-B")] == [bool(i % 2 == 0) for i in range(8)]
+        state = again.audit_state("bundle-B")
+        assert state.suspended and state.report.alarm
+        assert (state.report.n_audited, state.report.n_correct, state.report.alarm_at) == (5, 0, 5)
+        assert state.alarm_at_time == fatal.at and state.last_audit_at == fatal.at
+        assert state.report == monitor([False] * 5, target=0.9, delta=0.1, warnings=state.warnings)
+        assert [p.correct for p in again.audit_stream("bundle-B")] == [False] * 5
 
 
 def test_guarantee_is_checked_and_required(store: ReviewStore, predictions: Path) -> None:
@@ -303,12 +321,71 @@ def test_guarantee_is_checked_and_required(store: ReviewStore, predictions: Path
         store.audit_state("no-such-bundle")
 
 
+def test_the_monitor_settings_are_pinned_with_the_guarantee(store: ReviewStore, carol: User, admin: User,
+                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Five wrong codes in a row fire the alarm at n_opt 200 but not at 1,000: once the guarantee
+    is set (with n_opt 200), no later n_opt, target or delta may make that alarm disappear."""
+    assert alarm_step([False] * 5, target=0.9, delta=0.1, n_opt=200) == 5
+    assert alarm_step([False] * 5, target=0.9, delta=0.1, n_opt=1000) is None
+    keys = _bad_bundle(store, tmp_path)  # set_bundle_guarantee("bundle-B", 0.9, 0.1): n_opt 200 pinned
+    _audit_all(store, keys[:2], carol, lambda i: "wrong")
+    store.audit(keys[2], carol, code=store.audit_view(keys[2], carol).codes[0].code, verdict="wrong")
+    assert store.audit_state("bundle-B").suspended
+    # the caller's n_opt is ignored: the pinned one is used
+    state = store.audit_state("bundle-B", n_opt=1000)
+    assert state.suspended and state.report.n_opt == 200 and state.report.alarm_at == 5
+    # setting the guarantee again: the same target and delta are a no-op, another n_opt is ignored
+    with caplog.at_level("WARNING", logger="medcoder.review.store"):
+        store.set_bundle_guarantee("bundle-B", 0.9, 0.1, n_opt=1000)
+    assert "pinned n_opt=200 (n_opt=1000 ignored)" in caplog.text
+    assert store.audit_state("bundle-B").suspended and store.audit_state("bundle-B").report.n_opt == 200
+    # another target or delta is refused, one line
+    for target, delta in ((0.8, 0.1), (0.9, 0.05)):
+        with pytest.raises(ReviewError, match="pinned at target 0.9, delta 0.1") as err:
+            store.set_bundle_guarantee("bundle-B", target, delta)
+        assert "\n" not in str(err.value)
+    state = store.audit_state("bundle-B")
+    assert (state.target, state.delta, state.suspended) == (0.9, 0.1, True)
+    store.lift("bundle-B", admin, reason="the suspension is still there to lift")
+    with pytest.raises(ReviewError, match="n_opt"):
+        store.set_bundle_guarantee("bundle-B", 0.9, 0.1, n_opt=0)
+
+
+def test_a_guarantee_first_set_with_n_opt_keeps_it(store: ReviewStore, carol: User, tmp_path: Path) -> None:
+    path, notes = many_notes(tmp_path, 20)
+    store.import_predictions(path, notes, audit_rate=1.0)
+    store.set_bundle_guarantee("bundle-B", 0.9, 0.1, n_opt=1000)
+    keys = [i.note_key for i in store.audit_queue(bundle_id="bundle-B", limit=500)]
+    _audit_all(store, keys[:3], carol, lambda i: "wrong")  # 6 wrong codes: an alarm at n_opt 200, none at 1,000
+    assert alarm_step([False] * 6, target=0.9, delta=0.1, n_opt=200) == 5
+    state = store.audit_state("bundle-B")  # the default n_opt (200) asked for: the pinned 1,000 used
+    assert state.report.n_opt == 1000 and not state.suspended and state.report.alarm_at is None
+
+
 def test_too_little_evidence_warns_without_suspending(audited: ReviewStore, clock: FakeClock) -> None:
     audited.set_bundle_guarantee("bundle-A", 0.9, 0.1)
     state = audited.audit_state("bundle-A", now=clock.now + timedelta(days=30))
     assert not state.suspended and any("no audit for 30 days" in w for w in state.warnings)
     assert state.report.warnings == state.warnings
     assert audited.audit_state("bundle-A").warnings == []
+
+
+def test_an_admin_who_audited_a_note_may_not_correct_it(audited: ReviewStore, admin: User, alice: User) -> None:
+    n1, n2 = key_of(audited, "n1"), key_of(audited, "n2")
+    for key, routed in ((n1, ("E11.9", "R05.9")), (n2, ("J45.909",))):
+        token = audited.claim(key, alice).token
+        for version, c in enumerate(routed):
+            audited.decide(key, alice, action="accept", code=c, lease_token=token, expected_version=version)
+        audited.submit(key, alice, lease_token=token, expected_version=len(routed))
+    audited.audit(n1, admin, code="I10", verdict="wrong", replaced_by="I11.9")
+    n_events = len(audited.events(n1))
+    with pytest.raises(ReviewError, match="another person than its auditor") as err:
+        audited.correct(n1, admin, code="I10", action="reject", comment="the audit said so")
+    assert "\n" not in str(err.value) and len(audited.events(n1)) == n_events
+    # another admin may; and the same admin may correct a note they did not audit
+    other = audited.create_user("other.admin", PASSWORD, "admin")
+    assert audited.correct(n1, other, code="I10", action="reject", comment="the audit said so").action == "correct"
+    assert audited.correct(n2, admin, code="J45.909", action="reject", comment="no asthma").action == "correct"
 
 
 @pytest.mark.parametrize("statement", [
@@ -319,7 +396,10 @@ def test_too_little_evidence_warns_without_suspending(audited: ReviewStore, cloc
 ])
 def test_verdicts_and_lifts_are_append_only(audited: ReviewStore, carol: User, admin: User, db_url: str,
                                            statement: str) -> None:
+    audited.set_bundle_guarantee("bundle-A", 0.99, 0.1)  # two wrong codes in two suspend at 0.99
     audited.audit(key_of(audited, "n4"), carol, code="E66.9", verdict="wrong")
+    audited.audit(key_of(audited, "n4"), carol, code="Z79.4", verdict="wrong")
+    assert audited.audit_state("bundle-A").suspended
     audited.lift("bundle-A", admin, reason="a reason")
     engine = create_engine(db_url)
     try:
@@ -331,4 +411,4 @@ def test_verdicts_and_lifts_are_append_only(audited: ReviewStore, carol: User, a
                 conn.execute(text(f"TRUNCATE {table}"))
     finally:
         engine.dispose()
-    assert [p.correct for p in audited.audit_stream("bundle-A", since_lift=False)] == [False]
+    assert [p.correct for p in audited.audit_stream("bundle-A", since_lift=False)] == [False, False]

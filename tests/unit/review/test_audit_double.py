@@ -101,20 +101,22 @@ def test_exports_hold_each_note_once_from_its_first_review(doubled: ReviewStore,
     out = tmp_path / "labels.jsonl"
     assert doubled.export_labels(out) == 1
     assert [json.loads(line) for line in out.read_text().splitlines()] == [
-        {"id": "n1", "text": NOTES["n1"], "codes": ["E11.65", "I10"]}]
+        {"id": "n1", "text": NOTES["n1"], "codes": ["E11.65", "I10"], "verified": False}]
     assert doubled.export_labels(tmp_path / "b.jsonl", bundle_id="bundle-A") == 1
 
 
-def test_export_is_unchanged_by_the_audit_sample(store: ReviewStore, predictions: Path, alice: User,
-                                                  carol_auditor: User, tmp_path: Path) -> None:
+def test_an_audit_verdict_is_the_label_of_its_code(store: ReviewStore, predictions: Path, alice: User,
+                                                   carol_auditor: User, tmp_path: Path) -> None:
     store.import_predictions(predictions, NOTES, audit_rate=1.0)
     key = key_of(store, "n1")
     _review(store, key, alice, {"E11.9": ("accept", None), "R05.9": ("reject", None)})
     store.audit(key, carol_auditor, code="I10", verdict="wrong", replaced_by="I11.9")
     out = tmp_path / "labels.jsonl"
     assert store.export_labels(out) == 1
-    # an audit verdict is evidence about the model, not an edit of the reviewed labels
-    assert json.loads(out.read_text()) == {"id": "n1", "text": NOTES["n1"], "codes": ["E11.9", "I10"]}
+    # the auditor checked the auto-accepted I10 and found I11.9 right instead: the labels say so, and
+    # every auto-accepted code of the note was checked by a person
+    assert json.loads(out.read_text()) == {"id": "n1", "text": NOTES["n1"], "codes": ["E11.9", "I11.9"],
+                                           "verified": True}
 
 
 @pytest.fixture

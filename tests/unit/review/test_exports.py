@@ -10,6 +10,7 @@ import pytest
 
 from medcoder.review import ReviewError, ReviewStore, User
 
+from .conftest import PASSWORD, FakeClock
 from .factory import NOTES, key_of, write_predictions
 
 
@@ -37,9 +38,10 @@ def test_labels_export_holds_exactly_the_submitted_labels(loaded: ReviewStore, a
     out = tmp_path / "out" / "labels.jsonl"
     assert loaded.export_labels(out) == 2
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    # I10 and E78.5 are the model's auto-accepts, neither decided nor audited: not verified
     assert rows == [
-        {"id": "n1", "text": NOTES["n1"], "codes": ["E11.65", "I10", "E78.5"]},
-        {"id": "n2", "text": NOTES["n2"], "codes": ["J45.909", "E78.5"]},
+        {"id": "n1", "text": NOTES["n1"], "codes": ["E11.65", "I10", "E78.5"], "verified": False},
+        {"id": "n2", "text": NOTES["n2"], "codes": ["J45.909", "E78.5"], "verified": False},
     ]
     assert [p.name for p in out.parent.iterdir()] == ["labels.jsonl"]  # no temp file left
 
@@ -54,6 +56,81 @@ def test_labels_load_with_the_jsonl_data_loader(loaded: ReviewStore, alice: User
     data = load_tabular(out, format="jsonl")
     assert list(data["train"]["id"]) == ["n1", "n2"]
     assert [sorted(c) for c in data["train"]["codes"]] == [["E11.65", "E78.5", "I10"], ["E78.5", "J45.909"]]
+
+
+def _labels(store: ReviewStore, path: Path) -> dict[str, dict]:
+    store.export_labels(path)
+    return {r["id"]: r for r in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())}
+
+
+def test_audit_verdicts_become_labels(store: ReviewStore, predictions: Path, alice: User, bob: User,
+                                      admin: User, clock: FakeClock, tmp_path: Path) -> None:
+    """Every note with an auto-accepted code (n1, n2, n4) drawn for audit. A verdict is the
+    label of its code (over a reviewer's decision); an admin's later correction is over the
+    verdict; a fully audited note without routed codes is exported unsubmitted; a fully audited
+    note whose routed codes nobody decided is not."""
+    store.import_predictions(predictions, NOTES, audit_rate=1.0)
+    carol = store.create_user("carol", PASSWORD, "auditor")
+    n1, n2, n4 = (key_of(store, i) for i in ("n1", "n2", "n4"))
+    store.audit(n1, carol, code="I10", verdict="wrong", replaced_by="I11.9")
+    store.audit(n4, carol, code="E66.9", verdict="correct")
+    store.audit(n4, carol, code="Z79.4", verdict="wrong", replaced_by="Z79.84")
+    # n1 is fully audited, but its routed codes E11.9 and R05.9 are undecided: not exported yet
+    assert set(_labels(store, tmp_path / "a.jsonl")) == {"n4"}
+    t = store.claim(n1, alice).token
+    store.decide(n1, alice, action="accept", code="E11.9", lease_token=t, expected_version=0)
+    store.decide(n1, alice, action="reject", code="R05.9", lease_token=t, expected_version=1)
+    store.decide(n1, alice, action="accept", code="I10", lease_token=t, expected_version=2)  # the auditor disagrees
+    store.submit(n1, alice, lease_token=t, expected_version=3)
+    t = store.claim(n2, bob).token
+    store.decide(n2, bob, action="accept", code="J45.909", lease_token=t, expected_version=0)
+    store.decide(n2, bob, action="reject", code="E78.5", lease_token=t, expected_version=1)
+    store.submit(n2, bob, lease_token=t, expected_version=2)
+    store.audit(n2, carol, code="E78.5", verdict="correct")  # the reviewer rejected it: the audit keeps it
+    rows = _labels(store, tmp_path / "b.jsonl")
+    assert list(rows) == ["n1", "n2", "n4"]
+    assert (rows["n1"]["codes"], rows["n1"]["verified"]) == (["E11.9", "I11.9"], True)
+    assert (rows["n2"]["codes"], rows["n2"]["verified"]) == (["J45.909", "E78.5"], True)
+    assert rows["n4"] == {"id": "n4", "text": NOTES["n4"], "codes": ["E66.9", "Z79.84"], "verified": True}
+    # an admin's correction made after the verdict is the last word on that code
+    clock.advance(60)
+    store.correct(n1, admin, code="I10", action="accept", comment="I10 is right: the audit misread the note")
+    assert _labels(store, tmp_path / "c.jsonl")["n1"]["codes"] == ["E11.9", "I10"]
+
+
+def test_verified_means_every_auto_accept_was_checked(store: ReviewStore, predictions: Path, alice: User,
+                                                      tmp_path: Path) -> None:
+    store.import_predictions(predictions, NOTES, audit_rate=0.0)
+    n1, n3, n4 = (key_of(store, i) for i in ("n1", "n3", "n4"))
+    t = store.claim(n1, alice).token
+    for version, c in enumerate(("E11.9", "R05.9")):
+        store.decide(n1, alice, action="accept", code=c, lease_token=t, expected_version=version)
+    store.submit(n1, alice, lease_token=t, expected_version=2)
+    t = store.claim(n3, alice).token  # no auto-accepted codes: every label is a reviewer's
+    for version, c in enumerate(("E10.9", "J18.9")):
+        store.decide(n3, alice, action="reject", code=c, lease_token=t, expected_version=version)
+    store.submit(n3, alice, lease_token=t, expected_version=2)
+    t = store.claim(n4, alice).token  # one of two auto-accepts decided (a query counts: not the model's word)
+    store.decide(n4, alice, action="query", code="Z79.4", comment="insulin or oral?", lease_token=t,
+                 expected_version=0)
+    store.submit(n4, alice, lease_token=t, expected_version=1)
+    rows = _labels(store, tmp_path / "l.jsonl")
+    assert {k: (r["codes"], r["verified"]) for k, r in rows.items()} == {
+        "n1": (["E11.9", "I10", "R05.9"], False), "n3": ([], True), "n4": (["E66.9"], False)}
+
+
+def test_labels_load_with_the_reviewed_loader(store: ReviewStore, predictions: Path, tmp_path: Path) -> None:
+    from medcoder.data.loaders import load_reviewed
+
+    store.import_predictions(predictions, NOTES, audit_rate=1.0)
+    carol = store.create_user("carol", PASSWORD, "auditor")
+    for c in ("E66.9", "Z79.4"):
+        store.audit(key_of(store, "n4"), carol, code=c, verdict="correct")
+    out = tmp_path / "labels.jsonl"
+    assert store.export_labels(out) == 1
+    notes, path, _ = load_reviewed(out)
+    assert path == out.resolve() and list(notes["id"]) == ["n4"] and list(notes["verified"]) == [True]
+    assert [sorted(c) for c in notes["codes"]] == [["E66.9", "Z79.4"]]
 
 
 def test_labels_of_two_bundles_need_a_bundle_id(loaded: ReviewStore, alice: User, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import confseq.boundaries  # noqa: F401 - a declared dependency of the review extra: missing must FAIL
 import numpy as np
 import pytest
 from scipy import integrate
@@ -22,8 +23,6 @@ from medcoder.review.monitor import (
     log_mixture,
     monitor,
 )
-
-pytest.importorskip("confseq.boundaries")
 
 
 # -- (a) the mixture against quadrature ----------------------------------------------------------
@@ -220,5 +219,33 @@ def test_the_upper_end_is_the_alarm() -> None:
     assert alarm_step(y, target=0.9, delta=0.1) == int(first[0]) + 1
     report = monitor(y, target=0.9, delta=0.1)
     assert report.alarm and report.alarm_at == int(first[0]) + 1
-    assert report.cs_high == pytest.approx(upper[-1], abs=1e-6)
+    assert report.cs_high_now == pytest.approx(upper[-1], abs=1e-6)
+    assert report.cs_high == pytest.approx(upper.min(), abs=1e-6)  # the running minimum: sticky
     assert report.n_audited == 300 and report.precision == pytest.approx(y.mean())
+
+
+def test_the_reported_upper_bound_is_sticky_after_an_alarm() -> None:
+    """Five wrong codes, then a long run of correct ones: the upper end at the newest code climbs
+    back over the target, but the alarm fired, and the reported bound (the running minimum, still a
+    confidence sequence) stays below the target with it."""
+    y = np.array([False] * 5 + [True] * 200)
+    _, upper = confidence_sequence(y, delta=0.1)
+    report = monitor(y, target=0.9, delta=0.1)
+    assert report.alarm and report.alarm_at == 5
+    assert report.cs_high_now > 0.9 and report.cs_high_now == pytest.approx(upper[-1], abs=1e-6)
+    assert report.cs_high < 0.9 and report.cs_high == pytest.approx(upper.min(), abs=1e-6)
+    # and before any wrong code nothing is rejected: the bound is 1
+    assert monitor([True] * 50, target=0.9, delta=0.1).cs_high == 1.0
+    assert monitor([], target=0.9, delta=0.1).cs_high == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_running_minimum_matches_the_sequence(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.random(250) < rng.uniform(0.75, 0.97)
+    _, upper = confidence_sequence(y, delta=0.1, n_opt=100)
+    report = monitor(y, target=0.9, delta=0.1, n_opt=100)
+    assert report.cs_high == pytest.approx(upper.min(), abs=2e-6)
+    if abs(upper.min() - 0.9) > 1e-5:  # away from the bisection's tolerance: the bound says the alarm
+        assert report.alarm == (upper.min() < 0.9)
+    assert report.n_opt == 100

@@ -100,3 +100,32 @@ def test_broad_filters_walk_the_notes_and_cap_the_count(loaded: ReviewStore, mon
     page = loaded.queue(p_min=0.0, limit=1)  # n1, n2, n3 have routed codes
     assert (page.total, page.total_capped) == (2, True)  # a next page exists: offset + limit < total
     assert page.counts["total"] == 4  # the progress counts stay exact
+
+
+def test_an_auditor_never_sees_the_pending_audit_sample_in_the_queue(store: ReviewStore, predictions: Path,
+                                                                     alice: User, admin: User) -> None:
+    """n1, n2, n4 drawn for audit; n1, n2, n3 reviewed twice (twins ``#2``). For an auditor or an
+    admin the queue (rows, filters, totals, counts) leaves out every note still waiting for a verdict
+    and its twin: its row and its filters would show the model's reasons and decisions."""
+    store.import_predictions(predictions, NOTES, audit_rate=1.0, double_review_rate=1.0)
+    carol = store.create_user("carol", "correct horse battery staple", "auditor")
+    everything = ["n1", "n2", "n3", "n4", "n1#2", "n2#2", "n3#2"]
+    assert _ids(store, limit=50) == everything and _ids(store, user=alice) == everything
+    assert store.queue(user=alice).counts["total"] == 7
+    for user in (carol, admin):
+        page = store.queue(user=user)
+        assert [i.note_id for i in page.items] == ["n3", "n3#2"]
+        assert (page.total, page.counts["total"], page.counts["open"]) == (2, 2, 2)
+        assert _ids(store, user=user, code="I10") == [] and store.queue(user=user, code="I10").total == 0
+        assert _ids(store, user=user, reason="low_confidence") == ["n3", "n3#2"]
+        assert _ids(store, user=user, p_min=0.5, p_max=0.6) == []  # n2's J45.909 at 0.55
+        assert _ids(store, user=user, bundle_id="bundle-A", status="open") == ["n3", "n3#2"]
+        assert store.queue(user=user, bundle_id="bundle-A").counts["total"] == 2
+    # a note comes back once every auto-accepted code of it has a verdict (whoever gave them)
+    store.audit(key_of(store, "n4"), carol, code="E66.9", verdict="correct")
+    assert "n4" not in _ids(store, user=admin)  # one of two codes audited: still blind
+    store.audit(key_of(store, "n4"), carol, code="Z79.4", verdict="wrong")
+    store.audit(key_of(store, "n1"), carol, code="I10", verdict="correct")
+    assert _ids(store, user=admin) == ["n1", "n3", "n4", "n1#2", "n3#2"]
+    assert _ids(store, user=carol, code="I10") == ["n1", "n1#2"]
+    assert store.queue(user=carol).counts["total"] == 5

@@ -1,4 +1,5 @@
-"""The audit loop's tables: the bundle's certified guarantee, the audit and double-review draws,
+"""The audit loop's tables: the bundle's certified guarantee (target, δ and the monitor's
+``n_opt``, pinned together when first set), the audit and double-review draws,
 append-only audit verdicts and lifts (triggers refuse UPDATE/DELETE, and TRUNCATE on PostgreSQL,
 as for ``review_events``), and the training frequency of each code.
 
@@ -55,10 +56,13 @@ def _pg_triggers(table: str) -> list[str]:
 def upgrade() -> None:
     op.add_column("review_bundles", sa.Column("target_precision", sa.Float, nullable=True))
     op.add_column("review_bundles", sa.Column("delta", sa.Float, nullable=True))
+    op.add_column("review_bundles", sa.Column("n_opt", sa.Integer, nullable=True))
     op.add_column("review_notes", sa.Column("audit", sa.Boolean, nullable=False, server_default=sa.false()))
     op.add_column("review_notes", sa.Column("review_round", sa.Integer, nullable=False, server_default="1"))
     op.add_column("review_notes", sa.Column("twin_of", sa.String(32), nullable=True))
-    op.create_index("ix_review_notes_audit", "review_notes", ["bundle_id", "audit", "id"])
+    # audit first: the drawn notes of any bundle (the audit queue, and the queue hiding them from
+    # auditors); note_key makes "which drawn notes wait for a verdict" index-only
+    op.create_index("ix_review_notes_audit", "review_notes", ["audit", "bundle_id", "note_key"])
     op.create_index("ix_review_notes_twin_of", "review_notes", ["twin_of"])
     op.create_table(
         "review_audit_draws",
@@ -132,5 +136,6 @@ def downgrade() -> None:
         batch.drop_column("review_round")
         batch.drop_column("audit")
     with op.batch_alter_table("review_bundles") as batch:
+        batch.drop_column("n_opt")
         batch.drop_column("delta")
         batch.drop_column("target_precision")
