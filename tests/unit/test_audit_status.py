@@ -72,19 +72,31 @@ def test_corrupt_or_foreign_status_is_one_line_error(tmp_path: Path, text: str, 
     assert needle in message and str(status_path(bundle)) in message and "\n" not in message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file_fails_closed_and_recovers_when_fixed(tmp_path: Path) -> None:
+def test_unreadable_file_fails_closed_and_recovers_when_fixed(tmp_path: Path, monkeypatch) -> None:
+    """A status file the process may not read (simulated: CI runs as root, which reads any file
+    whatever its mode) fails closed, and is read again once it is fixed."""
     bundle = tmp_path / "b"
     bundle.mkdir()
     path = write_status_file(bundle, _status(ACTIVE))
     source = FileStatusSource(bundle, BUNDLE)
     assert source.current().hold is None
-    path.chmod(0)
-    try:
-        state = source.current()  # chmod changes ctime: the file is read again
-        assert state.hold == AUDIT_STATUS_UNREADABLE and "Permission denied" in state.problem
-    finally:
-        path.chmod(0o644)
+    real = Path.read_bytes
+
+    def denied(self: Path) -> bytes:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    def touch(step: int) -> None:  # what a chmod does to the file's stat: the source must notice
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + step * 1_000_000))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    touch(1)
+    state = source.current()
+    assert state.hold == AUDIT_STATUS_UNREADABLE and "Permission denied" in state.problem
+    monkeypatch.setattr(Path, "read_bytes", real)
+    touch(2)
     assert source.current().hold is None and source.current().status.state == ACTIVE
 
 
