@@ -45,6 +45,7 @@ from medcoder.evaluation.note_predictions import (
 )
 from medcoder.tracking import log_config, setup_experiment
 from medcoder.workflows.factories import build_tracking, config_dict
+from medcoder.workflows.jsonsafe import finite
 
 log = logging.getLogger(__name__)
 
@@ -261,17 +262,6 @@ def load_view_predictions(client: MlflowClient, run: Run, split: str, dst: Path)
 # --------------------------------------------------------------------------------------------
 
 
-def _finite(value: Any) -> Any:
-    """NaN/inf -> None, so comparison.json is strict JSON (e.g. MAP of a split without gold)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _label(run: Run) -> str:
     name = run.info.run_name or ""
     return f"{name} ({run.info.run_id[:8]})" if name else run.info.run_id
@@ -338,7 +328,7 @@ def compare(cfg: DictConfig) -> CompareResult:
             files.write_text(paths["leaderboard.md"], leaderboard_markdown(comp, labels))
             files.write_text(paths["leaderboard.csv"], leaderboard_csv(comp, labels))
             fig.savefig(files.open(paths["comparison.png"], "wb"), format="png", dpi=120)
-            files.write_text(paths["comparison.json"], json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+            files.write_text(paths["comparison.json"], json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
         for path in paths.values():
             mlflow.log_artifact(str(path))
     log.info("compared %d runs on %d %s notes (baseline %s); %s", len(comp.systems), comp.n_notes, comp.split,

@@ -72,6 +72,7 @@ from medcoder.routing.policy import RoutingPolicy
 from medcoder.tracking import setup_experiment
 from medcoder.tracking.artifacts import download_run
 from medcoder.workflows.factories import build_corpus, build_tracking, plain
+from medcoder.workflows.jsonsafe import finite
 
 log = logging.getLogger(__name__)
 
@@ -151,17 +152,6 @@ def _calibration(run_id: str, dst: Path) -> dict[str, Any]:
         raise ConfigError(f"run {run_id} has no calibration.json, so it has no routing policy to evaluate",
                           hint=f"run `python scripts/calibrate.py run_id={run_id}` first") from exc
     return json.loads(Path(path).read_text())
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: undefined rates become null (recursively)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
 
 
 def evaluate_evidence(cfg: DictConfig) -> EvidenceResult:
@@ -258,7 +248,7 @@ def evaluate_evidence(cfg: DictConfig) -> EvidenceResult:
         "seconds": {"predict": round(predict_seconds, 2), "total": round(seconds, 2)},
     }
     report_path = out_dir / f"evidence_{split}.json"
-    atomic_write_text(report_path, json.dumps(_finite(result), indent=2) + "\n")
+    atomic_write_text(report_path, json.dumps(finite(result), indent=2) + "\n")
     if cfg.log_to_mlflow:
         with mlflow.start_run(run_id=run_id):
             # Undefined values (e.g. the auto-accept overlap when nothing is accepted) are NaN, not dropped.

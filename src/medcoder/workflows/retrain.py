@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +78,7 @@ from medcoder.training.warm_start import check_warm_start_ref
 from medcoder.workflows.compare import check_compare_config
 from medcoder.workflows.config_checks import check_train_config, fusion_views
 from medcoder.workflows.factories import build_corpus, build_tracking, config_dict
+from medcoder.workflows.jsonsafe import finite
 
 log = logging.getLogger(__name__)
 
@@ -348,16 +347,6 @@ def score_held_out(ref: str | Path, ids: list[str], texts: list[str], gold: list
     return preds, (None if mode == "global" else str(mode))
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 # --------------------------------------------------------------------------------------------
 # the workflow
 
@@ -458,7 +447,7 @@ def retrain(cfg: DictConfig) -> RetrainResult:
     paths = {name: out / name for name in FILES}
     with AtomicFileSet(list(paths.values())) as files:
         files.write_text(paths["comparison.md"], heading + leaderboard_markdown(comp, labels))
-        files.write_text(paths["comparison.json"], json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
+        files.write_text(paths["comparison.json"], json.dumps(finite(report), indent=2, allow_nan=False) + "\n")
     with mlflow.start_run(run_id=run_id):
         for path in paths.values():
             mlflow.log_artifact(str(path), ARTIFACT_DIR)
