@@ -36,7 +36,7 @@ def negation_table(scorer: DictionaryScorer, texts, gold_sets) -> dict:
     m_neg = [0, 0]
     for text, gold in zip(texts, gold_sets, strict=True):
         seen: dict[tuple[str, str], bool] = {}
-        for idx, _s, _e, negated in scorer.matcher.find(text):
+        for idx, _s, _e, negated, _loose in scorer.matcher.find(text):
             m = scorer.matcher.strings[idx]
             for code in scorer.lexicon_[m]:
                 seen[(m, code)] = seen.get((m, code), True) and negated

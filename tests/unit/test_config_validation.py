@@ -200,6 +200,9 @@ def test_train_refuses_bad_views_before_reading_any_data(tmp_path) -> None:
     (["data=codiesp_p_es"], ["mentions"]),
     (["data=codiesp_p_en"], []),
     (["data=codiesp_d_en", "fusion.use_descriptions=false"], []),
+    (["data=codiesp_d_es", "fusion.use_spanish_titles=true"], ["mentions", "descriptions", "spanish_titles"]),
+    (["data=codiesp_d_en", "fusion.use_spanish_titles=true"], ["descriptions"]),  # English notes: no titles
+    (["data=codiesp_p_es", "fusion.use_spanish_titles=true"], ["mentions"]),  # WHO titles name diagnoses
 ])
 def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, sources, tmp_path) -> None:
     """English procedures have no dictionary lexicon (CodiEsp-X spans are Spanish offsets, ICD-10-CM

@@ -174,3 +174,62 @@ def test_mentions_loader_rejects_malformed_rows(tmp_path, bad):
         load_codiesp_mentions(root, "train", "D")
     with pytest.raises(DataError, match="not found"):
         read_mentions_file(tmp_path / "missing.tsv")
+
+
+# --------------------------------------------------------------------------- loose matches
+
+
+def _loose(window: int) -> DictionaryScorer:
+    texts = [f"Caso {i}: carcinoma urotelial de vejiga." for i in range(4)]
+    texts += [f"Caso {i}: vejiga sin alteraciones. Carcinoma previo en piel." for i in range(4)]
+    golds = [{"E27.9"}] * 4 + [set()] * 4
+    phrases = [[("carcinoma urotelial de vejiga", "E27.9")]] * 4 + [[]] * 4
+    return _fit(texts, golds, phrases, cross_fit=1, loose_window=window)
+
+
+def test_loose_match_finds_reordered_inflected_words_within_the_window():
+    scorer = _loose(6)
+    j = CODES.index("E27.9")
+    notes = [
+        "Vejiga: se observan carcinomas uroteliales multiples.",  # order, plural, 4 words apart
+        "Carcinoma urotelial. Vejiga normal.",  # the words cross a sentence end: no match
+        "Carcinoma urotelial de la vejiga urinaria.",  # exact match fails ("la"), loose finds it
+    ]
+    out = scorer.score(notes, evidence=True)
+    assert out.flags["hit"][0, j] and not out.flags["hit"][1, j] and out.flags["hit"][2, j]
+    (span,) = out.evidence[0][j]
+    assert span["loose"] is True
+    assert notes[0][span["start"] : span["end"]] == "Vejiga: se observan carcinomas uroteliales"
+    # the loose match's precision is its own (learned or the loose pooled prior), not the exact one's
+    assert span["weight"] == pytest.approx(scorer._precision("~carcinoma urotelial de vejiga", "E27.9"))
+    # an exact match is reported as exact, once (no loose duplicate of the same string)
+    exact = scorer.score(["Carcinoma urotelial de vejiga."], evidence=True)
+    assert [s.get("loose", False) for s in exact.evidence[0][j]] == [False]
+
+
+def test_loose_match_is_off_by_default_and_respects_the_window():
+    j = CODES.index("E27.9")
+    note = "Vejiga: se observan carcinomas uroteliales multiples."
+    assert not _loose(0).score([note]).flags["hit"][0, j]
+    far = "Carcinoma en la pared lateral derecha de la vejiga con patron urotelial."
+    assert not _loose(3).score([far]).flags["hit"][0, j]
+    assert _loose(12).score([far]).flags["hit"][0, j]
+
+
+def test_loose_precision_is_cross_fitted_and_saved(tmp_path):
+    # the loose form also fires in decoy notes where the code is not gold: its cross-fitted
+    # precision must fall below the exact string's
+    texts = [f"Caso {i}: carcinoma de vejiga." for i in range(6)]
+    texts += [f"Caso {i}: vejiga normal, carcinoma cutaneo." for i in range(6)]
+    golds = [{"E27.9"}] * 6 + [set()] * 6
+    phrases = [[("carcinoma de vejiga", "E27.9")]] * 6 + [[]] * 6
+    scorer = _fit(texts, golds, phrases, cross_fit=3, loose_window=6)
+    assert scorer.precision_["~carcinoma de vejiga"]["E27.9"] < scorer.precision_["carcinoma de vejiga"]["E27.9"]
+    assert scorer.stats_["cv_loose_affirmed_matches"] >= 6
+    scorer.save(tmp_path / "d")
+    back = SCORERS["dictionary"].load(tmp_path / "d")
+    assert back.loose_window == 6 and back.p0_loose_ == pytest.approx(scorer.p0_loose_)
+    notes = ["Vejiga, carcinoma.", "Carcinoma de vejiga."]
+    a, b = scorer.score(notes, evidence=True), back.score(notes, evidence=True)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.evidence == b.evidence

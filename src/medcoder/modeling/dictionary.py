@@ -74,6 +74,7 @@ from medcoder.modeling.lexicon import (
     normalize,
     normalize_with_offsets,
 )
+from medcoder.modeling.loose_match import LOOSE_PREFIX, LooseIndex
 from medcoder.modeling.scorer import Scorer, Scores, Span
 
 logger = logging.getLogger(__name__)
@@ -132,9 +133,11 @@ SENTENCE_END = re.compile(r"[.;!?\n\r]")
 class _Matcher:
     """Automaton over normalised strings + trigger-based negation; pure function of its inputs."""
 
-    def __init__(self, strings: Sequence[str], triggers: Mapping[str, Sequence[str]], window: int) -> None:
+    def __init__(self, strings: Sequence[str], triggers: Mapping[str, Sequence[str]], window: int,
+                 *, loose_window: int = 0, language: str = "es") -> None:
         self.strings = list(strings)
         self.window = window
+        self.loose = LooseIndex(self.strings, language=language, window=loose_window) if loose_window > 0 else None
         self.automaton = ahocorasick.Automaton()
         for idx, s in enumerate(self.strings):
             self.automaton.add_word(s, (idx, len(s)))
@@ -164,9 +167,10 @@ class _Matcher:
                 return len(phrase)
         return 0
 
-    def _negation(self, text: str, norm: str, offsets: list[int]) -> tuple[list[int], list[bool], list[bool]]:
-        """Token index of each normalised char (-1 on spaces), and per token: in a pre scope, in
-        a post scope."""
+    def _negation(self, text: str, norm: str, offsets: list[int]) -> tuple[
+            list[int], list[bool], list[bool], list[tuple[int, int]], list[int]]:
+        """Token index of each normalised char (-1 on spaces); per token: in a pre scope, in a post
+        scope; each token's ``[start, end)`` in ``norm``; each token's sentence number."""
         tok_of = [-1] * len(norm)
         spans: list[tuple[int, int]] = []
         start = 0
@@ -177,7 +181,7 @@ class _Matcher:
             spans.append((start, end))
             start = end + 1
         if not norm:
-            return tok_of, [], []
+            return tok_of, [], [], [], []
         toks = [norm[s:e] for s, e in spans]
         n = len(toks)
         # sentence id per token: a terminator char in the original gap between two tokens
@@ -210,16 +214,19 @@ class _Matcher:
                 t += k
                 continue
             t += 1
-        return tok_of, pre_scope, post_scope
+        return tok_of, pre_scope, post_scope, spans, sent
 
-    def find(self, text: str) -> list[tuple[int, int, int, bool]]:
-        """Matches in ``text``: ``(string index, start, end, negated)``, exact original offsets."""
+    def find(self, text: str) -> list[tuple[int, int, int, bool, bool]]:
+        """Matches in ``text``: ``(string index, start, end, negated, loose)``, exact original
+        offsets. Loose matches (:mod:`medcoder.modeling.loose_match`) are reported only for strings
+        that did not also match exactly in the note; ``start``/``end`` cover their first to last
+        word."""
         if not self.strings:
             return []
         norm, offsets = normalize_with_offsets(text)
         if not norm:
             return []
-        tok_of, pre_scope, post_scope = self._negation(text, norm, offsets)
+        tok_of, pre_scope, post_scope, spans, sent = self._negation(text, norm, offsets)
         n = len(norm)
         out = []
         for last, (idx, length) in self.automaton.iter(norm):
@@ -227,7 +234,15 @@ class _Matcher:
             if (first > 0 and norm[first - 1] != " ") or (last + 1 < n and norm[last + 1] != " "):
                 continue  # not on word boundaries
             negated = pre_scope[tok_of[first]] or post_scope[tok_of[last]]
-            out.append((idx, offsets[first], offsets[last] + 1, negated))
+            out.append((idx, offsets[first], offsets[last] + 1, negated, False))
+        if self.loose is not None:
+            exact = {m[0] for m in out}
+            toks = [norm[a:b] for a, b in spans]
+            for idx, lo, hi in self.loose.find(toks, sent):
+                if idx in exact:
+                    continue
+                negated = pre_scope[lo] or post_scope[hi]
+                out.append((idx, offsets[spans[lo][0]], offsets[spans[hi][1] - 1] + 1, negated, True))
         return out
 
 
@@ -268,6 +283,8 @@ class DictionaryScorer(Scorer):
         alpha: float = 2.0,
         min_chars: int = 3,
         window: int = 6,
+        loose_window: int = 0,
+        combine: str = "max",
         triggers: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
     ) -> None:
@@ -275,6 +292,10 @@ class DictionaryScorer(Scorer):
         self.alpha = float(alpha)
         self.min_chars = int(min_chars)
         self.window = int(window)
+        self.loose_window = int(loose_window)
+        if combine not in ("max", "noisy_or"):
+            raise ValueError(f"combine={combine!r} is not 'max' or 'noisy_or'")
+        self.combine = combine
         self.triggers = {k: list(v) for k, v in (triggers or DEFAULT_TRIGGERS).items()}
         self.seed = int(seed)
         self.codes: list[str] = []
@@ -285,6 +306,7 @@ class DictionaryScorer(Scorer):
         self.counts_: dict[str, dict[str, list[int]]] = {}
         self.base_: list[float] = []
         self.p0_: float = 0.5
+        self.p0_loose_: float = 0.5
         self.neg_factor_: float = 0.5
         self.stats_: dict[str, Any] = {}
         self._matcher: _Matcher | None = None
@@ -327,10 +349,11 @@ class DictionaryScorer(Scorer):
     ) -> dict[tuple[str, str], bool]:
         """(mention, code) -> negated (True only if every occurrence in the note is negated)."""
         out: dict[tuple[str, str], bool] = {}
-        for idx, _s, _e, negated in matcher.find(text):
+        for idx, _s, _e, negated, loose in matcher.find(text):
             m = strings[idx]
+            key = LOOSE_PREFIX + m if loose else m
             for code in lexicon[m]:
-                out[(m, code)] = out.get((m, code), True) and negated
+                out[(key, code)] = out.get((key, code), True) and negated
         return out
 
     # ------------------------------------------------------------------ fit
@@ -381,7 +404,8 @@ class DictionaryScorer(Scorer):
             build = np.flatnonzero(fold_of != f).tolist() if k > 1 else held
             lexicon, _ = self._build_lexicon(texts, mentions, descriptions, build, code_set)
             strings = sorted(lexicon)
-            matcher = _Matcher(strings, self.triggers, self.window)
+            matcher = _Matcher(strings, self.triggers, self.window, loose_window=self.loose_window,
+                               language=language)
             for i in held:
                 for (m, code), negated in self._note_matches(matcher, strings, lexicon, texts[i]).items():
                     j = col[code]
@@ -400,16 +424,23 @@ class DictionaryScorer(Scorer):
         )
         self.lexicon_ = {m: sorted(cs) for m, cs in sorted(lexicon.items())}
 
+        exact_counts = [v for (m, _), v in aff.items() if not m.startswith(LOOSE_PREFIX)]
+        loose_counts = [v for (m, _), v in aff.items() if m.startswith(LOOSE_PREFIX)]
+        self.p0_ = (sum(v[1] for v in exact_counts) + 1.0) / (sum(v[0] for v in exact_counts) + 2.0)
+        # loose matches get their own pooled precision: an unseen loose pair is not an exact one
+        self.p0_loose_ = (sum(v[1] for v in loose_counts) + 1.0) / (sum(v[0] for v in loose_counts) + 2.0)
         total_m = sum(v[0] for v in aff.values())
         total_h = sum(v[1] for v in aff.values())
-        self.p0_ = (total_h + 1.0) / (total_m + 2.0)
         self.precision_, self.counts_ = {}, {}
-        for m, cs in self.lexicon_.items():
-            for code in cs:
-                mt, ht = aff.get((m, code), (0, 0))
-                nm, nh = neg.get((m, code), (0, 0))
-                self.precision_.setdefault(m, {})[code] = (ht + self.alpha * self.p0_) / (mt + self.alpha)
-                self.counts_.setdefault(m, {})[code] = [mt, ht, nm, nh]
+        keys = [(m, code) for m, cs in self.lexicon_.items() for code in cs]
+        keys += sorted({k for k in [*aff, *neg] if k[0].startswith(LOOSE_PREFIX) and k[0][1:] in self.lexicon_
+                        and k[1] in self.lexicon_[k[0][1:]]})
+        for m, code in keys:
+            prior = self.p0_loose_ if m.startswith(LOOSE_PREFIX) else self.p0_
+            mt, ht = aff.get((m, code), (0, 0))
+            nm, nh = neg.get((m, code), (0, 0))
+            self.precision_.setdefault(m, {})[code] = (ht + self.alpha * prior) / (mt + self.alpha)
+            self.counts_.setdefault(m, {})[code] = [mt, ht, nm, nh]
 
         # negation factor: observed gold among negated matches vs what their precisions predict
         expected = sum(self._precision(m, c) for m, c, _ in neg_events)
@@ -433,6 +464,8 @@ class DictionaryScorer(Scorer):
             "pairs": sum(len(v) for v in self.lexicon_.values()),
             "cv_affirmed_matches": total_m,
             "cv_affirmed_hits": total_h,
+            "cv_loose_affirmed_matches": sum(v[0] for v in loose_counts),
+            "cv_loose_affirmed_hits": sum(v[1] for v in loose_counts),
             "cv_negated_matches": len(neg_events),
             "cv_negated_hits": observed,
         }
@@ -441,14 +474,16 @@ class DictionaryScorer(Scorer):
         return self
 
     def _precision(self, mention: str, code: str) -> float:
-        return self.precision_.get(mention, {}).get(code, self.p0_)
+        prior = self.p0_loose_ if mention.startswith(LOOSE_PREFIX) else self.p0_
+        return self.precision_.get(mention, {}).get(code, prior)
 
     # ------------------------------------------------------------------ score
 
     @property
     def matcher(self) -> _Matcher:
         if self._matcher is None:
-            self._matcher = _Matcher(list(self.lexicon_), self.triggers, self.window)
+            self._matcher = _Matcher(list(self.lexicon_), self.triggers, self.window,
+                                     loose_window=self.loose_window, language=self.language_ or "es")
         return self._matcher
 
     def score(self, texts: Sequence[str], *, evidence: bool = False) -> Scores:
@@ -462,15 +497,18 @@ class DictionaryScorer(Scorer):
         affirmed = np.zeros((n, c), dtype=bool)
         best_neg = np.zeros((n, c), dtype=np.float32)
         best_aff = np.zeros((n, c), dtype=np.float32)
+        log_miss = np.zeros((n, c), dtype=np.float64)  # noisy-OR: sum of log(1 - p) over distinct keys
         ev: list[dict[int, list[Span]]] | None = [] if evidence else None
         strings = self.matcher.strings
         for i, text in enumerate(texts):
             spans: dict[int, list[Span]] = defaultdict(list)
-            for idx, start, end, negated in self.matcher.find(text):
+            seen: set[tuple[str, int]] = set()
+            for idx, start, end, negated, loose in self.matcher.find(text):
                 m = strings[idx]
+                key = LOOSE_PREFIX + m if loose else m
                 for code in self.lexicon_[m]:
                     j = col[code]
-                    p = self._precision(m, code)
+                    p = self._precision(key, code)
                     hit[i, j] = True
                     if negated:
                         weight = p * self.neg_factor_
@@ -479,14 +517,22 @@ class DictionaryScorer(Scorer):
                         weight = p
                         affirmed[i, j] = True
                         best_aff[i, j] = max(best_aff[i, j], p)
+                        if (key, j) not in seen:
+                            seen.add((key, j))
+                            log_miss[i, j] += np.log1p(-min(p, 1.0 - 1e-6))
                     if ev is not None:
                         span: Span = {"start": start, "end": end, "weight": float(weight), "source": self.name}
                         if negated:
                             span["negated"] = True
+                        if loose:
+                            span["loose"] = True
                         spans[j].append(span)
             if ev is not None:
                 ev.append({j: sorted(s, key=lambda d: (d["start"], d["end"])) for j, s in spans.items()})
         negated_only = hit & ~affirmed
+        if self.combine == "noisy_or":
+            # several distinct mentions of one code are more evidence than the best of them
+            best_aff = (-np.expm1(log_miss)).astype(np.float32)
         scores = np.where(affirmed, best_aff, scores)
         scores = np.where(negated_only, best_neg * np.float32(self.neg_factor_), scores)
         return Scores(scores=scores, evidence=ev, flags={"hit": hit, "negated": negated_only})
@@ -504,6 +550,8 @@ class DictionaryScorer(Scorer):
                 "alpha": self.alpha,
                 "min_chars": self.min_chars,
                 "window": self.window,
+                "loose_window": self.loose_window,
+                "combine": self.combine,
                 "seed": self.seed,
             },
             "triggers": self.triggers,
@@ -511,6 +559,7 @@ class DictionaryScorer(Scorer):
             "codes": self.codes,
             "base": [float(b) for b in self.base_],
             "p0": self.p0_,
+            "p0_loose": self.p0_loose_,
             "neg_factor": self.neg_factor_,
             "stats": self.stats_,
             "lexicon": {
@@ -522,6 +571,13 @@ class DictionaryScorer(Scorer):
                     },
                 }
                 for m, cs in self.lexicon_.items()
+            },
+            # learned precisions of loose matches (key: the lexicon string, without the prefix)
+            "loose": {
+                m[len(LOOSE_PREFIX):]: {
+                    code: {"precision": p, "counts": self.counts_[m][code]} for code, p in cs.items()
+                }
+                for m, cs in self.precision_.items() if m.startswith(LOOSE_PREFIX)
             },
         }
         (directory / FILE_NAME).write_text(json.dumps(state, ensure_ascii=False, indent=0), encoding="utf-8")
@@ -545,6 +601,7 @@ class DictionaryScorer(Scorer):
         obj.language_ = state.get("language", "")
         obj.base_ = [float(b) for b in state["base"]]
         obj.p0_ = float(state["p0"])
+        obj.p0_loose_ = float(state.get("p0_loose", obj.p0_))
         obj.neg_factor_ = float(state["neg_factor"])
         obj.stats_ = dict(state.get("stats", {}))
         obj.lexicon_, obj.sources_, obj.precision_, obj.counts_ = {}, {}, {}, {}
@@ -557,4 +614,10 @@ class DictionaryScorer(Scorer):
             obj.sources_[m] = entry.get("source", "")
             obj.precision_[m] = {c: float(v["precision"]) for c, v in entry["codes"].items()}
             obj.counts_[m] = {c: list(v["counts"]) for c, v in entry["codes"].items()}
+        for m, entry in state.get("loose", {}).items():
+            if m not in obj.lexicon_ or not set(entry) <= set(obj.lexicon_[m]):
+                raise BundleError(f"{path}: loose entry {m!r} names a string or codes outside the lexicon",
+                                  hint="the file is corrupt; re-export the bundle")
+            obj.precision_[LOOSE_PREFIX + m] = {c: float(v["precision"]) for c, v in entry.items()}
+            obj.counts_[LOOSE_PREFIX + m] = {c: list(v["counts"]) for c, v in entry.items()}
         return obj

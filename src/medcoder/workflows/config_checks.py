@@ -290,14 +290,20 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
                                           corpus=data.get("name"))]
 
 
-#: Lexicon sources a corpus can offer the views (see :func:`dictionary_sources`).
-LEXICON_SOURCES = ("mentions", "descriptions")
+#: Lexicon sources a corpus can offer the views (see :func:`dictionary_sources`). ``spanish_titles``
+#: (WHO ICD-10 titles in Spanish, :mod:`medcoder.codesets.who_spanish`) reaches a view as part of
+#: its ``descriptions`` fit resource; ``projected_mentions`` (English n-grams mined where the Spanish
+#: spans' translations sit, :mod:`medcoder.modeling.projected_mentions`) as its ``mentions``.
+LEXICON_SOURCES = ("mentions", "descriptions", "spanish_titles", "projected_mentions")
+_OFFERED_AS = {"spanish_titles": "descriptions", "projected_mentions": "mentions"}
 
 
 def offered_resources(lexicon_sources: Sequence[str]) -> tuple[str, ...]:
     """The fit resources (``medcoder.modeling.scorer.FIT_RESOURCES``) a run offers its views: its
-    lexicon sources and the notes' language."""
-    return (*lexicon_sources, "language")
+    lexicon sources (``spanish_titles`` as ``descriptions``, ``projected_mentions`` as ``mentions``)
+    and the notes' language."""
+    offered = (_OFFERED_AS.get(s, s) for s in lexicon_sources)
+    return (*dict.fromkeys(offered), "language")
 
 
 def dictionary_sources(cfg: Mapping[str, Any]) -> list[str]:
@@ -314,6 +320,10 @@ def dictionary_sources(cfg: Mapping[str, Any]) -> list[str]:
         sources.append("mentions")
     if fusion.get("use_descriptions", True) and data.get("code_type", "D") == "D":
         sources.append("descriptions")
+    if fusion.get("use_spanish_titles", False) and data.get("language") == "es" and data.get("code_type", "D") == "D":
+        sources.append("spanish_titles")
+    if fusion.get("use_projected_mentions", False) and data.get("format") == "codiesp" and data.get("language") == "en":
+        sources.append("projected_mentions")
     return sources
 
 

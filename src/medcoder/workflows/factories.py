@@ -299,7 +299,8 @@ def training_arguments(trainer_cfg: Any, *, output_dir: Path, seed: int,
 
 
 #: Keys of the ``fusion`` group besides the views' own parameter blocks (``fusion.<view>``).
-_FUSION_KEYS = ("views", "folds", "neural_folds", "use_mentions", "use_descriptions", "stacker")
+_FUSION_KEYS = ("views", "folds", "neural_folds", "use_mentions", "use_descriptions", "use_spanish_titles",
+                "use_projected_mentions", "stacker")
 
 
 def build_fusion_plan(cfg: DictConfig) -> FusionPlan:

@@ -203,11 +203,14 @@ def fit_resources(lexicon_sources: Collection[str], corpus: TrainingCorpus, ids:
     """The ``wanted`` resources this run has (its ``lexicon_sources``, the notes' language), read
     once for all views and folds:
 
-    * ``mentions``: gold mention spans of the *training* notes (CodiEsp-X), aligned with ``ids``
-      (absent for corpora without them: the English machine translations' spans are offsets into
-      the Spanish text);
+    * ``mentions``: gold mention spans of the *training* notes (CodiEsp-X), aligned with ``ids``;
+      for the English machine translations (whose gold spans are offsets into the Spanish text),
+      with the ``projected_mentions`` source, English n-grams mined where those spans' translations
+      sit (:mod:`medcoder.modeling.projected_mentions`);
     * ``descriptions``: ICD-10-CM wording of each label — its description and inclusion terms in
-      the configured code-set year (diagnosis corpora only);
+      the configured code-set year (diagnosis corpora only) — and, with the ``spanish_titles``
+      source, its Spanish WHO title (:mod:`medcoder.codesets.who_spanish`; Spanish diagnosis
+      corpora, ``fusion.use_spanish_titles``);
     * ``language``: of the notes.
     """
     per_note: dict[str, Sequence[Any]] = {}
@@ -218,14 +221,33 @@ def fit_resources(lexicon_sources: Collection[str], corpus: TrainingCorpus, ids:
         root = resolve_codiesp_root(corpus.root, cache_dir=corpus.cache_dir, download=False)
         by_doc = load_codiesp_mentions(root, "train", corpus.code_type)
         per_note["mentions"] = [by_doc.get(i, []) for i in ids]
-    if "descriptions" in wanted and "descriptions" in lexicon_sources:
-        from medcoder.modeling.lexicon import icd10cm_descriptions
+    elif "mentions" in wanted and "projected_mentions" in lexicon_sources:
+        from medcoder.modeling.projected_mentions import load_projected_mentions
 
-        codeset = load_codeset(corpus.codeset_fy, order_file=corpus.codeset_order_file)
-        shared["descriptions"] = icd10cm_descriptions(codes, codeset=codeset)
+        root = resolve_codiesp_root(corpus.root, cache_dir=corpus.cache_dir, download=False)
+        # mined from the fitting notes only (``ids``): the tuning and certification notes never are
+        by_doc = load_projected_mentions(root, "train", corpus.code_type, ids)
+        per_note["mentions"] = [by_doc.get(i, []) for i in ids]
+    if "descriptions" in wanted and {"descriptions", "spanish_titles"} & set(lexicon_sources):
+        wording: dict[str, list[str]] = {}
+        if "descriptions" in lexicon_sources:
+            from medcoder.modeling.lexicon import icd10cm_descriptions
+
+            codeset = load_codeset(corpus.codeset_fy, order_file=corpus.codeset_order_file)
+            wording = {c: _as_list(v) for c, v in icd10cm_descriptions(codes, codeset=codeset).items()}
+        if "spanish_titles" in lexicon_sources:
+            from medcoder.codesets.who_spanish import spanish_title_descriptions
+
+            for code, titles in spanish_title_descriptions(codes).items():
+                wording[code] = [*wording.get(code, []), *titles]
+        shared["descriptions"] = wording
     if "language" in wanted:
         shared["language"] = corpus.language
     return FitResources(per_note, shared)
+
+
+def _as_list(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 @dataclass

@@ -1,0 +1,199 @@
+"""Stacker levers of issue 23, measured on the tuning split only (test is never loaded).
+
+    python benchmarks/stacker_probe.py --corpus es-D --seeds 42 43 44 --json out.json
+
+For each run seed: the shipped certification carve (``inner_train``, fraction 0.2, the run seed)
+gives four fifths of train that fit and one fifth that tunes; CodiEsp dev (the certification split)
+and test are dropped at load. :func:`medcoder.workflows.fusion.fit_fusion` fits the corpus's
+non-neural views (``--views``) exactly as a training run does and hands back their out-of-fold
+scores; the fitted views score the tuning notes once. Then each stacker arm is fitted on the same
+out-of-fold scores and read on the same tuning scores, so the arms differ only in the stacker:
+
+* ``lr``: the shipped :class:`medcoder.modeling.stacker.Stacker` (logistic regression);
+* ``lr+category``: the same with per-view "parent category" features (the best score and rank of any
+  code sharing the code's 3-character category in the note, and how many of them are in the top k);
+* ``gbdt`` / ``gbdt+category``: a LightGBM gradient-boosted classifier on the same features,
+  monotone increasing in each view's score (the views' beliefs can only raise a code).
+
+Why a probe and not a sweep of train.py: the views are fitted once per seed, and the stacker arms
+cost seconds on cached scores. The neural view is left out (its out-of-fold fits cost minutes per
+seed on this CPU); the winning arm is then checked inside the full recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit_result, git_commit, machine_info, set_offline_env  # noqa: E402
+
+set_offline_env()
+
+from datasets import DatasetDict  # noqa: E402
+
+from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
+from medcoder.data.splits import carve_certification  # noqa: E402
+from medcoder.evaluation.metrics import codiesp_map, precision_at_k  # noqa: E402
+from medcoder.modeling.stacker import Stacker, rank_in_note  # noqa: E402
+from medcoder.workflows.fusion import FusionPlan, TrainingCorpus, fit_fusion  # noqa: E402
+
+
+def category_features(view_scores, views, codes, top_k):
+    """Per view: best score / -log(1+best rank) over the code's 3-char category, and the category's
+    count of codes in the note's top k."""
+    cats = np.array([c.replace(".", "")[:3] for c in codes])
+    uniq, inv = np.unique(cats, return_inverse=True)
+    cols, names = [], []
+    for v in views:
+        s = view_scores[v].scores
+        rank = rank_in_note(s)
+        n = s.shape[0]
+        best = np.full((n, len(uniq)), -np.inf, dtype=np.float32)
+        np.maximum.at(best.T, inv, s.T)  # best[:, cat] = max over codes of cat
+        best_rank = np.full((n, len(uniq)), np.iinfo(np.int64).max)
+        np.minimum.at(best_rank.T, inv, rank.T)
+        in_top = np.zeros((n, len(uniq)), dtype=np.float32)
+        np.add.at(in_top.T, inv, (rank < top_k).T.astype(np.float32))
+        cols += [best[:, inv], -np.log1p(best_rank[:, inv].astype(np.float32)), in_top[:, inv]]
+        names += [f"{v}_cat_best", f"{v}_cat_rank", f"{v}_cat_top"]
+    return np.stack([c.reshape(-1) for c in cols], axis=1).astype(np.float32), names
+
+
+class Arm:
+    def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None):
+        self.base = Stacker(views, top_k=top_k, C=1.0)
+        self.views, self.codes, self.category, self.model = views, codes, category, model
+        self.params = params or {}
+
+    def features(self, view_scores, frequency):
+        x, names = self.base.features(view_scores, frequency)
+        if self.category:
+            xc, nc = category_features(view_scores, self.views, self.codes, self.base.top_k)
+            x, names = np.concatenate([x, xc], axis=1), names + nc
+        return x, names
+
+    def fit(self, view_scores, frequency, labels):
+        x, names = self.features(view_scores, frequency)
+        y = np.asarray(labels).reshape(-1).astype(np.int8)
+        self.names = names
+        if self.model == "lr":
+            from sklearn.linear_model import LogisticRegression
+            self.mean, self.scale = x.mean(0), x.std(0) + 1e-6
+            self.clf = LogisticRegression(C=1.0, max_iter=1000).fit((x - self.mean) / self.scale, y)
+        else:
+            import lightgbm as lgb
+            mono = [1 if n.endswith(("_score", "_cat_best")) else 0 for n in names]
+            p = dict(n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=100,
+                     subsample=1.0, colsample_bytree=1.0, reg_lambda=1.0, verbose=-1, n_jobs=2,
+                     monotone_constraints=mono, random_state=0)
+            p.update(self.params)
+            self.clf = lgb.LGBMClassifier(**p).fit(x, y)
+        return self
+
+    def decision(self, view_scores, frequency, shape):
+        x, _ = self.features(view_scores, frequency)
+        if self.model == "lr":
+            z = self.clf.decision_function((x - self.mean) / self.scale)
+        else:
+            z = self.clf.predict_proba(x, raw_score=True) if False else self.clf.predict(x, raw_score=True)
+        return np.asarray(z, dtype=np.float32).reshape(shape)
+
+
+ARMS = {
+    "lr": dict(category=False, model="lr"),
+    "lr+category": dict(category=True, model="lr"),
+    "gbdt": dict(category=False, model="gbdt"),
+    "gbdt+category": dict(category=True, model="gbdt"),
+}
+
+
+def per_note_ap(scores, codes, gold):
+    return np.array([codiesp_map(scores[i : i + 1], codes, [gold[i]]) for i in range(len(gold))])
+
+
+def paired(a, b, *, n_boot=5000, seed=0):
+    d = a - b
+    d = d[~np.isnan(d)]  # notes without a gold code have no AP (CodiEsp-P: a few)
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(d, size=(n_boot, len(d)), replace=True).mean(axis=1)
+    return {"delta": round(float(d.mean()), 4), "ci95": [round(float(np.quantile(boots, 0.025)), 4),
+                                                          round(float(np.quantile(boots, 0.975)), 4)]}
+
+
+def run_seed(seed, args, corpus, language, code_type):
+    splits = carve_certification(corpus, "inner_train", fraction=0.2, seed=seed)
+    train, tune = splits["train"], splits["dev"]
+    space = LabelSpace.from_codes(train["codes"], min_count=1, codeset_fy=2026)
+    codes = list(space.codes)
+    y_train = space.encode(train["codes"])
+    y_tune = space.encode(tune["codes"]).astype(bool)
+    gold = [list(c) for c in tune["codes"]]
+    sources = ("mentions", "descriptions") if language == "es" else ("descriptions",)
+    if code_type == "P" and language == "en":
+        sources = ()
+    if code_type == "P" and language == "es":
+        sources = ("mentions",)
+    if args.projected:
+        sources = (*sources, "projected_mentions")
+    if args.spanish_titles:
+        sources = (*sources, "spanish_titles")
+    plan = FusionPlan(views=tuple(args.views), folds=3, seed=seed, stacker_params={"top_k": 15, "C": 1.0},
+                      lexicon_sources=sources, view_params=json.loads(args.view_params))
+    t0 = time.time()
+    fr = fit_fusion(plan, TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026),
+                    DatasetDict({"train": train}), space, y_train)
+    fit_s = time.time() - t0
+    tune_views = fr.scorer.score_views(list(tune["text"]))
+    frequency = fr.scorer.frequency
+    out = {"design": {"fit_notes": len(train), "tuning_notes": len(tune), "codes": len(codes), "views_fit_s": round(fit_s, 1)}}
+    aps = {}
+    for name in args.arms:
+        t0 = time.time()
+        arm = Arm(list(args.views), codes, **ARMS[name]).fit(fr.oof, frequency, y_train)
+        z = arm.decision(tune_views, frequency, (len(tune), len(codes)))
+        aps[name] = per_note_ap(z, codes, gold)
+        out[name] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
+                     "tuning_p_at_8": round(precision_at_k(z, y_tune, 8), 4), "fit_s": round(time.time() - t0, 1)}
+    for name in args.arms:
+        out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
+        print(args.corpus, seed, name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", default="es-D", choices=["es-D", "es-P", "en-D", "en-P"])
+    ap.add_argument("--views", nargs="+", default=["tfidf", "dictionary"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    ap.add_argument("--arms", nargs="+", default=list(ARMS))
+    ap.add_argument("--view-params", default="{}", help='JSON, e.g. {"dictionary": {"loose_window": 6}}')
+    ap.add_argument("--projected", action="store_true", help="add English projected mentions (en-*)")
+    ap.add_argument("--spanish-titles", action="store_true", help="add the cie Spanish WHO titles (es-D)")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    started = time.time()
+    language, code_type = args.corpus.split("-")
+    corpus = load_codiesp(resolve_codiesp_root(download=False), language=language, code_type=code_type)
+    corpus = DatasetDict({"train": corpus["train"], "dev": corpus["dev"]})  # test never read
+    per_seed = {s: run_seed(s, args, corpus, language, code_type) for s in args.seeds}
+    summary = {}
+    for name in args.arms:
+        v = np.array([per_seed[s][name]["tuning_map"] for s in args.seeds])
+        summary[name] = {"tuning_map": [round(float(v.mean()), 4), round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4)],
+                         "delta_per_seed": [per_seed[s][name]["paired_vs_lr"]["delta"] for s in args.seeds]}
+    print("summary", json.dumps(summary), flush=True)
+    emit_result({"system": "stacker_probe", "commit": git_commit(), "command": " ".join(sys.argv),
+                 "corpus": args.corpus, "views": args.views, "view_params": json.loads(args.view_params),
+                 "spanish_titles": args.spanish_titles, "projected": args.projected, "per_seed": {str(k): v for k, v in per_seed.items()},
+                 "summary": summary, "wall_s": round(time.time() - started, 1),
+                 "machine": machine_info(with_torch=False)}, args.json)
+
+
+if __name__ == "__main__":
+    main()
