@@ -83,3 +83,25 @@ def test_hybrid_table_header_names_the_cpu_torch_and_commit():
     header = hybrid_table.markdown([], "python benchmarks/hybrid_table.py", info).splitlines()[2]
     assert info["cpu_model"] in header and f"torch {info['torch']}" in header and "`abc1234`" in header
     assert "?" not in header
+
+
+def test_hybrid_table_reports_mean_and_sd_over_seeds_and_counts_certifying_seeds():
+    import hybrid_table
+
+    def run(seed, test_map, tau, n):
+        return {"corpus": "es-D", "seed": seed, "run_id": f"r{seed}" * 4,
+                "metrics": {"test_map": test_map, "dev_map": 0.7, "test_micro_f1": 0.5, "test_p_at_8": 0.6,
+                            "test_map_dictionary": 0.6},
+                "frontier": [{"target_precision": 0.95, "tau": tau, "test_n_auto_accepted": n,
+                              "test_auto_accept_precision": 0.96 if tau else None},
+                             {"target_precision": 0.9, "tau": 0.5, "test_n_auto_accepted": 100,
+                              "test_auto_accept_precision": 0.92}],
+                "evaluation": {"n_predicted": 200}, "seconds": {"train": 10.0, "calibrate": 2.0}, "predict": {}}
+
+    text = hybrid_table.markdown([run(42, 0.66, 0.9, 40), run(43, 0.68, None, 0)], "cmd",
+                                 {"cpu_model": "cpu", "torch": "t", "git_commit": "c"})
+    assert "| es-D | **fused (stacker)** | **0.670 ± 0.014** |" in text
+    assert "| es-D | dictionary alone | 0.600 ± 0.000 |" in text
+    # 0.95: one seed certifies (share 0.20), the other accepts nothing (share 0, counted, not skipped)
+    assert "| es-D | 0.95 | 1 of 2 | 0.900 | 0.100 ± 0.141 | 0.960 |" in text
+    assert "| es-D | 0.90 | 2 of 2 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.920 ± 0.000 |" in text
