@@ -13,6 +13,14 @@ What it does
 * **Matching**: one pyahocorasick ``Automaton`` over all lexicon strings; overlapping matches are
   kept; a match counts only on word boundaries at both ends ("renal" never fires inside
   "suprarrenal" unless "suprarrenal" is a mention itself).
+* **Loose matches** (``loose_window`` > 0; :mod:`medcoder.modeling.loose_match`): a lexicon string
+  whose Snowball-stemmed content words all occur within ``loose_window`` tokens of each other in
+  one sentence, in any order, matches "loosely" where it did not match exactly (discontinuous gold
+  mentions, "carcinoma urotelial infiltrante de vejiga" for "carcinoma ... vejiga"; inflections).
+  A loose match is counted under its own key (``"~" + string``), so its precision is learned out of
+  fold apart from the exact string's, smoothed towards the pooled precision of loose matches
+  (``p0_loose``), never the exact matches' ``p0``. Evidence spans of loose matches carry
+  ``"loose": True`` and run from the first to the last matched word.
 * **Learned scores**: per (mention, code), ``precision = P(code is gold | mention matched,
   not negated)``, smoothed towards the pooled precision ``p0``:
   ``(hits + alpha * p0) / (matches + alpha)``, counted once per note. A code's score in a note is
@@ -284,7 +292,6 @@ class DictionaryScorer(Scorer):
         min_chars: int = 3,
         window: int = 6,
         loose_window: int = 0,
-        combine: str = "max",
         triggers: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
     ) -> None:
@@ -293,9 +300,6 @@ class DictionaryScorer(Scorer):
         self.min_chars = int(min_chars)
         self.window = int(window)
         self.loose_window = int(loose_window)
-        if combine not in ("max", "noisy_or"):
-            raise ValueError(f"combine={combine!r} is not 'max' or 'noisy_or'")
-        self.combine = combine
         self.triggers = {k: list(v) for k, v in (triggers or DEFAULT_TRIGGERS).items()}
         self.seed = int(seed)
         self.codes: list[str] = []
@@ -497,12 +501,10 @@ class DictionaryScorer(Scorer):
         affirmed = np.zeros((n, c), dtype=bool)
         best_neg = np.zeros((n, c), dtype=np.float32)
         best_aff = np.zeros((n, c), dtype=np.float32)
-        log_miss = np.zeros((n, c), dtype=np.float64)  # noisy-OR: sum of log(1 - p) over distinct keys
         ev: list[dict[int, list[Span]]] | None = [] if evidence else None
         strings = self.matcher.strings
         for i, text in enumerate(texts):
             spans: dict[int, list[Span]] = defaultdict(list)
-            seen: set[tuple[str, int]] = set()
             for idx, start, end, negated, loose in self.matcher.find(text):
                 m = strings[idx]
                 key = LOOSE_PREFIX + m if loose else m
@@ -517,9 +519,6 @@ class DictionaryScorer(Scorer):
                         weight = p
                         affirmed[i, j] = True
                         best_aff[i, j] = max(best_aff[i, j], p)
-                        if (key, j) not in seen:
-                            seen.add((key, j))
-                            log_miss[i, j] += np.log1p(-min(p, 1.0 - 1e-6))
                     if ev is not None:
                         span: Span = {"start": start, "end": end, "weight": float(weight), "source": self.name}
                         if negated:
@@ -530,9 +529,6 @@ class DictionaryScorer(Scorer):
             if ev is not None:
                 ev.append({j: sorted(s, key=lambda d: (d["start"], d["end"])) for j, s in spans.items()})
         negated_only = hit & ~affirmed
-        if self.combine == "noisy_or":
-            # several distinct mentions of one code are more evidence than the best of them
-            best_aff = (-np.expm1(log_miss)).astype(np.float32)
         scores = np.where(affirmed, best_aff, scores)
         scores = np.where(negated_only, best_neg * np.float32(self.neg_factor_), scores)
         return Scores(scores=scores, evidence=ev, flags={"hit": hit, "negated": negated_only})
@@ -551,7 +547,6 @@ class DictionaryScorer(Scorer):
                 "min_chars": self.min_chars,
                 "window": self.window,
                 "loose_window": self.loose_window,
-                "combine": self.combine,
                 "seed": self.seed,
             },
             "triggers": self.triggers,
