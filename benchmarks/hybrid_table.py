@@ -32,13 +32,13 @@ from _common import machine_info, set_offline_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-#: Each corpus's shipped recipe: the README main job (English D), the Spanish experiments as
-#: configured (``quickstart_p_es`` fuses tfidf + dictionary only: docs/hybrid-coder.md "Which views pay"), and
-#: English P with the procedure settings of ``quickstart_p_es``, neural + tfidf (the dictionary has
-#: no English procedure lexicon: CodiEsp-X spans are Spanish offsets, ICD-10-CM wording is for D codes).
+#: Each corpus's shipped recipe, as configured: the README main job (English D), the Spanish
+#: experiments, and English P (``quickstart_p_en``: tfidf + a dictionary of English n-grams projected
+#: from the Spanish CodiEsp-X train spans). Which views each fuses was decided on the tuning split
+#: (benchmarks/results/choices.md).
 CORPORA = {
     "en-D": ["experiment=hybrid"],
-    "en-P": ["experiment=quickstart_p_es", "data=codiesp_p_en", "fusion.views=[neural,tfidf]"],
+    "en-P": ["experiment=quickstart_p_en"],
     "es-D": ["experiment=quickstart_es"],
     "es-P": ["experiment=quickstart_p_es"],
 }

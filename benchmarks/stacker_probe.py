@@ -66,13 +66,26 @@ def category_features(view_scores, views, codes, top_k):
 
 
 class Arm:
-    def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None):
+    def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None, top3: bool = False):
+        self.top3 = top3
         self.base = Stacker(views, top_k=top_k, C=1.0)
         self.views, self.codes, self.category, self.model = views, codes, category, model
         self.params = params or {}
 
     def features(self, view_scores, frequency):
         x, names = self.base.features(view_scores, frequency)
+        if self.top3:
+            cols, extra = [], []
+            agree = 0
+            for v in self.views:
+                top = (rank_in_note(view_scores[v].scores) < 3).astype(np.float32)
+                agree = agree + top
+                cols.append(top)
+                extra.append(f"{v}_top3")
+            cols.append(np.asarray(agree, dtype=np.float32))
+            extra.append("agreement_top3")
+            x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1)], axis=1)
+            names = names + extra
         if self.category:
             xc, nc = category_features(view_scores, self.views, self.codes, self.base.top_k)
             x, names = np.concatenate([x, xc], axis=1), names + nc
@@ -110,7 +123,17 @@ ARMS = {
     "lr+category": dict(category=True, model="lr"),
     "gbdt": dict(category=False, model="gbdt"),
     "gbdt+category": dict(category=True, model="gbdt"),
+    "lr+top3": dict(category=False, model="lr", top3=True),
 }
+
+
+def top_precision(z, y, shares=(0.1, 0.2, 0.3, 0.5)):
+    """Precision of the highest-scored (note, code) pairs of the whole split, the top ``share`` x
+    (number of gold pairs): how clean the top of the global ranking is (what auto-accept takes)."""
+    order = np.argsort(-z.reshape(-1), kind="stable")
+    gold = y.reshape(-1)[order]
+    n_gold = int(y.sum())
+    return {f"top{int(s * 100)}": round(float(gold[: max(1, int(s * n_gold))].mean()), 4) for s in shares}
 
 
 def per_note_ap(scores, codes, gold):
@@ -159,7 +182,8 @@ def run_seed(seed, args, corpus, language, code_type):
         z = arm.decision(tune_views, frequency, (len(tune), len(codes)))
         aps[name] = per_note_ap(z, codes, gold)
         out[name] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
-                     "tuning_p_at_8": round(precision_at_k(z, y_tune, 8), 4), "fit_s": round(time.time() - t0, 1)}
+                     "tuning_p_at_8": round(precision_at_k(z, y_tune, 8), 4), "fit_s": round(time.time() - t0, 1),
+                     "tuning_top_precision": top_precision(z, y_tune)}
     for name in args.arms:
         out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
         print(args.corpus, seed, name, json.dumps(out[name]), flush=True)
