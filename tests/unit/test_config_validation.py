@@ -24,14 +24,15 @@ def _compose(name: str, overrides: list[str]):
 
 
 #: One out-of-range value per group each shipped experiment's check reads (neural experiments: the
-#: trainer and model groups too); ``quickstart_p_es`` trains no encoder, so its trainer/model values
-#: are not used and must not be refused.
+#: trainer and model groups too); ``quickstart_es``, ``quickstart_p_es`` and ``quickstart_p_en`` train
+#: no encoder, so their trainer/model values are not used and must not be refused.
 _NEURAL_BREAKS = ("trainer.num_train_epochs=0", "model.max_chunks=0", "labels.min_count=0", "seed=x")
 _NO_NEURAL_BREAKS = ("labels.min_count=0", "fusion.folds=1", "max_samples_per_split=0")
 
 
-@pytest.mark.parametrize(("experiment", "neural"), [(None, True), ("quickstart", True), ("quickstart_es", True),
-                                                    ("quickstart_p_es", False)])
+@pytest.mark.parametrize(("experiment", "neural"), [(None, True), ("quickstart", True), ("hybrid", True),
+                                                    ("quickstart_es", False), ("quickstart_p_es", False),
+                                                    ("quickstart_p_en", False)])
 def test_shipped_train_configs_pass(experiment, neural, tmp_path) -> None:
     """Each shipped experiment passes, and the same experiment with one value out of range is
     refused naming it: a check that stopped reading a group for that experiment (or at all) would
