@@ -66,14 +66,27 @@ def category_features(view_scores, views, codes, top_k):
 
 
 class Arm:
-    def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None, top3: bool = False):
+    def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None, top3: bool = False,
+                 logit: bool = False):
         self.top3 = top3
+        self.logit = logit
         self.base = Stacker(views, top_k=top_k, C=1.0)
         self.views, self.codes, self.category, self.model = views, codes, category, model
         self.params = params or {}
 
     def features(self, view_scores, frequency):
         x, names = self.base.features(view_scores, frequency)
+        if self.logit:
+            cols, extra = [], []
+            for v in self.views:
+                sv = view_scores[v].scores
+                if float(sv.min()) >= 0.0 and float(sv.max()) <= 1.0:  # a probability-like view
+                    q = np.clip(sv, 1e-4, 1 - 1e-4)
+                    cols.append(np.log(q / (1 - q)))
+                    extra.append(f"{v}_logit")
+            if cols:
+                x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1).astype(np.float32)], axis=1)
+                names = names + extra
         if self.top3:
             cols, extra = [], []
             agree = 0
@@ -124,6 +137,7 @@ ARMS = {
     "gbdt": dict(category=False, model="gbdt"),
     "gbdt+category": dict(category=True, model="gbdt"),
     "lr+top3": dict(category=False, model="lr", top3=True),
+    "lr+logit": dict(category=False, model="lr", logit=True),
 }
 
 
