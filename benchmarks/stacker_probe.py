@@ -212,10 +212,16 @@ def main():
     ap.add_argument("--arms", nargs="+", default=list(ARMS))
     ap.add_argument("--view-params", default="{}", help='JSON, e.g. {"dictionary": {"loose_window": 6}}')
     ap.add_argument("--projected", action="store_true", help="add English projected mentions (en-*)")
+    ap.add_argument("--projection-params", default="{}",
+                    help='JSON keyword arguments of project_mentions, e.g. {"min_notes": 3}')
     ap.add_argument("--spanish-titles", action="store_true", help="add the cie Spanish WHO titles (es-D)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     started = time.time()
+    if json.loads(args.projection_params):
+        import medcoder.modeling.projected_mentions as pm
+
+        pm.project_mentions.__kwdefaults__.update(json.loads(args.projection_params))
     language, code_type = args.corpus.split("-")
     corpus = load_codiesp(resolve_codiesp_root(download=False), language=language, code_type=code_type)
     corpus = DatasetDict({"train": corpus["train"], "dev": corpus["dev"]})  # test never read
@@ -228,7 +234,8 @@ def main():
     print("summary", json.dumps(summary), flush=True)
     emit_result({"system": "stacker_probe", "commit": git_commit(), "command": " ".join(sys.argv),
                  "corpus": args.corpus, "views": args.views, "view_params": json.loads(args.view_params),
-                 "spanish_titles": args.spanish_titles, "projected": args.projected, "per_seed": {str(k): v for k, v in per_seed.items()},
+                 "spanish_titles": args.spanish_titles, "projected": args.projected,
+                 "projection_params": json.loads(args.projection_params), "per_seed": {str(k): v for k, v in per_seed.items()},
                  "summary": summary, "wall_s": round(time.time() - started, 1),
                  "machine": machine_info(with_torch=False)}, args.json)
 

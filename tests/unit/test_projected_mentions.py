@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medcoder.data.mentions import Mention
-from medcoder.modeling.projected_mentions import load_projected_mentions, project_mentions
+from medcoder.modeling.dictionary import DictionaryScorer
+from medcoder.modeling.projected_mentions import (
+    PROJECTED,
+    load_projected_mentions,
+    note_ngrams,
+    project_mentions,
+    select_projections,
+    window_candidates,
+)
 
 ES = ["Paciente con fiebre alta. Sin otros datos.", "Refiere fiebre. Dolor abdominal intenso.",
       "Nada relevante."]
@@ -20,16 +29,40 @@ SPANS = [[Mention(13, 19, "R50.9", "D", "fiebre")],
 def test_an_ngram_found_where_the_spans_translate_in_enough_notes_becomes_a_mention() -> None:
     out = project_mentions(EN, ES, SPANS, min_notes=2, min_ratio=0.3)
     assert [[(m.code, m.kind, EN[i][m.start:m.end]) for m in note] for i, note in enumerate(out)] == [
-        [("R50.9", "D", "fever")], [("R50.9", "D", "fever")], []]
+        [("R50.9", PROJECTED, "fever")], [("R50.9", PROJECTED, "fever")], []]
     # R10.9's n-grams are in one note's window only: below min_notes
-    assert project_mentions(EN, ES, SPANS, min_notes=1, min_ratio=0.3)[1][-1].code == "R10.9"
+    assert "R10.9" in {m.code for m in project_mentions(EN, ES, SPANS, min_notes=1, min_ratio=0.3)[1]}
     # "fever" is in a R50.9 window in 2 of the 3 notes that contain it: a ratio of 0.67
     assert project_mentions(EN, ES, SPANS, min_notes=2, min_ratio=0.7) == [[], [], []]
 
 
+def test_candidates_are_unselected_and_selection_counts_only_the_notes_passed() -> None:
+    candidates = window_candidates(EN, ES, SPANS)
+    assert {m.text for m in candidates[0]} >= {"patient", "high fever", "fever"}
+    grams = [note_ngrams(t) for t in EN]
+    assert select_projections(candidates, grams) == {("fever", "R50.9")}
+    # without note 1 (held out), "fever" is in one R50.9 window only: nothing is selected
+    assert select_projections([candidates[0], candidates[2]], [grams[0], grams[2]]) == set()
+
+
 def test_misaligned_inputs_are_refused() -> None:
     with pytest.raises(ValueError, match="aligned"):
-        project_mentions(EN[:2], ES, SPANS)
+        window_candidates(EN[:2], ES, SPANS)
+
+
+def test_the_dictionary_selects_projections_per_fold_from_its_build_notes_only() -> None:
+    """Leak-free cross-fitting: a held-out note's own window never admits the entry its precision
+    is then counted with. Two notes hold "fever" in a R50.9 window: with 2 folds each note's fold
+    is built from the other note alone, so the entry is never in a fold lexicon (0 cross-fitted
+    matches), while the shipped lexicon (both notes) has it."""
+    texts = EN[:2]
+    candidates = window_candidates(texts, ES[:2], SPANS[:2])
+    labels = np.array([[1, 0], [1, 1]])
+    scorer = DictionaryScorer(cross_fit=2, seed=0).fit(texts, labels, ["R50.9", "R10.9"], mentions=candidates,
+                                                      language="en")
+    assert scorer.lexicon_ == {"fever": ["R50.9"]} and scorer.sources_ == {"fever": "projected"}
+    assert scorer.counts_["fever"]["R50.9"][0] == 0  # never matched out of fold
+    assert scorer.stats_["cv_affirmed_matches"] == 0
 
 
 def _release(tmp_path: Path) -> Path:
@@ -46,9 +79,8 @@ def _release(tmp_path: Path) -> Path:
     return root.parent
 
 
-def test_only_the_notes_given_are_mined(tmp_path: Path) -> None:
+def test_the_release_reader_projects_only_the_notes_given(tmp_path: Path) -> None:
     root = _release(tmp_path)
     everything = load_projected_mentions(root, "train", "D", ["d0", "d1", "d2"])
-    assert [m.text for m in everything["d0"]] == ["fever"]
-    # without d1 (say, a tuning note) "fever" is in one window only: nothing is kept
-    assert load_projected_mentions(root, "train", "D", ["d0", "d2"]) == {"d0": [], "d2": []}
+    assert "fever" in {m.text for m in everything["d1"]} and everything["d2"] == []
+    assert set(load_projected_mentions(root, "train", "D", ["d0", "d2"])) == {"d0", "d2"}

@@ -83,6 +83,7 @@ from medcoder.modeling.lexicon import (
     normalize_with_offsets,
 )
 from medcoder.modeling.loose_match import LOOSE_PREFIX, LooseIndex
+from medcoder.modeling.projected_mentions import PROJECTED, note_ngrams, select_projections
 from medcoder.modeling.scorer import Scorer, Scores, Span
 
 logger = logging.getLogger(__name__)
@@ -292,6 +293,8 @@ class DictionaryScorer(Scorer):
         min_chars: int = 3,
         window: int = 6,
         loose_window: int = 0,
+        projection_min_notes: int = 2,
+        projection_min_ratio: float = 0.3,
         triggers: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
     ) -> None:
@@ -300,6 +303,9 @@ class DictionaryScorer(Scorer):
         self.min_chars = int(min_chars)
         self.window = int(window)
         self.loose_window = int(loose_window)
+        self.projection_min_notes = int(projection_min_notes)
+        self.projection_min_ratio = float(projection_min_ratio)
+        self._ngram_sets: dict[int, frozenset[str]] = {}
         self.triggers = {k: list(v) for k, v in (triggers or DEFAULT_TRIGGERS).items()}
         self.seed = int(seed)
         self.codes: list[str] = []
@@ -328,9 +334,15 @@ class DictionaryScorer(Scorer):
         lexicon: dict[str, set[str]] = defaultdict(set)
         sources: dict[str, str] = {}
         if mentions is not None:
+            projected = self._selected_projections(texts, mentions, note_ids)
             for i in note_ids:
                 for m in mentions[i]:
                     if m.code not in code_set:
+                        continue
+                    if m.kind == PROJECTED:  # a candidate: an entry only if these notes select it
+                        if (m.text, m.code) in projected:
+                            lexicon[m.text].add(m.code)
+                            sources.setdefault(m.text, "projected")
                         continue
                     surface = " ".join(texts[i][s:e] for s, e in m.fragments) or m.text
                     norm = normalize(surface)
@@ -346,6 +358,18 @@ class DictionaryScorer(Scorer):
                     lexicon[norm].add(code)
                     sources.setdefault(norm, "description")
         return lexicon, sources
+
+    def _selected_projections(self, texts: Sequence[str], mentions: Sequence[Sequence[Any]],
+                              note_ids: Sequence[int]) -> set[tuple[str, str]]:
+        """Projected candidates (``medcoder.modeling.projected_mentions``) selected over the build
+        notes ``note_ids`` only; empty when the mentions are real spans."""
+        if not any(m.kind == PROJECTED for i in note_ids for m in mentions[i]):
+            return set()
+        for i in note_ids:
+            if i not in self._ngram_sets:
+                self._ngram_sets[i] = note_ngrams(texts[i])
+        return select_projections([mentions[i] for i in note_ids], [self._ngram_sets[i] for i in note_ids],
+                                  min_notes=self.projection_min_notes, min_ratio=self.projection_min_ratio)
 
     @staticmethod
     def _note_matches(
@@ -390,6 +414,7 @@ class DictionaryScorer(Scorer):
             raise ValueError("DictionaryScorer.fit needs mentions and/or descriptions")
         self.codes = list(codes)
         self.language_ = language
+        self._ngram_sets = {}
         col = {c: j for j, c in enumerate(self.codes)}
         code_set = set(self.codes)
         gold = [set(np.flatnonzero(row).tolist()) for row in labels]
@@ -474,6 +499,7 @@ class DictionaryScorer(Scorer):
             "cv_negated_hits": observed,
         }
         self._matcher = None
+        self._ngram_sets = {}  # only needed while fitting
         logger.info("dictionary: %s", self.stats_)
         return self
 
@@ -547,6 +573,8 @@ class DictionaryScorer(Scorer):
                 "min_chars": self.min_chars,
                 "window": self.window,
                 "loose_window": self.loose_window,
+                "projection_min_notes": self.projection_min_notes,
+                "projection_min_ratio": self.projection_min_ratio,
                 "seed": self.seed,
             },
             "triggers": self.triggers,

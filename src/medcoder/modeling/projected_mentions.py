@@ -10,21 +10,23 @@ turning up there:
 1. each Spanish mention ``[start, end)`` of code ``c`` maps to the English sentences overlapping the
    same relative span of the note (± ``margin`` of its length): the code's *window*;
 2. candidates are the 1-4 word n-grams of a window that start and end on a content word;
-3. ``(n-gram, c)`` is kept when the n-gram lies in a ``c`` window in at least ``min_notes`` notes,
-   and in a ``c`` window in at least ``min_ratio`` of the training notes that contain it at all
-   (it is specific to ``c``, not a word of every note);
-4. each note gets, per code, its ``max_per_code`` best kept n-grams found in that code's windows, as
-   :class:`~medcoder.data.mentions.Mention` objects with *English* offsets.
+3. ``(n-gram, c)`` becomes a lexicon entry when the n-gram lies in a ``c`` window in at least
+   ``min_notes`` notes, and in a ``c`` window in at least ``min_ratio`` of the notes that contain it
+   at all (it is specific to ``c``, not a word of every note).
 
-The dictionary view takes them as its ``mentions`` fit resource and learns each string's precision
-out of fold, as for the Spanish spans, so a wrong projection costs only what it proves to cost.
+Step 3 counts labels, so it must see only the notes a lexicon is built from: the training
+resource is the unselected candidates of step 2 (:func:`window_candidates`, kind
+:data:`PROJECTED`), and the dictionary view selects (:func:`select_projections`) inside each of
+its cross-fitting folds and each out-of-fold fit, over that fold's build notes only. An earlier
+version selected once over all training notes; the held-out notes' own labels then chose the
+lexicon their precisions were measured with (optimistic out-of-fold scores for the stacker). The
+dictionary then learns each entry's precision out of fold, as for the Spanish spans, so a wrong
+projection costs only what it proves to cost.
 
 No library offers this (word aligners such as fast_align or SimAlign need a parallel corpus tool
 chain or a multilingual encoder that cannot be downloaded here); the counting is a few lines.
-Honesty note: which n-grams are kept is decided from counts over all the notes given; the view's
-own cross-fitting then learns precisions fold by fold. The notes a run tunes or certifies on are
-never given (``medcoder.workflows.fusion.fit_resources`` passes the fitting notes' ids), so their
-scores measure the projection honestly.
+The notes a run tunes or certifies on are never given (``medcoder.workflows.fusion.fit_resources``
+passes the fitting notes' ids).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from medcoder.data.codiesp import TEXT_DIRS, require_release_dir
 from medcoder.data.mentions import Mention, load_codiesp_mentions
 from medcoder.modeling.lexicon import STOPWORDS, normalize_with_offsets
 
-__all__ = ["load_projected_mentions", "project_mentions"]
+__all__ = ["PROJECTED", "load_projected_mentions", "note_ngrams", "project_mentions", "select_projections",
+           "window_candidates"]
 
+#: ``Mention.kind`` of a projected candidate (its ``text`` is the normalised n-gram).
+PROJECTED = "projected"
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 
@@ -72,29 +77,24 @@ def _ngrams(text: str, lo: int, hi: int, max_n: int) -> dict[str, tuple[int, int
     return out
 
 
-def project_mentions(
+def window_candidates(
     en_texts: Sequence[str],
     es_texts: Sequence[str],
     es_mentions: Sequence[Sequence[Mention]],
     *,
-    min_notes: int = 2,
-    min_ratio: float = 0.3,
-    max_per_code: int = 3,
     margin: float = 0.03,
     max_n: int = 4,
 ) -> list[list[Mention]]:
-    """English pseudo-mentions per note (aligned with ``en_texts``), mined from these notes only."""
+    """Every content n-gram of every code's window, per note (aligned with ``en_texts``): one
+    :class:`Mention` of kind :data:`PROJECTED` per (code, n-gram), at its first occurrence in the
+    window. Nothing is selected here: which pairs become lexicon entries is decided by
+    :func:`select_projections` over the notes a lexicon is built from (leak-free cross-fitting)."""
     if not (len(en_texts) == len(es_texts) == len(es_mentions)):
         raise ValueError("en_texts, es_texts and es_mentions must be aligned")
-    windows: list[dict[str, dict[str, tuple[int, int]]]] = []  # note -> code -> gram -> offsets
-    n_win: Counter[tuple[str, str]] = Counter()
-    n_doc: Counter[str] = Counter()
-    kinds: dict[str, str] = {}
+    out: list[list[Mention]] = []
     for en, es, mentions in zip(en_texts, es_texts, es_mentions, strict=True):
         sentences = _sentences(en)
         per_code: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
-        for m in mentions:
-            kinds.setdefault(m.code, m.kind)
         if es and en and sentences:
             scale = len(en) / len(es)
             for m in mentions:
@@ -104,28 +104,51 @@ def project_mentions(
                     if e > lo and s < hi:
                         for gram, off in _ngrams(en, s, e, max_n).items():
                             per_code[m.code].setdefault(gram, off)
-        windows.append(per_code)
-        for code, grams in per_code.items():
-            n_win.update((g, code) for g in grams)
-        n_doc.update(_ngrams(en, 0, len(en), max_n).keys())
-    kept = {(g, c): n / n_doc[g] for (g, c), n in n_win.items()
-            if n >= min_notes and n_doc[g] and n / n_doc[g] >= min_ratio}
-    out: list[list[Mention]] = []
-    for en, per_code in zip(en_texts, windows, strict=True):
-        note: list[Mention] = []
-        for code, grams in per_code.items():
-            best = sorted((g for g in grams if (g, code) in kept),
-                          key=lambda g: (-kept[(g, code)], -n_win[(g, code)], -len(g), g))[:max_per_code]
-            for g in best:
-                s, e = grams[g]
-                note.append(Mention(start=s, end=e, code=code, kind=kinds[code], text=en[s:e]))
-        out.append(note)
+        out.append([Mention(start=a, end=b, code=code, kind=PROJECTED, text=gram)
+                    for code, grams in per_code.items() for gram, (a, b) in grams.items()])
     return out
+
+
+def note_ngrams(text: str, max_n: int = 4) -> frozenset[str]:
+    """The content n-grams of a whole note (what "contains the n-gram at all" counts)."""
+    return frozenset(_ngrams(text, 0, len(text), max_n))
+
+
+def select_projections(candidates: Sequence[Sequence[Mention]], ngram_sets: Sequence[frozenset[str]],
+                       *, min_notes: int = 2, min_ratio: float = 0.3) -> set[tuple[str, str]]:
+    """The ``(n-gram, code)`` pairs found in a code's window in at least ``min_notes`` of these
+    notes, and in its window in at least ``min_ratio`` of the notes that contain the n-gram at all.
+    ``candidates[i]`` are :func:`window_candidates` of note ``i``, ``ngram_sets[i]`` its
+    :func:`note_ngrams`; only the notes passed are counted."""
+    n_win: Counter[tuple[str, str]] = Counter()
+    n_doc: Counter[str] = Counter()
+    for mentions, grams in zip(candidates, ngram_sets, strict=True):
+        n_win.update({(m.text, m.code) for m in mentions if m.kind == PROJECTED})
+        n_doc.update(grams)
+    return {(g, c) for (g, c), n in n_win.items() if n >= min_notes and n_doc[g] and n / n_doc[g] >= min_ratio}
+
+
+def project_mentions(
+    en_texts: Sequence[str],
+    es_texts: Sequence[str],
+    es_mentions: Sequence[Sequence[Mention]],
+    *,
+    min_notes: int = 2,
+    min_ratio: float = 0.3,
+    margin: float = 0.03,
+    max_n: int = 4,
+) -> list[list[Mention]]:
+    """The selected pseudo-mentions of each note, selection counted over all the notes given (for
+    looking at what the projection finds; training selects per fold inside the dictionary)."""
+    candidates = window_candidates(en_texts, es_texts, es_mentions, margin=margin, max_n=max_n)
+    kept = select_projections(candidates, [note_ngrams(t, max_n) for t in en_texts],
+                              min_notes=min_notes, min_ratio=min_ratio)
+    return [[m for m in note if (m.text, m.code) in kept] for note in candidates]
 
 
 def load_projected_mentions(root: str | Path, split: str, code_type: str, ids: Sequence[str],
                             **params: float) -> dict[str, list[Mention]]:
-    """:func:`project_mentions` over the notes ``ids`` of one CodiEsp split (fit on train only):
+    """:func:`window_candidates` of the notes ``ids`` of one CodiEsp split (fit on train only):
     reads the Spanish and English texts and the split's CodiEsp-X spans of ``code_type``."""
     release = require_release_dir(root)
     es_dir, en_dir = release / split / TEXT_DIRS["es"], release / split / TEXT_DIRS["en"]
@@ -133,5 +156,5 @@ def load_projected_mentions(root: str | Path, split: str, code_type: str, ids: S
     ids = list(ids)
     es = [(es_dir / f"{i}.txt").read_text(encoding="utf-8") if (es_dir / f"{i}.txt").is_file() else "" for i in ids]
     en = [(en_dir / f"{i}.txt").read_text(encoding="utf-8") if (en_dir / f"{i}.txt").is_file() else "" for i in ids]
-    projected = project_mentions(en, es, [spans.get(i, []) for i in ids], **params)
+    projected = window_candidates(en, es, [spans.get(i, []) for i in ids], **params)
     return dict(zip(ids, projected, strict=True))
