@@ -67,8 +67,9 @@ def category_features(view_scores, views, codes, top_k):
 
 class Arm:
     def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None, top3: bool = False,
-                 logit: bool = False):
+                 logit: bool = False, inter: bool = False):
         self.top3 = top3
+        self.inter = inter
         self.logit = logit
         self.base = Stacker(views, top_k=top_k, C=1.0)
         self.views, self.codes, self.category, self.model = views, codes, category, model
@@ -76,6 +77,19 @@ class Arm:
 
     def features(self, view_scores, frequency):
         x, names = self.base.features(view_scores, frequency)
+        if self.inter:
+            ranks = {v: rank_in_note(view_scores[v].scores) for v in self.views}
+            cols, extra = [], []
+            if "dictionary" in self.views:
+                for v in self.views:
+                    if v != "dictionary":
+                        cols.append(view_scores["dictionary"].scores * (ranks[v] < self.base.top_k))
+                        extra.append(f"dictionary_x_{v}_top")
+            logr = [-np.log1p(ranks[v].astype(np.float32)) for v in self.views]
+            cols += [np.maximum.reduce(logr), np.minimum.reduce(logr)]
+            extra += ["best_rank", "worst_rank"]
+            x = np.concatenate([x, np.stack([np.asarray(c, np.float32).reshape(-1) for c in cols], axis=1)], axis=1)
+            names = names + extra
         if self.logit:
             cols, extra = [], []
             for v in self.views:
@@ -138,6 +152,8 @@ ARMS = {
     "gbdt+category": dict(category=True, model="gbdt"),
     "lr+top3": dict(category=False, model="lr", top3=True),
     "lr+logit": dict(category=False, model="lr", logit=True),
+    "lr+inter": dict(category=False, model="lr", inter=True),
+    "lr+top3+inter": dict(category=False, model="lr", top3=True, inter=True),
 }
 
 
