@@ -127,7 +127,11 @@ class Arm:
             self.mean, self.scale = x.mean(0), x.std(0) + 1e-6
             self.clf = LogisticRegression(C=1.0, max_iter=1000).fit((x - self.mean) / self.scale, y)
         else:
-            import lightgbm as lgb
+            try:
+                import lightgbm as lgb
+            except ImportError as exc:  # measured once, not a medcoder dependency
+                raise SystemExit("the gbdt arms need lightgbm (pip install lightgbm==4.7.0); "
+                                 "it is not a medcoder dependency") from exc
             mono = [1 if n.endswith(("_score", "_cat_best")) else 0 for n in names]
             p = dict(n_estimators=300, learning_rate=0.05, num_leaves=31, min_child_samples=100,
                      subsample=1.0, colsample_bytree=1.0, reg_lambda=1.0, verbose=-1, n_jobs=2,
@@ -225,19 +229,14 @@ def main():
     ap.add_argument("--corpus", default="es-D", choices=["es-D", "es-P", "en-D", "en-P"])
     ap.add_argument("--views", nargs="+", default=["tfidf", "dictionary"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS))
-    ap.add_argument("--view-params", default="{}", help='JSON, e.g. {"dictionary": {"loose_window": 6}}')
+    ap.add_argument("--arms", nargs="+", default=["lr"], choices=list(ARMS))
+    ap.add_argument("--view-params", default="{}",
+                    help='JSON, e.g. {"dictionary": {"loose_window": 6, "projection_min_notes": 3}}')
     ap.add_argument("--projected", action="store_true", help="add English projected mentions (en-*)")
-    ap.add_argument("--projection-params", default="{}",
-                    help='JSON keyword arguments of project_mentions, e.g. {"min_notes": 3}')
     ap.add_argument("--spanish-titles", action="store_true", help="add the cie Spanish WHO titles (es-D)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     started = time.time()
-    if json.loads(args.projection_params):
-        import medcoder.modeling.projected_mentions as pm
-
-        pm.project_mentions.__kwdefaults__.update(json.loads(args.projection_params))
     language, code_type = args.corpus.split("-")
     corpus = load_codiesp(resolve_codiesp_root(download=False), language=language, code_type=code_type)
     corpus = DatasetDict({"train": corpus["train"], "dev": corpus["dev"]})  # test never read
@@ -251,7 +250,7 @@ def main():
     emit_result({"system": "stacker_probe", "commit": git_commit(), "command": " ".join(sys.argv),
                  "corpus": args.corpus, "views": args.views, "view_params": json.loads(args.view_params),
                  "spanish_titles": args.spanish_titles, "projected": args.projected,
-                 "projection_params": json.loads(args.projection_params), "per_seed": {str(k): v for k, v in per_seed.items()},
+                 "per_seed": {str(k): v for k, v in per_seed.items()},
                  "summary": summary, "wall_s": round(time.time() - started, 1),
                  "machine": machine_info(with_torch=False)}, args.json)
 

@@ -202,8 +202,7 @@ def test_train_refuses_bad_views_before_reading_any_data(tmp_path) -> None:
     (["data=codiesp_p_en"], []),
     (["data=codiesp_d_en", "fusion.use_descriptions=false"], []),
     (["data=codiesp_d_es", "fusion.use_spanish_titles=true"], ["mentions", "descriptions", "spanish_titles"]),
-    (["data=codiesp_d_en", "fusion.use_spanish_titles=true"], ["descriptions"]),  # English notes: no titles
-    (["data=codiesp_p_es", "fusion.use_spanish_titles=true"], ["mentions"]),  # WHO titles name diagnoses
+    (["data=codiesp_p_en", "fusion.use_projected_mentions=true"], ["projected_mentions"]),
 ])
 def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, sources, tmp_path) -> None:
     """English procedures have no dictionary lexicon (CodiEsp-X spans are Spanish offsets, ICD-10-CM
@@ -221,3 +220,33 @@ def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, s
     assert "\n" not in message and "no lexicon" in message and "drop 'dictionary'" in message, message
     check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", "fusion=stacked", *overrides,
                                           "fusion.views=[neural,tfidf]"]))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("fusion.use_spanish_titles=maybe", "fusion.use_spanish_titles='maybe' is not valid (expected true or false)"),
+    ("fusion.use_mentions=1", "fusion.use_mentions=1 is not valid (expected true or false)"),
+    ("fusion.dictionary.loose_window=-3", "fusion.dictionary.loose_window=-3 is not valid (expected an integer >= 0"),
+    ("+fusion.dictionary.projection_min_ratio=2", "fusion.dictionary.projection_min_ratio=2 is not valid"),
+    ("fusion.use_projected_mentions=true", "fusion.use_projected_mentions=true applies to the English CodiEsp notes"),
+])
+def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override, message, tmp_path) -> None:
+    """A switch that is not a boolean (``bool('maybe')`` is True), one that does not apply to the
+    corpus (it would silently do nothing), or a dictionary value out of range: one line, before any
+    data is read."""
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_es", override])
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_spanish_titles_on_english_notes_are_refused(tmp_path) -> None:
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "experiment=hybrid", "fusion.use_spanish_titles=true"])
+    with pytest.raises(ConfigError, match=r"fusion.use_spanish_titles=true applies to Spanish diagnosis notes"):
+        check_train_config(cfg)
+
+
+def test_the_dictionary_refuses_a_bad_range_itself() -> None:
+    from medcoder.modeling.dictionary import DictionaryScorer
+
+    with pytest.raises(ConfigError, match=r"^fusion.dictionary.loose_window=-1 is not valid"):
+        DictionaryScorer(loose_window=-1)

@@ -13,7 +13,6 @@ from medcoder.modeling.projected_mentions import (
     PROJECTED,
     load_projected_mentions,
     note_ngrams,
-    project_mentions,
     select_projections,
     window_candidates,
 )
@@ -26,14 +25,20 @@ SPANS = [[Mention(13, 19, "R50.9", "D", "fiebre")],
          [Mention(8, 14, "R50.9", "D", "fiebre"), Mention(16, 31, "R10.9", "D", "Dolor abdominal")], []]
 
 
+def _selected(min_notes: int = 2, min_ratio: float = 0.3) -> list[list[Mention]]:
+    candidates = window_candidates(EN, ES, SPANS)
+    kept = select_projections(candidates, [note_ngrams(t) for t in EN], min_notes=min_notes, min_ratio=min_ratio)
+    return [[m for m in note if (m.text, m.code) in kept] for note in candidates]
+
+
 def test_an_ngram_found_where_the_spans_translate_in_enough_notes_becomes_a_mention() -> None:
-    out = project_mentions(EN, ES, SPANS, min_notes=2, min_ratio=0.3)
+    out = _selected()
     assert [[(m.code, m.kind, EN[i][m.start:m.end]) for m in note] for i, note in enumerate(out)] == [
         [("R50.9", PROJECTED, "fever")], [("R50.9", PROJECTED, "fever")], []]
     # R10.9's n-grams are in one note's window only: below min_notes
-    assert "R10.9" in {m.code for m in project_mentions(EN, ES, SPANS, min_notes=1, min_ratio=0.3)[1]}
+    assert "R10.9" in {m.code for m in _selected(min_notes=1)[1]}
     # "fever" is in a R50.9 window in 2 of the 3 notes that contain it: a ratio of 0.67
-    assert project_mentions(EN, ES, SPANS, min_notes=2, min_ratio=0.7) == [[], [], []]
+    assert _selected(min_ratio=0.7) == [[], [], []]
 
 
 def test_candidates_are_unselected_and_selection_counts_only_the_notes_passed() -> None:

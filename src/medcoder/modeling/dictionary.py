@@ -69,11 +69,12 @@ import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import ahocorasick
 import numpy as np
 
+from medcoder.constraints import Constraint, int_at_least, is_num, validate
 from medcoder.errors import BundleError
 from medcoder.modeling.lexicon import (
     description_variants,
@@ -264,6 +265,13 @@ class DictionaryScorer(Scorer):
     """
 
     name = "dictionary"
+    #: Valid ranges of the parameters a config sets (``fusion.dictionary.*``): read by the config
+    #: checks too, so a bad value is refused before anything is fitted.
+    parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "loose_window": Constraint(int_at_least(0), "an integer >= 0 (0 = exact matches only)"),
+        "projection_min_notes": Constraint(int_at_least(1), "an integer >= 1"),
+        "projection_min_ratio": Constraint(lambda v: is_num(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    }
     evidence_rank = 10  # exact mention matches first: what an auditor checks fastest
     fit_resources = ("mentions", "descriptions", "language")  # the keyword arguments of fit
 
@@ -298,6 +306,8 @@ class DictionaryScorer(Scorer):
         triggers: Mapping[str, Sequence[str]] | None = None,
         seed: int = 0,
     ) -> None:
+        validate("fusion.dictionary", {"loose_window": loose_window, "projection_min_notes": projection_min_notes,
+                                       "projection_min_ratio": projection_min_ratio}, self.parameter_constraints)
         self.cross_fit = int(cross_fit)
         self.alpha = float(alpha)
         self.min_chars = int(min_chars)

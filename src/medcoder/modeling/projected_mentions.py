@@ -40,8 +40,7 @@ from medcoder.data.codiesp import TEXT_DIRS, require_release_dir
 from medcoder.data.mentions import Mention, load_codiesp_mentions
 from medcoder.modeling.lexicon import STOPWORDS, normalize_with_offsets
 
-__all__ = ["PROJECTED", "load_projected_mentions", "note_ngrams", "project_mentions", "select_projections",
-           "window_candidates"]
+__all__ = ["PROJECTED", "load_projected_mentions", "note_ngrams", "select_projections", "window_candidates"]
 
 #: ``Mention.kind`` of a projected candidate (its ``text`` is the normalised n-gram).
 PROJECTED = "projected"
@@ -126,24 +125,6 @@ def select_projections(candidates: Sequence[Sequence[Mention]], ngram_sets: Sequ
         n_win.update({(m.text, m.code) for m in mentions if m.kind == PROJECTED})
         n_doc.update(grams)
     return {(g, c) for (g, c), n in n_win.items() if n >= min_notes and n_doc[g] and n / n_doc[g] >= min_ratio}
-
-
-def project_mentions(
-    en_texts: Sequence[str],
-    es_texts: Sequence[str],
-    es_mentions: Sequence[Sequence[Mention]],
-    *,
-    min_notes: int = 2,
-    min_ratio: float = 0.3,
-    margin: float = 0.03,
-    max_n: int = 4,
-) -> list[list[Mention]]:
-    """The selected pseudo-mentions of each note, selection counted over all the notes given (for
-    looking at what the projection finds; training selects per fold inside the dictionary)."""
-    candidates = window_candidates(en_texts, es_texts, es_mentions, margin=margin, max_n=max_n)
-    kept = select_projections(candidates, [note_ngrams(t, max_n) for t in en_texts],
-                              min_notes=min_notes, min_ratio=min_ratio)
-    return [[m for m in note if (m.text, m.code) in kept] for note in candidates]
 
 
 def load_projected_mentions(root: str | Path, split: str, code_type: str, ids: Sequence[str],

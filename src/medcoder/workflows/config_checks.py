@@ -286,8 +286,34 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
     if views != [NEURAL]:
         problems = _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
     data = cfg.get("data") or {}
-    return [*problems, *view_fit_problems(views, available=offered_resources(dictionary_sources(cfg)),
-                                          corpus=data.get("name"))]
+    return [*problems, *_lexicon_problems(cfg),
+            *view_fit_problems(views, available=offered_resources(dictionary_sources(cfg)), corpus=data.get("name"))]
+
+
+#: The lexicon switches of the ``fusion`` group, and the corpora each applies to (None: every corpus).
+_SWITCHES = {
+    "use_mentions": None,
+    "use_descriptions": None,
+    "use_spanish_titles": ("Spanish diagnosis notes (data.language=es, data.code_type=D)",
+                           lambda d: d.get("language") == "es" and d.get("code_type", "D") == "D"),
+    "use_projected_mentions": ("the English CodiEsp notes (data.format=codiesp, data.language=en)",
+                               lambda d: d.get("format") == "codiesp" and d.get("language") == "en"),
+}
+
+
+def _lexicon_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """The lexicon switches are true or false, and a switch that is on applies to the corpus (a
+    switch that silently did nothing would read as a recipe that was tried); the dictionary's own
+    ranges (``fusion.dictionary.*``, from :class:`DictionaryScorer`'s constraints)."""
+    from medcoder.modeling.dictionary import DictionaryScorer
+
+    fusion, data = cfg.get("fusion") or {}, cfg.get("data") or {}
+    problems = _problems(cfg, [Rule(f"fusion.{k}", is_bool, "true or false", optional=True) for k in _SWITCHES])
+    for key, scope in _SWITCHES.items():
+        if scope is not None and fusion.get(key) is True and not scope[1](data):
+            problems.append(f"fusion.{key}=true applies to {scope[0]} only, not data={data.get('name')}; "
+                            f"set fusion.{key}=false")
+    return [*problems, *_problems(cfg, rules_from("fusion.dictionary", DictionaryScorer.parameter_constraints))]
 
 
 #: Lexicon sources a corpus can offer the views (see :func:`dictionary_sources`). ``spanish_titles``

@@ -234,7 +234,7 @@ def fit_resources(lexicon_sources: Collection[str], corpus: TrainingCorpus, ids:
             from medcoder.modeling.lexicon import icd10cm_descriptions
 
             codeset = load_codeset(corpus.codeset_fy, order_file=corpus.codeset_order_file)
-            wording = {c: _as_list(v) for c, v in icd10cm_descriptions(codes, codeset=codeset).items()}
+            wording = icd10cm_descriptions(codes, codeset=codeset)
         if "spanish_titles" in lexicon_sources:
             from medcoder.codesets.who_spanish import spanish_title_descriptions
 
@@ -244,10 +244,6 @@ def fit_resources(lexicon_sources: Collection[str], corpus: TrainingCorpus, ids:
     if "language" in wanted:
         shared["language"] = corpus.language
     return FitResources(per_note, shared)
-
-
-def _as_list(value: str | Sequence[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
 
 
 @dataclass
