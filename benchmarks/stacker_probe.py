@@ -40,7 +40,7 @@ from datasets import DatasetDict  # noqa: E402
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.splits import carve_certification  # noqa: E402
 from medcoder.evaluation.metrics import codiesp_map, precision_at_k  # noqa: E402
-from medcoder.modeling.stacker import Stacker, rank_in_note  # noqa: E402
+from medcoder.modeling.stacker import Stacker, interaction_features, rank_in_note, top3_features  # noqa: E402
 from medcoder.workflows.fusion import FusionPlan, TrainingCorpus, fit_fusion  # noqa: E402
 
 
@@ -77,17 +77,9 @@ class Arm:
 
     def features(self, view_scores, frequency):
         x, names = self.base.features(view_scores, frequency)
-        if self.inter:
-            ranks = {v: rank_in_note(view_scores[v].scores) for v in self.views}
-            cols, extra = [], []
-            if "dictionary" in self.views:
-                for v in self.views:
-                    if v != "dictionary":
-                        cols.append(view_scores["dictionary"].scores * (ranks[v] < self.base.top_k))
-                        extra.append(f"dictionary_x_{v}_top")
-            logr = [-np.log1p(ranks[v].astype(np.float32)) for v in self.views]
-            cols += [np.maximum.reduce(logr), np.minimum.reduce(logr)]
-            extra += ["best_rank", "worst_rank"]
+        ranks = {v: rank_in_note(view_scores[v].scores) for v in self.views}
+        if self.inter:  # the shipped fusion.stacker.interactions=true adds top3 + these
+            cols, extra = interaction_features(view_scores, self.views, ranks, self.base.top_k)
             x = np.concatenate([x, np.stack([np.asarray(c, np.float32).reshape(-1) for c in cols], axis=1)], axis=1)
             names = names + extra
         if self.logit:
@@ -102,15 +94,7 @@ class Arm:
                 x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1).astype(np.float32)], axis=1)
                 names = names + extra
         if self.top3:
-            cols, extra = [], []
-            agree = 0
-            for v in self.views:
-                top = (rank_in_note(view_scores[v].scores) < 3).astype(np.float32)
-                agree = agree + top
-                cols.append(top)
-                extra.append(f"{v}_top3")
-            cols.append(np.asarray(agree, dtype=np.float32))
-            extra.append("agreement_top3")
+            cols, extra = top3_features(view_scores, self.views, ranks)
             x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1)], axis=1)
             names = names + extra
         if self.category:
@@ -170,6 +154,26 @@ def top_precision(z, y, shares=(0.1, 0.2, 0.3, 0.5)):
     return {f"top{int(s * 100)}": round(float(gold[: max(1, int(s * n_gold))].mean()), 4) for s in shares}
 
 
+def rare_share(z, y, frequency, *, counts=(1, 2, 3, 5, 10), targets=(0.90, 0.95)):
+    """What the ``rare_code`` rule (``routing.min_train_count``) costs at the top: with codes seen in
+    fewer than m fitting notes kept out, the largest share of the "predicted" pairs (the top
+    n_gold pairs of the split, a stand-in for the decision threshold) whose best-scored eligible
+    pairs still hold precision >= target, and that precision."""
+    flat, gold = z.reshape(-1), y.reshape(-1)
+    n_pred = int(gold.sum())
+    predicted = np.argsort(-flat, kind="stable")[:n_pred]
+    col = predicted % y.shape[1]
+    out = {}
+    for m in counts:
+        hits = gold[predicted[np.asarray(frequency)[col] >= m]].astype(float)
+        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1) if len(hits) else np.array([])
+        for t in targets:
+            ok = np.flatnonzero(prec >= t)
+            k = int(ok.max()) + 1 if len(ok) else 0
+            out[f"m{m}@{t:.2f}"] = [round(k / max(1, n_pred), 3), round(float(prec[k - 1]), 3) if k else None]
+    return out
+
+
 def per_note_ap(scores, codes, gold):
     return np.array([codiesp_map(scores[i : i + 1], codes, [gold[i]]) for i in range(len(gold))])
 
@@ -186,7 +190,12 @@ def paired(a, b, *, n_boot=5000, seed=0):
 def run_seed(seed, args, corpus, language, code_type):
     splits = carve_certification(corpus, "inner_train", fraction=0.2, seed=seed)
     train, tune = splits["train"], splits["dev"]
-    space = LabelSpace.from_codes(train["codes"], min_count=1, codeset_fy=2026)
+    all_fit_codes = list(train["codes"])
+    if args.fit_share < 1:  # a learning-curve point: fit on a random share of the fitting notes
+        keep = np.sort(np.random.default_rng(seed).permutation(len(train))[: int(round(args.fit_share * len(train)))])
+        train = train.select(keep.tolist())
+    space = LabelSpace.from_codes(all_fit_codes if args.space_from_all else train["codes"], min_count=1,
+                                  codeset_fy=2026)
     codes = list(space.codes)
     y_train = space.encode(train["codes"])
     y_tune = space.encode(tune["codes"]).astype(bool)
@@ -217,7 +226,8 @@ def run_seed(seed, args, corpus, language, code_type):
         aps[name] = per_note_ap(z, codes, gold)
         out[name] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
                      "tuning_p_at_8": round(precision_at_k(z, y_tune, 8), 4), "fit_s": round(time.time() - t0, 1),
-                     "tuning_top_precision": top_precision(z, y_tune)}
+                     "tuning_top_precision": top_precision(z, y_tune),
+                     "rare_share": rare_share(z, y_tune, frequency)}
     for name in args.arms:
         out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
         print(args.corpus, seed, name, json.dumps(out[name]), flush=True)
@@ -234,6 +244,10 @@ def main():
                     help='JSON, e.g. {"dictionary": {"loose_window": 6, "projection_min_notes": 3}}')
     ap.add_argument("--projected", action="store_true", help="add English projected mentions (en-*)")
     ap.add_argument("--spanish-titles", action="store_true", help="add the cie Spanish WHO titles (es-D)")
+    ap.add_argument("--fit-share", type=float, default=1.0,
+                    help="fit on this random share of the fitting notes (a learning-curve point; the tuning notes stay)")
+    ap.add_argument("--space-from-all", action="store_true",
+                    help="with --fit-share: the label space of all fitting notes (only the examples shrink)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     started = time.time()

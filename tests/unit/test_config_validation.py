@@ -228,6 +228,8 @@ def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, s
     ("fusion.dictionary.loose_window=-3", "fusion.dictionary.loose_window=-3 is not valid (expected an integer >= 0"),
     ("+fusion.dictionary.projection_min_ratio=2", "fusion.dictionary.projection_min_ratio=2 is not valid"),
     ("fusion.use_projected_mentions=true", "fusion.use_projected_mentions=true applies to the English CodiEsp notes"),
+    ("fusion.stacker.interactions=often", "fusion.stacker.interactions='often' is not valid (expected true or false)"),
+    ("fusion.stacker.C=0", "fusion.stacker.C=0 is not valid (expected a number > 0)"),
 ])
 def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override, message, tmp_path) -> None:
     """A switch that is not a boolean (``bool('maybe')`` is True), one that does not apply to the
@@ -250,3 +252,24 @@ def test_the_dictionary_refuses_a_bad_range_itself() -> None:
 
     with pytest.raises(ConfigError, match=r"^fusion.dictionary.loose_window=-1 is not valid"):
         DictionaryScorer(loose_window=-1)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["experiment=hybrid", "certification.refit=true"],
+     "certification.refit=true needs a recipe without the neural view"),
+    (["experiment=quickstart_es", "certification.refit=sometimes"],
+     "certification.refit='sometimes' is not valid (expected true or false)"),
+])
+def test_refit_is_refused_where_it_cannot_apply(overrides, message, tmp_path) -> None:
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", *overrides])
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_refit_needs_the_inner_train_carve() -> None:
+    from medcoder.workflows.factories import certification_settings
+
+    with pytest.raises(ConfigError, match=r"^certification.refit=true with certification.design=dev_halves"):
+        certification_settings({"design": "dev_halves", "fraction": 0.5, "seed": 0, "refit": True})
+    assert certification_settings({"design": "inner_train", "fraction": 0.2, "seed": 1})["refit"] is False

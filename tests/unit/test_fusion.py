@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from medcoder.errors import ConfigError
 from medcoder.modeling import views
 from medcoder.modeling.hybrid import FusedScores, HybridScorer
 from medcoder.modeling.scorer import Scorer, Scores
@@ -197,3 +198,52 @@ def test_fusion_plan_holds_validated_settings_and_builds_views() -> None:
         with pytest.raises(ConfigError, match=needle) as info:
             FusionPlan(**bad)
         assert "\n" not in str(info.value)
+
+
+def test_stacker_interaction_features_are_named_computed_and_round_trip() -> None:
+    # two notes, three codes: the dictionary and a second view, ranks known by hand
+    dictionary = Scores(np.array([[0.9, 0.0, 0.4], [0.0, 0.8, 0.0]]),
+                        flags={"hit": np.array([[1, 0, 1], [0, 1, 0]], bool)})
+    other = Scores(np.array([[0.1, 0.7, 0.5], [0.9, 0.2, 0.1]]))
+    views = {"dictionary": dictionary, "other": other}
+    plain = Stacker(["dictionary", "other"], top_k=1)
+    rich = Stacker(["dictionary", "other"], top_k=1, interactions=True)
+    x0, names0 = plain.features(views, np.ones(3))
+    x, names = rich.features(views, np.ones(3))
+    assert names[: len(names0)] == names0 and np.array_equal(x[:, : len(names0)], x0)
+    extra = dict(zip(names[len(names0):], x[:, len(names0):].T, strict=True))
+    assert list(extra) == ["dictionary_top3", "other_top3", "agreement_top3", "dictionary_x_other_top",
+                           "best_rank", "worst_rank"]
+    # with 3 codes every code is in every view's top 3
+    np.testing.assert_array_equal(extra["agreement_top3"], np.full(6, 2.0))
+    # the dictionary's score only where "other" ranks the code first (top_k=1): code 1 of note 0
+    # and code 0 of note 1, where the dictionary scored 0.0
+    np.testing.assert_allclose(extra["dictionary_x_other_top"], [0, 0, 0, 0, 0, 0])
+    # best rank: note 0 code 0 is the dictionary's first (rank 0) -> -log(1) = 0
+    np.testing.assert_allclose(extra["best_rank"][[0, 1, 2]], [0.0, 0.0, -np.log(2)], rtol=1e-6)
+    np.testing.assert_allclose(extra["worst_rank"][[0, 1, 2]], [-np.log(3), -np.log(3), -np.log(2)], rtol=1e-6)
+    y = np.array([[1, 0, 1], [0, 1, 0]])
+    rich.fit(views, np.ones(3), y)
+    again = Stacker.from_dict(json.loads(json.dumps(rich.to_dict())))
+    assert again.interactions is True
+    np.testing.assert_allclose(again.decision_function(views, np.ones(3)), rich.decision_function(views, np.ones(3)),
+                               rtol=1e-5, atol=1e-5)
+    # a stacker saved before the option existed loads without interactions
+    legacy = rich.to_dict()
+    del legacy["params"]["interactions"]
+    assert Stacker.from_dict(legacy).interactions is False
+
+
+def test_stacker_interaction_product_keeps_the_dictionary_score_where_the_other_view_agrees() -> None:
+    dictionary = Scores(np.array([[0.9, 0.6, 0.0]]), flags={"hit": np.array([[1, 1, 0]], bool)})
+    other = Scores(np.array([[0.2, 0.9, 0.5]]))  # ranks: code 1 first, code 2 second, code 0 third
+    x, names = Stacker(["dictionary", "other"], top_k=2, interactions=True).features(
+        {"dictionary": dictionary, "other": other}, np.ones(3))
+    np.testing.assert_allclose(x[:, names.index("dictionary_x_other_top")], [0.0, 0.6, 0.0], rtol=1e-6)
+
+
+def test_stacker_refuses_a_non_boolean_interactions_switch() -> None:
+    with pytest.raises(ConfigError, match=r"fusion.stacker.interactions='yes' is not valid \(expected true or false\)"):
+        Stacker(["good"], interactions="yes")
+    with pytest.raises(ConfigError, match=r"fusion.stacker.top_k=0 is not valid"):
+        Stacker(["good"], top_k=0)

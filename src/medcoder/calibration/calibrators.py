@@ -68,6 +68,9 @@ class BaseCalibrator:
     """Shared fit/transform/JSON plumbing. Subclasses set ``name`` and implement the math."""
 
     name: ClassVar[str] = ""
+    #: One map for every code (True) or parameters per code (False): only a pooled map carries
+    #: over to another label space (a refitted model's, ``certification.refit``).
+    pooled: ClassVar[bool] = True
 
     def fit(self, logits: np.ndarray, y_true: np.ndarray) -> BaseCalibrator:
         raise NotImplementedError
@@ -211,6 +214,7 @@ class PlattCalibrator(BaseCalibrator):
     """
 
     name = "platt"
+    pooled = False
     parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "min_positives": Constraint(int_at_least(1), "an integer >= 1"),
         "C": Constraint(positive, "a number > 0"),

@@ -119,6 +119,18 @@ class DecisionThreshold:
             obj.per_code_ = stored_bools(f"{where}.per_code", state["per_code"], length=obj.thresholds_.shape[0])
         return obj
 
+    def for_codes(self, n_labels: int) -> DecisionThreshold:
+        """The fitted global threshold, over a label space of ``n_labels`` codes (in place): a
+        refitted model's codes (``certification.refit``) are not the tuning model's it was fitted
+        on. Only a global threshold carries over; a per-code one belongs to its own codes."""
+        if not self.is_fitted:
+            raise RuntimeError("DecisionThreshold is not fitted; call fit() first")
+        if self.mode != "global":
+            raise ValueError(f"a {self.mode} decision threshold cannot move to other codes; use mode=global")
+        self.thresholds_ = np.full(int(n_labels), self.global_threshold_)
+        self.per_code_ = np.zeros(int(n_labels), dtype=bool)
+        return self
+
     @classmethod
     def fixed(
         cls, thresholds: float | np.ndarray, n_labels: int | None = None

@@ -37,12 +37,15 @@ from medcoder.modeling.scorer import Scorer, Scores, Span
 from medcoder.modeling.stacker import Stacker, rank_in_note
 from medcoder.modeling.views import NEURAL, routing_flags
 
-__all__ = ["FusedScores", "HybridScorer", "NO_EVIDENCE_FLAG", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR",
+__all__ = ["FusedScores", "HybridScorer", "NO_EVIDENCE_FLAG", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "TUNING_MODEL_DIR",
            "evidence_flags", "note_flags", "routing_flags", "view_names"]
 
 STACKER_FILE = "stacker.json"
 SCORERS_DIR = "scorers"
 NEURAL_DIR = "model"
+#: A run refitted on its tuning notes (``certification.refit``) keeps here the model that scored
+#: them before it saw them (scorers/, stacker.json, labels.json): calibrate fits on its scores.
+TUNING_MODEL_DIR = "tuning_model"
 
 #: The routing reason the evidence flag feeds (``medcoder.routing.reasons.NO_EVIDENCE``; spelled
 #: here because modeling sits below routing, as the dictionary's ``negated_mention``; a unit test

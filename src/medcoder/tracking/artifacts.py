@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medcoder.errors import ConfigError
 from medcoder.modeling import NEURAL
-from medcoder.modeling.hybrid import view_names
+from medcoder.modeling.hybrid import TUNING_MODEL_DIR, view_names
 
 
 @dataclass
@@ -50,7 +50,7 @@ def download_run(run_id: str, dst: Path) -> RunArtifacts:
     dst.mkdir(parents=True, exist_ok=True)
     # A fused (hybrid) run also has its other views and the stacker (medcoder.modeling.hybrid).
     present = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
-    for path in OPTIONAL_ARTIFACTS:
+    for path in (*OPTIONAL_ARTIFACTS, *CALIBRATION_ARTIFACTS):
         if path in present:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
     needs_model = NEURAL in view_names(dst)
@@ -65,5 +65,7 @@ def download_run(run_id: str, dst: Path) -> RunArtifacts:
     return RunArtifacts(run_id, dst)
 
 
-#: Written only by fused runs: the non-neural views and the stacker.
+#: Written only by fused runs: the non-neural views and the stacker (what a bundle carries).
 OPTIONAL_ARTIFACTS = ("scorers", "stacker.json")
+#: Read by calibration only, never bundled: a refitted run's model that scored its tuning notes.
+CALIBRATION_ARTIFACTS = (TUNING_MODEL_DIR,)

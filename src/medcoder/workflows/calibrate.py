@@ -53,6 +53,7 @@ from medcoder.inference.coder import (
     score_for_routing,
 )
 from medcoder.modeling import HybridScorer
+from medcoder.modeling.hybrid import TUNING_MODEL_DIR
 from medcoder.modeling.scoring import sigmoid
 from medcoder.modeling.stacker import rank_in_note
 from medcoder.routing.evaluation import accept_frontier, precision_coverage_curve, routing_metrics
@@ -119,6 +120,13 @@ class ScoredSplits:
     notes: dict[str, ScoredNotes]
     arrays: dict[str, dict[str, np.ndarray]]
     evidence_top_k: int = DEFAULT_EVIDENCE_TOP_K
+
+    def with_split(self, other: ScoredSplits) -> ScoredSplits:
+        """These splits plus ``other``'s (scored by another model, e.g. a refitted run's tuning model)."""
+        if other.evidence_top_k != self.evidence_top_k:
+            raise ValueError(f"evidence_top_k {other.evidence_top_k} != {self.evidence_top_k}")
+        return ScoredSplits(DatasetDict({**self.splits, **other.splits}), {**self.logits, **other.logits},
+                            {**self.notes, **other.notes}, {**self.arrays, **other.arrays}, self.evidence_top_k)
 
 
 def score_splits(hybrid: HybridScorer, corpus: DatasetDict, names: tuple[str, ...], label_space: LabelSpace, *,
@@ -195,7 +203,8 @@ class CalibrationPlan:
 
 
 def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: LabelSpace, *, run_id: str,
-                    cal_name: str, eval_name: str, cert_name: str | None = None) -> FittedCalibration:
+                    cal_name: str, eval_name: str, cert_name: str | None = None,
+                    cal_space: LabelSpace | None = None) -> FittedCalibration:
     """Fit calibrator and decision threshold on ``cal_name``, certify tau_accept (LTT) on
     ``cert_name`` (default ``cal_name``: the design ``none`` of runs trained before issue 19);
     report on ``eval_name``.
@@ -212,6 +221,11 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
     predicted codes; the flags (``no_evidence`` included) are computed for exactly those codes
     (:func:`~medcoder.inference.coder.routing_inputs`); only then is τ certified on the codes no
     rule blocks. ``Coder.predict`` builds its inputs with the same function and the same policy.
+
+    ``cal_space``: the label space of the model that scored ``cal_name`` when it is not the run's
+    (a refitted run's ``tuning_model/``, ``certification.refit``): the calibrator and the decision
+    threshold are fitted on its scores and carried over to the run's codes, which a pooled
+    calibrator and a global threshold can be (:func:`check_carries_over`).
     """
     logits, arrays = scored.logits, scored.arrays
     cert_name = cert_name or cal_name
@@ -236,8 +250,11 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
     policy = plan.policy
     if not policy.decision_threshold.is_fitted:  # as RoutingPolicy.fit would, before the flags need it
         policy.decision_threshold.fit(np.asarray(probs[cal_name], dtype=np.float64), cal["y"])
+        if cal_space is not None:
+            policy.decision_threshold.for_codes(len(label_space))
+    # the calibration split's own routing inputs are not needed (τ is certified on cert_name)
     inputs = {n: routing_inputs(policy, label_space, scored.notes[n], probs[n])
-              for n in dict.fromkeys((cal_name, cert_name, eval_name))}
+              for n in dict.fromkeys((cert_name, eval_name))}
     policy.fit(inputs[cert_name], cert["y"])  # τ by LTT on policy.eligible_mask(inputs): every rule applied
     result, targets = policy.accept_result_, policy.targets
     log.info("certified on %s: %s", cert_name, result.message)
@@ -269,6 +286,8 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
         "schema_version": SCHEMA_VERSION,
         "run_id": str(run_id),
         "calibration_split": cal_name,
+        # Which model scored it: the run's own, or (a refitted run) the tuning model that never saw it.
+        "calibration_model": "tuning_model" if cal_space is not None else "run",
         # The labels Learn-then-Test read; nothing was tuned on them unless it equals calibration_split.
         "certification_split": cert_name,
         "calibrator": calibrator.to_dict(),
@@ -296,6 +315,35 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
                              certified)
 
 
+def _frequency(label_space: LabelSpace) -> np.ndarray:
+    return np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
+
+
+def _tuning_model(directory: Path) -> tuple[HybridScorer, LabelSpace] | None:
+    """A refitted run's tuning model (``certification.refit``) and its label space, or None."""
+    if not (directory / "labels.json").is_file():
+        return None
+    space = LabelSpace.from_json(directory / "labels.json")
+    return HybridScorer.load(directory, _frequency(space)), space
+
+
+def check_carries_over(plan: CalibrationPlan, cal_name: str, cert_name: str) -> None:
+    """A refitted run's calibrator and decision threshold are fitted on the tuning model's codes and
+    applied to the run's: a per-code calibrator or threshold cannot be (one-line ``ConfigError``),
+    and the split that certifies must not be the one that tunes."""
+    if not plan.calibrator.pooled:
+        raise ConfigError(f"calibration.method={plan.calibrator.name} fits each code apart, but this run was "
+                          "refitted (certification.refit): its calibration split was scored by the tuning model, "
+                          "whose codes are not the run's", hint="use calibration=temperature or calibration=isotonic")
+    if plan.policy.decision_threshold.mode != "global":
+        raise ConfigError(f"calibration.decision_threshold.mode={plan.policy.decision_threshold.mode} with a "
+                          "refitted run (certification.refit): per-code thresholds belong to the tuning model's "
+                          "codes", hint="set calibration.decision_threshold.mode=global")
+    if cal_name == cert_name:
+        raise ConfigError(f"calibration_split={cal_name} also certifies, but this run was refitted on it "
+                          "(certification.refit)", hint="calibrate with the run's own certification design")
+
+
 def certification_split(corpus: DatasetDict, cal_name: str, eval_name: str) -> str:
     """The split whose labels certify τ: the training run's ``certify`` split where its
     ``certification`` design carved one, else ``cal_name`` (a run trained with design ``none`` or
@@ -321,8 +369,8 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         label_space = LabelSpace.from_json(run.labels_path)
         # All views and the stacker of a fused run (or the neural view alone); no remote code
         # (medcoder.modeling.loading), no pickle.
-        frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
-        hybrid = HybridScorer.load(run.root, frequency)
+        hybrid = HybridScorer.load(run.root, _frequency(label_space))
+        tuning = _tuning_model(run.root / TUNING_MODEL_DIR)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
     plan = CalibrationPlan(calibrator, build_routing(cfg.routing, cfg.calibration, codeset_fy=label_space.codeset_fy,
                                                      code_type=str(data_cfg.get("code_type", "D"))))
@@ -332,11 +380,21 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
                  "states give other scores)")
     corpus = build_corpus(data_cfg, train_cfg.get("certification"))
     cert_name = certification_split(corpus, cal_name, eval_name)
-    scored = score_splits(hybrid, corpus, tuple(dict.fromkeys((cal_name, cert_name, eval_name))), label_space,
-                          limit=train_cfg.get("max_samples_per_split"), batch_size=int(cfg.batch_size),
-                          evidence_top_k=plan.policy.evidence_top_k)
+    if tuning is not None:
+        check_carries_over(plan, cal_name, cert_name)
+    scoring = {"limit": train_cfg.get("max_samples_per_split"), "batch_size": int(cfg.batch_size),
+               "evidence_top_k": plan.policy.evidence_top_k}
+    names = tuple(dict.fromkeys((cal_name, cert_name, eval_name)))
+    scored = score_splits(hybrid, corpus, tuple(n for n in names if tuning is None or n != cal_name), label_space,
+                          **scoring)
+    if tuning is not None:
+        # The tuning notes are in the refitted model's training set: their scores come from the
+        # model fitted without them (train.py kept it as tuning_model/).
+        log.info("%s is scored by the run's tuning model (certification.refit)", cal_name)
+        scored = scored.with_split(score_splits(tuning[0], corpus, (cal_name,), tuning[1], **scoring))
     fitted = fit_calibration(plan, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
-                             eval_name=eval_name, cert_name=cert_name)
+                             eval_name=eval_name, cert_name=cert_name,
+                             cal_space=tuning[1] if tuning is not None else None)
     metrics, calibration, result, curve = fitted.metrics, fitted.calibration, fitted.result, fitted.curve
     before, after = fitted.reports["before"], fitted.reports["after"]
     cand_before, cand_after = fitted.reports["cand_before"], fitted.reports["cand_after"]

@@ -124,6 +124,7 @@ def certification_rules() -> list[Rule]:
              optional=True),
         Rule("certification.fraction", in_open_unit, "a number in (0, 1)", optional=True),
         Rule("certification.seed", _is_int, "an integer", optional=True),
+        Rule("certification.refit", is_bool, "true or false", optional=True),
     ]
 
 
@@ -306,6 +307,7 @@ def _lexicon_problems(cfg: Mapping[str, Any]) -> list[str]:
     switch that silently did nothing would read as a recipe that was tried); the dictionary's own
     ranges (``fusion.dictionary.*``, from :class:`DictionaryScorer`'s constraints)."""
     from medcoder.modeling.dictionary import DictionaryScorer
+    from medcoder.modeling.stacker import Stacker
 
     fusion, data = cfg.get("fusion") or {}, cfg.get("data") or {}
     problems = _problems(cfg, [Rule(f"fusion.{k}", is_bool, "true or false", optional=True) for k in _SWITCHES])
@@ -313,7 +315,8 @@ def _lexicon_problems(cfg: Mapping[str, Any]) -> list[str]:
         if scope is not None and fusion.get(key) is True and not scope[1](data):
             problems.append(f"fusion.{key}=true applies to {scope[0]} only, not data={data.get('name')}; "
                             f"set fusion.{key}=false")
-    return [*problems, *_problems(cfg, rules_from("fusion.dictionary", DictionaryScorer.parameter_constraints))]
+    return [*problems, *_problems(cfg, rules_from("fusion.dictionary", DictionaryScorer.parameter_constraints)),
+            *_problems(cfg, rules_from("fusion.stacker", Stacker.parameter_constraints))]
 
 
 #: Lexicon sources a corpus can offer the views (see :func:`dictionary_sources`). ``spanish_titles``
@@ -371,6 +374,10 @@ def check_train_config(cfg: Any) -> None:
         Rule("seed", _is_int, "an integer"),
         *certification_rules(),
     ])
+    if not problems and neural and (plain.get("certification") or {}).get("refit") is True:
+        problems.append(f"certification.refit=true needs a recipe without the neural view (fusion.views="
+                        f"{fusion_views(plain)}): its head is not re-trained on the tuning fifth; set "
+                        "certification.refit=false")
     if not problems and not neural and plain.get("warm_start"):
         problems.append(f"warm_start={plain['warm_start']!r} needs the neural view (fusion.views="
                         f"{fusion_views(plain)} trains no encoder to warm-start)")

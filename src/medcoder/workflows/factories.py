@@ -140,7 +140,7 @@ def build_tracking(cfg: DictConfig) -> TrackingSettings:
 
 
 #: Keys of the ``certification`` group (``configs/train.yaml``).
-CERTIFICATION_KEYS = ("design", "fraction", "seed")
+CERTIFICATION_KEYS = ("design", "fraction", "seed", "refit")
 #: Further keys of design ``reviewed`` (set by ``scripts/retrain.py``, recorded in the run's config so
 #: calibrate and export rebuild the same partition): ``tuning``, the carve design that gives the
 #: tuning dev; ``reviewed``, the export's labels file, and ``reviewed_sha256``, its digest; the
@@ -155,7 +155,11 @@ def certification_settings(certification_cfg: Any) -> dict[str, Any]:
     values = plain(certification_cfg, "certification") or {"design": "none"}
     check_keys("certification", values, (*CERTIFICATION_KEYS, *REVIEWED_CERTIFICATION_KEYS))
     out = {"design": str(values.get("design", "none")), "fraction": float(values.get("fraction", 0.5)),
-           "seed": int(values.get("seed", 0))}
+           "seed": int(values.get("seed", 0)), "refit": values.get("refit") is True}
+    if out["refit"] and out["design"] != "inner_train":
+        raise ConfigError(f"certification.refit=true with certification.design={out['design']}",
+                          hint="refit re-fits on train plus the tuning fifth that design inner_train carves; "
+                               "set certification.design=inner_train or certification.refit=false")
     if out["design"] == REVIEWED_DESIGN:
         absent = [k for k in REVIEWED_CERTIFICATION_KEYS if values.get(k) is None]
         if absent:

@@ -23,7 +23,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
-from datasets import DatasetDict
+from datasets import DatasetDict, concatenate_datasets
 from omegaconf import DictConfig
 from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
@@ -41,7 +41,7 @@ from medcoder.evaluation.note_predictions import (
 )
 from medcoder.modeling import NEURAL, Scores
 from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
-from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE
+from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE, TUNING_MODEL_DIR
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
 from medcoder.modeling.state_cache import get_states
@@ -226,6 +226,39 @@ class _Data:
         """Multi-hot ``(n_notes, n_codes)`` float32 gold labels of split ``name``."""
         return self.label_space.encode(self.splits[name]["codes"])
 
+    def with_tuning_in_train(self, settings: TrainSettings) -> _Data:
+        """Train and the tuning fifth together (``certification.refit``), with the label space
+        rebuilt from them: the refitted model knows the tuning notes' codes too."""
+        train = concatenate_datasets([self.splits["train"], self.splits["dev"]])
+        splits = DatasetDict({**self.splits, "train": train})
+        label_space = _label_space(settings, train)
+        return _Data(splits, label_space, {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS})
+
+
+@dataclass
+class _Refit:
+    """The views and stacker fitted again on train plus the tuning fifth (``certification.refit``),
+    after the four-fifths model has scored the tuning notes: the run's model is this one, and the
+    four-fifths model is kept as ``tuning_model/``, the one calibrate scores the tuning notes with
+    (their scores must come from a model that never saw them)."""
+
+    fusion: FusionResult
+    data: _Data
+
+
+def _label_space(settings: TrainSettings, train: Any) -> LabelSpace:
+    label_space = LabelSpace.from_codes(
+        train["codes"],
+        min_count=settings.label_min_count,
+        top_k=settings.label_top_k,
+        codeset_fy=settings.codeset_fy,
+    )
+    if len(label_space) == 0:
+        raise ConfigError("the label space is empty", hint="lower labels.min_count or check data.code_type")
+    label_space.descriptions = code_descriptions(label_space.codes, code_type=settings.corpus.code_type,
+                                                 fiscal_year=settings.codeset_fy)
+    return label_space
+
 
 def _load_data(settings: TrainSettings) -> _Data:
     # The certify split (if the design carves one) is never read here: its labels certify tau.
@@ -237,16 +270,7 @@ def _load_data(settings: TrainSettings) -> _Data:
         # Like HF examples' max_train_samples: quick smoke runs and tests on a real corpus.
         limit = settings.max_samples
         splits = DatasetDict({n: splits[n].select(range(min(len(splits[n]), limit))) for n in SPLITS})
-    label_space = LabelSpace.from_codes(
-        splits["train"]["codes"],
-        min_count=settings.label_min_count,
-        top_k=settings.label_top_k,
-        codeset_fy=settings.codeset_fy,
-    )
-    if len(label_space) == 0:
-        raise ConfigError("the label space is empty", hint="lower labels.min_count or check data.code_type")
-    label_space.descriptions = code_descriptions(label_space.codes, code_type=settings.corpus.code_type,
-                                                 fiscal_year=settings.codeset_fy)
+    label_space = _label_space(settings, splits["train"])
     coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
     log.info("label space: %d codes; coverage %s", len(label_space), coverage)
     return _Data(splits, label_space, coverage)
@@ -295,7 +319,14 @@ def _train_views_only(settings: TrainSettings, data: _Data, started: float) -> T
     truncated = {n: truncated_by_length(data.splits[n]["text"]) for n in SPLITS}
     with _training_run(settings, experiment_id, data, truncated, tags={"medcoder.encoder_mode": "none"}) as run:
         fusion = fit_fusion(settings.fusion, settings.corpus, data.splits, data.label_space, data.labels("train"))
-        result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion)
+        refit = None
+        if settings.certification.get("refit"):
+            full = data.with_tuning_in_train(settings)
+            log.info("certification.refit: fitting the views and the stacker again on %d notes (train + the tuning "
+                     "fifth), %d codes", len(full.splits["train"]), len(full.label_space))
+            refit = _Refit(fit_fusion(settings.fusion, settings.corpus, full.splits, full.label_space,
+                                      full.labels("train")), full)
+        result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion, refit=refit)
     return result
 
 
@@ -438,11 +469,14 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
     return result
 
 
-def _score_dev_test(fusion: FusionResult, splits: DatasetDict, neural_logits: dict[str, np.ndarray] | None
+def _score_dev_test(fusions: Mapping[str, FusionResult], splits: DatasetDict,
+                    neural_logits: dict[str, np.ndarray] | None
                     ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Scores]]]:
-    """Fused logits of dev and test, and each view's own scores (the neural view's already scored)."""
+    """Fused logits of dev and test, each by its own fitted fusion (``fusions[split]``), and each
+    view's own scores (the neural view's already scored)."""
     logits, view_scores = {}, {}
     for n in ("dev", "test"):
+        fusion = fusions[n]
         views = fusion.scorer.score_views(list(splits[n]["text"]), exclude=(NEURAL,))
         if neural_logits is not None:
             views[NEURAL] = Scores(neural_logits[n])
@@ -453,28 +487,37 @@ def _score_dev_test(fusion: FusionResult, splits: DatasetDict, neural_logits: di
 
 def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, started: float, *,
                        fusion: FusionResult | None = None, neural_logits: dict[str, np.ndarray] | None = None,
-                       save_model: Callable[[Path], None] | None = None) -> TrainResult:
+                       save_model: Callable[[Path], None] | None = None, refit: _Refit | None = None) -> TrainResult:
     """Everything after fitting, the same with or without the neural view: score dev and test, tune
     the decision threshold on dev, log the metrics, write and log the run's files.
 
     ``fusion``: the fitted views + stacker (None: the neural view alone, ``neural_logits``);
     ``neural_logits``: dev/test logits of the trained neural model (None: no neural view);
-    ``save_model(out)``: writes (and logs) the neural view's ``model/`` folder.
+    ``save_model(out)``: writes (and logs) the neural view's ``model/`` folder; ``refit``: the
+    views refitted on train + the tuning fifth (``certification.refit``): dev (the tuning fifth) is
+    still scored by ``fusion``, which never saw it; test, and the run's model, are the refit's.
     """
-    splits, label_space = data.splits, data.label_space
-    y = {n: data.labels(n) for n in ("dev", "test")}
+    splits = data.splits
+    final = refit.data if refit is not None else data  # the run's model's data and label space
+    label_space = final.label_space
+    spaces = {"dev": data.label_space, "test": label_space}
+    y = {"dev": data.labels("dev"), "test": final.labels("test")}
     view_metrics: dict[str, float] = {}
     view_thresholds: dict[str, float] = {}
     if fusion is not None:
-        logits, view_scores = _score_dev_test(fusion, splits, neural_logits)
+        fusions = {"dev": fusion, "test": refit.fusion if refit is not None else fusion}
+        logits, view_scores = _score_dev_test(fusions, splits, neural_logits)
         for name in view_scores["dev"]:
             # Each view alone, with its own dev-tuned threshold (the benchmark table's rows).
             t = view_thresholds[name] = tune_global_threshold(view_scores["dev"][name].scores, y["dev"])
             for n in ("dev", "test"):
                 v = compute_all(view_scores[n][name].scores, y[n], threshold=t, gold_codes=list(splits[n]["codes"]),
-                                label_codes=label_space.codes)
+                                label_codes=spaces[n].codes)
                 view_metrics.update({f"{n}_{k}_{name}": float(v[k]) for k in ("map", "micro_f1", "p_at_8")})
         view_metrics.update({f"fusion_{k}_seconds": v for k, v in fusion.seconds.items()})
+        if refit is not None:
+            view_metrics.update({f"fusion_refit_{k}_seconds": v for k, v in refit.fusion.seconds.items()})
+            view_metrics["refit_train_notes"] = float(len(final.splits["train"]))
     else:
         assert neural_logits is not None, "a run without fused views is the neural view alone"
         logits = neural_logits
@@ -483,11 +526,11 @@ def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, starte
     metrics: dict[str, float] = {"decision_threshold": float(threshold)}
     for n in ("dev", "test"):
         values = compute_all(
-            probs[n], y[n], threshold=threshold, gold_codes=list(splits[n]["codes"]), label_codes=label_space.codes
+            probs[n], y[n], threshold=threshold, gold_codes=list(splits[n]["codes"]), label_codes=spaces[n].codes
         )
-        values["label_coverage"] = data.coverage[n]
+        values["label_coverage"] = (data if n == "dev" else final).coverage[n]
         metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
-    metrics["train_label_coverage"] = data.coverage["train"]
+    metrics["train_label_coverage"] = final.coverage["train"]
     metrics.update(view_metrics)
     metrics["train_wall_seconds"] = time.time() - started
     mlflow.log_metrics(metrics)
@@ -518,14 +561,20 @@ def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, starte
                 list(splits["test"]["id"]), scores, label_space.codes, list(splits["test"]["codes"]),
                 threshold=t, split="test"))))
     if fusion is not None:
+        model = refit.fusion if refit is not None else fusion
         # Out-of-fold train scores (numbers only, no text), kept beside the run for analysis of
         # the stacker and acceptance rules; not logged to MLflow.
-        np.savez_compressed(out / "oof_train.npz", labels=data.labels("train").astype(np.int8),
-                            **{f"{v}_{k}": a for v, sc in fusion.oof.items()
+        np.savez_compressed(out / "oof_train.npz", labels=final.labels("train").astype(np.int8),
+                            **{f"{v}_{k}": a for v, sc in model.oof.items()
                                for k, a in {"scores": sc.scores, **sc.flags}.items()})
-        fusion.scorer.save_extra(out)  # scorers/<view>/ and stacker.json (model/: save_model)
+        model.scorer.save_extra(out)  # scorers/<view>/ and stacker.json (model/: save_model)
         mlflow.log_artifacts(str(out / SCORERS_DIR), SCORERS_DIR)
         mlflow.log_artifact(str(out / STACKER_FILE))
+        if refit is not None:
+            tuning_dir = out / TUNING_MODEL_DIR
+            fusion.scorer.save_extra(tuning_dir)
+            data.label_space.to_json(tuning_dir / "labels.json")
+            mlflow.log_artifacts(str(tuning_dir), TUNING_MODEL_DIR)
     freq = np.array([label_space.frequency[c] for c in label_space.codes], dtype=float)
     fig = plot_f1_vs_frequency(
         per_code_f1(y["test"], (probs["test"] >= threshold).astype(float)), freq,

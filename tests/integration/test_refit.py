@@ -1,0 +1,90 @@
+"""``certification.refit``: after the tuning fifth has scored the four-fifths model, the views and
+the stacker are fitted again on all of train; calibrate scores the tuning notes with the kept
+four-fifths model (``tuning_model/``), never with the model that trained on them.
+
+Two runs on a slice of CodiEsp-P Spanish, identical but for the switch: what the tuning notes see
+(dev metrics, calibrator, decision threshold) must be the same in both; what the run ships (test
+scores, labels, bundle) is the refitted model's."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from medcoder.errors import ConfigError
+from medcoder.workflows.calibrate import calibrate
+from medcoder.workflows.export import export_run
+from medcoder.workflows.train import train
+
+from ..helpers.configs import compose_cfg, compose_named
+from ..helpers.paths import CODIESP_DIR
+
+pytestmark = pytest.mark.skipif(not CODIESP_DIR.exists(), reason="CodiEsp corpus not present next to the repository")
+
+N_NOTES = 60
+CALIBRATE = ("routing.min_train_count=1", "routing.target_precision=0.5", "routing.delta=0.5",
+             "routing.min_coverage=0")
+
+
+def _train_and_calibrate(root, refit: bool) -> dict:
+    cfg = compose_cfg(["experiment=quickstart_p_es", f"data.root={CODIESP_DIR}", "data.download=false",
+                       f"max_samples_per_split={N_NOTES}", f"paths.root_dir={root}",
+                       f"certification.refit={str(refit).lower()}"])
+    result = train(cfg)
+    calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}", *CALIBRATE]))
+    out = root / "outputs" / "runs" / result.run_id
+    return {"root": root, "result": result, "out": out,
+            "metrics": json.loads((out / "metrics.json").read_text()),
+            "calibration": json.loads((out / "calibration.json").read_text()),
+            "labels": json.loads((out / "labels.json").read_text())["codes"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return {refit: _train_and_calibrate(tmp_path_factory.mktemp(f"refit_{refit}"), refit) for refit in (False, True)}
+
+
+def test_the_tuning_notes_are_scored_by_the_model_that_never_saw_them(runs) -> None:
+    plain, refit = runs[False], runs[True]
+    # the same four-fifths model scored the tuning fifth in both runs: identical dev metrics ...
+    for key in ("dev_map", "dev_micro_f1", "dev_p_at_8", "dev_map_tfidf", "dev_map_dictionary", "decision_threshold"):
+        assert refit["metrics"][key] == pytest.approx(plain["metrics"][key], abs=1e-12), key
+    # ... and, in calibrate, the same calibrator and decision threshold fitted on those scores
+    assert refit["calibration"]["calibrator"] == plain["calibration"]["calibrator"]
+    assert (refit["calibration"]["policy"]["decision_threshold"]["state"]["global_threshold"]
+            == plain["calibration"]["policy"]["decision_threshold"]["state"]["global_threshold"])
+    assert plain["calibration"]["calibration_model"] == "run"
+    assert refit["calibration"]["calibration_model"] == "tuning_model"
+    assert refit["calibration"]["certification_split"] == "certify"
+
+
+def test_the_refitted_model_is_the_runs_and_knows_the_tuning_notes_codes(runs) -> None:
+    plain, refit = runs[False], runs[True]
+    # max_samples_per_split keeps N_NOTES of train and of the tuning fifth each: the refit reads both
+    assert refit["metrics"]["refit_train_notes"] == 2 * N_NOTES and "refit_train_notes" not in plain["metrics"]
+    tuning_codes = json.loads((refit["out"] / "tuning_model" / "labels.json").read_text())["codes"]
+    assert tuning_codes == plain["labels"]  # the four-fifths label space
+    assert set(tuning_codes) < set(refit["labels"])  # the tuning fifth's own codes joined
+    assert refit["metrics"]["train_label_coverage"] == 1.0
+    # the test scores are another model's: the refitted one
+    assert refit["metrics"]["test_map"] != plain["metrics"]["test_map"]
+    # its threshold was moved to the run's codes, one per code
+    assert len(refit["calibration"]["policy"]["decision_threshold"]["state"]["thresholds"]) == len(refit["labels"])
+
+
+def test_the_bundle_carries_the_refitted_model_only(runs) -> None:
+    refit = runs[True]
+    root = refit["root"]
+    exported = export_run(compose_named("export", [f"run_id={refit['result'].run_id}", f"paths.root_dir={root}",
+                                                   f"output_dir={root / 'bundle'}", "mlflow_model.log=false"]))
+    bundle = exported.bundle_dir
+    assert not (bundle / "tuning_model").exists()
+    assert json.loads((bundle / "labels.json").read_text())["codes"] == refit["labels"]
+
+
+def test_a_per_code_calibrator_is_refused_for_a_refitted_run(runs) -> None:
+    refit = runs[True]
+    with pytest.raises(ConfigError, match=r"calibration.method=platt fits each code apart"):
+        calibrate(compose_named("calibrate", [f"run_id={refit['result'].run_id}", f"paths.root_dir={refit['root']}",
+                                              "calibration=platt", *CALIBRATE]))
