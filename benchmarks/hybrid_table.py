@@ -204,6 +204,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[42, 43, 44],
                     help="run seeds (each a full train + calibrate; the first is also exported and timed)")
     ap.add_argument("--results-dir", type=Path, default=HERE / "results")
+    ap.add_argument("--stem", default=None, help="results file name without suffix (default <date>-hybrid)")
     args = ap.parse_args()
     set_offline_env()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -213,7 +214,7 @@ def main() -> None:
     from run_all import git_commit
 
     info = {**machine_info(), "git_commit": git_commit()}
-    stem = args.results_dir / f"{dt.date.today().isoformat()}-hybrid"
+    stem = args.results_dir / (args.stem or f"{dt.date.today().isoformat()}-hybrid")
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps({"command": command, "machine": info, "results": results},
                                                     indent=2, default=str))
