@@ -17,10 +17,11 @@ from medcoder.workflows.calibrate import calibrate
 from medcoder.workflows.export import export_run
 from medcoder.workflows.train import train
 
-from ..helpers.configs import compose_cfg, compose_named
+from ..helpers.configs import compose_cfg, compose_named, tiny_overrides
+from ..helpers.corpus import write_corpus
 from ..helpers.paths import CODIESP_DIR
 
-pytestmark = pytest.mark.skipif(not CODIESP_DIR.exists(), reason="CodiEsp corpus not present next to the repository")
+needs_codiesp = pytest.mark.skipif(not CODIESP_DIR.exists(), reason="CodiEsp corpus not present next to the repository")
 
 N_NOTES = 60
 CALIBRATE = ("routing.min_train_count=1", "routing.target_precision=0.5", "routing.delta=0.5",
@@ -45,6 +46,7 @@ def runs(tmp_path_factory):
     return {refit: _train_and_calibrate(tmp_path_factory.mktemp(f"refit_{refit}"), refit) for refit in (False, True)}
 
 
+@needs_codiesp
 def test_the_tuning_notes_are_scored_by_the_model_that_never_saw_them(runs) -> None:
     plain, refit = runs[False], runs[True]
     # the same four-fifths model scored the tuning fifth in both runs: identical dev metrics ...
@@ -59,6 +61,7 @@ def test_the_tuning_notes_are_scored_by_the_model_that_never_saw_them(runs) -> N
     assert refit["calibration"]["certification_split"] == "certify"
 
 
+@needs_codiesp
 def test_the_refitted_model_is_the_runs_and_knows_the_tuning_notes_codes(runs) -> None:
     plain, refit = runs[False], runs[True]
     # max_samples_per_split keeps N_NOTES of train and of the tuning fifth each: the refit reads both
@@ -73,6 +76,7 @@ def test_the_refitted_model_is_the_runs_and_knows_the_tuning_notes_codes(runs) -
     assert len(refit["calibration"]["policy"]["decision_threshold"]["state"]["thresholds"]) == len(refit["labels"])
 
 
+@needs_codiesp
 def test_the_bundle_carries_the_refitted_model_only(runs) -> None:
     refit = runs[True]
     root = refit["root"]
@@ -83,8 +87,47 @@ def test_the_bundle_carries_the_refitted_model_only(runs) -> None:
     assert json.loads((bundle / "labels.json").read_text())["codes"] == refit["labels"]
 
 
+@needs_codiesp
 def test_a_per_code_calibrator_is_refused_for_a_refitted_run(runs) -> None:
     refit = runs[True]
     with pytest.raises(ConfigError, match=r"calibration.method=platt fits each code apart"):
         calibrate(compose_named("calibrate", [f"run_id={refit['result'].run_id}", f"paths.root_dir={refit['root']}",
                                               "calibration=platt", *CALIBRATE]))
+
+
+# -- with the neural view (a tiny random encoder, cached states) -----------------------------------
+
+def _train_neural(root, corpus, encoder, refit: bool) -> dict:
+    cfg = compose_cfg(tiny_overrides(root, corpus, encoder, "trainer=cached_head", "fusion=stacked",
+                                     "trainer.num_train_epochs=4", "trainer.learning_rate=0.05",
+                                     f"certification.refit={str(refit).lower()}"))
+    result = train(cfg)
+    calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}",
+                                          "routing.check_validity=false", *CALIBRATE]))
+    out = root / "outputs" / "runs" / result.run_id
+    return {"result": result, "out": out, "metrics": json.loads((out / "metrics.json").read_text()),
+            "calibration": json.loads((out / "calibration.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def neural_runs(tmp_path_factory, tiny_encoder):
+    corpus = write_corpus(tmp_path_factory.mktemp("refit_corpus"), n_train=60, n_dev=40, n_test=16, seed=5)
+    return {refit: _train_neural(tmp_path_factory.mktemp(f"neural_refit_{refit}"), corpus, tiny_encoder, refit)
+            for refit in (False, True)}
+
+
+def test_a_refitted_neural_run_keeps_the_tuning_head_and_ships_a_new_one(neural_runs) -> None:
+    plain, refit = neural_runs[False], neural_runs[True]
+    # the four-fifths head (and views) scored the tuning fifth in both runs
+    for key in ("dev_map", "dev_map_neural", "dev_map_tfidf", "dev_map_dictionary"):
+        assert refit["metrics"][key] == pytest.approx(plain["metrics"][key], abs=1e-9), key
+    assert refit["calibration"]["calibrator"] == plain["calibration"]["calibrator"]
+    assert refit["calibration"]["calibration_model"] == "tuning_model"
+    codes = json.loads((refit["out"] / "labels.json").read_text())["codes"]
+    tuning_codes = json.loads((refit["out"] / "tuning_model" / "labels.json").read_text())["codes"]
+    assert set(tuning_codes) <= set(codes)
+    # each neural model has one output per code of its own label space
+    for folder, space in ((refit["out"] / "model", codes), (refit["out"] / "tuning_model" / "model", tuning_codes)):
+        config = json.loads((folder / "config.json").read_text())
+        assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == space, folder
+    assert refit["metrics"]["test_map_neural"] != plain["metrics"]["test_map_neural"]

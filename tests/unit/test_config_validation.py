@@ -255,8 +255,10 @@ def test_the_dictionary_refuses_a_bad_range_itself() -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["experiment=hybrid", "certification.refit=true"],
-     "certification.refit=true needs a recipe without the neural view"),
+    (["experiment=hybrid", "fusion.views=[neural]", "certification.refit=true"],
+     "certification.refit=true needs the fused views"),
+    (["experiment=hybrid", "certification.refit=true", "warm_start=/some/bundle"],
+     "certification.refit=true with warm_start='/some/bundle'"),
     (["experiment=quickstart_es", "certification.refit=sometimes"],
      "certification.refit='sometimes' is not valid (expected true or false)"),
 ])

@@ -64,3 +64,17 @@ def test_non_finite_logits_are_refused(tiny_encoder) -> None:
         model.head.label_bias.fill_(float("nan"))
     with pytest.raises(FloatingPointError):
         score_features(model, split)
+
+
+def test_encoded_states_concat_keeps_every_note_whole_and_in_order() -> None:
+    from medcoder.modeling.state_cache import EncodedStates
+
+    rng = np.random.default_rng(0)
+    first = EncodedStates(rng.normal(size=(5, 3)).astype(np.float16), np.array([0, 2, 5]))
+    second = EncodedStates(rng.normal(size=(4, 3)).astype(np.float16), np.array([0, 1, 1, 4]))
+    both = EncodedStates.concat(first, second)
+    assert len(both) == 5 and both.lengths() == [2, 3, 1, 0, 3]
+    for i in range(2):
+        np.testing.assert_array_equal(both.note(i), first.note(i))
+    for i in range(3):
+        np.testing.assert_array_equal(both.note(2 + i), second.note(i))

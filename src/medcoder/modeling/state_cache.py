@@ -41,6 +41,13 @@ class EncodedStates:
     def lengths(self) -> list[int]:
         return np.diff(self.offsets).tolist()
 
+    @classmethod
+    def concat(cls, first: EncodedStates, second: EncodedStates) -> EncodedStates:
+        """The notes of ``first`` then ``second`` (e.g. train and the tuning fifth for a refit):
+        the states are per note, so joining them needs no encoder pass."""
+        offsets = np.concatenate([first.offsets, second.offsets[1:] + first.offsets[-1]])
+        return cls(states=np.concatenate([first.states, second.states]), offsets=offsets)
+
     def save(self, path: Path) -> None:
         """Atomic write: a killed run never leaves a truncated cache that looks valid."""
         atomic_write(path, lambda fh: np.savez(fh, states=self.states, offsets=self.offsets))

@@ -374,10 +374,13 @@ def check_train_config(cfg: Any) -> None:
         Rule("seed", _is_int, "an integer"),
         *certification_rules(),
     ])
-    if not problems and neural and (plain.get("certification") or {}).get("refit") is True:
-        problems.append(f"certification.refit=true needs a recipe without the neural view (fusion.views="
-                        f"{fusion_views(plain)}): its head is not re-trained on the tuning fifth; set "
-                        "certification.refit=false")
+    if not problems and (plain.get("certification") or {}).get("refit") is True:
+        if neural and fusion_views(plain) == [NEURAL]:
+            problems.append("certification.refit=true needs the fused views (fusion=stacked): the neural view "
+                            "alone is not refitted; set certification.refit=false")
+        elif neural and plain.get("warm_start"):
+            problems.append(f"certification.refit=true with warm_start={plain['warm_start']!r}: the refitted head "
+                            "starts afresh; set certification.refit=false")
     if not problems and not neural and plain.get("warm_start"):
         problems.append(f"warm_start={plain['warm_start']!r} needs the neural view (fusion.views="
                         f"{fusion_views(plain)} trains no encoder to warm-start)")

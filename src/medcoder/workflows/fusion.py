@@ -72,7 +72,7 @@ from medcoder.workflows.config_checks import (
 from medcoder.workflows.factories import training_arguments
 
 __all__ = ["FitResources", "FusionPlan", "FusionResult", "NeuralInputs", "TrainingCorpus", "fit_fusion",
-           "fit_resources"]
+           "fit_resources", "fixed_epochs"]
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +312,13 @@ def fit_fusion(plan: FusionPlan, corpus: TrainingCorpus, splits: DatasetDict, la
     return FusionResult(scorer, seconds, oof)
 
 
+def fixed_epochs(epochs: int) -> dict[str, Any]:
+    """Training-argument overrides of a head trained for a known epoch count, with no dev to
+    evaluate or early-stop on (the out-of-fold heads, a refitted run's head)."""
+    return {"num_train_epochs": epochs, "eval_strategy": "no", "save_strategy": "no",
+            "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True}
+
+
 def _neural_out_of_fold(neural: NeuralInputs, labels_train: np.ndarray, *, folds: int, seed: int) -> Scores:
     """K head trainings on the cached encoder states of train (no encoder pass), each scoring the
     notes it did not see."""
@@ -319,10 +326,8 @@ def _neural_out_of_fold(neural: NeuralInputs, labels_train: np.ndarray, *, folds
         raise ConfigError("fusion with the neural view needs trainer.encoder_mode=cached (trainer=cached_head)",
                           hint="out-of-fold neural scores are trained on the cached encoder states")
     with tempfile.TemporaryDirectory(prefix="medcoder-oof-") as tmp:
-        args = training_arguments(neural.trainer, output_dir=Path(tmp), seed=seed, overrides={
-            "num_train_epochs": neural.best_epochs, "eval_strategy": "no", "save_strategy": "no",
-            "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True,
-        })
+        args = training_arguments(neural.trainer, output_dir=Path(tmp), seed=seed,
+                                  overrides=fixed_epochs(neural.best_epochs))
         return neural_head_out_of_fold(
             neural.initial, neural.train_states, labels_train, args,
             folds=folds, seed=seed,

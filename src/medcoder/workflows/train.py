@@ -44,7 +44,7 @@ from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chu
 from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE, TUNING_MODEL_DIR
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
-from medcoder.modeling.state_cache import get_states
+from medcoder.modeling.state_cache import EncodedStates, get_states
 from medcoder.tracking import (
     EpochMetricsCallback,
     TrackingSettings,
@@ -91,6 +91,7 @@ from medcoder.workflows.fusion import (
     NeuralInputs,
     TrainingCorpus,
     fit_fusion,
+    fixed_epochs,
 )
 
 log = logging.getLogger(__name__)
@@ -330,6 +331,45 @@ def _train_views_only(settings: TrainSettings, data: _Data, started: float) -> T
     return result
 
 
+def _initial_model(settings: TrainSettings, encoder_path: str, tokenizer: Any, label_space: LabelSpace,
+                   n_train: int) -> Any:
+    """The neural model before training: label queries from the codes' descriptions (when
+    configured) and output biases from their training prevalence."""
+    model = build_model(settings.model, encoder_path, label_space.codes, codeset_fy=settings.codeset_fy)
+    if settings.model["label_init"] == "description":
+        n_init = init_from_descriptions(model, tokenizer, [label_space.descriptions.get(c, "") for c in label_space.codes])
+        log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
+    init_bias_from_frequency(model, [label_space.frequency[c] for c in label_space.codes], n_train)
+    return model
+
+
+def _refit_with_neural(settings: TrainSettings, data: _Data, encoder_path: str, tokenizer: Any,
+                       states: Mapping[str, EncodedStates], best_epochs: int) -> tuple[_Refit, Any]:
+    """``certification.refit`` with the neural view: a head started afresh over the label space of
+    train + the tuning fifth, trained on their cached encoder states for the epoch count the tuning
+    fifth early-stopped the four-fifths head at (nothing evaluated on notes it trains on), then the
+    other views and the stacker refitted around it (out-of-fold heads included). Returns the refit
+    and its trained model."""
+    full = data.with_tuning_in_train(settings)
+    n_train = len(full.splits["train"])
+    log.info("certification.refit: the neural head and the views again on %d notes (train + the tuning fifth), "
+             "%d codes, %d epochs", n_train, len(full.label_space), best_epochs)
+    model = _initial_model(settings, encoder_path, tokenizer, full.label_space, n_train)
+    initial = copy.deepcopy(model)
+    model.freeze_encoder(0)
+    train_states = EncodedStates.concat(states["train"], states["dev"])  # the same frozen encoder's states
+    labels = full.labels("train")
+    with tempfile.TemporaryDirectory(prefix="medcoder-refit-") as tmp:
+        args = training_arguments(settings.trainer, output_dir=Path(tmp), seed=settings.seed,
+                                  overrides=fixed_epochs(best_epochs))
+        trainer = MedCoderTrainer(model=model, args=args, train_dataset=StatesDataset(train_states, labels),
+                                  data_collator=collate_states, head_learning_rate=settings.trainer.get("head_learning_rate"))
+        trainer.train()
+    fusion = fit_fusion(settings.fusion, settings.corpus, full.splits, full.label_space, labels,
+                        NeuralInputs(trainer.model, initial, tokenizer, train_states, best_epochs, settings.trainer))
+    return _Refit(fusion, full), trainer.model
+
+
 def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> TrainResult:
     """The neural label-attention model (HF Trainer, checkpoints, resume, torchrun), alone or as
     one of the fused views."""
@@ -342,12 +382,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
     feats = featurize(
         splits, tokenizer, label_space, chunk_size=model_group["chunk_size"], max_chunks=model_group["max_chunks"]
     )
-    model = build_model(model_group, encoder_path, label_space.codes, codeset_fy=settings.codeset_fy)
-    if model_group["label_init"] == "description":
-        n_init = init_from_descriptions(model, tokenizer, [label_space.descriptions.get(c, "") for c in label_space.codes])
-        log.info("label queries initialised from descriptions for %d/%d codes", n_init, len(label_space))
-
-    init_bias_from_frequency(model, [label_space.frequency[c] for c in label_space.codes], len(splits["train"]))
+    model = _initial_model(settings, encoder_path, tokenizer, label_space, len(splits["train"]))
     warm: WarmStartReport | None = None
     if settings.warm_start:
         # After the cold init: carried rows are overwritten with the source's, added codes keep
@@ -450,21 +485,34 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
             for n in ("dev", "test")
         }
         fusion = None
+        refit, final_model = None, trainer.model
         if fused:
             # Extra views + stacker (medcoder.workflows.fusion): out-of-fold over train only.
             fusion = fit_fusion(settings.fusion, settings.corpus, splits, label_space, data.labels("train"),
                                 NeuralInputs(trainer.model, initial_model, tokenizer,
                                              getattr(datasets["train"], "states", None), _best_epoch(trainer),
                                              trainer_group))
+            if settings.certification.get("refit"):
+                refit, final_model = _refit_with_neural(
+                    settings, data, encoder_path, tokenizer,
+                    {n: datasets[n].states for n in ("train", "dev")}, _best_epoch(trainer))
+                # dev stays the four-fifths model's (it never trained on it); test is the refit's
+                neural_logits["test"] = score_features(final_model, feats["test"],
+                                                       batch_size=trainer_group["per_device_eval_batch_size"],
+                                                       cache_dir=score_cache)
 
         def save_model(out: Path) -> None:
-            trainer.model.save_pretrained(out / NEURAL_DIR)
-            tokenizer.save_pretrained(out / NEURAL_DIR)
-            if settings.tracking.log_model:
+            models = {NEURAL_DIR: final_model}
+            if refit is not None:  # the four-fifths model that scores the tuning notes in calibrate
+                models[f"{TUNING_MODEL_DIR}/{NEURAL_DIR}"] = trainer.model
+            for folder, neural_model in models.items():
+                neural_model.save_pretrained(out / folder)
+                tokenizer.save_pretrained(out / folder)
+            if settings.tracking.log_model:  # tuning_model/ is logged whole with its other views
                 mlflow.log_artifacts(str(out / NEURAL_DIR), NEURAL_DIR)
 
         result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion, neural_logits=neural_logits,
-                                    save_model=save_model)
+                                    save_model=save_model, refit=refit)
         remove_checkpoints(ckpt_dir)  # finished: the model now lives in MLflow (only a folder medcoder made)
     return result
 
