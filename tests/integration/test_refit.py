@@ -105,7 +105,7 @@ def _train_neural(root, corpus, encoder, refit: bool) -> dict:
     calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}",
                                           "routing.check_validity=false", *CALIBRATE]))
     out = root / "outputs" / "runs" / result.run_id
-    return {"result": result, "out": out, "metrics": json.loads((out / "metrics.json").read_text()),
+    return {"root": root, "result": result, "out": out, "metrics": json.loads((out / "metrics.json").read_text()),
             "calibration": json.loads((out / "calibration.json").read_text())}
 
 
@@ -131,3 +131,17 @@ def test_a_refitted_neural_run_keeps_the_tuning_head_and_ships_a_new_one(neural_
         config = json.loads((folder / "config.json").read_text())
         assert [config["id2label"][str(i)] for i in range(len(config["id2label"]))] == space, folder
     assert refit["metrics"]["test_map_neural"] != plain["metrics"]["test_map_neural"]
+
+
+def test_an_int8_export_of_a_refitted_run_scores_its_tuning_notes_with_the_quantised_tuning_model(neural_runs):
+    refit = neural_runs[True]
+    exported = export_run(compose_named("export", [f"run_id={refit['result'].run_id}", f"paths.root_dir={refit['root']}",
+                                                   f"output_dir={refit['root'] / 'bundle-int8'}", "quantize=int8",
+                                                   "quantize_max_map_drop=null", "mlflow_model.log=false"]))
+    calibration = json.loads((exported.bundle_dir / "calibration.json").read_text())
+    assert calibration["quantization"] == "dynamic-int8"
+    assert calibration["calibration_model"] == "tuning_model"
+    assert not (exported.bundle_dir / "tuning_model").exists()
+    metrics = json.loads((exported.bundle_dir / "metrics.json").read_text())
+    # the tuning fifth's metrics are the (quantised) four-fifths model's, close to its fp32 ones
+    assert metrics["dev_map"] == pytest.approx(refit["metrics"]["dev_map"], abs=0.05)

@@ -319,7 +319,23 @@ def _frequency(label_space: LabelSpace) -> np.ndarray:
     return np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
 
 
-def _tuning_model(directory: Path) -> tuple[HybridScorer, LabelSpace] | None:
+def score_calibration_splits(hybrid: HybridScorer, tuning: tuple[HybridScorer, LabelSpace] | None,
+                             corpus: DatasetDict, label_space: LabelSpace, *, cal_name: str, cert_name: str,
+                             eval_name: str, **scoring: Any) -> ScoredSplits:
+    """The three splits calibration reads, scored by the run's model; with a refitted run's
+    ``tuning`` model (:func:`tuning_model`), the calibration split by that one instead: the tuning
+    notes are in the refitted model's training set, their scores must come from the model fitted
+    without them. ``scoring``: :func:`score_splits`'s keyword arguments."""
+    names = tuple(dict.fromkeys((cal_name, cert_name, eval_name)))
+    scored = score_splits(hybrid, corpus, tuple(n for n in names if tuning is None or n != cal_name), label_space,
+                          **scoring)
+    if tuning is None:
+        return scored
+    log.info("%s is scored by the run's tuning model (certification.refit)", cal_name)
+    return scored.with_split(score_splits(tuning[0], corpus, (cal_name,), tuning[1], **scoring))
+
+
+def tuning_model(directory: Path) -> tuple[HybridScorer, LabelSpace] | None:
     """A refitted run's tuning model (``certification.refit``) and its label space, or None."""
     if not (directory / "labels.json").is_file():
         return None
@@ -370,7 +386,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         # All views and the stacker of a fused run (or the neural view alone); no remote code
         # (medcoder.modeling.loading), no pickle.
         hybrid = HybridScorer.load(run.root, _frequency(label_space))
-        tuning = _tuning_model(run.root / TUNING_MODEL_DIR)
+        tuning = tuning_model(run.root / TUNING_MODEL_DIR)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
     plan = CalibrationPlan(calibrator, build_routing(cfg.routing, cfg.calibration, codeset_fy=label_space.codeset_fy,
                                                      code_type=str(data_cfg.get("code_type", "D"))))
@@ -384,14 +400,8 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         check_carries_over(plan, cal_name, cert_name)
     scoring = {"limit": train_cfg.get("max_samples_per_split"), "batch_size": int(cfg.batch_size),
                "evidence_top_k": plan.policy.evidence_top_k}
-    names = tuple(dict.fromkeys((cal_name, cert_name, eval_name)))
-    scored = score_splits(hybrid, corpus, tuple(n for n in names if tuning is None or n != cal_name), label_space,
-                          **scoring)
-    if tuning is not None:
-        # The tuning notes are in the refitted model's training set: their scores come from the
-        # model fitted without them (train.py kept it as tuning_model/).
-        log.info("%s is scored by the run's tuning model (certification.refit)", cal_name)
-        scored = scored.with_split(score_splits(tuning[0], corpus, (cal_name,), tuning[1], **scoring))
+    scored = score_calibration_splits(hybrid, tuning, corpus, label_space, cal_name=cal_name, cert_name=cert_name,
+                                      eval_name=eval_name, **scoring)
     fitted = fit_calibration(plan, scored, label_space, run_id=str(cfg.run_id), cal_name=cal_name,
                              eval_name=eval_name, cert_name=cert_name,
                              cal_space=tuning[1] if tuning is not None else None)

@@ -50,6 +50,7 @@ from medcoder.inference.bundle import BUNDLE_ID_TAG, BundleWriter, Manifest
 from medcoder.inference.coder import Coder
 from medcoder.inference.model_card import render_model_card
 from medcoder.modeling import HybridScorer
+from medcoder.modeling.hybrid import TUNING_MODEL_DIR
 from medcoder.modeling.scoring import sigmoid
 from medcoder.tracking import TrackingSettings, setup_experiment, tracking_uri
 from medcoder.tracking.artifacts import OPTIONAL_ARTIFACTS, download_run
@@ -61,7 +62,12 @@ from medcoder.tracking.registry import (
     set_alias,
     tag_version,
 )
-from medcoder.workflows.calibrate import CalibrationPlan, fit_calibration, score_splits
+from medcoder.workflows.calibrate import (
+    CalibrationPlan,
+    fit_calibration,
+    score_calibration_splits,
+    tuning_model,
+)
 from medcoder.workflows.factories import build_corpus, build_tracking
 
 log = logging.getLogger(__name__)
@@ -170,6 +176,14 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
     if hybrid.neural is None:
         raise ConfigError(f"quantize: run {src['run_id']} has no neural view to quantise", hint="export without quantize")
     hybrid.neural.quantize(quantization)  # type: ignore[attr-defined]
+    tuning = None
+    if calibration.get("calibration_model") == "tuning_model":
+        # a refitted run: its calibration split is scored by its tuning model, quantised alike
+        tuning = tuning_model(src["run_dir"] / TUNING_MODEL_DIR)
+        if tuning is None or tuning[0].neural is None:
+            raise ConfigError(f"quantize: run {src['run_id']} was refitted but has no tuning_model/ with a neural "
+                              "view to score its calibration split", hint="export without quantize")
+        tuning[0].neural.quantize(quantization)  # type: ignore[attr-defined]
     cal_name = str(calibration.get("calibration_split", "dev"))
     eval_name = str(calibration.get("evaluation", {}).get("split", "test"))
     data_cfg = run_cfg.data
@@ -177,12 +191,13 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
              quantization)
     plan = CalibrationPlan.from_calibration_json(calibration)
     cert_name = str(calibration.get("certification_split", cal_name))
-    scored = score_splits(hybrid, build_corpus(data_cfg, run_cfg.get("certification")),
-                          tuple(dict.fromkeys((cal_name, cert_name, eval_name))), label_space,
-                          limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size, cache_dir=None,
-                          evidence_top_k=plan.policy.evidence_top_k)
+    scored = score_calibration_splits(hybrid, tuning, build_corpus(data_cfg, run_cfg.get("certification")),
+                                      label_space, cal_name=cal_name, cert_name=cert_name, eval_name=eval_name,
+                                      limit=run_cfg.get("max_samples_per_split"), batch_size=batch_size,
+                                      evidence_top_k=plan.policy.evidence_top_k)
+    cal_space = tuning[1] if tuning is not None else None
     fitted = fit_calibration(plan, scored, label_space, run_id=src["run_id"], cal_name=cal_name,
-                             eval_name=eval_name, cert_name=cert_name)
+                             eval_name=eval_name, cert_name=cert_name, cal_space=cal_space)
     fp32_policy = calibration.get("policy", {})
     refit = {**fitted.calibration, "quantization": quantization,
              # what the refit replaced, for the record (never applied: Coder.load reads the top level)
@@ -196,8 +211,9 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
     threshold = tune_global_threshold(probs[cal_name], y[cal_name])
     metrics["decision_threshold"] = float(threshold)
     for n in (cal_name, eval_name):
+        codes = (cal_space if cal_space is not None and n == cal_name else label_space).codes
         values = compute_all(probs[n], y[n], threshold=threshold, gold_codes=list(scored.splits[n]["codes"]),
-                             label_codes=label_space.codes)
+                             label_codes=codes)
         metrics.update({f"{n}_{k}": float(v) for k, v in values.items()})
     for n in (cal_name, eval_name):
         if f"{n}_label_coverage" in fp32:
