@@ -94,7 +94,7 @@ class Arm:
                 x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1).astype(np.float32)], axis=1)
                 names = names + extra
         if self.top3:
-            cols, extra = top3_features(view_scores, self.views, ranks)
+            cols, extra = top3_features(self.views, ranks)
             x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1)], axis=1)
             names = names + extra
         if self.category:

@@ -87,3 +87,10 @@ def test_from_json_errors(tmp_path: Path, content: str | None, pattern: str) -> 
         path.write_text(content, "utf-8")
     with pytest.raises(DataError, match=pattern):
         LabelSpace.from_json(path)
+
+
+def test_frequency_array_follows_label_order() -> None:
+    space = LabelSpace.from_codes([["b", "a"], ["b"], ["c", "b"]])
+    freq = space.frequency_array()
+    assert freq.dtype == np.float32
+    assert dict(zip(space.codes, freq.tolist(), strict=True)) == {"b": 3.0, "a": 1.0, "c": 1.0}

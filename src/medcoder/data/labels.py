@@ -103,6 +103,11 @@ class LabelSpace:
             inside += sum(1 for c in unique if c in self._index)
         return inside / total if total else math.nan
 
+    def frequency_array(self) -> np.ndarray:
+        """Training frequency of each code, in label order, float32 (what the stacker and the
+        scorers read; 0 for a code the space lists without a count)."""
+        return np.array([self.frequency.get(c, 0) for c in self.codes], dtype=np.float32)
+
     def to_dict(self) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,

@@ -172,7 +172,7 @@ class Coder:
         status_source: StatusSource | None = None,
     ) -> None:
         if not isinstance(scorer, HybridScorer):
-            scorer = HybridScorer({scorer.name: scorer}, None, _frequencies(label_space))
+            scorer = HybridScorer({scorer.name: scorer}, None, label_space.frequency_array())
         if list(scorer.codes) != list(label_space.codes):
             raise BundleError("the model's labels and labels.json differ (order or content)",
                               hint="re-export the bundle from one training run")
@@ -246,7 +246,7 @@ class Coder:
                               f"{calibration.get('quantization')!r} but the manifest says {quantization!r}",
                               hint="re-export the bundle with scripts/export.py")
         try:
-            scorer = HybridScorer.load(root, _frequencies(label_space), device=device)
+            scorer = HybridScorer.load(root, label_space.frequency_array(), device=device)
             if quantization is not None:
                 if scorer.neural is None:
                     raise ValueError(f"quantization={quantization!r} needs a neural view and the bundle has none")
@@ -457,7 +457,3 @@ def _check_ttl(value: Any) -> None:
         raise ConfigError(f"audit_status_ttl_s={value!r} is not valid",
                           hint="seconds >= 0 a registry audit status may be cached (default 60; 0: every call)")
 
-
-def _frequencies(label_space: LabelSpace) -> np.ndarray:
-    """Training frequency of each code, in label order (a stacker feature)."""
-    return np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)

@@ -44,8 +44,7 @@ def rank_in_note(scores: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def top3_features(view_scores: Mapping[str, Scores], views: Sequence[str],
-                  ranks: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+def top3_features(views: Sequence[str], ranks: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
     """Per view "the code is in the note's top 3", and how many views agree on that."""
     cols = [(ranks[v] < 3).astype(np.float32) for v in views]
     return [*cols, np.sum(cols, axis=0, dtype=np.float32)], [*(f"{v}_top3" for v in views), "agreement_top3"]
@@ -104,18 +103,11 @@ class Stacker:
         self.interactions = interactions
 
     # -- features -----------------------------------------------------------------------------
-    def feature_names(self, view_scores: Mapping[str, Scores]) -> list[str]:
-        names: list[str] = []
-        for v in self.views:
-            names += [f"{v}_score", f"{v}_rank", f"{v}_top"]
-            names += [f"{v}_{f}" for f in self.flags if f in view_scores[v].flags]
-        return [*names, "log_train_frequency", "agreement"]
-
     def _interaction_columns(self, view_scores: Mapping[str, Scores], ranks: Mapping[str, np.ndarray]
                              ) -> tuple[list[np.ndarray], list[str]]:
         if not self.interactions:
             return [], []
-        top3, top3_names = top3_features(view_scores, self.views, ranks)
+        top3, top3_names = top3_features(self.views, ranks)
         inter, inter_names = interaction_features(view_scores, self.views, ranks, self.top_k)
         return [*top3, *inter], [*top3_names, *inter_names]
 
@@ -127,6 +119,7 @@ class Stacker:
         first = view_scores[self.views[0]].scores
         n, n_codes = first.shape
         cols: list[np.ndarray] = []
+        names: list[str] = []
         agreement = np.zeros((n, n_codes), dtype=np.float32)
         ranks: dict[str, np.ndarray] = {}
         for v in self.views:
@@ -136,13 +129,16 @@ class Stacker:
             rank = ranks[v] = rank_in_note(s)
             top = (rank < self.top_k).astype(np.float32)
             agreement += top
-            cols += [s, -np.log1p(rank.astype(np.float32)), top]
-            cols += [view_scores[v].flags[f].astype(np.float32) for f in self.flags if f in view_scores[v].flags]
+            flags = [f for f in self.flags if f in view_scores[v].flags]
+            cols += [s, -np.log1p(rank.astype(np.float32)), top, *(view_scores[v].flags[f].astype(np.float32)
+                                                                   for f in flags)]
+            names += [f"{v}_score", f"{v}_rank", f"{v}_top", *(f"{v}_{f}" for f in flags)]
         freq = np.log1p(np.asarray(frequency, dtype=np.float32))
         cols += [np.broadcast_to(freq[None, :], (n, n_codes)), agreement]
+        names += ["log_train_frequency", "agreement"]
         extra, extra_names = self._interaction_columns(view_scores, ranks)
         x = np.stack([np.asarray(c, dtype=np.float32).reshape(-1) for c in [*cols, *extra]], axis=1)
-        return x, self.feature_names(view_scores) + extra_names
+        return x, names + extra_names
 
     # -- fit / score --------------------------------------------------------------------------
     def fit(self, view_scores: Mapping[str, Scores], frequency: np.ndarray, labels: np.ndarray) -> Stacker:

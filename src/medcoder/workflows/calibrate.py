@@ -315,10 +315,6 @@ def fit_calibration(plan: CalibrationPlan, scored: ScoredSplits, label_space: La
                              certified)
 
 
-def _frequency(label_space: LabelSpace) -> np.ndarray:
-    return np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
-
-
 def score_calibration_splits(hybrid: HybridScorer, tuning: tuple[HybridScorer, LabelSpace] | None,
                              corpus: DatasetDict, label_space: LabelSpace, *, cal_name: str, cert_name: str,
                              eval_name: str, **scoring: Any) -> ScoredSplits:
@@ -340,7 +336,7 @@ def tuning_model(directory: Path) -> tuple[HybridScorer, LabelSpace] | None:
     if not (directory / "labels.json").is_file():
         return None
     space = LabelSpace.from_json(directory / "labels.json")
-    return HybridScorer.load(directory, _frequency(space)), space
+    return HybridScorer.load(directory, space.frequency_array()), space
 
 
 def check_carries_over(plan: CalibrationPlan, cal_name: str, cert_name: str) -> None:
@@ -385,7 +381,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
         label_space = LabelSpace.from_json(run.labels_path)
         # All views and the stacker of a fused run (or the neural view alone); no remote code
         # (medcoder.modeling.loading), no pickle.
-        hybrid = HybridScorer.load(run.root, _frequency(label_space))
+        hybrid = HybridScorer.load(run.root, label_space.frequency_array())
         tuning = tuning_model(run.root / TUNING_MODEL_DIR)
     data_cfg = cfg.data if cfg.data is not None else train_cfg.data
     plan = CalibrationPlan(calibrator, build_routing(cfg.routing, cfg.calibration, codeset_fy=label_space.codeset_fy,

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
@@ -139,7 +138,7 @@ def coder_from_run(run_root: Path, calibration: dict[str, Any], *, bundle_id: st
         raise ConfigError(f"{run_root}: calibration.json was fitted for quantization={calibration['quantization']!r}",
                           hint="re-run scripts/calibrate.py on the run (fp32), or evaluate the exported bundle")
     label_space = LabelSpace.from_json(run_root / "labels.json")
-    frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
+    frequency = label_space.frequency_array()
     scorer = HybridScorer.load(run_root, frequency)
     return Coder(scorer, label_space, calibrator_from_dict(calibration["calibrator"]),
                  RoutingPolicy.from_dict(calibration["policy"]), bundle_id=bundle_id)

@@ -38,7 +38,6 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
-import numpy as np
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
@@ -171,7 +170,7 @@ def recalibrate_quantized(bundle_dir: Path, src: dict[str, Any], calibration: di
     """
     run_cfg, fp32 = src["run_config"], src["metrics"]
     label_space = LabelSpace.from_json(bundle_dir / "labels.json")
-    frequency = np.array([label_space.frequency.get(c, 0) for c in label_space.codes], dtype=np.float32)
+    frequency = label_space.frequency_array()
     hybrid = HybridScorer.load(bundle_dir, frequency)
     if hybrid.neural is None:
         raise ConfigError(f"quantize: run {src['run_id']} has no neural view to quantise", hint="export without quantize")

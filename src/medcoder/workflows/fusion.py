@@ -303,7 +303,7 @@ def fit_fusion(plan: FusionPlan, corpus: TrainingCorpus, splits: DatasetDict, la
         seconds[f"fit_{name}"] = time.time() - started
     # -- the stacker on out-of-fold scores -------------------------------------------------------
     started = time.time()
-    frequency = np.array([label_space.frequency.get(c, 0) for c in codes], dtype=np.float32)
+    frequency = label_space.frequency_array()
     stacker = plan.stacker().fit(oof, frequency, labels_train)
     seconds["fit_stacker"] = time.time() - started
     log.info("stacker weights (standardised): %s",
