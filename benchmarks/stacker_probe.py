@@ -65,19 +65,63 @@ def category_features(view_scores, views, codes, top_k):
     return np.stack([c.reshape(-1) for c in cols], axis=1).astype(np.float32), names
 
 
+def cooc_features(ranks, views, label_counts, frequency, n_notes, labels=None, *, anchor_k=3, alpha=1.0):
+    """Code co-occurrence given the note's likely codes: the anchors are the codes some view ranks in
+    the note's top ``anchor_k``; for each code c, the log of the best smoothed P(c | anchor a != c) and
+    its lift over P(c), from the fitting notes' labels. With ``labels`` (the fitting notes' own
+    rows), each note's own labels are taken out of the counts first (leave-one-out), so a note never
+    votes for its own codes."""
+    shape = ranks[views[0]].shape
+    anchor = np.zeros(shape, dtype=bool)
+    for v in views:
+        anchor |= ranks[v] < anchor_k
+    freq = np.asarray(frequency, dtype=np.float64)
+    best_p = np.zeros(shape, dtype=np.float32)
+    best_lift = np.zeros(shape, dtype=np.float32)
+    for i in range(shape[0]):
+        a = np.flatnonzero(anchor[i])
+        rows = label_counts[a].astype(np.float64)
+        n_a, f, n = freq[a].copy(), freq.copy(), float(n_notes)
+        if labels is not None:
+            yi = labels[i].astype(np.float64)
+            rows -= yi[a][:, None] * yi[None, :]
+            n_a -= yi[a]
+            f -= yi
+            n -= 1
+        prior = (f + 0.5) / (n + 1.0)
+        cond = (rows + alpha * prior[None, :]) / (n_a[:, None] + alpha)
+        cond[np.arange(len(a)), a] = 0.0
+        m = cond.max(axis=0) if len(a) else prior
+        best_p[i] = np.log(np.maximum(m, 1e-6))
+        best_lift[i] = np.log(np.maximum(m, 1e-6) / prior)
+    return [best_p, best_lift], ["cooc_logp", "cooc_lift"]
+
+
 class Arm:
     def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None, top3: bool = False,
-                 logit: bool = False, inter: bool = False):
+                 logit: bool = False, inter: bool = False, cooc: bool = False, loo_frequency: bool = False,
+                 C: float = 1.0):
+        self.cooc = cooc
+        self.loo_frequency = loo_frequency
         self.top3 = top3
         self.inter = inter
         self.logit = logit
-        self.base = Stacker(views, top_k=top_k, C=1.0)
+        self.C = C
+        self.base = Stacker(views, top_k=top_k, C=C)
         self.views, self.codes, self.category, self.model = views, codes, category, model
         self.params = params or {}
 
-    def features(self, view_scores, frequency):
+    def features(self, view_scores, frequency, labels=None):
         x, names = self.base.features(view_scores, frequency)
         ranks = {v: rank_in_note(view_scores[v].scores) for v in self.views}
+        if self.loo_frequency and labels is not None:
+            # a fitting note's own label out of its code's count: what a new note sees
+            col = names.index("log_train_frequency")
+            x[:, col] = np.log1p(np.asarray(frequency, np.float32)[None, :] - labels).reshape(-1)
+        if self.cooc:
+            cols, extra = cooc_features(ranks, self.views, self.label_counts, frequency, self.n_fit, labels)
+            x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1)], axis=1)
+            names = names + extra
         if self.inter:  # the shipped fusion.stacker.interactions=true adds top3 + these
             cols, extra = interaction_features(view_scores, self.views, ranks, self.base.top_k)
             x = np.concatenate([x, np.stack([np.asarray(c, np.float32).reshape(-1) for c in cols], axis=1)], axis=1)
@@ -103,13 +147,15 @@ class Arm:
         return x, names
 
     def fit(self, view_scores, frequency, labels):
-        x, names = self.features(view_scores, frequency)
+        lab = np.asarray(labels, dtype=np.float32)
+        self.label_counts, self.n_fit = lab.T @ lab, lab.shape[0]
+        x, names = self.features(view_scores, frequency, lab if self.cooc or self.loo_frequency else None)
         y = np.asarray(labels).reshape(-1).astype(np.int8)
         self.names = names
         if self.model == "lr":
             from sklearn.linear_model import LogisticRegression
             self.mean, self.scale = x.mean(0), x.std(0) + 1e-6
-            self.clf = LogisticRegression(C=1.0, max_iter=1000).fit((x - self.mean) / self.scale, y)
+            self.clf = LogisticRegression(C=self.C, max_iter=1000).fit((x - self.mean) / self.scale, y)
         else:
             try:
                 import lightgbm as lgb
@@ -142,6 +188,10 @@ ARMS = {
     "lr+logit": dict(category=False, model="lr", logit=True),
     "lr+inter": dict(category=False, model="lr", inter=True),
     "lr+top3+inter": dict(category=False, model="lr", top3=True, inter=True),
+    "lr+loofreq": dict(category=False, model="lr", loo_frequency=True),
+    "lr+top3+inter+loofreq": dict(category=False, model="lr", top3=True, inter=True, loo_frequency=True),
+    "lr+cooc": dict(category=False, model="lr", cooc=True),
+    "lr+top3+inter+cooc": dict(category=False, model="lr", top3=True, inter=True, cooc=True),
 }
 
 
@@ -209,7 +259,7 @@ def run_seed(seed, args, corpus, language, code_type):
         sources = (*sources, "projected_mentions")
     if args.spanish_titles:
         sources = (*sources, "spanish_titles")
-    plan = FusionPlan(views=tuple(args.views), folds=3, seed=seed, stacker_params={"top_k": 15, "C": 1.0},
+    plan = FusionPlan(views=tuple(args.views), folds=args.folds, seed=seed, stacker_params={"top_k": 15, "C": 1.0},
                       lexicon_sources=sources, view_params=json.loads(args.view_params))
     t0 = time.time()
     fr = fit_fusion(plan, TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026),
@@ -221,7 +271,7 @@ def run_seed(seed, args, corpus, language, code_type):
     aps = {}
     for name in args.arms:
         t0 = time.time()
-        arm = Arm(list(args.views), codes, **ARMS[name]).fit(fr.oof, frequency, y_train)
+        arm = Arm(list(args.views), codes, **ARMS[name], **json.loads(args.stacker)).fit(fr.oof, frequency, y_train)
         z = arm.decision(tune_views, frequency, (len(tune), len(codes)))
         aps[name] = per_note_ap(z, codes, gold)
         out[name] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
@@ -248,8 +298,23 @@ def main():
                     help="fit on this random share of the fitting notes (a learning-curve point; the tuning notes stay)")
     ap.add_argument("--space-from-all", action="store_true",
                     help="with --fit-share: the label space of all fitting notes (only the examples shrink)")
+    ap.add_argument("--folds", type=int, default=3, help="K of the views' cross-fitting (fusion.folds)")
+    ap.add_argument("--stacker", default="{}", help='JSON stacker settings for every arm, e.g. {"C": 0.1, "top_k": 10}')
+    ap.add_argument("--word-view", action="store_true",
+                    help="register a second TF-IDF view, 'tfidf_word' (word 1-2-grams), for --views to name")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.word_view:
+        import medcoder.modeling.views as view_table
+        from medcoder.modeling.tfidf import TfidfScorer
+
+        class WordTfidf(TfidfScorer):  # a probe arm, not a shipped view
+            name = "tfidf_word"
+
+            def __init__(self, **kw):
+                super().__init__(**{"analyzer": "word", "ngram_range": (1, 2), **kw})
+
+        view_table.SCORERS = view_table.SCORERS.with_entry("tfidf_word", WordTfidf)
     started = time.time()
     language, code_type = args.corpus.split("-")
     corpus = load_codiesp(resolve_codiesp_root(download=False), language=language, code_type=code_type)

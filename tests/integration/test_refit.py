@@ -28,13 +28,15 @@ CALIBRATE = ("routing.min_train_count=1", "routing.target_precision=0.5", "routi
              "routing.min_coverage=0")
 
 
-def _train_and_calibrate(root, refit: bool) -> dict:
+def _train_and_calibrate(root, refit: bool, design: str = "inner_train") -> dict:
     cfg = compose_cfg(["experiment=quickstart_p_es", f"data.root={CODIESP_DIR}", "data.download=false",
                        f"max_samples_per_split={N_NOTES}", f"paths.root_dir={root}",
-                       f"certification.refit={str(refit).lower()}"])
+                       f"certification.refit={str(refit).lower()}", f"certification.design={design}"])
     result = train(cfg)
-    calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}", *CALIBRATE]))
     out = root / "outputs" / "runs" / result.run_id
+    if design == "all_labels":  # nothing is left to calibrate it with
+        return {"root": root, "result": result, "metrics": json.loads((out / "metrics.json").read_text())}
+    calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}", *CALIBRATE]))
     return {"root": root, "result": result, "out": out,
             "metrics": json.loads((out / "metrics.json").read_text()),
             "calibration": json.loads((out / "calibration.json").read_text()),
@@ -88,6 +90,21 @@ def test_the_bundle_carries_the_refitted_model_only(runs) -> None:
 
 
 @needs_codiesp
+def test_all_labels_refits_on_dev_too_and_cannot_be_calibrated(runs, tmp_path) -> None:
+    inner = runs[True]
+    every = _train_and_calibrate(tmp_path, True, design="all_labels")
+    # the same carve tunes: the four-fifths model and its dev metrics are inner_train's ...
+    for key in ("dev_map", "dev_map_tfidf", "dev_map_dictionary", "decision_threshold"):
+        assert every["metrics"][key] == pytest.approx(inner["metrics"][key], abs=1e-12), key
+    # ... and the refit also reads the original dev (N_NOTES of it under max_samples_per_split)
+    assert every["metrics"]["refit_train_notes"] == 3 * N_NOTES
+    assert every["metrics"]["test_map"] != inner["metrics"]["test_map"]
+    with pytest.raises(ConfigError, match=r"certification.design=all_labels: every labelled note fitted its model"):
+        calibrate(compose_named("calibrate", [f"run_id={every['result'].run_id}", f"paths.root_dir={tmp_path}",
+                                              *CALIBRATE]))
+
+
+@needs_codiesp
 def test_a_per_code_calibrator_is_refused_for_a_refitted_run(runs) -> None:
     refit = runs[True]
     with pytest.raises(ConfigError, match=r"calibration.method=platt fits each code apart"):
@@ -97,11 +114,14 @@ def test_a_per_code_calibrator_is_refused_for_a_refitted_run(runs) -> None:
 
 # -- with the neural view (a tiny random encoder, cached states) -----------------------------------
 
-def _train_neural(root, corpus, encoder, refit: bool) -> dict:
+def _train_neural(root, corpus, encoder, refit: bool, design: str = "inner_train") -> dict:
     cfg = compose_cfg(tiny_overrides(root, corpus, encoder, "trainer=cached_head", "fusion=stacked",
                                      "trainer.num_train_epochs=4", "trainer.learning_rate=0.05",
-                                     f"certification.refit={str(refit).lower()}"))
+                                     f"certification.refit={str(refit).lower()}", f"certification.design={design}"))
     result = train(cfg)
+    if design == "all_labels":
+        out = root / "outputs" / "runs" / result.run_id
+        return {"root": root, "result": result, "out": out, "metrics": json.loads((out / "metrics.json").read_text())}
     calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}",
                                           "routing.check_validity=false", *CALIBRATE]))
     out = root / "outputs" / "runs" / result.run_id
@@ -112,8 +132,21 @@ def _train_neural(root, corpus, encoder, refit: bool) -> dict:
 @pytest.fixture(scope="module")
 def neural_runs(tmp_path_factory, tiny_encoder):
     corpus = write_corpus(tmp_path_factory.mktemp("refit_corpus"), n_train=60, n_dev=40, n_test=16, seed=5)
-    return {refit: _train_neural(tmp_path_factory.mktemp(f"neural_refit_{refit}"), corpus, tiny_encoder, refit)
+    runs = {refit: _train_neural(tmp_path_factory.mktemp(f"neural_refit_{refit}"), corpus, tiny_encoder, refit)
             for refit in (False, True)}
+    runs["all_labels"] = _train_neural(tmp_path_factory.mktemp("neural_all_labels"), corpus, tiny_encoder, True,
+                                       design="all_labels")
+    return runs
+
+
+def test_an_all_labels_neural_run_trains_its_head_on_the_original_dev_too(neural_runs) -> None:
+    inner, every = neural_runs[True], neural_runs["all_labels"]
+    for key in ("dev_map", "dev_map_neural", "dev_map_tfidf", "dev_map_dictionary"):
+        assert every["metrics"][key] == pytest.approx(inner["metrics"][key], abs=1e-9), key
+    assert every["metrics"]["refit_train_notes"] == inner["metrics"]["refit_train_notes"] + 40  # + the 40 dev notes
+    config = json.loads((every["out"] / "model" / "config.json").read_text())
+    assert len(config["id2label"]) == len(json.loads((every["out"] / "labels.json").read_text())["codes"])
+    assert every["metrics"]["test_map_neural"] != inner["metrics"]["test_map_neural"]
 
 
 def test_a_refitted_neural_run_keeps_the_tuning_head_and_ships_a_new_one(neural_runs) -> None:

@@ -9,7 +9,7 @@ import random
 import pytest
 from datasets import Dataset
 
-from medcoder.data.splits import CERTIFY_SPLIT, carve_certification
+from medcoder.data.splits import CERTIFY_SPLIT, REFIT_ONLY_SPLIT, carve_certification, refit_splits
 from medcoder.errors import ConfigError
 
 
@@ -45,6 +45,24 @@ def test_inner_train_moves_tuning_into_train_and_certifies_on_the_whole_dev(corp
     inner, rest = set(out["dev"]["id"]), set(out["train"]["id"])
     assert inner | rest == set(corpus["train"]["id"]) and not inner & rest and 30 <= len(inner) <= 50
     assert out["test"]["id"] == corpus["test"]["id"]
+
+
+def test_all_labels_carves_like_inner_train_but_keeps_dev_for_the_refit_alone(corpus) -> None:
+    inner = carve_certification(corpus, "inner_train", fraction=0.2, seed=3)
+    out = carve_certification(corpus, "all_labels", fraction=0.2, seed=3)
+    assert CERTIFY_SPLIT not in out and out[REFIT_ONLY_SPLIT]["id"] == corpus["dev"]["id"]
+    assert out["train"]["id"] == inner["train"]["id"] and out["dev"]["id"] == inner["dev"]["id"]
+    assert refit_splits(out) == ("train", "dev", REFIT_ONLY_SPLIT) and refit_splits(inner) == ("train", "dev")
+
+
+def test_calibrate_refuses_a_run_fitted_on_every_label() -> None:
+    from medcoder.workflows.calibrate import refuse_all_labels
+
+    with pytest.raises(ConfigError, match=r"^run r1 was trained with certification.design=all_labels: every") as info:
+        refuse_all_labels("r1", {"design": "all_labels", "fraction": 0.2, "seed": 0, "refit": True})
+    assert "\n" not in str(info.value)
+    refuse_all_labels("r2", {"design": "inner_train", "fraction": 0.2, "seed": 0, "refit": True})
+    refuse_all_labels("r3", None)  # a run from before the certification group
 
 
 def test_the_carve_is_a_function_of_the_seed(corpus) -> None:

@@ -275,3 +275,6 @@ def test_refit_needs_the_inner_train_carve() -> None:
     with pytest.raises(ConfigError, match=r"^certification.refit=true with certification.design=dev_halves"):
         certification_settings({"design": "dev_halves", "fraction": 0.5, "seed": 0, "refit": True})
     assert certification_settings({"design": "inner_train", "fraction": 0.2, "seed": 1})["refit"] is False
+    assert certification_settings({"design": "all_labels", "fraction": 0.2, "seed": 1, "refit": True})["refit"]
+    with pytest.raises(ConfigError, match=r"^certification.design=all_labels with certification.refit=false"):
+        certification_settings({"design": "all_labels", "fraction": 0.2, "seed": 1})

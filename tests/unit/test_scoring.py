@@ -78,3 +78,8 @@ def test_encoded_states_concat_keeps_every_note_whole_and_in_order() -> None:
         np.testing.assert_array_equal(both.note(i), first.note(i))
     for i in range(3):
         np.testing.assert_array_equal(both.note(2 + i), second.note(i))
+    third = EncodedStates(rng.normal(size=(2, 3)).astype(np.float16), np.array([0, 2]))
+    all_three = EncodedStates.concat(first, second, third)  # design all_labels: train, tuning, dev
+    assert all_three.lengths() == [2, 3, 1, 0, 3, 2]
+    np.testing.assert_array_equal(all_three.note(5), third.note(0))
+    assert EncodedStates.concat(first).lengths() == first.lengths()

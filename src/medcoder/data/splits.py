@@ -32,7 +32,7 @@ import bisect
 import hashlib
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,12 @@ from medcoder.data._common import build_dataset
 from medcoder.errors import ConfigError, DataError
 
 __all__ = [
+    "ALL_LABELS_DESIGN",
     "CARVE_DESIGNS",
     "CERTIFICATION_DESIGNS",
     "CERTIFY_SPLIT",
+    "REFIT_DESIGNS",
+    "REFIT_ONLY_SPLIT",
     "REVIEWED_DESIGN",
     "SPLITS",
     "ReviewedSplit",
@@ -55,6 +58,7 @@ __all__ = [
     "check_certify_disjoint",
     "ids_sha256",
     "multilabel_shuffle_split",
+    "refit_splits",
     "read_split_files",
     "split_file_paths",
     "split_reviewed",
@@ -284,12 +288,28 @@ def _existing(file: Any) -> Path:
 #: whole, becomes ``certify``. ``reviewed`` (``scripts/retrain.py``): a held-out slice of reviewed
 #: notes from the workbench becomes ``certify``; the tuning dev is the one a carve design (the
 #: group's ``tuning`` key) gives, and the rest of the reviewed notes joins train
-#: (:func:`certify_on_reviewed`).
+#: (:func:`certify_on_reviewed`). ``all_labels``: the protocol of shared-task test runs, for
+#: researchers comparing ranking metrics: the tuning fifth is carved from train as in
+#: ``inner_train`` (it early-stops and tunes), the original dev waits apart as ``refit_only``, and
+#: ``certification.refit`` then fits the run's model on every labelled note (train, the tuning
+#: fifth and dev). No labels are left that the model did not see, so nothing certifies τ: such a
+#: run reports ranking metrics, and calibrate refuses it.
 CARVE_DESIGNS = ("none", "dev_halves", "inner_train")
 REVIEWED_DESIGN = "reviewed"
-CERTIFICATION_DESIGNS = (*CARVE_DESIGNS, REVIEWED_DESIGN)
+ALL_LABELS_DESIGN = "all_labels"
+CERTIFICATION_DESIGNS = (*CARVE_DESIGNS, ALL_LABELS_DESIGN, REVIEWED_DESIGN)
+#: Designs whose run is fitted again on more notes once the tuning fifth has tuned it.
+REFIT_DESIGNS = ("inner_train", ALL_LABELS_DESIGN)
 #: The split that holds the certification labels when a design carved one.
 CERTIFY_SPLIT = "certify"
+#: Design ``all_labels``: labelled notes that only the refitted model trains on.
+REFIT_ONLY_SPLIT = "refit_only"
+
+
+def refit_splits(splits: Collection[str]) -> tuple[str, ...]:
+    """The splits a refitted model (``certification.refit``) trains on, in this order: train, the
+    tuning fifth, and design ``all_labels``'s ``refit_only`` notes where the carve made them."""
+    return ("train", "dev", *((REFIT_ONLY_SPLIT,) if REFIT_ONLY_SPLIT in splits else ()))
 
 
 def carve_certification(splits: Mapping[str, Any], design: str, *, fraction: float, seed: int) -> dict[str, Any]:
@@ -297,7 +317,7 @@ def carve_certification(splits: Mapping[str, Any], design: str, *, fraction: flo
     ``certify`` split holds labels that no tuning job reads (see :data:`CERTIFICATION_DESIGNS`).
 
     ``fraction`` is the share of the carved split that moves: of dev into ``certify``
-    (``dev_halves``), of train into the tuning ``dev`` (``inner_train``). The carve is
+    (``dev_halves``), of train into the tuning ``dev`` (``inner_train``, ``all_labels``). The carve is
     :func:`stratified_group_split`'s: iterative stratification over the notes' codes with
     ``seed``, grouped by the ``group`` column where a corpus has one (a patient's notes stay
     together), else by note ``id``. Test is never touched. Why here and not in each workflow:
@@ -332,7 +352,8 @@ def carve_certification(splits: Mapping[str, Any], design: str, *, fraction: flo
     if design == "dev_halves":
         out["dev"], out[CERTIFY_SPLIT] = data.select(stay), data.select(move)
     else:
-        out["train"], out["dev"], out[CERTIFY_SPLIT] = data.select(stay), data.select(move), splits["dev"]
+        held = CERTIFY_SPLIT if design == "inner_train" else REFIT_ONLY_SPLIT
+        out["train"], out["dev"], out[held] = data.select(stay), data.select(move), splits["dev"]
     return out
 
 

@@ -42,11 +42,14 @@ class EncodedStates:
         return np.diff(self.offsets).tolist()
 
     @classmethod
-    def concat(cls, first: EncodedStates, second: EncodedStates) -> EncodedStates:
-        """The notes of ``first`` then ``second`` (e.g. train and the tuning fifth for a refit):
-        the states are per note, so joining them needs no encoder pass."""
-        offsets = np.concatenate([first.offsets, second.offsets[1:] + first.offsets[-1]])
-        return cls(states=np.concatenate([first.states, second.states]), offsets=offsets)
+    def concat(cls, first: EncodedStates, *more: EncodedStates) -> EncodedStates:
+        """The notes of ``first`` then of each of ``more`` (e.g. train and the tuning fifth for a
+        refit): the states are per note, so joining them needs no encoder pass."""
+        offsets, states = [first.offsets], [first.states]
+        for part in more:
+            offsets.append(part.offsets[1:] + offsets[-1][-1])
+            states.append(part.states)
+        return cls(states=np.concatenate(states), offsets=np.concatenate(offsets))
 
     def save(self, path: Path) -> None:
         """Atomic write: a killed run never leaves a truncated cache that looks valid."""

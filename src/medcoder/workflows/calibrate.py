@@ -44,7 +44,7 @@ from medcoder.calibration.plots import plot_reliability
 from medcoder.calibration.report import calibration_report
 from medcoder.calibration.risk_control import AcceptThresholdResult
 from medcoder.data import LabelSpace
-from medcoder.data.splits import CERTIFY_SPLIT
+from medcoder.data.splits import ALL_LABELS_DESIGN, CERTIFY_SPLIT
 from medcoder.errors import ConfigError
 from medcoder.inference.coder import (
     DEFAULT_MAX_NOTE_CHARS,
@@ -68,6 +68,7 @@ from medcoder.workflows.factories import (
     build_corpus,
     build_routing,
     build_tracking,
+    certification_settings,
     config_dict,
 )
 
@@ -356,6 +357,15 @@ def check_carries_over(plan: CalibrationPlan, cal_name: str, cert_name: str) -> 
                           "(certification.refit)", hint="calibrate with the run's own certification design")
 
 
+def refuse_all_labels(run_id: str, certification_cfg: Any) -> None:
+    """A run of design ``all_labels`` was fitted on every labelled note: no labels are left that
+    could fit its calibrator or certify τ without having trained it (one-line ``ConfigError``)."""
+    if certification_settings(certification_cfg)["design"] == ALL_LABELS_DESIGN:
+        raise ConfigError(f"run {run_id} was trained with certification.design={ALL_LABELS_DESIGN}: every labelled "
+                          "note fitted its model, so none is left to calibrate it or certify tau",
+                          hint="calibrate a run of design inner_train; all_labels runs report ranking metrics only")
+
+
 def certification_split(corpus: DatasetDict, cal_name: str, eval_name: str) -> str:
     """The split whose labels certify τ: the training run's ``certify`` split where its
     ``certification`` design carved one, else ``cal_name`` (a run trained with design ``none`` or
@@ -378,6 +388,7 @@ def calibrate(cfg: DictConfig) -> CalibrationResult:
     with tempfile.TemporaryDirectory() as tmp:
         run = download_run(str(cfg.run_id), Path(tmp))
         train_cfg = run.config()
+        refuse_all_labels(str(cfg.run_id), train_cfg.get("certification"))
         label_space = LabelSpace.from_json(run.labels_path)
         # All views and the stacker of a fused run (or the neural view alone); no remote code
         # (medcoder.modeling.loading), no pickle.

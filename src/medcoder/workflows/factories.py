@@ -28,6 +28,8 @@ from medcoder.constraints import check_keys
 from medcoder.data import load_corpus
 from medcoder.data.loaders import load_reviewed
 from medcoder.data.splits import (
+    ALL_LABELS_DESIGN,
+    REFIT_DESIGNS,
     REVIEWED_DESIGN,
     ReviewedSplit,
     carve_certification,
@@ -156,10 +158,14 @@ def certification_settings(certification_cfg: Any) -> dict[str, Any]:
     check_keys("certification", values, (*CERTIFICATION_KEYS, *REVIEWED_CERTIFICATION_KEYS))
     out = {"design": str(values.get("design", "none")), "fraction": float(values.get("fraction", 0.5)),
            "seed": int(values.get("seed", 0)), "refit": values.get("refit") is True}
-    if out["refit"] and out["design"] != "inner_train":
+    if out["refit"] and out["design"] not in REFIT_DESIGNS:
         raise ConfigError(f"certification.refit=true with certification.design={out['design']}",
                           hint="refit re-fits on train plus the tuning fifth that design inner_train carves; "
                                "set certification.design=inner_train or certification.refit=false")
+    if out["design"] == ALL_LABELS_DESIGN and not out["refit"]:
+        raise ConfigError(f"certification.design={ALL_LABELS_DESIGN} with certification.refit=false",
+                          hint="all_labels fits the run's model on every labelled note through the refit: "
+                               "set certification.refit=true")
     if out["design"] == REVIEWED_DESIGN:
         absent = [k for k in REVIEWED_CERTIFICATION_KEYS if values.get(k) is None]
         if absent:

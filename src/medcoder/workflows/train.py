@@ -31,6 +31,7 @@ from medcoder.atomic import atomic_write_text
 from medcoder.codesets import code_descriptions
 from medcoder.data import LabelSpace
 from medcoder.data.features import featurize
+from medcoder.data.splits import refit_splits
 from medcoder.errors import ConfigError
 from medcoder.evaluation.codiesp_run import write_codiesp_run
 from medcoder.evaluation.metrics import codiesp_map, compute_all, tune_global_threshold
@@ -228,9 +229,10 @@ class _Data:
         return self.label_space.encode(self.splits[name]["codes"])
 
     def with_tuning_in_train(self, settings: TrainSettings) -> _Data:
-        """Train and the tuning fifth together (``certification.refit``), with the label space
-        rebuilt from them: the refitted model knows the tuning notes' codes too."""
-        train = concatenate_datasets([self.splits["train"], self.splits["dev"]])
+        """Train and the tuning fifth together (``certification.refit``), with design
+        ``all_labels``'s ``refit_only`` notes too, and the label space rebuilt from them: the
+        refitted model knows the tuning notes' codes too."""
+        train = concatenate_datasets([self.splits[name] for name in refit_splits(self.splits)])
         splits = DatasetDict({**self.splits, "train": train})
         label_space = _label_space(settings, train)
         return _Data(splits, label_space, {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS})
@@ -270,7 +272,7 @@ def _load_data(settings: TrainSettings) -> _Data:
     if settings.max_samples:
         # Like HF examples' max_train_samples: quick smoke runs and tests on a real corpus.
         limit = settings.max_samples
-        splits = DatasetDict({n: splits[n].select(range(min(len(splits[n]), limit))) for n in SPLITS})
+        splits = DatasetDict({n: splits[n].select(range(min(len(splits[n]), limit))) for n in splits})
     label_space = _label_space(settings, splits["train"])
     coverage = {name: label_space.coverage(splits[name]["codes"]) for name in SPLITS}
     log.info("label space: %d codes; coverage %s", len(label_space), coverage)
@@ -323,8 +325,8 @@ def _train_views_only(settings: TrainSettings, data: _Data, started: float) -> T
         refit = None
         if settings.certification.get("refit"):
             full = data.with_tuning_in_train(settings)
-            log.info("certification.refit: fitting the views and the stacker again on %d notes (train + the tuning "
-                     "fifth), %d codes", len(full.splits["train"]), len(full.label_space))
+            log.info("certification.refit: fitting the views and the stacker again on %d notes (%s), %d codes",
+                     len(full.splits["train"]), " + ".join(refit_splits(data.splits)), len(full.label_space))
             refit = _Refit(fit_fusion(settings.fusion, settings.corpus, full.splits, full.label_space,
                                       full.labels("train")), full)
         result = _evaluate_and_save(settings, run.info.run_id, data, started, fusion=fusion, refit=refit)
@@ -352,12 +354,13 @@ def _refit_with_neural(settings: TrainSettings, data: _Data, encoder_path: str, 
     and its trained model."""
     full = data.with_tuning_in_train(settings)
     n_train = len(full.splits["train"])
-    log.info("certification.refit: the neural head and the views again on %d notes (train + the tuning fifth), "
-             "%d codes, %d epochs", n_train, len(full.label_space), best_epochs)
+    log.info("certification.refit: the neural head and the views again on %d notes (%s), %d codes, %d epochs",
+             n_train, " + ".join(refit_splits(data.splits)), len(full.label_space), best_epochs)
     model = _initial_model(settings, encoder_path, tokenizer, full.label_space, n_train)
     initial = copy.deepcopy(model)
     model.freeze_encoder(0)
-    train_states = EncodedStates.concat(states["train"], states["dev"])  # the same frozen encoder's states
+    # the same frozen encoder's states, in with_tuning_in_train's note order
+    train_states = EncodedStates.concat(*(states[name] for name in refit_splits(data.splits)))
     labels = full.labels("train")
     with tempfile.TemporaryDirectory(prefix="medcoder-refit-") as tmp:
         args = training_arguments(settings.trainer, output_dir=Path(tmp), seed=settings.seed,
@@ -404,7 +407,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
     if mode == "cached":
         model.freeze_encoder(0)
         datasets = {}
-        for name in SPLITS:
+        for name in (*SPLITS, *(n for n in refit_splits(splits) if n not in SPLITS)):
             with main_first(dist):  # rank 0 encodes and writes the cache; the other ranks then read it
                 states = get_states(
                     model.encoder, feats[name],
@@ -495,7 +498,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
             if settings.certification.get("refit"):
                 refit, final_model = _refit_with_neural(
                     settings, data, encoder_path, tokenizer,
-                    {n: datasets[n].states for n in ("train", "dev")}, _best_epoch(trainer))
+                    {n: datasets[n].states for n in refit_splits(splits)}, _best_epoch(trainer))
                 # dev stays the four-fifths model's (it never trained on it); test is the refit's
                 neural_logits["test"] = score_features(final_model, feats["test"],
                                                        batch_size=trainer_group["per_device_eval_batch_size"],
