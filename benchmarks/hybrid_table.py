@@ -7,7 +7,9 @@ For each corpus and each of ``--seeds`` (default 42 43 44: headline numbers are 
 seeds) it runs, each in its own process, the real scripts: ``train.py`` with the corpus's shipped
 fused recipe (:data:`CORPORA`) and the seed, ``calibrate.py`` at the default target (its frontier
 says what 0.95/0.9/0.85/0.8 certify on dev and give on test); for the first seed also ``export.py``,
-then it times ``Coder.predict`` over the test notes from the exported bundle. Nothing is chosen
+then it times ``Coder.predict`` over the test notes from the exported bundle; then each seed again under
+``certification.design=all_labels`` (refitted on train + dev, ranking metrics only; ``--no-all-labels``
+skips it). Nothing is chosen
 from the test numbers it prints: the recipes were fixed on the tuning split beforehand
 (``benchmarks/results/choices.md``).
 Writes ``benchmarks/results/<date>-hybrid.md`` and ``.json`` with the command and commit.
@@ -81,16 +83,23 @@ def _bundle_predict_seconds(bundle: Path, corpus: str) -> dict[str, float]:
 
 
 def run_corpus(name: str, workdir: Path, extra: list[str], *, seed: int | None = None,
-               export: bool = True) -> dict[str, Any]:
+               export: bool = True, all_labels: bool = False) -> dict[str, Any]:
     """Train, calibrate (and with ``export``: export and time the bundle) one corpus's recipe at one
-    seed, each step its own process; every number read back from the run's own files."""
-    root = workdir / name / (f"seed{seed}" if seed is not None else "")
+    seed, each step its own process; every number read back from the run's own files. With
+    ``all_labels``: the same recipe under ``certification.design=all_labels`` (refitted on train +
+    dev), trained only: nothing is left to calibrate it with."""
+    root = workdir / name / ((f"seed{seed}" if seed is not None else "") + ("-all_labels" if all_labels else ""))
     root.mkdir(parents=True, exist_ok=True)
     common = [f"paths.root_dir={root}"]
     seeded = [f"seed={seed}"] if seed is not None else []
-    out, train_s = _run([sys.executable, "scripts/train.py", *CORPORA[name], *seeded,
+    design = ["certification.design=all_labels"] if all_labels else []
+    out, train_s = _run([sys.executable, "scripts/train.py", *CORPORA[name], *seeded, *design,
                          f"run_name=hybrid-{name}", *common, *extra], root / "train.log")
     run_id = re.findall(r"^run_id=(\S+)", out, flags=re.M)[-1]
+    if all_labels:
+        metrics = json.loads((root / "outputs" / "runs" / run_id / "metrics.json").read_text())
+        return {"corpus": name, "seed": seed, "run_id": run_id, "protocol": "all_labels", "metrics": metrics,
+                "seconds": {"train": train_s}}
     _, cal_s = _run([sys.executable, "scripts/calibrate.py", f"run_id={run_id}", *common], root / "calibrate.log")
     seconds = {"train": train_s, "calibrate": cal_s}
     predict: dict[str, float] = {}
@@ -103,7 +112,8 @@ def run_corpus(name: str, workdir: Path, extra: list[str], *, seed: int | None =
     metrics = json.loads((run_dir / "metrics.json").read_text())
     calibration = json.loads((run_dir / "calibration.json").read_text())
     return {
-        "corpus": name, "seed": seed, "run_id": run_id, "metrics": metrics, "frontier": calibration["frontier"],
+        "corpus": name, "seed": seed, "run_id": run_id, "protocol": "certified", "metrics": metrics,
+        "frontier": calibration["frontier"],
         "guarantee": calibration["guarantee"], "evaluation": calibration["evaluation"],
         "seconds": seconds, "predict": predict,
     }
@@ -144,7 +154,29 @@ def _by_corpus(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return grouped
 
 
+def all_labels_markdown(results: list[dict[str, Any]]) -> list[str]:
+    """The rows of the ``all_labels`` protocol: ranking metrics only (no auto-accept)."""
+    grouped = _by_corpus(results)
+    if not grouped:
+        return []
+    lines = ["", "The same recipes under `certification.design=all_labels`: tuned on the same inner fifth of train, "
+             "then refitted on every labelled note (train + CodiEsp dev, 750 notes), the protocol of a shared "
+             "task's test run. Nothing is left to certify τ, so these runs auto-accept nothing; they are for "
+             "comparing ranking metrics with published systems.", "",
+             "| corpus | test MAP | micro-F1 | P@8 | per seed | train s (mean) | published (test MAP) |",
+             "|---|---:|---:|---:|---|---:|---|"]
+    for corpus, runs in grouped.items():
+        ms = [r["metrics"] for r in runs]
+        lines.append(f"| {corpus} | **{_mean_sd([m['test_map'] for m in ms])}** | "
+                     f"{_mean_sd([m['test_micro_f1'] for m in ms])} | {_mean_sd([m['test_p_at_8'] for m in ms])} | "
+                     f"{' / '.join(_fmt(m['test_map'], 4) for m in ms)} | "
+                     f"{np.mean([r['seconds']['train'] for r in runs]):.0f} | {PUBLISHED.get(corpus, '—')} |")
+    return lines
+
+
 def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) -> str:
+    every = [r for r in results if r.get("protocol") == "all_labels"]
+    results = [r for r in results if r.get("protocol") != "all_labels"]
     grouped = _by_corpus(results)
     seeds = sorted({r.get("seed") for r in results if r.get("seed") is not None})
     lines = [f"# Hybrid coder benchmark ({dt.date.today().isoformat()})", "",
@@ -193,6 +225,7 @@ def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) 
                      f"{np.mean([r['seconds']['calibrate'] for r in runs]):.0f} | "
                      f"{_fmt(exported['seconds'].get('export') if exported else None, 0)} | "
                      f"{_fmt(exported['predict'].get('notes_per_second') if exported else None, 2)} |")
+    lines += all_labels_markdown(every)
     return "\n".join(lines) + "\n"
 
 
@@ -205,11 +238,14 @@ def main() -> None:
                     help="run seeds (each a full train + calibrate; the first is also exported and timed)")
     ap.add_argument("--results-dir", type=Path, default=HERE / "results")
     ap.add_argument("--stem", default=None, help="results file name without suffix (default <date>-hybrid)")
+    ap.add_argument("--no-all-labels", action="store_true",
+                    help="skip the all_labels rows (each seed's recipe refitted on train + dev, train only)")
     args = ap.parse_args()
     set_offline_env()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results = [run_corpus(name, args.workdir, args.override, seed=seed, export=(k == 0))
-               for name in (args.only or list(CORPORA)) for k, seed in enumerate(args.seeds)]
+    results = [run_corpus(name, args.workdir, args.override, seed=seed, export=(k == 0), all_labels=every)
+               for name in (args.only or list(CORPORA)) for every in (False, True)[: 1 if args.no_all_labels else 2]
+               for k, seed in enumerate(args.seeds)]
     command = "python benchmarks/hybrid_table.py " + " ".join(sys.argv[1:])
     from run_all import git_commit
 
