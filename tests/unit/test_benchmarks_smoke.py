@@ -105,3 +105,22 @@ def test_hybrid_table_reports_mean_and_sd_over_seeds_and_counts_certifying_seeds
     # 0.95: one seed certifies (share 0.20), the other accepts nothing (share 0, counted, not skipped)
     assert "| es-D | 0.95 | 1 of 2 | 0.900 | 0.100 ± 0.141 | 0.960 |" in text
     assert "| es-D | 0.90 | 2 of 2 | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.920 ± 0.000 |" in text
+
+
+def test_hybrid_table_keeps_all_labels_runs_out_of_the_certified_rows():
+    import hybrid_table
+
+    def run(seed, test_map, protocol):
+        row = {"corpus": "es-D", "seed": seed, "run_id": f"r{seed}" * 4, "protocol": protocol,
+               "metrics": {"test_map": test_map, "dev_map": 0.7, "test_micro_f1": 0.5, "test_p_at_8": 0.6},
+               "seconds": {"train": 10.0}}
+        if protocol == "certified":
+            row.update(frontier=[], evaluation={"n_predicted": 10}, predict={},
+                       seconds={"train": 10.0, "calibrate": 2.0})
+        return row
+
+    text = hybrid_table.markdown([run(42, 0.65, "certified"), run(42, 0.69, "all_labels"),
+                                  run(43, 0.71, "all_labels")], "cmd", {"cpu_model": "c", "torch": "t", "git_commit": "g"})
+    assert "| es-D | **fused (stacker)** | **0.650** |" in text  # the certified run alone
+    assert "| es-D | **0.700 ± 0.014** | 0.500 ± 0.000 | 0.600 ± 0.000 | 0.6900 / 0.7100 | 10 |" in text
+    assert "`certification.design=all_labels`" in text
