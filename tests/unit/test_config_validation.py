@@ -259,6 +259,8 @@ def test_the_dictionary_refuses_a_bad_range_itself() -> None:
      "certification.refit=true needs the fused views"),
     (["experiment=hybrid", "certification.refit=true", "warm_start=/some/bundle"],
      "certification.refit=true with warm_start='/some/bundle'"),
+    (["experiment=hybrid", "certification.refit=true", "trainer=default"],
+     "certification.refit=true with trainer.encoder_mode=finetune: the refit trains the head on cached"),
     (["experiment=quickstart_es", "certification.refit=sometimes"],
      "certification.refit='sometimes' is not valid (expected true or false)"),
 ])
