@@ -381,10 +381,9 @@ def check_train_config(cfg: Any) -> None:
         elif neural and plain.get("warm_start"):
             problems.append(f"certification.refit=true with warm_start={plain['warm_start']!r}: the refitted head "
                             "starts afresh; set certification.refit=false")
-        elif neural and (plain.get("trainer") or {}).get("encoder_mode") != "cached":
+        elif neural and (mode := (plain.get("trainer") or {}).get("encoder_mode")) != "cached":
             # the refitted head trains on the frozen encoder's cached states (workflows.train)
-            problems.append(f"certification.refit=true with trainer.encoder_mode="
-                            f"{(plain.get('trainer') or {}).get('encoder_mode')}: the refit trains the head on "
+            problems.append(f"certification.refit=true with trainer.encoder_mode={mode}: the refit trains the head on "
                             "cached encoder states; set trainer=cached_head or certification.refit=false")
     if not problems and not neural and plain.get("warm_start"):
         problems.append(f"warm_start={plain['warm_start']!r} needs the neural view (fusion.views="

@@ -160,8 +160,8 @@ def certification_settings(certification_cfg: Any) -> dict[str, Any]:
            "seed": int(values.get("seed", 0)), "refit": values.get("refit") is True}
     if out["refit"] and out["design"] not in REFIT_DESIGNS:
         raise ConfigError(f"certification.refit=true with certification.design={out['design']}",
-                          hint="refit re-fits on train plus the tuning fifth that design inner_train carves; "
-                               "set certification.design=inner_train or certification.refit=false")
+                          hint="refit re-fits on train plus the tuning fifth that designs inner_train and "
+                               "all_labels carve; set certification.design=inner_train or certification.refit=false")
     if out["design"] == ALL_LABELS_DESIGN and not out["refit"]:
         raise ConfigError(f"certification.design={ALL_LABELS_DESIGN} with certification.refit=false",
                           hint="all_labels fits the run's model on every labelled note through the refit: "

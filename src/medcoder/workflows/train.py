@@ -407,7 +407,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
     if mode == "cached":
         model.freeze_encoder(0)
         datasets = {}
-        for name in (*SPLITS, *(n for n in refit_splits(splits) if n not in SPLITS)):
+        for name in dict.fromkeys((*SPLITS, *refit_splits(splits))):  # + design all_labels's refit_only
             with main_first(dist):  # rank 0 encodes and writes the cache; the other ranks then read it
                 states = get_states(
                     model.encoder, feats[name],
