@@ -198,7 +198,7 @@ def encoder_max_positions(encoder: str, overrides: Mapping[str, Any] | None = No
     """
     from transformers import PretrainedConfig
 
-    from medcoder.training.encoders import resolve_encoder
+    from medcoder.modeling.encoders import resolve_encoder
 
     path = resolve_encoder(encoder)
     try:
@@ -304,9 +304,9 @@ _SWITCHES = {
 
 def _lexicon_problems(cfg: Mapping[str, Any]) -> list[str]:
     """The lexicon switches are true or false, and a switch that is on applies to the corpus (a
-    switch that silently did nothing would read as a recipe that was tried); the dictionary's own
-    ranges (``fusion.dictionary.*``, from :class:`DictionaryScorer`'s constraints)."""
-    from medcoder.modeling.dictionary import DictionaryScorer
+    switch that silently did nothing would read as a recipe that was tried); each view's own ranges
+    (``fusion.<view>.*``, from its class's ``parameter_constraints``) and the stacker's."""
+    from medcoder.modeling import views as view_table
     from medcoder.modeling.stacker import Stacker
 
     fusion, data = cfg.get("fusion") or {}, cfg.get("data") or {}
@@ -315,8 +315,11 @@ def _lexicon_problems(cfg: Mapping[str, Any]) -> list[str]:
         if scope is not None and fusion.get(key) is True and not scope[1](data):
             problems.append(f"fusion.{key}=true applies to {scope[0]} only, not data={data.get('name')}; "
                             f"set fusion.{key}=false")
-    return [*problems, *_problems(cfg, rules_from("fusion.dictionary", DictionaryScorer.parameter_constraints)),
-            *_problems(cfg, rules_from("fusion.stacker", Stacker.parameter_constraints))]
+    for name in view_table.registered_views():
+        constraints = getattr(view_table.scorer_class(name), "parameter_constraints", None)
+        if constraints:
+            problems += _problems(cfg, rules_from(f"fusion.{name}", constraints))
+    return [*problems, *_problems(cfg, rules_from("fusion.stacker", Stacker.parameter_constraints))]
 
 
 #: Lexicon sources a corpus can offer the views (see :func:`dictionary_sources`). ``spanish_titles``
