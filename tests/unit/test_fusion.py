@@ -150,21 +150,14 @@ def test_a_bundle_naming_an_unregistered_view_is_refused(tmp_path) -> None:
 
 
 def test_the_view_table_is_explicit_and_names_match_the_classes() -> None:
-    from medcoder.modeling import (
-        NEURAL,
-        DictionaryScorer,
-        NeuralScorer,
-        SemanticScorer,
-        TfidfScorer,
-    )
+    from medcoder.modeling import NEURAL, DictionaryScorer, NeuralScorer, TfidfScorer
 
-    assert dict(views.SCORERS) == {"neural": NeuralScorer, "tfidf": TfidfScorer, "dictionary": DictionaryScorer,
-                                   "semantic": SemanticScorer}
+    assert dict(views.SCORERS) == {"neural": NeuralScorer, "tfidf": TfidfScorer, "dictionary": DictionaryScorer}
     assert all(cls.name == name for name, cls in views.SCORERS.items())
     assert NeuralScorer.name == NEURAL
     # evidence order comes from the classes: exact matches, then attention, then n-grams, then others
-    assert sorted(["tfidf", "other", "semantic", "neural", "dictionary"], key=views.evidence_rank) == [
-        "dictionary", "neural", "semantic", "tfidf", "other"]
+    assert sorted(["tfidf", "other", "neural", "dictionary"], key=views.evidence_rank) == [
+        "dictionary", "neural", "tfidf", "other"]
 
 
 def test_routing_flags_come_from_each_views_class() -> None:

@@ -17,7 +17,6 @@ from medcoder.modeling.loading import load_medcoder_model, load_tokenizer, token
 from medcoder.modeling.model import MedCoderForICDCoding
 from medcoder.modeling.neural import NeuralScorer
 from medcoder.modeling.scorer import Scorer, Scores
-from medcoder.modeling.semantic import SemanticScorer
 from medcoder.modeling.stacker import Stacker
 from medcoder.modeling.tfidf import TfidfScorer
 from medcoder.modeling.views import NEURAL, SCORERS
@@ -34,7 +33,6 @@ __all__ = [
     "Scorer",
     "Scores",
     "Stacker",
-    "SemanticScorer",
     "TfidfScorer",
     "load_medcoder_model",
     "load_tokenizer",

@@ -23,7 +23,6 @@ import numpy as np
 from medcoder.modeling.dictionary import DictionaryScorer
 from medcoder.modeling.neural import NeuralScorer
 from medcoder.modeling.scorer import Scorer, Scores
-from medcoder.modeling.semantic import SemanticScorer
 from medcoder.modeling.tfidf import TfidfScorer
 from medcoder.registry import Registry
 
@@ -38,7 +37,6 @@ SCORERS: Registry[type[Scorer]] = Registry("fusion.views", {
     "neural": NeuralScorer,
     "tfidf": TfidfScorer,
     "dictionary": DictionaryScorer,
-    "semantic": SemanticScorer,
 })
 
 

@@ -198,7 +198,7 @@ def encoder_max_positions(encoder: str, overrides: Mapping[str, Any] | None = No
     """
     from transformers import PretrainedConfig
 
-    from medcoder.modeling.encoders import resolve_encoder
+    from medcoder.training.encoders import resolve_encoder
 
     path = resolve_encoder(encoder)
     try:

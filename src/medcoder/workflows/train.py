@@ -42,7 +42,6 @@ from medcoder.evaluation.note_predictions import (
 )
 from medcoder.modeling import NEURAL, Scores
 from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chunks, collate_states
-from medcoder.modeling.encoders import resolve_encoder
 from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE, TUNING_MODEL_DIR
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
@@ -59,6 +58,7 @@ from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.plots import per_code_f1, plot_f1_vs_frequency
 from medcoder.tracking.sweeps import start_child_or_run, update_sweep_summary
 from medcoder.training.distributed import distributed_state, is_main_process, main_first, world_size
+from medcoder.training.encoders import resolve_encoder
 from medcoder.training.trainer import MedCoderTrainer
 from medcoder.training.warm_start import (
     WarmStartReport,

@@ -44,10 +44,9 @@ NEURAL_REQUIRED_FILE = "model/config.json"
 BUNDLE_ID_TAG = "medcoder.bundle_id"
 #: Files that are code (or native libraries): never part of a schema-2 bundle.
 CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyd", ".so", ".dylib", ".dll")
-#: JSON file names transformers reads ``auto_map`` (a pointer to code) from, in any folder of a
-#: bundle (``model/``, and an encoder a view carries, e.g. ``scorers/semantic/encoder/``).
-AUTO_MAP_NAMES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")
-AUTO_MAP_FILES = tuple(f"model/{name}" for name in AUTO_MAP_NAMES)
+#: JSON files of model/ that transformers reads ``auto_map`` (a pointer to code) from.
+AUTO_MAP_FILES = ("model/config.json", "model/tokenizer_config.json", "model/processor_config.json",
+                  "model/preprocessor_config.json")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from medcoder.errors import BundleError
 from medcoder.inference.bundle.manifest import (
     AUTO_MAP_FILES,
-    AUTO_MAP_NAMES,
     BUNDLE_ID_TAG,
     CODE_SUFFIXES,
     Manifest,
@@ -45,11 +44,10 @@ def refuse_symlinks(root: Path) -> None:
 def _refuse_code(root: Path, files: Iterable[str]) -> None:
     """A schema-2 bundle holds no code and no ``auto_map`` pointing at code (module docstring)."""
     hint = "medcoder bundles hold no code; re-export it with scripts/export.py"
-    files = list(files)
     code = sorted(rel for rel in files if rel.lower().endswith(CODE_SUFFIXES))
     if code:
         raise BundleError(f"{root}: the bundle holds code ({code[:3]})", hint=hint)
-    for rel in sorted({*AUTO_MAP_FILES, *(rel for rel in files if PurePosixPath(rel).name in AUTO_MAP_NAMES)}):
+    for rel in AUTO_MAP_FILES:
         path = root / rel
         if not path.is_file():
             continue
