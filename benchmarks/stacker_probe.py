@@ -40,6 +40,7 @@ from datasets import DatasetDict  # noqa: E402
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.splits import carve_certification  # noqa: E402
 from medcoder.evaluation.metrics import codiesp_map, precision_at_k  # noqa: E402
+from medcoder.modeling.scorer import Scores  # noqa: E402
 from medcoder.modeling.stacker import Stacker, interaction_features, rank_in_note, top3_features  # noqa: E402
 from medcoder.workflows.fusion import FusionPlan, TrainingCorpus, fit_fusion  # noqa: E402
 
@@ -224,6 +225,26 @@ def rare_share(z, y, frequency, *, counts=(1, 2, 3, 5, 10), targets=(0.90, 0.95)
     return out
 
 
+def rows(view_scores, idx):
+    """The ``idx`` notes of every view's :class:`Scores` (scores and flags)."""
+    return {k: Scores(scores=v.scores[idx], flags={f: np.asarray(a)[idx] for f, a in v.flags.items()})
+            for k, v in view_scores.items()}
+
+
+def tuning_cross_fit(make_arm, view_scores, frequency, labels, *, folds, seed):
+    """Fused scores of the tuning notes, each by a stacker fitted on the *other* tuning notes' view
+    scores (K folds): a stacker that learns from held-out scores of the fitted views, not from the
+    views' out-of-fold scores over the fitting notes."""
+    n = labels.shape[0]
+    fold = np.random.default_rng(seed).permutation(n) % folds
+    z = np.zeros(labels.shape, dtype=np.float32)
+    for f in range(folds):
+        fit, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        arm = make_arm().fit(rows(view_scores, fit), frequency, labels[fit])
+        z[held] = arm.decision(rows(view_scores, held), frequency, (len(held), labels.shape[1]))
+    return z
+
+
 def per_note_ap(scores, codes, gold):
     return np.array([codiesp_map(scores[i : i + 1], codes, [gold[i]]) for i in range(len(gold))])
 
@@ -278,6 +299,10 @@ def run_seed(seed, args, corpus, language, code_type):
                      "tuning_p_at_8": round(precision_at_k(z, y_tune, 8), 4), "fit_s": round(time.time() - t0, 1),
                      "tuning_top_precision": top_precision(z, y_tune),
                      "rare_share": rare_share(z, y_tune, frequency)}
+        if args.tuning_cv:  # the same arm fitted on held-out view scores: K folds over the tuning notes
+            z_cv = tuning_cross_fit(lambda n=name: Arm(list(args.views), codes, **ARMS[n], **json.loads(args.stacker)),
+                                    tune_views, frequency, y_tune, folds=args.tuning_cv, seed=seed)
+            out[name]["tuning_cv_map"] = round(codiesp_map(z_cv, codes, gold), 4)
     for name in args.arms:
         out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
         print(args.corpus, seed, name, json.dumps(out[name]), flush=True)
@@ -302,6 +327,8 @@ def main():
     ap.add_argument("--stacker", default="{}", help='JSON stacker settings for every arm, e.g. {"C": 0.1, "top_k": 10}')
     ap.add_argument("--word-view", action="store_true",
                     help="register a second TF-IDF view, 'tfidf_word' (word 1-2-grams), for --views to name")
+    ap.add_argument("--tuning-cv", type=int, default=0, metavar="K",
+                    help="also fit each arm by K folds over the tuning notes' view scores (tuning_cv_map)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.word_view:
@@ -325,6 +352,9 @@ def main():
         v = np.array([per_seed[s][name]["tuning_map"] for s in args.seeds])
         summary[name] = {"tuning_map": [round(float(v.mean()), 4), round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4)],
                          "delta_per_seed": [per_seed[s][name]["paired_vs_lr"]["delta"] for s in args.seeds]}
+        if args.tuning_cv:
+            cv = np.array([per_seed[s][name]["tuning_cv_map"] for s in args.seeds])
+            summary[name]["tuning_cv_map"] = [round(float(cv.mean()), 4), round(float(cv.std(ddof=1)) if len(cv) > 1 else 0.0, 4)]
     print("summary", json.dumps(summary), flush=True)
     emit_result({"system": "stacker_probe", "commit": git_commit(), "command": " ".join(sys.argv),
                  "corpus": args.corpus, "views": args.views, "view_params": json.loads(args.view_params),
