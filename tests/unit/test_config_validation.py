@@ -230,6 +230,10 @@ def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, s
     ("fusion.use_projected_mentions=true", "fusion.use_projected_mentions=true applies to the English CodiEsp notes"),
     ("fusion.stacker.interactions=often", "fusion.stacker.interactions='often' is not valid (expected true or false)"),
     ("fusion.stacker.C=0", "fusion.stacker.C=0 is not valid (expected a number > 0)"),
+    ("fusion.stacker_fit=dev", "fusion.stacker_fit='dev' is not valid (expected one of out_of_fold, tuning)"),
+    ("fusion.stacker_folds=1", "fusion.stacker_folds=1 is not valid (expected an integer >= 2"),
+    ("certification.design=none", "fusion.stacker_fit=tuning with certification.design=none would fit the stacker "
+                                  "on the labels that certify tau"),
 ])
 def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override, message, tmp_path) -> None:
     """A switch that is not a boolean (``bool('maybe')`` is True), one that does not apply to the

@@ -247,3 +247,33 @@ def test_stacker_refuses_a_non_boolean_interactions_switch() -> None:
         Stacker(["good"], interactions="yes")
     with pytest.raises(ConfigError, match=r"fusion.stacker.top_k=0 is not valid"):
         Stacker(["good"], top_k=0)
+
+
+def test_stacker_fitted_on_tuning_scores_cross_fits_their_own_logits() -> None:
+    """``fusion.stacker_fit=tuning``: each tuning note's fused logits come from a stacker fitted on
+    the other folds' notes (recomputed by hand), and the returned stacker is fitted on all of them."""
+    from medcoder.workflows.fusion import FusionPlan, fit_stacker_on_tuning
+
+    y, view_scores = _synthetic(n=60, seed=3)
+    view_scores = {"tfidf": view_scores["good"], "dictionary": view_scores["dictionary"]}
+    freq = np.full(y.shape[1], 5.0)
+    plan = FusionPlan(views=("tfidf", "dictionary"), folds=3, seed=11, lexicon_sources=("descriptions",),
+                      stacker_fit="tuning", stacker_folds=4)
+    stacker, logits = fit_stacker_on_tuning(plan, view_scores, freq, y)
+    fold = np.random.default_rng(11).permutation(len(y)) % 4
+    for f in range(4):
+        fit, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        rows = {k: Scores(v.scores[fit], flags={n: np.asarray(a)[fit] for n, a in v.flags.items()})
+                for k, v in view_scores.items()}
+        alone = plan.stacker().fit(rows, freq, y[fit])
+        rows = {k: Scores(v.scores[held], flags={n: np.asarray(a)[held] for n, a in v.flags.items()})
+                for k, v in view_scores.items()}
+        np.testing.assert_allclose(logits[held], alone.decision_function(rows, freq), rtol=1e-5, atol=1e-5)
+    whole = plan.stacker().fit(view_scores, freq, y)
+    np.testing.assert_allclose(stacker.decision_function(view_scores, freq), whole.decision_function(view_scores, freq))
+    assert stacker.n_rows_ == y.size  # fitted on every tuning note's (note, code) pairs
+    # in-sample fused logits differ from the cross-fitted ones (the point of cross-fitting them)
+    assert not np.allclose(stacker.decision_function(view_scores, freq), logits)
+    for bad, needle in [({"stacker_fit": "dev"}, "fusion.stacker_fit='dev'"), ({"stacker_folds": 1}, "stacker_folds=1")]:
+        with pytest.raises(ConfigError, match=needle):
+            FusionPlan(views=("tfidf", "dictionary"), lexicon_sources=("descriptions",), **bad)

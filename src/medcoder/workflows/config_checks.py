@@ -285,10 +285,26 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
     if problems:
         return problems
     if views != [NEURAL]:
-        problems = _problems(cfg, [Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)")])
+        problems = _problems(cfg, [
+            Rule("fusion.folds", int_at_least(2), "an integer >= 2 (K of the out-of-fold fits)"),
+            Rule("fusion.stacker_fit", lambda v: v in STACKER_FITS, f"one of {', '.join(STACKER_FITS)}", optional=True),
+            Rule("fusion.stacker_folds", int_at_least(2), "an integer >= 2 (K of the stacker's cross-fit over the "
+                 "tuning notes)", optional=True),
+        ])
+        design = (cfg.get("certification") or {}).get("design")
+        if not problems and (cfg.get("fusion") or {}).get("stacker_fit") == "tuning" and design == "none":
+            problems.append("fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the "
+                            "labels that certify tau; use certification.design=inner_train (or dev_halves), or "
+                            "fusion.stacker_fit=out_of_fold")
     data = cfg.get("data") or {}
     return [*problems, *_lexicon_problems(cfg),
             *view_fit_problems(views, available=offered_resources(dictionary_sources(cfg)), corpus=data.get("name"))]
+
+
+#: What the fused coder's stacker may be fitted on (``fusion.stacker_fit``): the views' out-of-fold
+#: scores over train, or the fitted views' scores of the run's tuning notes
+#: (:func:`medcoder.workflows.fusion.fit_stacker_on_tuning`).
+STACKER_FITS = ("out_of_fold", "tuning")
 
 
 #: The lexicon switches of the ``fusion`` group, and the corpora each applies to (None: every corpus).

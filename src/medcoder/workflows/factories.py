@@ -310,7 +310,7 @@ def training_arguments(trainer_cfg: Any, *, output_dir: Path, seed: int,
 
 #: Keys of the ``fusion`` group besides the views' own parameter blocks (``fusion.<view>``).
 _FUSION_KEYS = ("views", "folds", "neural_folds", "use_mentions", "use_descriptions", "use_spanish_titles",
-                "use_projected_mentions", "stacker")
+                "use_projected_mentions", "stacker", "stacker_fit", "stacker_folds")
 
 
 def build_fusion_plan(cfg: DictConfig) -> FusionPlan:
@@ -343,4 +343,6 @@ def build_fusion_plan(cfg: DictConfig) -> FusionPlan:
         use_mentions=bool(values.get("use_mentions", True)),
         use_descriptions=bool(values.get("use_descriptions", True)),
         lexicon_sources=tuple(dictionary_sources(cfg)),
+        stacker_fit=values.get("stacker_fit", "out_of_fold"),
+        stacker_folds=values.get("stacker_folds", 5),
     )

@@ -92,6 +92,7 @@ from medcoder.workflows.fusion import (
     NeuralInputs,
     TrainingCorpus,
     fit_fusion,
+    fit_stacker_on_tuning,
     fixed_epochs,
 )
 
@@ -536,6 +537,21 @@ def _score_dev_test(fusions: Mapping[str, FusionResult], splits: DatasetDict,
     return logits, view_scores
 
 
+def _stacker_from_tuning(plan: FusionPlan, fusions: Mapping[str, FusionResult],
+                         view_scores: Mapping[str, Mapping[str, Scores]], labels_dev: np.ndarray) -> dict[str, np.ndarray]:
+    """``fusion.stacker_fit=tuning``: the stacker fitted on the fitted views' scores of the tuning
+    notes (:func:`~medcoder.workflows.fusion.fit_stacker_on_tuning`) replaces the out-of-fold one
+    in every fusion of the run (the refit's too: its views are the ones new notes meet). Returns the
+    fused logits: dev's cross-fitted (no note scored by a stacker that saw it), test's by the run's
+    model."""
+    stacker, dev_logits = fit_stacker_on_tuning(plan, view_scores["dev"], fusions["dev"].scorer.frequency, labels_dev)
+    for result in fusions.values():
+        result.scorer.stacker = stacker
+    log.info("fusion.stacker_fit=tuning: stacker fitted on %d tuning notes (%d folds for their own scores)",
+             labels_dev.shape[0], plan.stacker_folds)
+    return {"dev": dev_logits, "test": fusions["test"].scorer.fuse(view_scores["test"])}
+
+
 def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, started: float, *,
                        fusion: FusionResult | None = None, neural_logits: dict[str, np.ndarray] | None = None,
                        save_model: Callable[[Path], None] | None = None, refit: _Refit | None = None) -> TrainResult:
@@ -558,6 +574,10 @@ def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, starte
     if fusion is not None:
         fusions = {"dev": fusion, "test": refit.fusion if refit is not None else fusion}
         logits, view_scores = _score_dev_test(fusions, splits, neural_logits)
+        if settings.fusion.stacker_fit == "tuning":
+            logits = _stacker_from_tuning(settings.fusion, fusions, view_scores, y["dev"])
+            view_metrics["dev_map_stacker_in_sample"] = codiesp_map(
+                fusion.scorer.fuse(view_scores["dev"]), data.label_space.codes, list(splits["dev"]["codes"]))
         for name in view_scores["dev"]:
             # Each view alone, with its own dev-tuned threshold (the benchmark table's rows).
             t = view_thresholds[name] = tune_global_threshold(view_scores["dev"][name].scores, y["dev"])
