@@ -5,7 +5,9 @@ Who fits what (the honesty contract, ../shared/DESIGN.md, and README "Which spli
 * every view (neural head, tfidf, dictionary) is fitted on **train**; the dictionary's mentions
   are the CodiEsp-X spans of **train** only;
 * the stacker is fitted on **out-of-fold** scores over **train** (K-fold cross-fitting:
-  :mod:`medcoder.training.oof`);
+  :mod:`medcoder.training.oof`), or, with ``fusion.stacker_fit=tuning`` (the shipped CodiEsp
+  recipes), on the fitted views' scores of the tuning notes carved from train
+  (:func:`fit_stacker_on_tuning`; never the labels that certify τ);
 * **dev** only early-stops the neural head (as before) — the calibrator, the decision threshold
   and τ are fitted / certified on dev later by ``scripts/calibrate.py``;
 * **test** is scored for evaluation only.

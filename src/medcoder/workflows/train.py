@@ -312,7 +312,8 @@ def _train_views_only(settings: TrainSettings, data: _Data, started: float) -> T
     Trainer or encoder-state cache, nothing downloaded.
 
     Every view is fitted on train and its K-fold out-of-fold scores over train fit the stacker
-    (:func:`~medcoder.workflows.fusion.fit_fusion`); dev only tunes the decision threshold and test
+    (:func:`~medcoder.workflows.fusion.fit_fusion`; with ``fusion.stacker_fit=tuning`` the tuning
+    notes' scores refit it, :func:`_stacker_from_tuning`); dev only tunes the decision threshold and test
     is only scored (:func:`_evaluate_and_save`, shared with the neural path). Checkpoints and
     ``trainer.resume`` do not apply here: nothing trains in epochs (a few closed-form fits), so an
     interrupted run is simply started again, as a new MLflow run.
