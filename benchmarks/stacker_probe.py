@@ -303,6 +303,7 @@ def run_seed(seed, args, corpus, language, code_type):
             z_cv = tuning_cross_fit(lambda n=name: Arm(list(args.views), codes, **ARMS[n], **json.loads(args.stacker)),
                                     tune_views, frequency, y_tune, folds=args.tuning_cv, seed=seed)
             out[name]["tuning_cv_map"] = round(codiesp_map(z_cv, codes, gold), 4)
+            out[name]["tuning_cv_top_precision"] = top_precision(z_cv, y_tune)
     for name in args.arms:
         out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
         print(args.corpus, seed, name, json.dumps(out[name]), flush=True)

@@ -15,7 +15,10 @@ the run seed's tuning fifth, scores it with each of the run's views, and reads t
 
 * ``shipped``: the run's own stacker (fitted on out-of-fold train scores);
 * ``tuning_cv``: the same stacker settings fitted by K folds over the tuning notes' view scores,
-  each note fused by a stacker that never saw it (:func:`stacker_probe.tuning_cross_fit`).
+  each note fused by a stacker that never saw it (:func:`stacker_probe.tuning_cross_fit`);
+
+and the precision of the top of the split's global ranking (:func:`stacker_probe.top_precision`:
+the best-scored pairs, 10 % to 50 % of the gold pair count), what auto-accept takes.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from _common import emit_result, git_commit, machine_info, set_offline_env  # no
 set_offline_env()
 
 from datasets import DatasetDict  # noqa: E402
-from stacker_probe import tuning_cross_fit  # noqa: E402
+from stacker_probe import top_precision, tuning_cross_fit  # noqa: E402
 
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.splits import carve_certification  # noqa: E402
@@ -77,15 +80,18 @@ def main() -> None:
     views = scorer.score_views(texts)
     labels = space.encode(tune["codes"])
     params = scorer.stacker.to_dict()["params"]
-    out = {"shipped": round(codiesp_map(scorer.fuse(views), scorer.codes, gold), 4)}
+    shipped = scorer.fuse(views)
+    out = {"shipped": round(codiesp_map(shipped, scorer.codes, gold), 4)}
+    top = {"shipped": top_precision(shipped, labels.astype(bool))}
     for k in args.folds:
         z = tuning_cross_fit(lambda: _Fitted(Stacker(**params)), views, scorer.frequency, labels,
                              folds=k, seed=args.seed)
         out[f"tuning_cv_{k}"] = round(codiesp_map(z, scorer.codes, gold), 4)
-    print(args.corpus, args.seed, json.dumps(out), flush=True)
+        top[f"tuning_cv_{k}"] = top_precision(z, labels.astype(bool))
+    print(args.corpus, args.seed, json.dumps(out), json.dumps(top), flush=True)
     emit_result({"system": "tuning_stacker_probe", "commit": git_commit(), "command": " ".join(sys.argv),
                  "corpus": args.corpus, "seed": args.seed, "tuning_notes": len(texts), "stacker": params,
-                 "tuning_map": out, "wall_s": round(time.time() - started, 1),
+                 "tuning_map": out, "tuning_top_precision": top, "wall_s": round(time.time() - started, 1),
                  "machine": machine_info(with_torch=True)}, args.json)
 
 
