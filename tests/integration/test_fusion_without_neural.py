@@ -38,6 +38,7 @@ def run(tmp_path_factory):
     cfg = compose_cfg([
         "experiment=quickstart_p_es", f"data.root={CODIESP_DIR}", "data.download=false",
         f"max_samples_per_split={N_NOTES}", f"paths.root_dir={root}", "fusion.views=[tfidf,dictionary]",
+        "fusion.stacker_fit=tuning",  # quickstart_p_en's setting, on this views-only slice
         # No encoder is resolved, downloaded or loaded without the neural view: a missing one must not matter.
         f"model.encoder={root / 'no-such-encoder'}",
     ])
@@ -79,7 +80,7 @@ def test_run_logs_the_fused_metrics_and_artifacts_without_a_model(run) -> None:
     assert not (out / "model").exists()
     stacker = json.loads((out / "stacker.json").read_text())
     assert stacker["params"]["views"] == VIEWS
-    # the recipe's fusion.stacker_fit=tuning: one stacker, fitted on the tuning notes' (note, code)
+    # fusion.stacker_fit=tuning: one stacker, fitted on the tuning notes' (note, code)
     # pairs of the four-fifths label space, in the run's model and in its tuning_model/ alike
     tuning_codes = json.loads((out / "tuning_model" / "labels.json").read_text())["codes"]
     n_tuning = min(N_NOTES, len(build_corpus(run["cfg"].data, run["cfg"].certification)["dev"]))

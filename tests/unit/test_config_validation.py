@@ -232,8 +232,6 @@ def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, s
     ("fusion.stacker.C=0", "fusion.stacker.C=0 is not valid (expected a number > 0)"),
     ("fusion.stacker_fit=dev", "fusion.stacker_fit='dev' is not valid (expected one of out_of_fold, tuning)"),
     ("fusion.stacker_folds=1", "fusion.stacker_folds=1 is not valid (expected an integer >= 2"),
-    ("certification.design=none", "fusion.stacker_fit=tuning with certification.design=none would fit the stacker "
-                                  "on the labels that certify tau"),
 ])
 def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override, message, tmp_path) -> None:
     """A switch that is not a boolean (``bool('maybe')`` is True), one that does not apply to the
@@ -243,6 +241,19 @@ def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override
     with pytest.raises(ConfigError) as info:
         check_train_config(cfg)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_stacker_fitted_on_notes_that_also_certify_is_refused(tmp_path) -> None:
+    """``quickstart_p_en`` fits its stacker on the tuning notes; with ``certification.design=none``
+    those notes are CodiEsp dev, which certifies τ: one line, before any data is read."""
+    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en"]))
+    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en", "certification.design=none"])
+    with pytest.raises(ConfigError) as info:
+        check_train_config(cfg)
+    assert "fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the labels that " \
+           "certify tau" in str(info.value) and "\n" not in str(info.value)
+    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en",
+                                          "certification.design=none", "fusion.stacker_fit=out_of_fold"]))
 
 
 def test_spanish_titles_on_english_notes_are_refused(tmp_path) -> None:
