@@ -243,17 +243,20 @@ def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_stacker_fitted_on_notes_that_also_certify_is_refused(tmp_path) -> None:
-    """``quickstart_p_en`` fits its stacker on the tuning notes; with ``certification.design=none``
-    those notes are CodiEsp dev, which certifies τ: one line, before any data is read."""
-    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en"]))
-    cfg = _compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en", "certification.design=none"])
-    with pytest.raises(ConfigError) as info:
-        check_train_config(cfg)
-    assert "fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the labels that " \
-           "certify tau" in str(info.value) and "\n" not in str(info.value)
-    check_train_config(_compose("train", [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en",
-                                          "certification.design=none", "fusion.stacker_fit=out_of_fold"]))
+def test_a_stacker_fitted_on_the_tuning_notes_is_refused_where_it_would_not_hold(tmp_path) -> None:
+    """``fusion.stacker_fit=tuning`` fits the stacker on the four-fifths views' scores of the tuning
+    notes: refused, in one line before any data is read, where those notes also certify τ
+    (``certification.design=none``) and where a refit replaces the views it learned."""
+    base = [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en", "fusion.stacker_fit=tuning"]
+    check_train_config(_compose("train", [*base, "certification.refit=false"]))
+    for extra, needle in [(["certification.design=none", "certification.refit=false"],
+                           "fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the "
+                           "labels that certify tau"),
+                          ([], "certification.refit=true with fusion.stacker_fit=tuning: the stacker learns the scores "
+                               "of the views fitted on four fifths of train")]:
+        with pytest.raises(ConfigError) as info:
+            check_train_config(_compose("train", [*base, *extra]))
+        assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 def test_spanish_titles_on_english_notes_are_refused(tmp_path) -> None:

@@ -542,9 +542,8 @@ def _stacker_from_tuning(plan: FusionPlan, fusions: Mapping[str, FusionResult],
                          view_scores: Mapping[str, Mapping[str, Scores]], labels_dev: np.ndarray) -> dict[str, np.ndarray]:
     """``fusion.stacker_fit=tuning``: the stacker fitted on the fitted views' scores of the tuning
     notes (:func:`~medcoder.workflows.fusion.fit_stacker_on_tuning`) replaces the out-of-fold one
-    in every fusion of the run (the refit's too: its views are the ones new notes meet). Returns the
-    fused logits: dev's cross-fitted (no note scored by a stacker that saw it), test's by the run's
-    model."""
+    (the config checks refuse it with a refit, whose views the stacker never saw). Returns the fused
+    logits: dev's cross-fitted (no note scored by a stacker that saw it), test's by the run's model."""
     stacker, dev_logits = fit_stacker_on_tuning(plan, view_scores["dev"], fusions["dev"].scorer.frequency, labels_dev)
     for result in fusions.values():
         result.scorer.stacker = stacker
