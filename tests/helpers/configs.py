@@ -36,3 +36,9 @@ def compose_named(name: str, overrides: list[str]):
     """Compose any primary config (calibrate, export, predict, ...) with overrides."""
     with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
         return compose(config_name=name, overrides=overrides)
+
+
+#: Calibrate overrides that let a small CodiEsp slice certify some codes (a lax target, no coverage
+#: floor, no rare-code bar): the end-to-end tests need auto-accepted codes to check, not a real τ.
+LAX_ROUTING = ("routing.min_train_count=1", "routing.target_precision=0.5", "routing.delta=0.5",
+               "routing.min_coverage=0")

@@ -23,7 +23,7 @@ from medcoder.workflows.export import export_run
 from medcoder.workflows.factories import build_corpus
 from medcoder.workflows.train import train
 
-from ..helpers.configs import compose_cfg, compose_named
+from ..helpers.configs import LAX_ROUTING, compose_cfg, compose_named
 from ..helpers.paths import CODIESP_DIR
 
 pytestmark = pytest.mark.skipif(not CODIESP_DIR.exists(), reason="CodiEsp corpus not present next to the repository")
@@ -43,9 +43,7 @@ def run(tmp_path_factory):
     ])
     result = train(cfg)
     # A lax target so that some codes are certified on this small dev slice.
-    calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}",
-                                          "routing.min_train_count=1", "routing.target_precision=0.5",
-                                          "routing.delta=0.5", "routing.min_coverage=0"]))
+    calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}", *LAX_ROUTING]))
     exported = export_run(compose_named("export", [f"run_id={result.run_id}", f"paths.root_dir={root}",
                                                    f"output_dir={root / 'bundle'}",
                                                    "mlflow_model.registered_model_name=null"]))

@@ -17,15 +17,14 @@ from medcoder.workflows.calibrate import calibrate
 from medcoder.workflows.export import export_run
 from medcoder.workflows.train import train
 
-from ..helpers.configs import compose_cfg, compose_named, tiny_overrides
+from ..helpers.configs import LAX_ROUTING, compose_cfg, compose_named, tiny_overrides
 from ..helpers.corpus import write_corpus
 from ..helpers.paths import CODIESP_DIR
 
 needs_codiesp = pytest.mark.skipif(not CODIESP_DIR.exists(), reason="CodiEsp corpus not present next to the repository")
 
 N_NOTES = 60
-CALIBRATE = ("routing.min_train_count=1", "routing.target_precision=0.5", "routing.delta=0.5",
-             "routing.min_coverage=0")
+CALIBRATE = LAX_ROUTING
 
 
 def _train_and_calibrate(root, refit: bool, design: str = "inner_train") -> dict:
