@@ -40,9 +40,8 @@ from datasets import DatasetDict  # noqa: E402
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.splits import carve_certification  # noqa: E402
 from medcoder.evaluation.metrics import codiesp_map, precision_at_k  # noqa: E402
-from medcoder.modeling.scorer import Scores  # noqa: E402
 from medcoder.modeling.stacker import Stacker, interaction_features, rank_in_note, top3_features  # noqa: E402
-from medcoder.workflows.fusion import FusionPlan, TrainingCorpus, fit_fusion  # noqa: E402
+from medcoder.workflows.fusion import FusionPlan, TrainingCorpus, cross_fitted_logits, fit_fusion  # noqa: E402
 
 
 def category_features(view_scores, views, codes, top_k):
@@ -171,6 +170,10 @@ class Arm:
             self.clf = lgb.LGBMClassifier(**p).fit(x, y)
         return self
 
+    def decision_function(self, view_scores, frequency):
+        """The package Stacker's interface (``medcoder.workflows.fusion.cross_fitted_logits``)."""
+        return self.decision(view_scores, frequency, view_scores[self.views[0]].scores.shape)
+
     def decision(self, view_scores, frequency, shape):
         x, _ = self.features(view_scores, frequency)
         if self.model == "lr":
@@ -223,26 +226,6 @@ def rare_share(z, y, frequency, *, counts=(1, 2, 3, 5, 10), targets=(0.90, 0.95)
             k = int(ok.max()) + 1 if len(ok) else 0
             out[f"m{m}@{t:.2f}"] = [round(k / max(1, n_pred), 3), round(float(prec[k - 1]), 3) if k else None]
     return out
-
-
-def rows(view_scores, idx):
-    """The ``idx`` notes of every view's :class:`Scores` (scores and flags)."""
-    return {k: Scores(scores=v.scores[idx], flags={f: np.asarray(a)[idx] for f, a in v.flags.items()})
-            for k, v in view_scores.items()}
-
-
-def tuning_cross_fit(make_arm, view_scores, frequency, labels, *, folds, seed):
-    """Fused scores of the tuning notes, each by a stacker fitted on the *other* tuning notes' view
-    scores (K folds): a stacker that learns from held-out scores of the fitted views, not from the
-    views' out-of-fold scores over the fitting notes."""
-    n = labels.shape[0]
-    fold = np.random.default_rng(seed).permutation(n) % folds
-    z = np.zeros(labels.shape, dtype=np.float32)
-    for f in range(folds):
-        fit, held = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        arm = make_arm().fit(rows(view_scores, fit), frequency, labels[fit])
-        z[held] = arm.decision(rows(view_scores, held), frequency, (len(held), labels.shape[1]))
-    return z
 
 
 def per_note_ap(scores, codes, gold):
@@ -300,8 +283,8 @@ def run_seed(seed, args, corpus, language, code_type):
                      "tuning_top_precision": top_precision(z, y_tune),
                      "rare_share": rare_share(z, y_tune, frequency)}
         if args.tuning_cv:  # the same arm fitted on held-out view scores: K folds over the tuning notes
-            z_cv = tuning_cross_fit(lambda n=name: Arm(list(args.views), codes, **ARMS[n], **json.loads(args.stacker)),
-                                    tune_views, frequency, y_tune, folds=args.tuning_cv, seed=seed)
+            z_cv = cross_fitted_logits(lambda n=name: Arm(list(args.views), codes, **ARMS[n], **json.loads(args.stacker)),
+                                       tune_views, frequency, y_tune, folds=args.tuning_cv, seed=seed)
             out[name]["tuning_cv_map"] = round(codiesp_map(z_cv, codes, gold), 4)
             out[name]["tuning_cv_top_precision"] = top_precision(z_cv, y_tune)
     for name in args.arms:

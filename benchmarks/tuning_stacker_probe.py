@@ -15,7 +15,7 @@ the run seed's tuning fifth, scores it with each of the run's views, and reads t
 
 * ``shipped``: the run's own stacker (fitted on out-of-fold train scores);
 * ``tuning_cv``: the same stacker settings fitted by K folds over the tuning notes' view scores,
-  each note fused by a stacker that never saw it (:func:`stacker_probe.tuning_cross_fit`);
+  each note fused by a stacker that never saw it (:func:`medcoder.workflows.fusion.cross_fitted_logits`);
 
 and the precision of the top of the split's global ranking (:func:`stacker_probe.top_precision`:
 the best-scored pairs, 10 % to 50 % of the gold pair count), what auto-accept takes.
@@ -35,27 +35,14 @@ from _common import emit_result, git_commit, machine_info, set_offline_env  # no
 set_offline_env()
 
 from datasets import DatasetDict  # noqa: E402
-from stacker_probe import top_precision, tuning_cross_fit  # noqa: E402
+from stacker_probe import top_precision  # noqa: E402
 
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.splits import carve_certification  # noqa: E402
 from medcoder.evaluation.metrics import codiesp_map  # noqa: E402
 from medcoder.modeling.hybrid import HybridScorer  # noqa: E402
 from medcoder.modeling.stacker import Stacker  # noqa: E402
-
-
-class _Fitted:
-    """A :class:`Stacker` with the probe's ``fit`` / ``decision`` interface."""
-
-    def __init__(self, stacker: Stacker) -> None:
-        self.stacker = stacker
-
-    def fit(self, view_scores, frequency, labels):
-        self.stacker.fit(view_scores, frequency, labels)
-        return self
-
-    def decision(self, view_scores, frequency, shape):
-        return self.stacker.decision_function(view_scores, frequency).reshape(shape)
+from medcoder.workflows.fusion import cross_fitted_logits  # noqa: E402
 
 
 def main() -> None:
@@ -84,8 +71,7 @@ def main() -> None:
     out = {"shipped": round(codiesp_map(shipped, scorer.codes, gold), 4)}
     top = {"shipped": top_precision(shipped, labels.astype(bool))}
     for k in args.folds:
-        z = tuning_cross_fit(lambda: _Fitted(Stacker(**params)), views, scorer.frequency, labels,
-                             folds=k, seed=args.seed)
+        z = cross_fitted_logits(lambda: Stacker(**params), views, scorer.frequency, labels, folds=k, seed=args.seed)
         out[f"tuning_cv_{k}"] = round(codiesp_map(z, scorer.codes, gold), 4)
         top[f"tuning_cv_{k}"] = top_precision(z, labels.astype(bool))
     print(args.corpus, args.seed, json.dumps(out), json.dumps(top), flush=True)
