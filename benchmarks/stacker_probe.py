@@ -287,9 +287,67 @@ def run_seed(seed, args, corpus, language, code_type):
                                        tune_views, frequency, y_tune, folds=args.tuning_cv, seed=seed)
             out[name]["tuning_cv_map"] = round(codiesp_map(z_cv, codes, gold), 4)
             out[name]["tuning_cv_top_precision"] = top_precision(z_cv, y_tune)
+    if args.holdout_stacker:
+        out["holdout"] = holdout_stacker(args, plan, train, tune, language, code_type, seed,
+                                         refit=(tune_views, frequency, codes))
     for name in args.arms:
         out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
         print(args.corpus, seed, name, json.dumps(out[name]), flush=True)
+    return out
+
+
+def _encode(codes, gold):
+    index = {c: j for j, c in enumerate(codes)}
+    y = np.zeros((len(gold), len(codes)), dtype=bool)
+    for i, g in enumerate(gold):
+        y[i, [index[c] for c in g if c in index]] = True
+    return y
+
+
+def _concat(a, b):
+    from medcoder.modeling.scorer import Scores
+
+    return {v: Scores(scores=np.concatenate([a[v].scores, b[v].scores]),
+                      flags={f: np.concatenate([np.asarray(a[v].flags[f]), np.asarray(b[v].flags[f])])
+                             for f in a[v].flags})
+            for v in a}
+
+
+def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit):
+    """One level down, the choice between the refit (views and an out-of-fold stacker on every
+    labelled note) and a stacker fitted on held-out notes' scores of the views it will meet (views
+    on the rest, no refit): the fitting notes split into a views part (1 - share) and a stacker part
+    (share), both read on the same tuning notes as the arms above, which play the refit.
+    ``held_out>refit``: the held-out stacker applied to the views fitted on every fitting note
+    (``refit``: their tuning scores, frequency and codes), the pairing that lost EN-P's certification."""
+    perm = np.random.default_rng(seed + 7).permutation(len(train))
+    n_hold = int(round(args.holdout_stacker * len(train)))
+    fit_part, hold_part = train.select(np.sort(perm[n_hold:]).tolist()), train.select(np.sort(perm[:n_hold]).tolist())
+    space = LabelSpace.from_codes(fit_part["codes"], min_count=1, codeset_fy=2026)
+    codes = list(space.codes)
+    fr = fit_fusion(plan, TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026),
+                    DatasetDict({"train": fit_part}), space, space.encode(fit_part["codes"]))
+    frequency = fr.scorer.frequency
+    hold_views = fr.scorer.score_views(list(hold_part["text"]))
+    tune_views = fr.scorer.score_views(list(tune["text"]))
+    y_fit, y_hold = space.encode(fit_part["codes"]), space.encode(hold_part["codes"])
+    y_tune = space.encode(tune["codes"]).astype(bool)
+    gold = [list(c) for c in tune["codes"]]
+    out = {"views_notes": len(fit_part), "stacker_notes": len(hold_part), "codes": len(codes)}
+    sources = {"oof": (fr.oof, y_fit), "held_out": (hold_views, y_hold),
+               "pooled": (_concat(fr.oof, hold_views), np.concatenate([y_fit, y_hold]))}
+    for name in args.arms:
+        for src, (views, y) in sources.items():
+            arm = Arm(list(args.views), codes, **ARMS[name], **json.loads(args.stacker)).fit(views, frequency, y)
+            z = arm.decision(tune_views, frequency, (len(tune), len(codes)))
+            out[f"{name}:{src}"] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
+                                    "tuning_top_precision": top_precision(z, y_tune)}
+            if src == "held_out":
+                r_views, r_frequency, r_codes = refit
+                z = arm.decision(r_views, r_frequency, (len(tune), len(r_codes)))
+                out[f"{name}:held_out>refit"] = {"tuning_map": round(codiesp_map(z, r_codes, gold), 4),
+                                                 "tuning_top_precision": top_precision(z, _encode(r_codes, gold))}
+    print(args.corpus, seed, "holdout", json.dumps(out), flush=True)
     return out
 
 
@@ -313,6 +371,9 @@ def main():
                     help="register a second TF-IDF view, 'tfidf_word' (word 1-2-grams), for --views to name")
     ap.add_argument("--tuning-cv", type=int, default=0, metavar="K",
                     help="also fit each arm by K folds over the tuning notes' view scores (tuning_cv_map)")
+    ap.add_argument("--holdout-stacker", type=float, default=0.0, metavar="SHARE",
+                    help="also fit the views on 1 - SHARE of the fitting notes and each arm's stacker on the "
+                         "held-out SHARE's scores (vs out-of-fold, vs both pooled), read on the tuning notes")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.word_view:
