@@ -1,0 +1,113 @@
+"""A CodiEsp copy one level down, so that a whole recipe (refit included) can be read on the tuning split.
+
+    python benchmarks/nested_corpus.py --corpus en-D --seed 42 --out /tmp/nest/en-D-42
+    python scripts/train.py experiment=hybrid data.root=/tmp/nest/en-D-42 seed=42 ...
+    python benchmarks/nested_corpus.py --read-run <run dir> --corpus en-D --out /tmp/nest/en-D-42
+
+Why: a recipe change that acts through the refit (``certification.refit``) cannot be read on the
+tuning split of the shipped carve, because the refit fits on those notes. Here the run seed's shipped
+carve (``inner_train``, fraction 0.2) is taken as the world: its four fifths of train become the
+copy's ``train``, and its tuning fifth becomes the copy's ``test``; CodiEsp dev is linked unchanged
+(the copy's runs are never calibrated, so it is not read for labels). A recipe trained on the copy
+carves its own tuning fifth out of the four fifths, refits on all of them, and is scored on the real
+tuning fifth, which it never saw: the refit's effect, measured without CodiEsp dev or test. The
+``benchmarks/stacker_probe.py --holdout-stacker`` arm measures the same pairing for the views it can
+fit; this one also fits the neural view.
+
+Nothing is copied but the label rows: note files are symbolic links into the release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import set_offline_env  # noqa: E402
+
+set_offline_env()
+
+from datasets import DatasetDict  # noqa: E402
+from stacker_probe import top_precision  # noqa: E402
+
+from medcoder.data import load_codiesp, resolve_codiesp_root  # noqa: E402
+from medcoder.data.codiesp import require_release_dir  # noqa: E402
+from medcoder.data.splits import carve_certification  # noqa: E402
+from medcoder.evaluation.metrics import codiesp_map  # noqa: E402
+
+RELEASE = "final_dataset_v4_to_publish"
+
+
+def _link_split(src: Path, dst: Path, src_name: str, dst_name: str, ids: set[str]) -> None:
+    """``dst`` holds the notes ``ids`` of ``src`` (links) and their D, P and X label rows, renamed."""
+    for text_dir in ("text_files", "text_files_en"):
+        (dst / text_dir).mkdir(parents=True)
+        for doc_id in sorted(ids):
+            (dst / text_dir / f"{doc_id}.txt").symlink_to(src / text_dir / f"{doc_id}.txt")
+    for kind in ("D", "P", "X"):
+        rows = (src / f"{src_name}{kind}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (dst / f"{dst_name}{kind}.tsv").write_text("".join(r for r in rows if r.split("\t", 1)[0] in ids),
+                                                   encoding="utf-8")
+
+
+def build(corpus: str, seed: int, out: Path) -> dict[str, int]:
+    if out.exists():
+        raise SystemExit(f"{out}: exists; give a new folder (this script never writes into an existing one)")
+    language, code_type = corpus.split("-")
+    root = resolve_codiesp_root(download=False)
+    release = require_release_dir(root)
+    splits = load_codiesp(root, language=language, code_type=code_type, splits=("train", "dev"))
+    carved = carve_certification(DatasetDict({"train": splits["train"], "dev": splits["dev"]}), "inner_train",
+                                 fraction=0.2, seed=seed)
+    fit_ids, tune_ids = set(carved["train"]["id"]), set(carved["dev"]["id"])
+    new = out / RELEASE
+    _link_split(release / "train", new / "train", "train", "train", fit_ids)
+    _link_split(release / "train", new / "test", "train", "test", tune_ids)
+    (new / "dev").symlink_to(release / "dev")
+    return {"train_notes": len(fit_ids), "test_notes": len(tune_ids)}
+
+
+def read_run(run_dir: Path, corpus: str, out: Path) -> dict[str, object]:
+    """Tuning-split MAP and top-of-ranking precision of a run trained on the copy (its test split)."""
+    language, code_type = corpus.split("-")
+    test = load_codiesp(out, language=language, code_type=code_type, splits=("test",))["test"]
+    scores: dict[str, dict[str, float]] = {}
+    for line in (run_dir / "codiesp_run_test.trec").read_text().splitlines():
+        doc, _, code, _, score, _ = line.split()
+        scores.setdefault(doc, {})[code] = float(score)
+    codes = sorted({c for s in scores.values() for c in s})
+    index = {c: j for j, c in enumerate(codes)}
+    z = np.full((len(test), len(codes)), -np.inf, dtype=np.float64)
+    y = np.zeros(z.shape, dtype=bool)
+    for i, (doc, gold) in enumerate(zip(test["id"], test["codes"], strict=True)):
+        for c, s in scores.get(doc, {}).items():
+            z[i, index[c]] = s
+        y[i, [index[c] for c in gold if c in index]] = True
+    gold = [list(g) for g in test["codes"]]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {"run": run_dir.name, "tuning_map": round(codiesp_map(np.nan_to_num(z, neginf=-1e9), codes, gold), 4),
+            "test_map_logged": round(metrics["test_map"], 4),
+            "tuning_top_precision": top_precision(np.nan_to_num(z, neginf=-1e9), y)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", required=True, choices=["es-D", "es-P", "en-D", "en-P"])
+    ap.add_argument("--seed", type=int, help="the run seed whose shipped carve is the world (with --out, to build)")
+    ap.add_argument("--out", type=Path, required=True, help="the copy's folder (data.root of its runs)")
+    ap.add_argument("--read-run", type=Path, help="a run's outputs/runs/<id> folder trained on the copy: read it")
+    args = ap.parse_args()
+    if args.read_run:
+        print(json.dumps(read_run(args.read_run, args.corpus, args.out)))
+    else:
+        if args.seed is None:
+            raise SystemExit("--seed is needed to build a copy")
+        print(json.dumps(build(args.corpus, args.seed, args.out)))
+
+
+if __name__ == "__main__":
+    main()
