@@ -183,8 +183,7 @@ def markdown(results: list[dict[str, Any]], command: str, info: dict[str, Any]) 
              f"`{command}` — {info.get('cpu_model', '?')}, torch {info.get('torch', '?')}, commit `{info.get('git_commit', '?')}`.",
              f"Seeds {seeds or 'as configured'}: mean ± sd over them. Each seed carves its own tuning fifth of "
              "train (`certification.design=inner_train`): the views fit on the other four fifths, the stacker "
-             "on their out-of-fold scores (es-P, `fusion.stacker_fit: tuning`: on their scores of the tuning "
-             "fifth), the calibrator and the decision threshold on the tuning fifth; the shipped recipes then "
+             "on their out-of-fold scores, the calibrator and the decision threshold on the tuning fifth; the shipped recipes then "
              "refit the views on all of train (`certification.refit`); τ is certified on CodiEsp dev; test is "
              "read once, here.", "",
              "| corpus | system | test MAP | tuning-split MAP | micro-F1 | P@8 | published (test MAP) |",

@@ -78,20 +78,6 @@ def test_the_refitted_model_is_the_runs_and_knows_the_tuning_notes_codes(runs) -
 
 
 @needs_codiesp
-def test_a_stacker_fitted_on_the_tuning_notes_is_kept_through_the_refit(runs) -> None:
-    """``quickstart_p_es`` fits its stacker on the four-fifths views' scores of the tuning notes
-    (``fusion.stacker_fit=tuning``): the refitted views are fused by that same stacker, the one
-    whose cross-fitted tuning scores set the run's dev metrics (identical with and without refit)."""
-    plain, refit = runs[False], runs[True]
-    kept = json.loads((refit["out"] / "tuning_model" / "stacker.json").read_text())
-    assert json.loads((refit["out"] / "stacker.json").read_text()) == kept
-    assert json.loads((plain["out"] / "stacker.json").read_text()) == kept
-    # fitted on the tuning notes' (note, code) pairs over the four-fifths label space, not on train's
-    assert kept["state"]["n_rows"] == N_NOTES * len(plain["labels"])
-    assert "dev_map_stacker_in_sample" in refit["metrics"]
-
-
-@needs_codiesp
 def test_the_bundle_carries_the_refitted_model_only(runs) -> None:
     refit = runs[True]
     root = refit["root"]

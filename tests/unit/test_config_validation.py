@@ -243,17 +243,20 @@ def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
-def test_a_stacker_fitted_on_the_tuning_notes_is_refused_where_those_notes_certify(tmp_path) -> None:
+def test_a_stacker_fitted_on_the_tuning_notes_is_refused_where_it_would_not_hold(tmp_path) -> None:
     """``fusion.stacker_fit=tuning`` fits the stacker on the four-fifths views' scores of the tuning
     notes: refused, in one line before any data is read, where those notes also certify τ
-    (``certification.design=none``); accepted with or without the refit (which keeps that stacker)."""
+    (``certification.design=none``) and where a refit replaces the views it learned."""
     base = [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en", "fusion.stacker_fit=tuning"]
     check_train_config(_compose("train", [*base, "certification.refit=false"]))
-    check_train_config(_compose("train", [*base, "certification.refit=true"]))
-    with pytest.raises(ConfigError) as info:
-        check_train_config(_compose("train", [*base, "certification.design=none", "certification.refit=false"]))
-    assert ("fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the labels that "
-            "certify tau") in str(info.value) and "\n" not in str(info.value)
+    for extra, needle in [(["certification.design=none", "certification.refit=false"],
+                           "fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the "
+                           "labels that certify tau"),
+                          ([], "certification.refit=true with fusion.stacker_fit=tuning: the stacker learns the scores "
+                               "of the views fitted on four fifths of train")]:
+        with pytest.raises(ConfigError) as info:
+            check_train_config(_compose("train", [*base, *extra]))
+        assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 def test_spanish_titles_on_english_notes_are_refused(tmp_path) -> None:

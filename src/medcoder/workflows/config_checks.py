@@ -400,6 +400,12 @@ def check_train_config(cfg: Any) -> None:
         elif neural and plain.get("warm_start"):
             problems.append(f"certification.refit=true with warm_start={plain['warm_start']!r}: the refitted head "
                             "starts afresh; set certification.refit=false")
+        elif (plain.get("fusion") or {}).get("stacker_fit") == "tuning":
+            # the stacker learns the four-fifths views' scores; the refit replaces those views
+            # measured: the pairing certified nothing at 0.90 on EN-P and ES-P (choices.md sections 8-9)
+            problems.append("certification.refit=true with fusion.stacker_fit=tuning: the stacker learns the scores of "
+                            "the views fitted on four fifths of train, and the refit replaces those views; set "
+                            "certification.refit=false or fusion.stacker_fit=out_of_fold")
         elif neural and (mode := (plain.get("trainer") or {}).get("encoder_mode")) != "cached":
             # the refitted head trains on the frozen encoder's cached states (workflows.train)
             problems.append(f"certification.refit=true with trainer.encoder_mode={mode}: the refit trains the head on "

@@ -541,10 +541,9 @@ def _score_dev_test(fusions: Mapping[str, FusionResult], splits: DatasetDict,
 def _stacker_from_tuning(plan: FusionPlan, fusions: Mapping[str, FusionResult],
                          view_scores: Mapping[str, Mapping[str, Scores]], labels_dev: np.ndarray) -> dict[str, np.ndarray]:
     """``fusion.stacker_fit=tuning``: the stacker fitted on the fitted views' scores of the tuning
-    notes (:func:`~medcoder.workflows.fusion.fit_stacker_on_tuning`) replaces the out-of-fold one,
-    in the four-fifths model and in the refit (``certification.refit``) alike: the refit's own
-    out-of-fold stacker is dropped. Returns the fused logits: dev's cross-fitted (no note scored by a
-    stacker that saw it), test's by the run's model."""
+    notes (:func:`~medcoder.workflows.fusion.fit_stacker_on_tuning`) replaces the out-of-fold one
+    (the config checks refuse it with a refit, whose views the stacker never saw). Returns the fused
+    logits: dev's cross-fitted (no note scored by a stacker that saw it), test's by the run's model."""
     stacker, dev_logits = fit_stacker_on_tuning(plan, view_scores["dev"], fusions["dev"].scorer.frequency, labels_dev)
     for result in fusions.values():
         result.scorer.stacker = stacker
