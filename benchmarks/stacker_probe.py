@@ -100,7 +100,8 @@ def cooc_features(ranks, views, label_counts, frequency, n_notes, labels=None, *
 class Arm:
     def __init__(self, views, codes, *, category: bool, model: str, top_k=15, params=None, top3: bool = False,
                  logit: bool = False, inter: bool = False, cooc: bool = False, loo_frequency: bool = False,
-                 C: float = 1.0):
+                 C: float = 1.0, no_frequency: bool = False):
+        self.no_frequency = no_frequency
         self.cooc = cooc
         self.loo_frequency = loo_frequency
         self.top3 = top3
@@ -118,6 +119,9 @@ class Arm:
             # a fitting note's own label out of its code's count: what a new note sees
             col = names.index("log_train_frequency")
             x[:, col] = np.log1p(np.asarray(frequency, np.float32)[None, :] - labels).reshape(-1)
+        if self.no_frequency:  # the training-frequency prior left out
+            keep = [j for j, n in enumerate(names) if n != "log_train_frequency"]
+            x, names = x[:, keep], [names[j] for j in keep]
         if self.cooc:
             cols, extra = cooc_features(ranks, self.views, self.label_counts, frequency, self.n_fit, labels)
             x = np.concatenate([x, np.stack([c.reshape(-1) for c in cols], axis=1)], axis=1)
@@ -195,6 +199,8 @@ ARMS = {
     "lr+loofreq": dict(category=False, model="lr", loo_frequency=True),
     "lr+top3+inter+loofreq": dict(category=False, model="lr", top3=True, inter=True, loo_frequency=True),
     "lr+cooc": dict(category=False, model="lr", cooc=True),
+    "lr-freq": dict(category=False, model="lr", no_frequency=True),
+    "lr+top3+inter-freq": dict(category=False, model="lr", top3=True, inter=True, no_frequency=True),
     "lr+top3+inter+cooc": dict(category=False, model="lr", top3=True, inter=True, cooc=True),
 }
 
@@ -225,6 +231,27 @@ def rare_share(z, y, frequency, *, counts=(1, 2, 3, 5, 10), targets=(0.90, 0.95)
             ok = np.flatnonzero(prec >= t)
             k = int(ok.max()) + 1 if len(ok) else 0
             out[f"m{m}@{t:.2f}"] = [round(k / max(1, n_pred), 3), round(float(prec[k - 1]), 3) if k else None]
+    return out
+
+
+def ltt_share(z, y, frequency, *, targets=(0.95, 0.90, 0.85), min_train_count=2, delta=0.1):
+    """Learn-then-Test on this split as if it certified (the package's own
+    :func:`medcoder.calibration.risk_control.select_accept_threshold`): the predicted pairs are the
+    split's top n_gold, the eligible ones those of codes seen in ``min_train_count`` fitting notes
+    (the shipped ``rare_code`` bar); per target, the share of predicted pairs accepted (0: nothing
+    certified). A proxy for what dev certification will read: the very top of the ranking."""
+    from medcoder.calibration.risk_control import select_accept_threshold
+
+    flat = z.reshape(-1)
+    predicted = np.zeros(flat.shape, dtype=bool)
+    n_pred = int(y.sum())
+    predicted[np.argsort(-flat, kind="stable")[:n_pred]] = True
+    eligible = predicted.reshape(z.shape) & (np.asarray(frequency)[None, :] >= min_train_count)
+    probs = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    out = {}
+    for t in targets:
+        r = select_accept_threshold(probs, y, eligible, target_precision=t, delta=delta)
+        out[f"{t:.2f}"] = round(r.n_calibration_accepted / max(1, n_pred), 3)
     return out
 
 
@@ -281,6 +308,7 @@ def run_seed(seed, args, corpus, language, code_type):
         out[name] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
                      "tuning_p_at_8": round(precision_at_k(z, y_tune, 8), 4), "fit_s": round(time.time() - t0, 1),
                      "tuning_top_precision": top_precision(z, y_tune),
+                     "tuning_ltt": ltt_share(z, y_tune, frequency),
                      "rare_share": rare_share(z, y_tune, frequency)}
         if args.tuning_cv:  # the same arm fitted on held-out view scores: K folds over the tuning notes
             z_cv = cross_fitted_logits(lambda n=name: Arm(list(args.views), codes, **ARMS[n], **json.loads(args.stacker)),
@@ -341,12 +369,15 @@ def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit
             arm = Arm(list(args.views), codes, **ARMS[name], **json.loads(args.stacker)).fit(views, frequency, y)
             z = arm.decision(tune_views, frequency, (len(tune), len(codes)))
             out[f"{name}:{src}"] = {"tuning_map": round(codiesp_map(z, codes, gold), 4),
-                                    "tuning_top_precision": top_precision(z, y_tune)}
+                                    "tuning_top_precision": top_precision(z, y_tune),
+                                    "tuning_ltt": ltt_share(z, y_tune, frequency)}
             if src == "held_out":
                 r_views, r_frequency, r_codes = refit
                 z = arm.decision(r_views, r_frequency, (len(tune), len(r_codes)))
+                y_r = _encode(r_codes, gold)
                 out[f"{name}:held_out>refit"] = {"tuning_map": round(codiesp_map(z, r_codes, gold), 4),
-                                                 "tuning_top_precision": top_precision(z, _encode(r_codes, gold))}
+                                                 "tuning_top_precision": top_precision(z, y_r),
+                                                 "tuning_ltt": ltt_share(z, y_r, r_frequency)}
     print(args.corpus, seed, "holdout", json.dumps(out), flush=True)
     return out
 
