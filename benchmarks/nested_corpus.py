@@ -34,7 +34,7 @@ set_offline_env()
 from datasets import DatasetDict  # noqa: E402
 from stacker_probe import top_precision  # noqa: E402
 
-from medcoder.data import load_codiesp, resolve_codiesp_root  # noqa: E402
+from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.codiesp import require_release_dir  # noqa: E402
 from medcoder.data.splits import carve_certification  # noqa: E402
 from medcoder.evaluation.metrics import codiesp_map  # noqa: E402
@@ -75,23 +75,17 @@ def read_run(run_dir: Path, corpus: str, out: Path) -> dict[str, object]:
     """Tuning-split MAP and top-of-ranking precision of a run trained on the copy (its test split)."""
     language, code_type = corpus.split("-")
     test = load_codiesp(out, language=language, code_type=code_type, splits=("test",))["test"]
-    scores: dict[str, dict[str, float]] = {}
+    space = LabelSpace.from_json(run_dir / "labels.json")  # the run file's codes, in the model's order
+    z = np.full((len(test), len(space)), -1e9, dtype=np.float64)  # codes a note's run lines lack: last
+    row = {doc: i for i, doc in enumerate(test["id"])}
     for line in (run_dir / "codiesp_run_test.trec").read_text().splitlines():
         doc, _, code, _, score, _ = line.split()
-        scores.setdefault(doc, {})[code] = float(score)
-    codes = sorted({c for s in scores.values() for c in s})
-    index = {c: j for j, c in enumerate(codes)}
-    z = np.full((len(test), len(codes)), -np.inf, dtype=np.float64)
-    y = np.zeros(z.shape, dtype=bool)
-    for i, (doc, gold) in enumerate(zip(test["id"], test["codes"], strict=True)):
-        for c, s in scores.get(doc, {}).items():
-            z[i, index[c]] = s
-        y[i, [index[c] for c in gold if c in index]] = True
+        z[row[doc], space.index[code]] = float(score)
     gold = [list(g) for g in test["codes"]]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"run": run_dir.name, "tuning_map": round(codiesp_map(np.nan_to_num(z, neginf=-1e9), codes, gold), 4),
+    return {"run": run_dir.name, "tuning_map": round(codiesp_map(z, list(space.codes), gold), 4),
             "test_map_logged": round(metrics["test_map"], 4),
-            "tuning_top_precision": top_precision(np.nan_to_num(z, neginf=-1e9), y)}
+            "tuning_top_precision": top_precision(z, space.encode(test["codes"]).astype(bool))}
 
 
 def main() -> None:

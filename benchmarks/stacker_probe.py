@@ -200,7 +200,6 @@ ARMS = {
     "lr+top3+inter+loofreq": dict(category=False, model="lr", top3=True, inter=True, loo_frequency=True),
     "lr+cooc": dict(category=False, model="lr", cooc=True),
     "lr-freq": dict(category=False, model="lr", no_frequency=True),
-    "lr+top3+inter-freq": dict(category=False, model="lr", top3=True, inter=True, no_frequency=True),
     "lr+top3+inter+cooc": dict(category=False, model="lr", top3=True, inter=True, cooc=True),
 }
 
@@ -241,13 +240,14 @@ def ltt_share(z, y, frequency, *, targets=(0.95, 0.90, 0.85), min_train_count=2,
     (the shipped ``rare_code`` bar); per target, the share of predicted pairs accepted (0: nothing
     certified). A proxy for what dev certification will read: the very top of the ranking."""
     from medcoder.calibration.risk_control import select_accept_threshold
+    from medcoder.modeling.scoring import sigmoid
 
     flat = z.reshape(-1)
     predicted = np.zeros(flat.shape, dtype=bool)
     n_pred = int(y.sum())
     predicted[np.argsort(-flat, kind="stable")[:n_pred]] = True
     eligible = predicted.reshape(z.shape) & (np.asarray(frequency)[None, :] >= min_train_count)
-    probs = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+    probs = sigmoid(z.astype(np.float64))
     out = {}
     for t in targets:
         r = select_accept_threshold(probs, y, eligible, target_precision=t, delta=delta)
@@ -317,19 +317,11 @@ def run_seed(seed, args, corpus, language, code_type):
             out[name]["tuning_cv_top_precision"] = top_precision(z_cv, y_tune)
     if args.holdout_stacker:
         out["holdout"] = holdout_stacker(args, plan, train, tune, language, code_type, seed,
-                                         refit=(tune_views, frequency, codes))
+                                         refit=(tune_views, frequency, codes, y_tune))
     for name in args.arms:
         out[name]["paired_vs_lr"] = paired(aps[name], aps["lr"], seed=seed)
         print(args.corpus, seed, name, json.dumps(out[name]), flush=True)
     return out
-
-
-def _encode(codes, gold):
-    index = {c: j for j, c in enumerate(codes)}
-    y = np.zeros((len(gold), len(codes)), dtype=bool)
-    for i, g in enumerate(gold):
-        y[i, [index[c] for c in g if c in index]] = True
-    return y
 
 
 def _concat(a, b):
@@ -347,7 +339,7 @@ def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit
     on the rest, no refit): the fitting notes split into a views part (1 - share) and a stacker part
     (share), both read on the same tuning notes as the arms above, which play the refit.
     ``held_out>refit``: the held-out stacker applied to the views fitted on every fitting note
-    (``refit``: their tuning scores, frequency and codes), the pairing that lost EN-P's certification."""
+    (``refit``: their tuning scores, frequency, codes and tuning labels), the pairing that lost EN-P's certification."""
     perm = np.random.default_rng(seed + 7).permutation(len(train))
     n_hold = int(round(args.holdout_stacker * len(train)))
     fit_part, hold_part = train.select(np.sort(perm[n_hold:]).tolist()), train.select(np.sort(perm[:n_hold]).tolist())
@@ -372,9 +364,8 @@ def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit
                                     "tuning_top_precision": top_precision(z, y_tune),
                                     "tuning_ltt": ltt_share(z, y_tune, frequency)}
             if src == "held_out":
-                r_views, r_frequency, r_codes = refit
+                r_views, r_frequency, r_codes, y_r = refit
                 z = arm.decision(r_views, r_frequency, (len(tune), len(r_codes)))
-                y_r = _encode(r_codes, gold)
                 out[f"{name}:held_out>refit"] = {"tuning_map": round(codiesp_map(z, r_codes, gold), 4),
                                                  "tuning_top_precision": top_precision(z, y_r),
                                                  "tuning_ltt": ltt_share(z, y_r, r_frequency)}

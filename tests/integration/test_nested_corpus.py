@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from datasets import DatasetDict
 
-from medcoder.data import load_codiesp
+from medcoder.data import LabelSpace, load_codiesp
 from medcoder.data.splits import carve_certification
 
 from ..helpers.paths import CODIESP_DIR
@@ -45,5 +45,6 @@ def test_the_copy_holds_the_seeds_carve_and_a_run_file_reads_back(tmp_path, monk
              for r, code in enumerate(codes)]
     (run / "codiesp_run_test.trec").write_text("\n".join(lines) + "\n")
     (run / "metrics.json").write_text('{"test_map": 1.0}')
+    LabelSpace.from_codes(copy["test"]["codes"], min_count=1).to_json(run / "labels.json")
     read = nested_corpus.read_run(run, "es-P", out)
     assert read["tuning_map"] == pytest.approx(1.0) and np.isclose(read["tuning_top_precision"]["top10"], 1.0)
