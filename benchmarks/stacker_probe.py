@@ -268,6 +268,21 @@ def paired(a, b, *, n_boot=5000, seed=0):
                                                           round(float(np.quantile(boots, 0.975)), 4)]}
 
 
+def make_plan(args, seed, language, code_type):
+    """The fusion plan of a probe run: the corpus's lexicon sources and the shipped stacker settings."""
+    sources = ("mentions", "descriptions") if language == "es" else ("descriptions",)
+    if code_type == "P" and language == "en":
+        sources = ()
+    if code_type == "P" and language == "es":
+        sources = ("mentions",)
+    if args.projected:
+        sources = (*sources, "projected_mentions")
+    if args.spanish_titles:
+        sources = (*sources, "spanish_titles")
+    return FusionPlan(views=tuple(args.views), folds=args.folds, seed=seed, stacker_params={"top_k": 15, "C": 1.0},
+                      lexicon_sources=sources, view_params=json.loads(args.view_params))
+
+
 def run_seed(seed, args, corpus, language, code_type):
     splits = carve_certification(corpus, "inner_train", fraction=0.2, seed=seed)
     train, tune = splits["train"], splits["dev"]
@@ -281,17 +296,7 @@ def run_seed(seed, args, corpus, language, code_type):
     y_train = space.encode(train["codes"])
     y_tune = space.encode(tune["codes"]).astype(bool)
     gold = [list(c) for c in tune["codes"]]
-    sources = ("mentions", "descriptions") if language == "es" else ("descriptions",)
-    if code_type == "P" and language == "en":
-        sources = ()
-    if code_type == "P" and language == "es":
-        sources = ("mentions",)
-    if args.projected:
-        sources = (*sources, "projected_mentions")
-    if args.spanish_titles:
-        sources = (*sources, "spanish_titles")
-    plan = FusionPlan(views=tuple(args.views), folds=args.folds, seed=seed, stacker_params={"top_k": 15, "C": 1.0},
-                      lexicon_sources=sources, view_params=json.loads(args.view_params))
+    plan = make_plan(args, seed, language, code_type)
     t0 = time.time()
     fr = fit_fusion(plan, TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026),
                     DatasetDict({"train": train}), space, y_train)
@@ -373,6 +378,87 @@ def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit
     return out
 
 
+def run_fifths(seed, args, corpus, language, code_type):
+    """The top of the ranking judged on all of train, held out fold by fold (``--fifths``).
+
+    Why: one tuning fifth (100 notes) has no power where dev certification starts (its top 50
+    codes may hold one error at 0.90), so a stacker change that dirties that band passed the tuning
+    split and failed dev (choices.md section 9). Here the seed's permutation cuts train into five
+    fifths; each fifth in turn is held out while the other four play the shipped carve's fitting
+    notes (views and out-of-fold stacker fitted as :func:`run_seed` does), and each arm is paired
+    three ways: ``ship`` (the out-of-fold stacker), ``held>refit`` (a stacker fitted on the scores
+    of views fitted on 1 - ``--holdout-stacker`` of the four fifths, applied to the four-fifths
+    views: what ``fusion.stacker_fit=tuning`` with the refit ships) and ``blend`` (the mean of the
+    two logits). The five held-out fifths are pooled: 500 notes whose labels no fit of theirs saw,
+    twice CodiEsp dev, read with MAP, the global top's precision, the errors among the best-scored
+    eligible pairs, and Learn-then-Test as the shipped routing runs it (``min_coverage`` 0.10, the
+    ``rare_code`` bar 2, δ 0.1; the predicted pairs are the pooled top n_gold). Dev and test are
+    never loaded."""
+    from medcoder.calibration.risk_control import select_accept_threshold
+    from medcoder.modeling.scoring import sigmoid
+
+    share = args.holdout_stacker or 0.25
+    train_all = corpus["train"]
+    perm = np.random.default_rng(seed).permutation(len(train_all))
+    corpus_meta = TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026)
+    plan = make_plan(args, seed, language, code_type)
+    pooled: dict[str, dict[str, list]] = {}
+    for k in range(5):
+        held = np.sort(perm[k::5])
+        train = train_all.select(np.setdiff1d(np.arange(len(train_all)), held).tolist())
+        tune = train_all.select(held.tolist())
+        space = LabelSpace.from_codes(train["codes"], min_count=1, codeset_fy=2026)
+        codes = list(space.codes)
+        y_train, y_tune = space.encode(train["codes"]), space.encode(tune["codes"]).astype(bool)
+        gold = [list(c) for c in tune["codes"]]
+        fr = fit_fusion(plan, corpus_meta, DatasetDict({"train": train}), space, y_train)
+        tune_views, frequency = fr.scorer.score_views(list(tune["text"])), fr.scorer.frequency
+        sub = np.random.default_rng(seed + 7 + k).permutation(len(train))
+        n_hold = int(round(share * len(train)))
+        fit_part, hold_part = train.select(np.sort(sub[n_hold:]).tolist()), train.select(np.sort(sub[:n_hold]).tolist())
+        sspace = LabelSpace.from_codes(fit_part["codes"], min_count=1, codeset_fy=2026)
+        sfr = fit_fusion(plan, corpus_meta, DatasetDict({"train": fit_part}), sspace, sspace.encode(fit_part["codes"]))
+        hold_views = sfr.scorer.score_views(list(hold_part["text"]))
+        shape = (len(tune), len(codes))
+        eligible = np.broadcast_to(np.asarray(frequency)[None, :] >= 2, shape)
+        for name in args.arms:
+            settings = {**ARMS[name], **json.loads(args.stacker)}
+            z_ship = Arm(list(args.views), codes, **settings).fit(fr.oof, frequency, y_train).decision(
+                tune_views, frequency, shape)
+            held_arm = Arm(list(args.views), list(sspace.codes), **settings).fit(
+                hold_views, sfr.scorer.frequency, sspace.encode(hold_part["codes"]))
+            z_held = held_arm.decision(tune_views, frequency, shape)
+            for pairing, z in ((f"{name}:ship", z_ship), (f"{name}:held>refit", z_held),
+                               (f"{name}:blend", (z_ship + z_held) / 2)):
+                acc = pooled.setdefault(pairing, {"z": [], "y": [], "eligible": [], "ap": []})
+                acc["z"].append(z.reshape(-1))
+                acc["y"].append(y_tune.reshape(-1))
+                acc["eligible"].append(eligible.reshape(-1))
+                acc["ap"].append(per_note_ap(z, codes, gold))
+        print(args.corpus, seed, f"fifth {k} done", flush=True)
+    out = {}
+    for pairing, acc in pooled.items():
+        z, y, elig = (np.concatenate(acc[key]) for key in ("z", "y", "eligible"))
+        n_pred = int(y.sum())
+        predicted = np.zeros(z.shape, dtype=bool)
+        predicted[np.argsort(-z, kind="stable")[:n_pred]] = True
+        eligible = predicted & elig
+        order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
+        errors = np.cumsum(~y[order])
+        ltt = {}
+        for t in (0.95, 0.90, 0.85):
+            r = select_accept_threshold(sigmoid(z.astype(np.float64)), y, eligible, target_precision=t,
+                                        delta=0.1, min_coverage=0.10)
+            ltt[f"{t:.2f}"] = round(r.n_calibration_accepted / max(1, n_pred), 3)
+        out[pairing] = {"map": round(float(np.nanmean(np.concatenate(acc["ap"]))), 4),
+                        "top_precision": top_precision(z, y),
+                        "errors_in_best_eligible": {str(n): int(errors[n - 1]) for n in (50, 100, 200, 400, 800)
+                                                    if n <= len(errors)},
+                        "ltt_share": ltt, "n_eligible": int(eligible.sum()), "n_pred": n_pred}
+        print(args.corpus, seed, pairing, json.dumps(out[pairing]), flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default="es-D", choices=["es-D", "es-P", "en-D", "en-P"])
@@ -396,6 +482,9 @@ def main():
     ap.add_argument("--holdout-stacker", type=float, default=0.0, metavar="SHARE",
                     help="also fit the views on 1 - SHARE of the fitting notes and each arm's stacker on the "
                          "held-out SHARE's scores (vs out-of-fold, vs both pooled), read on the tuning notes")
+    ap.add_argument("--fifths", action="store_true",
+                    help="judge each arm on all of train held out fifth by fifth (shipped, held-out stacker "
+                         "through the refit, their blend): see run_fifths")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.word_view:
@@ -413,6 +502,19 @@ def main():
     language, code_type = args.corpus.split("-")
     corpus = load_codiesp(resolve_codiesp_root(download=False), language=language, code_type=code_type)
     corpus = DatasetDict({"train": corpus["train"], "dev": corpus["dev"]})  # test never read
+    if args.fifths:
+        per_seed = {s: run_fifths(s, args, corpus, language, code_type) for s in args.seeds}
+        summary = {p: {key: [per_seed[s][p][key] for s in args.seeds]
+                       for key in ("map", "top_precision", "errors_in_best_eligible", "ltt_share")}
+                   for p in per_seed[args.seeds[0]]}
+        for row in summary.values():
+            row["map_mean"] = round(float(np.mean(row["map"])), 4)
+        print("summary", json.dumps(summary), flush=True)
+        emit_result({"system": "stacker_probe_fifths", "commit": git_commit(), "command": " ".join(sys.argv),
+                     "corpus": args.corpus, "views": args.views, "view_params": json.loads(args.view_params),
+                     "per_seed": {str(k): v for k, v in per_seed.items()}, "summary": summary,
+                     "wall_s": round(time.time() - started, 1), "machine": machine_info(with_torch=False)}, args.json)
+        return
     per_seed = {s: run_seed(s, args, corpus, language, code_type) for s in args.seeds}
     summary = {}
     for name in args.arms:
