@@ -389,7 +389,7 @@ def run_fifths(seed, args, corpus, language, code_type):
     three ways: ``ship`` (the out-of-fold stacker), ``held>refit`` (a stacker fitted on the scores
     of views fitted on 1 - ``--holdout-stacker`` of the four fifths, applied to the four-fifths
     views: what ``fusion.stacker_fit=tuning`` with the refit ships) and ``blend`` (the mean of the
-    two logits). The five held-out fifths are pooled: 500 notes whose labels no fit of theirs saw,
+    two logits; ``blend@w`` for other ``--blend-weights``: w on the held-out stacker). The five held-out fifths are pooled: 500 notes whose labels no fit of theirs saw,
     twice CodiEsp dev, read with MAP, the global top's precision, the errors among the best-scored
     eligible pairs, and Learn-then-Test as the shipped routing runs it (``min_coverage`` 0.10, the
     ``rare_code`` bar 2, δ 0.1; the predicted pairs are the pooled top n_gold). Dev and test are
@@ -428,8 +428,9 @@ def run_fifths(seed, args, corpus, language, code_type):
             held_arm = Arm(list(args.views), list(sspace.codes), **settings).fit(
                 hold_views, sfr.scorer.frequency, sspace.encode(hold_part["codes"]))
             z_held = held_arm.decision(tune_views, frequency, shape)
-            for pairing, z in ((f"{name}:ship", z_ship), (f"{name}:held>refit", z_held),
-                               (f"{name}:blend", (z_ship + z_held) / 2)):
+            blends = [(f"{name}:blend" if w == 0.5 else f"{name}:blend@{w:g}", (1 - w) * z_ship + w * z_held)
+                      for w in args.blend_weights]
+            for pairing, z in ((f"{name}:ship", z_ship), (f"{name}:held>refit", z_held), *blends):
                 acc = pooled.setdefault(pairing, {"z": [], "y": [], "eligible": [], "ap": []})
                 acc["z"].append(z.reshape(-1))
                 acc["y"].append(y_tune.reshape(-1))
@@ -485,6 +486,8 @@ def main():
     ap.add_argument("--fifths", action="store_true",
                     help="judge each arm on all of train held out fifth by fifth (shipped, held-out stacker "
                          "through the refit, their blend): see run_fifths")
+    ap.add_argument("--blend-weights", type=float, nargs="+", default=[0.5],
+                    help="with --fifths: the held-out stacker's weight in each blend ((1 - w) x ship + w x held)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.word_view:

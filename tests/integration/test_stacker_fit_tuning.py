@@ -1,7 +1,8 @@
-"""``fusion.stacker_fit=tuning`` end to end on a slice of CodiEsp-P Spanish (views only, no refit):
-the stacker is fitted on the tuning notes' (note, code) pairs, the run's ``dev_map`` is the
-cross-fitted one (the in-sample one is logged beside it), and the exported bundle serves the run's
-own fused test scores."""
+"""``fusion.stacker_fit=tuning`` (no refit) and ``blend`` (with the refit) end to end on a slice of
+CodiEsp-P Spanish (views only): the stacker is fitted on the tuning notes' (note, code) pairs
+(``blend``: beside the out-of-fold one, in the run's model and in its kept tuning model alike), the
+run's ``dev_map`` is the cross-fitted one (the in-sample one is logged beside it), and the exported
+bundle serves the run's own fused test scores."""
 
 from __future__ import annotations
 
@@ -29,19 +30,19 @@ pytestmark = pytest.mark.skipif(not CODIESP_DIR.exists(), reason="CodiEsp corpus
 N_NOTES = 50
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stacker_tuning")
+@pytest.fixture(scope="module", params=["tuning", "blend"])
+def run(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"stacker_{request.param}")
     cfg = compose_cfg([
         "experiment=quickstart_p_es", f"data.root={CODIESP_DIR}", "data.download=false",
-        f"max_samples_per_split={N_NOTES}", f"paths.root_dir={root}", "fusion.stacker_fit=tuning",
-        "certification.refit=false",
+        f"max_samples_per_split={N_NOTES}", f"paths.root_dir={root}", f"fusion.stacker_fit={request.param}",
+        f"certification.refit={str(request.param == 'blend').lower()}",
     ])
     result = train(cfg)
     calibrate(compose_named("calibrate", [f"run_id={result.run_id}", f"paths.root_dir={root}", *LAX_ROUTING]))
     exported = export_run(compose_named("export", [f"run_id={result.run_id}", f"paths.root_dir={root}",
                                                    f"output_dir={root / 'bundle'}", "mlflow_model.log=false"]))
-    return {"root": root, "cfg": cfg, "result": result, "export": exported,
+    return {"fit": request.param, "root": root, "cfg": cfg, "result": result, "export": exported,
             "out": root / "outputs" / "runs" / result.run_id,
             "client": mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")}
 
@@ -50,12 +51,25 @@ def test_the_stacker_is_fitted_on_the_tuning_notes_and_dev_map_is_cross_fitted(r
     out, metrics = run["out"], run["client"].get_run(run["result"].run_id).data.metrics
     tuning = build_corpus(run["cfg"].data, run["cfg"].certification)["dev"]
     tuning = tuning.select(range(min(N_NOTES, len(tuning))))
-    space = LabelSpace.from_json(out / "labels.json")
-    stacker = json.loads((out / "stacker.json").read_text())
-    assert stacker["state"]["n_rows"] == len(tuning) * len(space.codes)
-    assert not (out / "tuning_model").exists()  # no refit: the run's model scored the tuning notes
-    # the run's own model, scoring the tuning notes with the stacker that saw them: the in-sample MAP
-    scorer = HybridScorer.load(out, space.frequency_array())
+    if run["fit"] == "tuning":
+        model_dir = out  # no refit: the run's model scored the tuning notes
+        assert not (out / "tuning_model").exists()
+    else:
+        model_dir = out / "tuning_model"  # the refit's model never scored them: the four-fifths one did
+        blend = json.loads((out / "stacker.json").read_text())["blend"]
+        assert set(blend) == {"out_of_fold", "tuning"}
+        refit_codes = len(LabelSpace.from_json(out / "labels.json").codes)
+        # the refit's own out-of-fold stacker, over every note the refit fitted on
+        assert blend["out_of_fold"]["state"]["n_rows"] == metrics["refit_train_notes"] * refit_codes
+        kept = json.loads((model_dir / "stacker.json").read_text())["blend"]
+        assert kept["tuning"] == blend["tuning"]  # one tuning stacker, in both models
+        assert kept["out_of_fold"] != blend["out_of_fold"]
+    space = LabelSpace.from_json(model_dir / "labels.json")
+    stacker = json.loads((model_dir / "stacker.json").read_text())
+    tuning_member = stacker["blend"]["tuning"] if run["fit"] == "blend" else stacker
+    assert tuning_member["state"]["n_rows"] == len(tuning) * len(space.codes)
+    # the model that scored the tuning notes, with the stacker that saw them: the in-sample MAP
+    scorer = HybridScorer.load(model_dir, space.frequency_array())
     gold = [list(c) for c in tuning["codes"]]
     in_sample = codiesp_map(scorer.score(list(tuning["text"])).logits, scorer.codes, gold)
     assert metrics["dev_map_stacker_in_sample"] == pytest.approx(in_sample, abs=1e-6)

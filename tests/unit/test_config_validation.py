@@ -230,7 +230,7 @@ def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, s
     ("fusion.use_projected_mentions=true", "fusion.use_projected_mentions=true applies to the English CodiEsp notes"),
     ("fusion.stacker.interactions=often", "fusion.stacker.interactions='often' is not valid (expected true or false)"),
     ("fusion.stacker.C=0", "fusion.stacker.C=0 is not valid (expected a number > 0)"),
-    ("fusion.stacker_fit=dev", "fusion.stacker_fit='dev' is not valid (expected one of out_of_fold, tuning)"),
+    ("fusion.stacker_fit=dev", "fusion.stacker_fit='dev' is not valid (expected one of out_of_fold, tuning, blend)"),
     ("fusion.stacker_folds=1", "fusion.stacker_folds=1 is not valid (expected an integer >= 2"),
 ])
 def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override, message, tmp_path) -> None:
@@ -257,6 +257,11 @@ def test_a_stacker_fitted_on_the_tuning_notes_is_refused_where_it_would_not_hold
         with pytest.raises(ConfigError) as info:
             check_train_config(_compose("train", [*base, *extra]))
         assert needle in str(info.value) and "\n" not in str(info.value)
+    # blended with the out-of-fold stacker, it is kept through the refit (choices.md section 10)
+    blend = [f"paths.root_dir={tmp_path}", "experiment=quickstart_p_en", "fusion.stacker_fit=blend"]
+    check_train_config(_compose("train", blend))
+    with pytest.raises(ConfigError, match=r"^fusion.stacker_fit=blend with certification.design=none would fit"):
+        check_train_config(_compose("train", [*blend, "certification.design=none", "certification.refit=false"]))
 
 
 def test_spanish_titles_on_english_notes_are_refused(tmp_path) -> None:

@@ -12,7 +12,7 @@ from medcoder.errors import ConfigError
 from medcoder.modeling import views
 from medcoder.modeling.hybrid import FusedScores, HybridScorer
 from medcoder.modeling.scorer import Scorer, Scores
-from medcoder.modeling.stacker import Stacker, rank_in_note
+from medcoder.modeling.stacker import BlendedStacker, Stacker, rank_in_note
 from medcoder.training.oof import fold_indices, out_of_fold, scorer_out_of_fold
 
 
@@ -137,6 +137,41 @@ def test_hybrid_single_view_is_that_view_and_folders_round_trip(tmp_path, monkey
     fused: FusedScores = loaded.score(texts, evidence=True)
     assert fused.sources_for(0, 0) == ["test_memory"]
     assert fused.evidence_for(0, 0) == [{"start": 0, "end": 1, "weight": 1.0, "source": "test_memory"}]
+
+
+def test_a_blended_stacker_is_the_mean_of_its_members_and_round_trips_through_a_folder(tmp_path, monkeypatch) -> None:
+    """``fusion.stacker_fit=blend``: one score, the mean of the out-of-fold and the tuning stackers'
+    logits; ``stacker.json`` keeps both (and the views on top, for readers of the view list)."""
+    monkeypatch.setattr(views, "SCORERS", views.SCORERS.with_entry("test_memory", _MemoryScorer))
+    y, scores = _synthetic()
+    y2, scores2 = _synthetic(seed=1)
+    freq = np.full(y.shape[1], 10.0)
+    a = Stacker(["good", "dictionary"]).fit(scores, freq, y)
+    b = Stacker(["good", "dictionary"], C=0.01).fit(scores2, freq, y2)
+    blend = BlendedStacker({"out_of_fold": a, "tuning": b})
+    z = blend.decision_function(scores, freq)
+    np.testing.assert_allclose(z, (a.decision_function(scores, freq) + b.decision_function(scores, freq)) / 2,
+                               rtol=1e-6, atol=1e-6)
+    assert not np.allclose(z, a.decision_function(scores, freq))
+    assert set(blend.coefficients()) == {f"{m}:{k}" for m in ("out_of_fold", "tuning") for k in a.coefficients()}
+    with pytest.raises(ValueError, match="fuses views"):
+        BlendedStacker({"one": a, "other": Stacker(["good"]).fit(scores, freq, y)})
+    with pytest.raises(ValueError, match="at least two"):
+        BlendedStacker({"one": a})
+
+    texts, codes = ["a x", "b y", "a z"], ["A", "B"]
+    labels = np.array([[1, 0], [0, 1], [1, 1]])
+    view = _MemoryScorer().fit(texts, labels, codes)
+    one = {"test_memory": view.score(texts)}
+    members = {"out_of_fold": Stacker(["test_memory"]).fit(one, np.ones(2), labels),
+               "tuning": Stacker(["test_memory"], C=0.1).fit(one, np.ones(2), labels)}
+    hybrid = HybridScorer({"test_memory": view}, BlendedStacker(members), np.ones(2), support_top_k=1)
+    hybrid.save(tmp_path)
+    stored = json.loads((tmp_path / "stacker.json").read_text())
+    assert stored["params"]["views"] == ["test_memory"] and set(stored["blend"]) == {"out_of_fold", "tuning"}
+    loaded = HybridScorer.load(tmp_path, np.ones(2))
+    assert isinstance(loaded.stacker, BlendedStacker)
+    np.testing.assert_allclose(loaded.score(texts).logits, hybrid.score(texts).logits, rtol=1e-6)
 
 
 def test_a_bundle_naming_an_unregistered_view_is_refused(tmp_path) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from medcoder.atomic import atomic_write_text
 from medcoder.modeling import views as view_table
 from medcoder.modeling.scorer import Scorer, Scores, Span
-from medcoder.modeling.stacker import Stacker, rank_in_note
+from medcoder.modeling.stacker import BlendedStacker, Stacker, rank_in_note, stacker_from_dict
 from medcoder.modeling.views import NEURAL, routing_flags
 
 __all__ = ["FusedScores", "HybridScorer", "NO_EVIDENCE_FLAG", "STACKER_FILE", "SCORERS_DIR", "NEURAL_DIR", "TUNING_MODEL_DIR",
@@ -148,7 +148,7 @@ def view_names(directory: str | Path) -> list[str]:
 class HybridScorer:
     """Views + optional stacker over one code list (the LabelSpace's order)."""
 
-    def __init__(self, views: Mapping[str, Scorer], stacker: Stacker | None, frequency: Sequence[int] | np.ndarray,
+    def __init__(self, views: Mapping[str, Scorer], stacker: Stacker | BlendedStacker | None, frequency: Sequence[int] | np.ndarray,
                  *, support_top_k: int = 15) -> None:
         if not views:
             raise ValueError("a hybrid scorer needs at least one view")
@@ -228,7 +228,7 @@ class HybridScorer:
         stacker, support_top_k = None, 15
         if (root / STACKER_FILE).is_file():
             d = json.loads((root / STACKER_FILE).read_text())
-            stacker = Stacker.from_dict(d)
+            stacker = stacker_from_dict(d)
             support_top_k = int(d.get("support_top_k", 15))
         views: dict[str, Scorer] = {}
         for name in view_names(root):

@@ -292,8 +292,9 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
                  "tuning notes)", optional=True),
         ])
         design = (cfg.get("certification") or {}).get("design")
-        if not problems and (cfg.get("fusion") or {}).get("stacker_fit") == "tuning" and design == "none":
-            problems.append("fusion.stacker_fit=tuning with certification.design=none would fit the stacker on the "
+        fit = (cfg.get("fusion") or {}).get("stacker_fit")
+        if not problems and fit in TUNING_STACKER_FITS and design == "none":
+            problems.append(f"fusion.stacker_fit={fit} with certification.design=none would fit the stacker on the "
                             "labels that certify tau; use certification.design=inner_train (or dev_halves), or "
                             "fusion.stacker_fit=out_of_fold")
     data = cfg.get("data") or {}
@@ -302,9 +303,12 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
 
 
 #: What the fused coder's stacker may be fitted on (``fusion.stacker_fit``): the views' out-of-fold
-#: scores over train, or the fitted views' scores of the run's tuning notes
-#: (:func:`medcoder.workflows.fusion.fit_stacker_on_tuning`).
-STACKER_FITS = ("out_of_fold", "tuning")
+#: scores over train, the fitted views' scores of the run's tuning notes
+#: (:func:`medcoder.workflows.fusion.fit_stacker_on_tuning`), or both, their logits averaged
+#: (``blend``: :class:`medcoder.modeling.stacker.BlendedStacker`).
+STACKER_FITS = ("out_of_fold", "tuning", "blend")
+#: The fits that read the tuning notes' labels.
+TUNING_STACKER_FITS = ("tuning", "blend")
 
 
 #: The lexicon switches of the ``fusion`` group, and the corpora each applies to (None: every corpus).
@@ -402,10 +406,11 @@ def check_train_config(cfg: Any) -> None:
                             "starts afresh; set certification.refit=false")
         elif (plain.get("fusion") or {}).get("stacker_fit") == "tuning":
             # the stacker learns the four-fifths views' scores; the refit replaces those views
-            # measured: the pairing certified nothing at 0.90 on EN-P and ES-P (choices.md sections 8-9)
+            # measured: the pairing certified nothing at 0.90 on EN-P and ES-P (choices.md sections 8-9);
+            # blended with the out-of-fold stacker (fusion.stacker_fit=blend) it kept the top (section 10)
             problems.append("certification.refit=true with fusion.stacker_fit=tuning: the stacker learns the scores of "
                             "the views fitted on four fifths of train, and the refit replaces those views; set "
-                            "certification.refit=false or fusion.stacker_fit=out_of_fold")
+                            "certification.refit=false, fusion.stacker_fit=blend or fusion.stacker_fit=out_of_fold")
         elif neural and (mode := (plain.get("trainer") or {}).get("encoder_mode")) != "cached":
             # the refitted head trains on the frozen encoder's cached states (workflows.train)
             problems.append(f"certification.refit=true with trainer.encoder_mode={mode}: the refit trains the head on "

@@ -7,7 +7,9 @@ Who fits what (the honesty contract, ../shared/DESIGN.md, and README "Which spli
 * the stacker is fitted on **out-of-fold** scores over **train** (K-fold cross-fitting:
   :mod:`medcoder.training.oof`), or, with ``fusion.stacker_fit=tuning`` (no refit; in no shipped
   recipe), on the fitted views' scores of the tuning notes carved from train
-  (:func:`fit_stacker_on_tuning`; never the labels that certify τ);
+  (:func:`fit_stacker_on_tuning`; never the labels that certify τ), or, with
+  ``fusion.stacker_fit=blend``, both, their logits averaged
+  (:class:`~medcoder.modeling.stacker.BlendedStacker`, kept through the refit);
 * **dev** only early-stops the neural head (as before) — the calibrator, the decision threshold
   and τ are fitted / certified on dev later by ``scripts/calibrate.py``;
 * **test** is scored for evaluation only.
@@ -93,9 +95,9 @@ class FusionPlan:
     of the two lexicon sources; ``lexicon_sources``: those the corpus actually has with the
     switches applied (``mentions``: CodiEsp-X train spans, ``descriptions``: ICD-10-CM wording of
     diagnosis codes), derived once from the data group at the door. ``stacker_fit``: what the
-    stacker learns from, ``out_of_fold`` (the views' out-of-fold scores over train) or ``tuning``
+    stacker learns from, ``out_of_fold`` (the views' out-of-fold scores over train), ``tuning``
     (the fitted views' scores of the run's tuning notes, cross-fitted over ``stacker_folds`` folds:
-    :func:`fit_stacker_on_tuning`).
+    :func:`fit_stacker_on_tuning`) or ``blend`` (the mean logit of both stackers).
 
     Derived once, here, so that nobody re-derives them: ``classes`` (view -> its class, looked up
     in the registry once), ``has_neural``, ``neural_only``, ``fitted_views`` (every view but the

@@ -45,6 +45,7 @@ from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chu
 from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE, TUNING_MODEL_DIR
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
+from medcoder.modeling.stacker import BlendedStacker
 from medcoder.modeling.state_cache import EncodedStates, get_states
 from medcoder.tracking import (
     EpochMetricsCallback,
@@ -539,16 +540,25 @@ def _score_dev_test(fusions: Mapping[str, FusionResult], splits: DatasetDict,
 
 
 def _stacker_from_tuning(plan: FusionPlan, fusions: Mapping[str, FusionResult],
-                         view_scores: Mapping[str, Mapping[str, Scores]], labels_dev: np.ndarray) -> dict[str, np.ndarray]:
-    """``fusion.stacker_fit=tuning``: the stacker fitted on the fitted views' scores of the tuning
-    notes (:func:`~medcoder.workflows.fusion.fit_stacker_on_tuning`) replaces the out-of-fold one
-    (the config checks refuse it with a refit, whose views the stacker never saw). Returns the fused
-    logits: dev's cross-fitted (no note scored by a stacker that saw it), test's by the run's model."""
+                         view_scores: Mapping[str, Mapping[str, Scores]], labels_dev: np.ndarray, *,
+                         oof_logits: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``fusion.stacker_fit=tuning`` / ``blend``: the stacker fitted on the fitted views' scores of
+    the tuning notes (:func:`~medcoder.workflows.fusion.fit_stacker_on_tuning`) replaces the
+    out-of-fold one (``tuning``; the config checks refuse it with a refit, whose views the stacker
+    never saw) or joins it, their logits averaged (``blend``: every model of the run, the refit's
+    too, gets a :class:`~medcoder.modeling.stacker.BlendedStacker` of its own out-of-fold stacker and
+    this one). Returns the fused logits: dev's with the tuning stacker's part cross-fitted (no note
+    scored by a tuning stacker that saw it; ``oof_logits["dev"]``: the out-of-fold stacker's), test's
+    by the run's model."""
     stacker, dev_logits = fit_stacker_on_tuning(plan, view_scores["dev"], fusions["dev"].scorer.frequency, labels_dev)
-    for result in fusions.values():
-        result.scorer.stacker = stacker
-    log.info("fusion.stacker_fit=tuning: stacker fitted on %d tuning notes (%d folds for their own scores)",
-             labels_dev.shape[0], plan.stacker_folds)
+    blend = plan.stacker_fit == "blend"
+    for result in {id(r): r for r in fusions.values()}.values():
+        result.scorer.stacker = (BlendedStacker({"out_of_fold": result.scorer.stacker, "tuning": stacker})
+                                 if blend else stacker)
+    if blend:  # the same mean as BlendedStacker.decision_function, with the tuning part cross-fitted
+        dev_logits = ((np.asarray(oof_logits["dev"], dtype=np.float32) + dev_logits) / 2).astype(np.float32)
+    log.info("fusion.stacker_fit=%s: stacker fitted on %d tuning notes (%d folds for their own scores)",
+             plan.stacker_fit, labels_dev.shape[0], plan.stacker_folds)
     return {"dev": dev_logits, "test": fusions["test"].scorer.fuse(view_scores["test"])}
 
 
@@ -574,8 +584,8 @@ def _evaluate_and_save(settings: TrainSettings, run_id: str, data: _Data, starte
     if fusion is not None:
         fusions = {"dev": fusion, "test": refit.fusion if refit is not None else fusion}
         logits, view_scores = _score_dev_test(fusions, splits, neural_logits)
-        if settings.fusion.stacker_fit == "tuning":
-            logits = _stacker_from_tuning(settings.fusion, fusions, view_scores, y["dev"])
+        if settings.fusion.stacker_fit in ("tuning", "blend"):
+            logits = _stacker_from_tuning(settings.fusion, fusions, view_scores, y["dev"], oof_logits=logits)
             view_metrics["dev_map_stacker_in_sample"] = codiesp_map(
                 fusion.scorer.fuse(view_scores["dev"]), data.label_space.codes, list(splits["dev"]["codes"]))
         for name in view_scores["dev"]:
