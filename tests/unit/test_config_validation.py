@@ -231,6 +231,7 @@ def test_the_dictionary_needs_a_lexicon_and_says_so_before_training(overrides, s
     ("fusion.stacker.interactions=often", "fusion.stacker.interactions='often' is not valid (expected true or false)"),
     ("fusion.stacker.C=0", "fusion.stacker.C=0 is not valid (expected a number > 0)"),
     ("fusion.stacker_fit=dev", "fusion.stacker_fit='dev' is not valid (expected one of out_of_fold, tuning, blend)"),
+    ("fusion.stacker_blend_weight=1.5", "fusion.stacker_blend_weight=1.5 is not valid (expected a number in (0, 1)"),
     ("fusion.stacker_folds=1", "fusion.stacker_folds=1 is not valid (expected an integer >= 2"),
 ])
 def test_lexicon_switches_and_dictionary_ranges_are_refused_in_one_line(override, message, tmp_path) -> None:

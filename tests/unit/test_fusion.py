@@ -158,6 +158,14 @@ def test_a_blended_stacker_is_the_mean_of_its_members_and_round_trips_through_a_
         BlendedStacker({"one": a, "other": Stacker(["good"]).fit(scores, freq, y)})
     with pytest.raises(ValueError, match="at least two"):
         BlendedStacker({"one": a})
+    weighted = BlendedStacker({"out_of_fold": a, "tuning": b}, {"out_of_fold": 0.75, "tuning": 0.25})
+    np.testing.assert_allclose(weighted.decision_function(scores, freq), 0.75 * a.decision_function(scores, freq)
+                               + 0.25 * b.decision_function(scores, freq), rtol=1e-5, atol=1e-5)
+    again = BlendedStacker.from_dict(json.loads(json.dumps(weighted.to_dict())))
+    assert again.weights == {"out_of_fold": 0.75, "tuning": 0.25}
+    for bad in ({"out_of_fold": 0.5, "tuning": 0.6}, {"out_of_fold": 1.0, "tuning": 0.0}, {"out_of_fold": 1.0}):
+        with pytest.raises(ValueError, match="must be positive, one per stacker"):
+            BlendedStacker({"out_of_fold": a, "tuning": b}, bad)
 
     texts, codes = ["a x", "b y", "a z"], ["A", "B"]
     labels = np.array([[1, 0], [0, 1], [1, 1]])

@@ -290,6 +290,8 @@ def fusion_problems(cfg: Mapping[str, Any]) -> list[str]:
             Rule("fusion.stacker_fit", lambda v: v in STACKER_FITS, f"one of {', '.join(STACKER_FITS)}", optional=True),
             Rule("fusion.stacker_folds", int_at_least(2), "an integer >= 2 (K of the stacker's cross-fit over the "
                  "tuning notes)", optional=True),
+            Rule("fusion.stacker_blend_weight", lambda v: not isinstance(v, bool) and isinstance(v, int | float)
+                 and 0 < v < 1, "a number in (0, 1): the tuning-notes stacker's weight in the blend", optional=True),
         ])
         design = (cfg.get("certification") or {}).get("design")
         fit = (cfg.get("fusion") or {}).get("stacker_fit")

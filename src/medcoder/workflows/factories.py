@@ -310,7 +310,7 @@ def training_arguments(trainer_cfg: Any, *, output_dir: Path, seed: int,
 
 #: Keys of the ``fusion`` group besides the views' own parameter blocks (``fusion.<view>``).
 _FUSION_KEYS = ("views", "folds", "neural_folds", "use_mentions", "use_descriptions", "use_spanish_titles",
-                "use_projected_mentions", "stacker", "stacker_fit", "stacker_folds")
+                "use_projected_mentions", "stacker", "stacker_fit", "stacker_folds", "stacker_blend_weight")
 
 
 def build_fusion_plan(cfg: DictConfig) -> FusionPlan:
@@ -345,4 +345,5 @@ def build_fusion_plan(cfg: DictConfig) -> FusionPlan:
         lexicon_sources=tuple(dictionary_sources(cfg)),
         stacker_fit=values.get("stacker_fit", "out_of_fold"),
         stacker_folds=values.get("stacker_folds", 5),
+        stacker_blend_weight=values.get("stacker_blend_weight", 0.5),
     )

@@ -97,7 +97,8 @@ class FusionPlan:
     diagnosis codes), derived once from the data group at the door. ``stacker_fit``: what the
     stacker learns from, ``out_of_fold`` (the views' out-of-fold scores over train), ``tuning``
     (the fitted views' scores of the run's tuning notes, cross-fitted over ``stacker_folds`` folds:
-    :func:`fit_stacker_on_tuning`) or ``blend`` (the mean logit of both stackers).
+    :func:`fit_stacker_on_tuning`) or ``blend`` (the weighted mean logit of both stackers,
+    ``stacker_blend_weight`` on the tuning one).
 
     Derived once, here, so that nobody re-derives them: ``classes`` (view -> its class, looked up
     in the registry once), ``has_neural``, ``neural_only``, ``fitted_views`` (every view but the
@@ -117,6 +118,7 @@ class FusionPlan:
     lexicon_sources: tuple[str, ...] = ()
     stacker_fit: str = "out_of_fold"
     stacker_folds: int = 5
+    stacker_blend_weight: float = 0.5
     # -- derived in __post_init__ ----------------------------------------------------------------
     classes: Mapping[str, type[Scorer]] = field(init=False, repr=False, compare=False)
     has_neural: bool = field(init=False, repr=False, compare=False)
@@ -159,6 +161,10 @@ class FusionPlan:
         if self.stacker_fit not in STACKER_FITS:
             raise ConfigError(f"fusion.stacker_fit={self.stacker_fit!r} is not valid (expected one of "
                               f"{', '.join(STACKER_FITS)})")
+        weight = self.stacker_blend_weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight < 1:
+            raise ConfigError(f"fusion.stacker_blend_weight={weight!r} is not valid (expected a number in (0, 1): the "
+                              "tuning-notes stacker's weight in the blend)")
         if self.neural_only:
             return  # no out-of-fold fits: the fold counts are not used
         if not (isinstance(self.stacker_folds, int) and not isinstance(self.stacker_folds, bool)

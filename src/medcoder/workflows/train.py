@@ -45,7 +45,7 @@ from medcoder.modeling.batching import ChunksDataset, StatesDataset, collate_chu
 from medcoder.modeling.hybrid import NEURAL_DIR, SCORERS_DIR, STACKER_FILE, TUNING_MODEL_DIR
 from medcoder.modeling.label_init import init_bias_from_frequency, init_from_descriptions
 from medcoder.modeling.scoring import score_features, sigmoid
-from medcoder.modeling.stacker import BlendedStacker
+from medcoder.modeling.stacker import BlendedStacker, blend_logits
 from medcoder.modeling.state_cache import EncodedStates, get_states
 from medcoder.tracking import (
     EpochMetricsCallback,
@@ -552,11 +552,12 @@ def _stacker_from_tuning(plan: FusionPlan, fusions: Mapping[str, FusionResult],
     by the run's model."""
     stacker, dev_logits = fit_stacker_on_tuning(plan, view_scores["dev"], fusions["dev"].scorer.frequency, labels_dev)
     blend = plan.stacker_fit == "blend"
+    weights = {"out_of_fold": 1.0 - plan.stacker_blend_weight, "tuning": plan.stacker_blend_weight}
     for result in {id(r): r for r in fusions.values()}.values():
-        result.scorer.stacker = (BlendedStacker({"out_of_fold": result.scorer.stacker, "tuning": stacker})
+        result.scorer.stacker = (BlendedStacker({"out_of_fold": result.scorer.stacker, "tuning": stacker}, weights)
                                  if blend else stacker)
-    if blend:  # the same mean as BlendedStacker.decision_function, with the tuning part cross-fitted
-        dev_logits = ((np.asarray(oof_logits["dev"], dtype=np.float32) + dev_logits) / 2).astype(np.float32)
+    if blend:  # BlendedStacker's formula, with the tuning part cross-fitted
+        dev_logits = blend_logits({"out_of_fold": oof_logits["dev"], "tuning": dev_logits}, weights)
     log.info("fusion.stacker_fit=%s: stacker fitted on %d tuning notes (%d folds for their own scores)",
              plan.stacker_fit, labels_dev.shape[0], plan.stacker_folds)
     return {"dev": dev_logits, "test": fusions["test"].scorer.fuse(view_scores["test"])}
