@@ -239,18 +239,25 @@ def ltt_share(z, y, frequency, *, targets=(0.95, 0.90, 0.85), min_train_count=2,
     split's top n_gold, the eligible ones those of codes seen in ``min_train_count`` fitting notes
     (the shipped ``rare_code`` bar); per target, the share of predicted pairs accepted (0: nothing
     certified). A proxy for what dev certification will read: the very top of the ranking."""
+    kept = np.broadcast_to(np.asarray(frequency)[None, :] >= min_train_count, z.shape)
+    return ltt_on_pairs(z.reshape(-1), y.reshape(-1), kept.reshape(-1), targets=targets, delta=delta)
+
+
+def ltt_on_pairs(z, y, kept, *, targets=(0.95, 0.90, 0.85), delta=0.1, min_coverage=0.0):
+    """Learn-then-Test (:func:`medcoder.calibration.risk_control.select_accept_threshold`) over
+    flat (note, code) pairs: the predicted pairs are the top n_gold by ``z``, the eligible ones those
+    also ``kept`` by the routing rules; per target, the share of predicted pairs certified."""
     from medcoder.calibration.risk_control import select_accept_threshold
     from medcoder.modeling.scoring import sigmoid
 
-    flat = z.reshape(-1)
-    predicted = np.zeros(flat.shape, dtype=bool)
+    predicted = np.zeros(z.shape, dtype=bool)
     n_pred = int(y.sum())
-    predicted[np.argsort(-flat, kind="stable")[:n_pred]] = True
-    eligible = predicted.reshape(z.shape) & (np.asarray(frequency)[None, :] >= min_train_count)
+    predicted[np.argsort(-z, kind="stable")[:n_pred]] = True
+    eligible = predicted & kept
     probs = sigmoid(z.astype(np.float64))
     out = {}
     for t in targets:
-        r = select_accept_threshold(probs, y, eligible, target_precision=t, delta=delta)
+        r = select_accept_threshold(probs, y, eligible, target_precision=t, delta=delta, min_coverage=min_coverage)
         out[f"{t:.2f}"] = round(r.n_calibration_accepted / max(1, n_pred), 3)
     return out
 
@@ -394,9 +401,6 @@ def run_fifths(seed, args, corpus, language, code_type):
     eligible pairs, and Learn-then-Test as the shipped routing runs it (``min_coverage`` 0.10, the
     ``rare_code`` bar 2, δ 0.1; the predicted pairs are the pooled top n_gold). Dev and test are
     never loaded."""
-    from medcoder.calibration.risk_control import select_accept_threshold
-    from medcoder.modeling.scoring import sigmoid
-
     share = args.holdout_stacker or 0.25
     train_all = corpus["train"]
     perm = np.random.default_rng(seed).permutation(len(train_all))
@@ -446,11 +450,7 @@ def run_fifths(seed, args, corpus, language, code_type):
         eligible = predicted & elig
         order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
         errors = np.cumsum(~y[order])
-        ltt = {}
-        for t in (0.95, 0.90, 0.85):
-            r = select_accept_threshold(sigmoid(z.astype(np.float64)), y, eligible, target_precision=t,
-                                        delta=0.1, min_coverage=0.10)
-            ltt[f"{t:.2f}"] = round(r.n_calibration_accepted / max(1, n_pred), 3)
+        ltt = ltt_on_pairs(z, y, elig, min_coverage=0.10)
         out[pairing] = {"map": round(float(np.nanmean(np.concatenate(acc["ap"]))), 4),
                         "top_precision": top_precision(z, y),
                         "errors_in_best_eligible": {str(n): int(errors[n - 1]) for n in (50, 100, 200, 400, 800)
