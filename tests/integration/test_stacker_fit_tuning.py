@@ -58,6 +58,8 @@ def test_the_stacker_is_fitted_on_the_tuning_notes_and_dev_map_is_cross_fitted(r
         model_dir = out / "tuning_model"  # the refit's model never scored them: the four-fifths one did
         blend = json.loads((out / "stacker.json").read_text())["blend"]
         assert set(blend) == {"out_of_fold", "tuning"}
+        weight = run["cfg"].fusion.stacker_blend_weight  # the recipe's (quickstart_p_es: 0.25)
+        assert json.loads((out / "stacker.json").read_text())["weights"] == {"out_of_fold": 1 - weight, "tuning": weight}
         refit_codes = len(LabelSpace.from_json(out / "labels.json").codes)
         # the refit's own out-of-fold stacker, over every note the refit fitted on
         assert blend["out_of_fold"]["state"]["n_rows"] == metrics["refit_train_notes"] * refit_codes
