@@ -91,8 +91,10 @@ def _views(stacker: dict[str, Any] | None, metrics: dict[str, float]) -> list[st
         return []
     views = stacker.get("params", {}).get("views", [])
     alone = ", ".join(f"{v} {_fmt(metrics.get(f'test_map_{v}'))}" for v in views)
-    combiner = ("the mean logit of two logistic-regression stackers, one fitted on out-of-fold training scores and "
-                "one on the fitted views' scores of the tuning notes" if "blend" in stacker else
-                "a logistic-regression stacker fitted on out-of-fold training scores")
+    weights = stacker.get("weights") or {}
+    share = ", ".join(f"{n} {float(w):g}" for n, w in weights.items())
+    combiner = (f"the mean logit of two logistic-regression stackers (weights: {share or 'equal'}), one fitted on "
+                "out-of-fold training scores and one on the fitted views' scores of the tuning notes"
+                if "blend" in stacker else "a logistic-regression stacker fitted on out-of-fold training scores")
     return [f"- Fused views: {', '.join(views)}, combined by {combiner}",
             f"  (test MAP alone: {alone}; fused: {_fmt(metrics.get('test_map'))})."]
