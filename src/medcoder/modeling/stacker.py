@@ -15,8 +15,9 @@ A linear model cannot form these products or extremes itself; on the tuning spli
 Spanish they raised MAP by 0.010 on 3 of 3 seeds (benchmarks/results/choices.md section 5).
 
 Honesty contract (../shared/DESIGN.md): the stacker is fitted on **out-of-fold** scores over the
-training split (each note scored by views that never saw it), never on dev or test, so dev stays
-clean for the calibrator, the decision threshold and certifying τ. Its state is plain JSON.
+training split (each note scored by views that never saw it), or, for :class:`BlendedStacker`'s
+second member, on the fitted views' scores of the tuning notes carved from train; never on the
+labels that certify τ, nor on test. Its state is plain JSON.
 """
 
 from __future__ import annotations
