@@ -345,6 +345,19 @@ def _concat(a, b):
             for v in a}
 
 
+def held_out_fit(plan, corpus_meta, train, share, rng_seed):
+    """The held-out stacker's setting: the views fitted on 1 - ``share`` of ``train`` (a seeded
+    permutation), the other ``share`` left to fit a stacker on their scores. Returns the fitting
+    part, the held-out part, the views part's label space, its fusion and the held-out notes' view
+    scores."""
+    perm = np.random.default_rng(rng_seed).permutation(len(train))
+    n_hold = int(round(share * len(train)))
+    fit_part, hold_part = train.select(np.sort(perm[n_hold:]).tolist()), train.select(np.sort(perm[:n_hold]).tolist())
+    space = LabelSpace.from_codes(fit_part["codes"], min_count=1, codeset_fy=2026)
+    fr = fit_fusion(plan, corpus_meta, DatasetDict({"train": fit_part}), space, space.encode(fit_part["codes"]))
+    return fit_part, hold_part, space, fr, fr.scorer.score_views(list(hold_part["text"]))
+
+
 def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit):
     """One level down, the choice between the refit (views and an out-of-fold stacker on every
     labelled note) and a stacker fitted on held-out notes' scores of the views it will meet (views
@@ -352,15 +365,11 @@ def holdout_stacker(args, plan, train, tune, language, code_type, seed, *, refit
     (share), both read on the same tuning notes as the arms above, which play the refit.
     ``held_out>refit``: the held-out stacker applied to the views fitted on every fitting note
     (``refit``: their tuning scores, frequency, codes and tuning labels), the pairing that lost EN-P's certification."""
-    perm = np.random.default_rng(seed + 7).permutation(len(train))
-    n_hold = int(round(args.holdout_stacker * len(train)))
-    fit_part, hold_part = train.select(np.sort(perm[n_hold:]).tolist()), train.select(np.sort(perm[:n_hold]).tolist())
-    space = LabelSpace.from_codes(fit_part["codes"], min_count=1, codeset_fy=2026)
+    fit_part, hold_part, space, fr, hold_views = held_out_fit(
+        plan, TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026), train,
+        args.holdout_stacker, seed + 7)
     codes = list(space.codes)
-    fr = fit_fusion(plan, TrainingCorpus(language=language, code_type=code_type, codeset_fy=2026),
-                    DatasetDict({"train": fit_part}), space, space.encode(fit_part["codes"]))
     frequency = fr.scorer.frequency
-    hold_views = fr.scorer.score_views(list(hold_part["text"]))
     tune_views = fr.scorer.score_views(list(tune["text"]))
     y_fit, y_hold = space.encode(fit_part["codes"]), space.encode(hold_part["codes"])
     y_tune = space.encode(tune["codes"]).astype(bool)
@@ -417,12 +426,7 @@ def run_fifths(seed, args, corpus, language, code_type):
         gold = [list(c) for c in tune["codes"]]
         fr = fit_fusion(plan, corpus_meta, DatasetDict({"train": train}), space, y_train)
         tune_views, frequency = fr.scorer.score_views(list(tune["text"])), fr.scorer.frequency
-        sub = np.random.default_rng(seed + 7 + k).permutation(len(train))
-        n_hold = int(round(share * len(train)))
-        fit_part, hold_part = train.select(np.sort(sub[n_hold:]).tolist()), train.select(np.sort(sub[:n_hold]).tolist())
-        sspace = LabelSpace.from_codes(fit_part["codes"], min_count=1, codeset_fy=2026)
-        sfr = fit_fusion(plan, corpus_meta, DatasetDict({"train": fit_part}), sspace, sspace.encode(fit_part["codes"]))
-        hold_views = sfr.scorer.score_views(list(hold_part["text"]))
+        _, hold_part, sspace, sfr, hold_views = held_out_fit(plan, corpus_meta, train, share, seed + 7 + k)
         shape = (len(tune), len(codes))
         eligible = np.broadcast_to(np.asarray(frequency)[None, :] >= 2, shape)
         for name in args.arms:

@@ -212,8 +212,9 @@ class BlendedStacker:
     (dev lost 0.90 on ES-P and EN-P; ``benchmarks/results/choices.md`` sections 8-10). The mean of
     the two logits keeps one score (calibrator, τ and the coder's ranking stay one thing), and on
     all of train held out fifth by fifth it kept most of the MAP gain with the top as clean as the
-    out-of-fold stacker's (section 10). A plain mean and not learned weights: a weight would need
-    labels that neither stacker saw, and there are none left to spare.
+    out-of-fold stacker's (section 10). Fixed weights and not learned ones: learning them would need
+    labels that neither stacker saw, and there are none left to spare, so a recipe sets them
+    (``fusion.stacker_blend_weight``, chosen on that same held-out judge).
 
     ``members``: name -> fitted :class:`Stacker`, every one over the same views in the same order;
     ``weights``: name -> its weight in the mean (positive, summing to 1; default equal).
