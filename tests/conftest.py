@@ -5,7 +5,9 @@ Everything is written under pytest's tmp dirs; HF/MLflow run offline.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +19,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Library caches (HF datasets/evaluate, matplotlib fonts) go to a temp dir too, not ~/.cache.
 _CACHE = tempfile.mkdtemp(prefix="medcoder-test-cache-")
+# Removed when the test process ends (each xdist worker imports this module and owns its own dir).
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.setdefault("HF_HOME", _CACHE)
 os.environ.setdefault("MPLCONFIGDIR", _CACHE)
 # Bundles loaded from models:/ URIs are cached (medcoder.inference.bundle.cached_bundle): not in ~/.cache.
