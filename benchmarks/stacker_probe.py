@@ -439,18 +439,25 @@ def run_fifths(seed, args, corpus, language, code_type):
             blends = [(f"{name}:blend" if w == 0.5 else f"{name}:blend@{w:g}", (1 - w) * z_ship + w * z_held)
                       for w in args.blend_weights]
             for pairing, z in ((f"{name}:ship", z_ship), (f"{name}:held>refit", z_held), *blends):
-                acc = pooled.setdefault(pairing, {"z": [], "y": [], "eligible": [], "ap": []})
+                acc = pooled.setdefault(pairing, {"z": [], "y": [], "eligible": [], "ap": [], "note": []})
+                acc["note"].append(np.repeat(held, len(codes)))  # the note's index in CodiEsp train
                 acc["z"].append(z.reshape(-1))
                 acc["y"].append(y_tune.reshape(-1))
                 acc["eligible"].append(eligible.reshape(-1))
                 acc["ap"].append(per_note_ap(z, codes, gold))
         print(args.corpus, seed, f"fifth {k} done", flush=True)
     out = {}
+    dumped = {}
     for pairing, acc in pooled.items():
         z, y, elig = (np.concatenate(acc[key]) for key in ("z", "y", "eligible"))
         n_pred = int(y.sum())
         predicted = np.zeros(z.shape, dtype=bool)
         predicted[np.argsort(-z, kind="stable")[:n_pred]] = True
+        if args.dump_pairs:  # the predicted pairs only: what a certification procedure reads
+            key = pairing.replace(":", "_").replace(">", "_").replace("@", "_w")
+            dumped |= {f"{seed}/{key}/z": z[predicted], f"{seed}/{key}/y": y[predicted],
+                       f"{seed}/{key}/eligible": elig[predicted],
+                       f"{seed}/{key}/note": np.concatenate(acc["note"])[predicted]}
         eligible = predicted & elig
         order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
         errors = np.cumsum(~y[order])
@@ -461,6 +468,8 @@ def run_fifths(seed, args, corpus, language, code_type):
                                                     if n <= len(errors)},
                         "ltt_share": ltt, "n_eligible": int(eligible.sum()), "n_pred": n_pred}
         print(args.corpus, seed, pairing, json.dumps(out[pairing]), flush=True)
+    if args.dump_pairs:
+        out["_pairs"] = dumped
     return out
 
 
@@ -492,6 +501,9 @@ def main():
                          "through the refit, their blend): see run_fifths")
     ap.add_argument("--blend-weights", type=float, nargs="+", default=[0.5],
                     help="with --fifths: the held-out stacker's weight in each blend ((1 - w) x ship + w x held)")
+    ap.add_argument("--dump-pairs", type=Path, metavar="NPZ",
+                    help="--fifths: also save every pairing's pooled predicted pairs (score, gold, eligible, "
+                         "train note index) per seed, for benchmarks/ltt_grid_probe.py")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if args.word_view:
@@ -511,6 +523,11 @@ def main():
     corpus = DatasetDict({"train": corpus["train"], "dev": corpus["dev"]})  # test never read
     if args.fifths:
         per_seed = {s: run_fifths(s, args, corpus, language, code_type) for s in args.seeds}
+        if args.dump_pairs:
+            arrays = {k: v for s in args.seeds for k, v in per_seed[s].pop("_pairs").items()}
+            tmp = args.dump_pairs.with_name(args.dump_pairs.name + ".tmp.npz")
+            np.savez_compressed(tmp, **arrays)
+            tmp.replace(args.dump_pairs)
         summary = {p: {key: [per_seed[s][p][key] for s in args.seeds]
                        for key in ("map", "top_precision", "errors_in_best_eligible", "ltt_share")}
                    for p in per_seed[args.seeds[0]]}

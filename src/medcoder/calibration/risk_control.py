@@ -79,6 +79,7 @@ __all__ = [
     "AcceptThresholdResult",
     "RiskTargets",
     "binomial_p_values",
+    "coverage_grid",
     "fixed_sequence_test",
     "min_accepts_to_certify",
     "precision_lower_bound",
@@ -223,6 +224,28 @@ MIN_START_ACCEPTED = 50
 # was chosen after the English hybrid's dev sequence, started at 50 codes, stopped at once on 3
 # errors among its top 50 (top 100: 4 errors); docs/auto-accept.md reports both starts.
 DEFAULT_MIN_COVERAGE = 0.10
+
+
+def coverage_grid(eligible_scores: np.ndarray, step: float) -> np.ndarray:
+    """τ candidates at every ``step`` of the eligible calibration codes' coverage (label-free).
+
+    The k-th candidate is the score of the ``ceil(k * step * n)``-th highest of the ``n`` eligible
+    scores, so the fixed sequence tests the top ``step``, ``2 step``, ... of them and nothing in
+    between. Why a coarser grid than every distinct score: the sequence stops at its first
+    non-rejection, and each extra test is one more place where a short run of errors ends it,
+    even where the next step down would be certified with room to spare. The grid reads only the
+    scores' order, never the labels, so any step keeps the family-wise guarantee
+    (``benchmarks/ltt_grid_probe.py`` measures what it does to power).
+    """
+    if not 0.0 < float(step) <= 1.0:
+        raise ValueError(f"coverage step must be in (0, 1], got {step!r}")
+    s_desc = np.sort(np.asarray(eligible_scores, dtype=np.float64).reshape(-1))[::-1]
+    n = int(s_desc.size)
+    if n == 0:
+        return s_desc
+    shares = np.arange(1, int(math.floor(1.0 / float(step) + 1e-9)) + 1) * float(step)
+    counts = np.clip(np.ceil(shares * n - 1e-9).astype(np.int64), 1, n)
+    return np.unique(s_desc[np.unique(np.append(counts, n)) - 1])[::-1]
 
 
 def select_accept_threshold(
