@@ -147,13 +147,22 @@ def _reject(cum_false: np.ndarray, targets: RiskTargets, pvalues: str = "binomia
     return cum_false <= crit[1:][None, :]
 
 
+def sequence_counts(n_codes: int, targets: RiskTargets) -> np.ndarray:
+    """The accepted counts the shipped sequence tests, in order, for ``n_codes`` eligible codes with
+    distinct scores: its start, then every count (the shipped grid is every distinct score). Read
+    from :func:`select_accept_threshold` itself on arbitrary labels (start and grid are label-free)."""
+    res = select_accept_threshold(np.linspace(0.0, 1.0, n_codes), np.ones(n_codes), np.ones(n_codes, bool),
+                                  targets=targets)
+    return np.asarray(res.n_accepted, dtype=np.int64)
+
+
 def shipped(cum_false: np.ndarray, targets: RiskTargets) -> np.ndarray:
-    """The shipped procedure: its start, its p-values' critical counts and, row by row, its own
-    :func:`fixed_sequence_test` (so a change to any of the three reaches the FWER checks)."""
-    start = shipped_start(cum_false.shape[1], targets)
-    p = np.where(_reject(cum_false, targets)[:, start - 1:], 0.0, 1.0)
+    """The shipped procedure: its start and grid, its p-values' critical counts and, row by row, its
+    own :func:`fixed_sequence_test` (so a change to any of them reaches the FWER checks)."""
+    counts = sequence_counts(cum_false.shape[1], targets)
+    p = np.where(_reject(cum_false, targets)[:, counts - 1], 0.0, 1.0)
     stop = np.array([fixed_sequence_test(row, targets.delta) for row in p], dtype=np.int64)
-    return np.where(stop > 0, start - 1 + stop, 0)
+    return np.where(stop > 0, counts[np.maximum(stop - 1, 0)], 0)
 
 
 def no_stop(cum_false: np.ndarray, targets: RiskTargets) -> np.ndarray:

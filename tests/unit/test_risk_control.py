@@ -11,6 +11,7 @@ from scipy.stats import binomtest
 from medcoder.calibration.risk_control import (
     AcceptThresholdResult,
     binomial_p_values,
+    coverage_grid,
     fixed_sequence_test,
     min_accepts_to_certify,
     precision_lower_bound,
@@ -140,6 +141,33 @@ def test_min_coverage_moves_the_start_past_errors_at_the_very_top():
     assert late.feasible and late.n_calibration_accepted == 300
     with pytest.raises(ConfigError, match="routing.min_coverage"):
         select_accept_threshold(s, y, mask, min_coverage=1.0)
+
+
+def test_coverage_grid_steps_through_the_eligible_codes_by_share():
+    s = np.random.default_rng(0).random(1000)
+    grid = coverage_grid(s, 0.1)
+    assert [int((s >= t).sum()) for t in grid] == list(range(100, 1001, 100))
+    assert list(grid) == sorted(grid, reverse=True)
+    uneven = coverage_grid(s[:95], 0.25)  # ceil(k * 0.25 * 95) = 24, 48, 72, 95; the last code always
+    assert [int((s[:95] >= t).sum()) for t in uneven] == [24, 48, 72, 95]
+    assert coverage_grid(np.array([]), 0.1).size == 0
+    with pytest.raises(ValueError, match="coverage step"):
+        coverage_grid(s, 0.0)
+
+
+def test_a_coarser_grid_steps_over_a_short_run_of_errors():
+    # 400 codes, all right except 5 in a row at ranks 61-65, target 0.90, start at 10 % (40 codes).
+    # Every score: 62 accepts with 2 false pass (p 0.05), 63 with 3 false do not (p 0.12): it stops.
+    # Steps of 25 %: 100 accepts with 5 false pass (p 0.06), and so do 200, 300 and 400.
+    s = np.linspace(1.0, 0.0, 400, endpoint=False)
+    y = np.ones(400, int)
+    y[[60, 61, 62, 63, 64]] = 0
+    mask = np.ones(400, bool)
+    fine = select_accept_threshold(s, y, mask, target_precision=0.9, delta=0.1, min_coverage=0.1)
+    coarse = select_accept_threshold(s, y, mask, target_precision=0.9, delta=0.1, min_coverage=0.1,
+                                     candidates=coverage_grid(s, 0.25))
+    assert fine.n_calibration_accepted == 62  # stopped inside the run of errors
+    assert coarse.n_accepted == [100, 200, 300, 400] and coarse.n_calibration_accepted == 400
 
 
 def test_fixed_sequence_and_p_values():

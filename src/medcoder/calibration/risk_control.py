@@ -273,8 +273,9 @@ def select_accept_threshold(
     target_precision, delta:
         Precision target and error level: ``P(precision(τ) ≥ target) ≥ 1 − delta``.
     candidates:
-        Optional grid of τ values; default every distinct eligible probability. Tested from high
-        to low, after dropping those accepting fewer than ``min_accepted`` codes.
+        Optional grid of τ values; default every distinct eligible probability (the shipped
+        grid; :func:`coverage_grid` gives a coarser one). Tested from high to low, after dropping
+        those accepting fewer than ``min_accepted`` codes.
     min_accepted:
         Where the fixed sequence starts (label-free, see module doc). Default: the larger of
         ``min_accepts_to_certify(target_precision, delta, n_errors=1)`` and
