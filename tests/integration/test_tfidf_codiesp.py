@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +26,11 @@ def test_tfidf_codiesp_en_d_dev_map(tmp_path: Path) -> None:
     splits = load_codiesp(resolve_codiesp_root(download=False), language="en", code_type="D")
     train, dev = splits["train"], splits["dev"]
     space = LabelSpace.from_codes(train["codes"], min_count=1)
-    started = time.perf_counter()
+    # fit seconds are measured in benchmarks/tfidf_probe.py, not asserted here
     scorer = TfidfScorer().fit(list(train["text"]), space.encode(train["codes"]), space.codes)
-    fit_seconds = time.perf_counter() - started
     scores = scorer.score(list(dev["text"])).scores
     dev_map = codiesp_map(scores, space.codes, [list(c) for c in dev["codes"]])
     assert dev_map >= DEV_MAP_FLOOR, f"dev MAP {dev_map:.4f} < floor {DEV_MAP_FLOOR}"
-    assert fit_seconds < 60, f"one fit took {fit_seconds:.0f}s: the quickstart fits this K+1 times"
     scorer.save(tmp_path)
     size_mb = sum(p.stat().st_size for p in tmp_path.iterdir()) / 1e6
     assert size_mb < 20, f"saved scorer is {size_mb:.1f} MB"
