@@ -54,16 +54,24 @@ def _link_split(src: Path, dst: Path, src_name: str, dst_name: str, ids: set[str
                                                    encoding="utf-8")
 
 
-def build(corpus: str, seed: int, out: Path) -> dict[str, int]:
+def build(corpus: str, seed: int, out: Path, fifth: int | None = None) -> dict[str, int]:
+    """The copy of ``seed``'s shipped carve, or with ``fifth`` the copy whose test is that fifth of
+    ``benchmarks/stacker_probe.py --fifths``'s random cut of train (same permutation, same notes)."""
     if out.exists():
         raise SystemExit(f"{out}: exists; give a new folder (this script never writes into an existing one)")
     language, code_type = corpus.split("-")
     root = resolve_codiesp_root(download=False)
     release = require_release_dir(root)
     splits = load_codiesp(root, language=language, code_type=code_type, splits=("train", "dev"))
-    carved = carve_certification(DatasetDict({"train": splits["train"], "dev": splits["dev"]}), "inner_train",
-                                 fraction=0.2, seed=seed)
-    fit_ids, tune_ids = set(carved["train"]["id"]), set(carved["dev"]["id"])
+    if fifth is not None:
+        ids = list(splits["train"]["id"])
+        held = np.random.default_rng(seed).permutation(len(ids))[fifth::5]
+        tune_ids = {ids[i] for i in held}
+        fit_ids = set(ids) - tune_ids
+    else:
+        carved = carve_certification(DatasetDict({"train": splits["train"], "dev": splits["dev"]}), "inner_train",
+                                     fraction=0.2, seed=seed)
+        fit_ids, tune_ids = set(carved["train"]["id"]), set(carved["dev"]["id"])
     new = out / RELEASE
     _link_split(release / "train", new / "train", "train", "train", fit_ids)
     _link_split(release / "train", new / "test", "train", "test", tune_ids)
@@ -93,6 +101,8 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, choices=["es-D", "es-P", "en-D", "en-P"])
     ap.add_argument("--seed", type=int, help="the run seed whose shipped carve is the world (with --out, to build)")
     ap.add_argument("--out", type=Path, required=True, help="the copy's folder (data.root of its runs)")
+    ap.add_argument("--fifth", type=int, choices=range(5),
+                    help="build the copy whose test is this fifth of the --fifths judge's cut (with --seed)")
     ap.add_argument("--read-run", type=Path, help="a run's outputs/runs/<id> folder trained on the copy: read it")
     args = ap.parse_args()
     if args.read_run:
@@ -100,7 +110,7 @@ def main() -> None:
     else:
         if args.seed is None:
             raise SystemExit("--seed is needed to build a copy")
-        print(json.dumps(build(args.corpus, args.seed, args.out)))
+        print(json.dumps(build(args.corpus, args.seed, args.out, args.fifth)))
 
 
 if __name__ == "__main__":
