@@ -20,6 +20,7 @@ Nothing is copied but the label rows: note files are symbolic links into the rel
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ from _common import set_offline_env  # noqa: E402
 set_offline_env()
 
 from datasets import DatasetDict  # noqa: E402
-from stacker_probe import top_precision  # noqa: E402
+from stacker_probe import ltt_on_pairs, per_note_ap, top_precision  # noqa: E402
 
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.codiesp import require_release_dir  # noqa: E402
@@ -79,21 +80,70 @@ def build(corpus: str, seed: int, out: Path, fifth: int | None = None) -> dict[s
     return {"train_notes": len(fit_ids), "test_notes": len(tune_ids)}
 
 
-def read_run(run_dir: Path, corpus: str, out: Path) -> dict[str, object]:
-    """Tuning-split MAP and top-of-ranking precision of a run trained on the copy (its test split)."""
-    language, code_type = corpus.split("-")
-    test = load_codiesp(out, language=language, code_type=code_type, splits=("test",))["test"]
+def _run_scores(run_dir: Path, test) -> tuple[LabelSpace, np.ndarray, dict[str, int]]:
+    """A run's fused test scores (its CodiEsp run file) as a notes x codes array, codes a note's
+    run lines lack scored last."""
     space = LabelSpace.from_json(run_dir / "labels.json")  # the run file's codes, in the model's order
-    z = np.full((len(test), len(space)), -1e9, dtype=np.float64)  # codes a note's run lines lack: last
+    z = np.full((len(test), len(space)), -1e9, dtype=np.float64)
     row = {doc: i for i, doc in enumerate(test["id"])}
     for line in (run_dir / "codiesp_run_test.trec").read_text().splitlines():
         doc, _, code, _, score, _ = line.split()
         z[row[doc], space.index[code]] = float(score)
+    return space, z, row
+
+
+def read_run(run_dir: Path, corpus: str, out: Path) -> dict[str, object]:
+    """Tuning-split MAP and top-of-ranking precision of a run trained on the copy (its test split)."""
+    language, code_type = corpus.split("-")
+    test = load_codiesp(out, language=language, code_type=code_type, splits=("test",))["test"]
+    space, z, _ = _run_scores(run_dir, test)
     gold = [list(g) for g in test["codes"]]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {"run": run_dir.name, "tuning_map": round(codiesp_map(z, list(space.codes), gold), 4),
             "test_map_logged": round(metrics["test_map"], 4),
             "tuning_top_precision": top_precision(z, space.encode(test["codes"]).astype(bool))}
+
+
+def read_fifths(runs: list[Path], copies: list[Path], corpus: str, *, top_k: int = 15) -> dict[str, object]:
+    """The five runs of one seed's ``--fifth`` copies pooled into the judge's 500 held-out train notes
+    (``stacker_probe.py --fifths``), read the same way: MAP, the errors among the best eligible pairs
+    and Learn-then-Test (``min_coverage`` 0.10, the ``rare_code`` bar 2 on the copy's train counts,
+    the predicted pairs the pooled top n_gold). Also with the ``neural_only`` rule: a predicted code
+    that no view but the neural one ranks in its top ``top_k`` (the views' note predictions) is
+    left out of the eligible ones."""
+    language, code_type = corpus.split("-")
+    pooled: dict[str, list] = {"z": [], "y": [], "kept": [], "support": [], "ap": []}
+    for run_dir, copy in zip(runs, copies, strict=True):
+        d = load_codiesp(copy, language=language, code_type=code_type, splits=("train", "test"))
+        space, z, row = _run_scores(run_dir, d["test"])
+        support = np.zeros(z.shape, dtype=bool)
+        for view in ("tfidf", "dictionary"):
+            with gzip.open(run_dir / f"note_predictions_test_{view}.json.gz", "rt", encoding="utf-8") as fh:
+                for note in json.load(fh)["notes"]:
+                    for code in note["codes"][:top_k]:
+                        if code in space.index:
+                            support[row[note["id"]], space.index[code]] = True
+        frequency = space.encode(d["train"]["codes"]).sum(axis=0)
+        pooled["z"].append(z.reshape(-1))
+        pooled["y"].append(space.encode(d["test"]["codes"]).astype(bool).reshape(-1))
+        pooled["kept"].append(np.broadcast_to(frequency[None, :] >= 2, z.shape).reshape(-1))
+        pooled["support"].append(support.reshape(-1))
+        pooled["ap"].append(per_note_ap(z, list(space.codes), [list(g) for g in d["test"]["codes"]]))
+    z, y, kept, support = (np.concatenate(pooled[k]) for k in ("z", "y", "kept", "support"))
+    n_pred = int(y.sum())
+    predicted = np.zeros(z.shape, dtype=bool)
+    predicted[np.argsort(-z, kind="stable")[:n_pred]] = True
+    out: dict[str, object] = {"runs": [r.name for r in runs], "map": round(float(np.nanmean(np.concatenate(pooled["ap"]))), 4),
+                              "top_precision": top_precision(z, y), "n_pred": n_pred,
+                              "neural_only_share_of_predicted": round(float((predicted & ~support).mean() * z.size / n_pred), 4)}
+    for name, keep in (("shipped", kept), ("neural_only", kept & support)):
+        eligible = predicted & keep
+        order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
+        errors = np.cumsum(~y[order])
+        out[name] = {"ltt_share": ltt_on_pairs(z, y, keep, min_coverage=0.10), "n_eligible": int(eligible.sum()),
+                     "errors_in_best_eligible": {str(n): int(errors[n - 1]) for n in (50, 100, 200, 400, 800)
+                                                 if n <= len(errors)}}
+    return out
 
 
 def main() -> None:
@@ -104,8 +154,14 @@ def main() -> None:
     ap.add_argument("--fifth", type=int, choices=range(5),
                     help="build the copy whose test is this fifth of the --fifths judge's cut (with --seed)")
     ap.add_argument("--read-run", type=Path, help="a run's outputs/runs/<id> folder trained on the copy: read it")
+    ap.add_argument("--read-fifths", type=Path, nargs=5, metavar="RUN",
+                    help="the five runs (outputs/runs/<id>) trained on --fifth 0..4 copies of one seed, in order; "
+                         "--out is then the copies' common prefix: <out>-0 ... <out>-4")
     args = ap.parse_args()
-    if args.read_run:
+    if args.read_fifths:
+        copies = [args.out.with_name(f"{args.out.name}-{k}") for k in range(5)]
+        print(json.dumps(read_fifths(list(args.read_fifths), copies, args.corpus)))
+    elif args.read_run:
         print(json.dumps(read_run(args.read_run, args.corpus, args.out)))
     else:
         if args.seed is None:
