@@ -446,3 +446,13 @@ def test_predict_cli_never_prints_a_headerless_csvs_note(tiny_bundle, tmp_path) 
     res = _predict_cli(f"bundle={tiny_bundle['result'].bundle_dir}", f"input={src}", f"output={tmp_path / 'p.jsonl'}",
                        "id_column=text", cwd=tmp_path)
     assert res.returncode == 2 and "name the same column" in res.stderr.strip().splitlines()[-1]
+
+
+def test_only_a_real_earlier_partial_is_reported_as_removed(coder, tmp_path, caplog) -> None:
+    """A fresh run's own folder (its ownership marker and lock) is not "an earlier partial run"."""
+    import logging
+
+    src = _notes_jsonl(tmp_path / "notes.jsonl")
+    with caplog.at_level(logging.INFO, logger="medcoder.inference.batch.partial"):
+        predict_file(coder, src, tmp_path / "fresh.jsonl")
+    assert "removing the earlier partial run" not in caplog.text

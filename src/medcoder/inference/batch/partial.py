@@ -219,7 +219,7 @@ def _start(part: _Partial, fingerprint: dict[str, Any], resume: bool) -> dict[st
                 hint=f"delete {part.dir} to start over, or choose another output")
         part.restore(state)
         return state
-    if any(entry.name != "lock" for entry in part.dir.iterdir()):
+    if any(entry.name not in ("lock", OWNER_MARKER) for entry in part.dir.iterdir()):  # what clear() removes
         log.info("removing the earlier partial run in %s (%s)", part.dir,
                  "not resumable" if resume else "resume=false starts over")
     part.clear()
