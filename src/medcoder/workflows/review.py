@@ -84,6 +84,24 @@ def _text(cfg: Any, key: str) -> str | None:
     return value
 
 
+#: Bundle ids are the first 16 hex digits of a sha256 (``bundle_id_from_hashes``).
+_BUNDLE_ID_DIGITS = 16
+
+
+def _bundle_id_text(cfg: Any, key: str) -> str | None:
+    """A bundle id given on the command line. Why not :func:`_text`: Hydra reads an id made only of
+    decimal digits (about 1 in 2,000 ids) as an integer, dropping leading zeros, so an integer is
+    turned back into its 16-digit text. An id Hydra read as a float (digits around one ``e``)
+    cannot be restored and is refused with how to quote it."""
+    value = cfg.get(key)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**_BUNDLE_ID_DIGITS:
+        return f"{value:0{_BUNDLE_ID_DIGITS}d}"
+    if isinstance(value, float):
+        raise ConfigError(f"{key}={value!r} is not valid: the command line read the id as a number",
+                          hint=f"quote it: {key}=\"'<id>'\"")
+    return _text(cfg, key)
+
+
 def _positive(cfg: Any, key: str, *, low: int = 1, high: int | None = None) -> int:
     value = cfg.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
@@ -565,7 +583,7 @@ def export_from_config(cfg: Any) -> ReviewResult:
     store = open_store(cfg)
     try:
         labels, decisions, events = out / "labels.jsonl", out / "decisions.csv", out / "events.jsonl"
-        bundle = _text(cfg, "export_bundle")  # one bundle's notes only (needed when an id is in two bundles)
+        bundle = _bundle_id_text(cfg, "export_bundle")  # one bundle's notes only (needed when an id is in two bundles)
         n_labels = store.export_labels(labels, bundle_id=bundle)
         n_rows = store.export_decisions_csv(decisions, bundle_id=bundle)
         n_events = store.export_events(events)
@@ -576,7 +594,7 @@ def export_from_config(cfg: Any) -> ReviewResult:
 
 
 def _bundle_ids(store: ReviewStore, cfg: Any, *, required: bool) -> list[str]:
-    bundle_id = _text(cfg, "bundle_id")
+    bundle_id = _bundle_id_text(cfg, "bundle_id")
     known = list(store.bundles())
     if bundle_id is None:
         if required:
