@@ -43,9 +43,9 @@ from medcoder.calibration.risk_control import (  # noqa: E402
 from medcoder.modeling.scoring import sigmoid  # noqa: E402
 
 
-def one_draw(probs, y, eligible, note, cal_notes, *, step, target, delta):
-    """Certify on the notes in ``cal_notes`` with a grid of ``step``; read the rest at that τ."""
-    cal = np.isin(note, cal_notes)
+def one_draw(probs, y, eligible, cal, *, step, target, delta):
+    """Certify on the pairs ``cal`` (the draw's certification notes) with a grid of ``step``; read
+    the rest at that τ."""
     dep = ~cal
     grid = coverage_grid(probs[cal & eligible], step) if step > 0 else None
     r = select_accept_threshold(probs[cal], y[cal], eligible[cal], target_precision=target, delta=delta,
@@ -81,10 +81,10 @@ def main() -> None:
         notes = np.unique(note)
         rng = np.random.default_rng(int(seed))
         for _ in range(args.draws):
-            cal_notes = rng.permutation(notes)[: len(notes) // 2]
+            cal = np.isin(note, rng.permutation(notes)[: len(notes) // 2])  # once per draw
             for step in args.steps:
                 for t in args.targets:
-                    share, dep_share, dep_prec = one_draw(probs, y, eligible, note, cal_notes, step=step, target=t,
+                    share, dep_share, dep_prec = one_draw(probs, y, eligible, cal, step=step, target=t,
                                                           delta=args.delta)
                     acc = rows.setdefault(f"step {step:g} @ {t:.2f}", {"share": [], "dep_share": [], "miss": [], "seed": []})
                     acc["share"].append(share)

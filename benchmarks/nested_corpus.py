@@ -33,7 +33,7 @@ from _common import set_offline_env  # noqa: E402
 set_offline_env()
 
 from datasets import DatasetDict  # noqa: E402
-from stacker_probe import ltt_on_pairs, per_note_ap, top_precision  # noqa: E402
+from stacker_probe import per_note_ap, predicted_top, read_top, top_precision  # noqa: E402
 
 from medcoder.data import LabelSpace, load_codiesp, resolve_codiesp_root  # noqa: E402
 from medcoder.data.codiesp import require_release_dir  # noqa: E402
@@ -131,18 +131,11 @@ def read_fifths(runs: list[Path], copies: list[Path], corpus: str, *, top_k: int
         pooled["ap"].append(per_note_ap(z, list(space.codes), [list(g) for g in d["test"]["codes"]]))
     z, y, kept, support = (np.concatenate(pooled[k]) for k in ("z", "y", "kept", "support"))
     n_pred = int(y.sum())
-    predicted = np.zeros(z.shape, dtype=bool)
-    predicted[np.argsort(-z, kind="stable")[:n_pred]] = True
     out: dict[str, object] = {"runs": [r.name for r in runs], "map": round(float(np.nanmean(np.concatenate(pooled["ap"]))), 4),
                               "top_precision": top_precision(z, y), "n_pred": n_pred,
-                              "neural_only_share_of_predicted": round(float((predicted & ~support).mean() * z.size / n_pred), 4)}
+                              "neural_only_share_of_predicted": round(float((predicted_top(z, y) & ~support).sum() / n_pred), 4)}
     for name, keep in (("shipped", kept), ("neural_only", kept & support)):
-        eligible = predicted & keep
-        order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
-        errors = np.cumsum(~y[order])
-        out[name] = {"ltt_share": ltt_on_pairs(z, y, keep, min_coverage=0.10), "n_eligible": int(eligible.sum()),
-                     "errors_in_best_eligible": {str(n): int(errors[n - 1]) for n in (50, 100, 200, 400, 800)
-                                                 if n <= len(errors)}}
+        out[name] = read_top(z, y, keep)
     return out
 
 

@@ -262,6 +262,26 @@ def ltt_on_pairs(z, y, kept, *, targets=(0.95, 0.90, 0.85), delta=0.1, min_cover
     return out
 
 
+def predicted_top(z, y):
+    """The pooled "predicted" pairs: the top n_gold by ``z`` (a stand-in for the decision threshold)."""
+    predicted = np.zeros(z.shape, dtype=bool)
+    predicted[np.argsort(-z, kind="stable")[: int(y.sum())]] = True
+    return predicted
+
+
+def read_top(z, y, kept):
+    """How the top of a pooled held-out ranking reads (flat pairs): the errors among the best-scored
+    eligible predicted pairs, and Learn-then-Test as the shipped routing runs it (``min_coverage``
+    0.10 over the pairs ``kept`` by the rules). Shared by the ``--fifths`` judge and
+    ``nested_corpus.py --read-fifths``, so both read the same way."""
+    eligible = predicted_top(z, y) & kept
+    order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
+    errors = np.cumsum(~y[order])
+    return {"errors_in_best_eligible": {str(n): int(errors[n - 1]) for n in (50, 100, 200, 400, 800)
+                                        if n <= len(errors)},
+            "ltt_share": ltt_on_pairs(z, y, kept, min_coverage=0.10), "n_eligible": int(eligible.sum())}
+
+
 def per_note_ap(scores, codes, gold):
     return np.array([codiesp_map(scores[i : i + 1], codes, [gold[i]]) for i in range(len(gold))])
 
@@ -450,23 +470,14 @@ def run_fifths(seed, args, corpus, language, code_type):
     dumped = {}
     for pairing, acc in pooled.items():
         z, y, elig = (np.concatenate(acc[key]) for key in ("z", "y", "eligible"))
-        n_pred = int(y.sum())
-        predicted = np.zeros(z.shape, dtype=bool)
-        predicted[np.argsort(-z, kind="stable")[:n_pred]] = True
         if args.dump_pairs:  # the predicted pairs only: what a certification procedure reads
+            predicted = predicted_top(z, y)
             key = pairing.replace(":", "_").replace(">", "_").replace("@", "_w")
             dumped |= {f"{seed}/{key}/z": z[predicted], f"{seed}/{key}/y": y[predicted],
                        f"{seed}/{key}/eligible": elig[predicted],
                        f"{seed}/{key}/note": np.concatenate(acc["note"])[predicted]}
-        eligible = predicted & elig
-        order = np.argsort(-np.where(eligible, z, -np.inf), kind="stable")[: int(eligible.sum())]
-        errors = np.cumsum(~y[order])
-        ltt = ltt_on_pairs(z, y, elig, min_coverage=0.10)
         out[pairing] = {"map": round(float(np.nanmean(np.concatenate(acc["ap"]))), 4),
-                        "top_precision": top_precision(z, y),
-                        "errors_in_best_eligible": {str(n): int(errors[n - 1]) for n in (50, 100, 200, 400, 800)
-                                                    if n <= len(errors)},
-                        "ltt_share": ltt, "n_eligible": int(eligible.sum()), "n_pred": n_pred}
+                        "top_precision": top_precision(z, y), **read_top(z, y, elig), "n_pred": int(y.sum())}
         print(args.corpus, seed, pairing, json.dumps(out[pairing]), flush=True)
     if args.dump_pairs:
         out["_pairs"] = dumped
