@@ -58,7 +58,13 @@ from medcoder.tracking import (
 from medcoder.tracking.artifacts import download_run
 from medcoder.tracking.plots import per_code_f1, plot_f1_vs_frequency
 from medcoder.tracking.sweeps import start_child_or_run, update_sweep_summary
-from medcoder.training.distributed import distributed_state, is_main_process, main_first, world_size
+from medcoder.training.distributed import (
+    distributed_state,
+    is_main_process,
+    main_first,
+    release,
+    world_size,
+)
 from medcoder.training.encoders import resolve_encoder
 from medcoder.training.trainer import MedCoderTrainer
 from medcoder.training.warm_start import (
@@ -462,6 +468,7 @@ def _train_with_neural(settings: TrainSettings, data: _Data, started: float) -> 
 
     if not is_main_process(dist):
         fit()  # this rank trains its shard of every batch; rank 0 holds the MLflow run
+        release(dist)
         return TrainResult("", {}, settings.output_dir, time.time() - started)
     experiment_id = setup_experiment(settings.tracking)
     continued = mlflow_run_to_continue(ckpt_dir, resume_from)
